@@ -1,0 +1,35 @@
+"""Aware-UTC time: the one place that reads the clock, and the timestamp type every file uses."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime
+
+
+def _require_utc(value: datetime) -> datetime:
+    offset = value.utcoffset()
+    if offset is None or offset.total_seconds() != 0:
+        raise ValueError("must be UTC (RFC 3339 ending in Z), not a local offset")
+    return value.astimezone(UTC)
+
+
+# Serialises as RFC 3339 with a trailing Z; a naive or non-UTC value is refused rather than converted,
+# because a hand edit with a local offset is more likely a mistake than an intent.
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_require_utc)]
+
+
+def now() -> datetime:
+    """Read the clock; called once per command and passed down."""
+    return datetime.now(UTC)
+
+
+def to_seconds(value: datetime) -> datetime:
+    """Drop sub-second precision, for timestamps people read in the queue."""
+    return value.replace(microsecond=0)
+
+
+def format_z(value: datetime) -> str:
+    """RFC 3339 UTC with Z, whole seconds: for messages and file names."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

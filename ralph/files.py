@@ -1,0 +1,95 @@
+"""Durable file writes: a reader (or a crash) only ever sees the old file or the new one."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+TEMP_SUFFIX = ".tmp"
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`: temp file in the same directory, fsync, rename, fsync the directory.
+
+    If any step fails the previous file is untouched and the temp file is removed; a failed fsync
+    aborts before the rename, because Linux may drop the dirty pages and report success on a retry.
+    """
+    directory = path.parent
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=_temp_prefix(path), suffix=TEMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            view = memoryview(data)
+            while view:
+                written = os.write(f.fileno(), view)
+                view = view[written:]
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_directory(directory)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable; some filesystems cannot, which is logged, not fatal."""
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+        logger.debug("%s: directory fsync not supported here", directory)
+    finally:
+        os.close(dfd)
+
+
+def sweep_temp_files(path: Path) -> list[Path]:
+    """Remove temp files a killed writer of `path` left behind; call only while holding the lock."""
+    removed = []
+    for stray in path.parent.glob(f"{_temp_prefix(path)}*{TEMP_SUFFIX}"):
+        with contextlib.suppress(FileNotFoundError):
+            stray.unlink()
+            removed.append(stray)
+    return removed
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """Read a file, refusing one larger than `limit` bytes before reading it into memory."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise FileTooLarge(size, limit)
+        data = f.read(limit + 1)
+    if len(data) > limit:  # it grew while we read
+        raise FileTooLarge(len(data), limit)
+    return data
+
+
+class FileTooLarge(Exception):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"{size} bytes, over the {limit}-byte limit")
+        self.size = size
+        self.limit = limit
+
+
+def copy_aside(path: Path, suffix: str) -> Path:
+    """Save a byte-for-byte copy of `path` next to it as `<name><suffix>`, never overwriting a copy."""
+    data = path.read_bytes()
+    target = path.with_name(path.name + suffix)
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}{suffix}.{n}")
+    write_atomic(target, data)
+    return target

@@ -1,0 +1,136 @@
+"""Every git call goes through here: the only module that imports `sh`.
+
+Commands are argv tuples of plain strings (no keyword-to-flag magic), run without a TTY (no pager, no
+colour), with a timeout, and with failures turned into GitError carrying the command and its stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import sh
+
+from ralph.errors import GitError, PreflightError
+
+DEFAULT_TIMEOUT_S = 120.0
+
+# Variables that would point git at another repository than the one we name (set when ralph runs
+# from inside a git hook, say). Everything else, identity and dates included, is the user's to set.
+_REPO_LOCATION_VARS = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+)
+
+
+def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _REPO_LOCATION_VARS}
+    env["GIT_TERMINAL_PROMPT"] = "0"  # never wait for a password nobody will type
+    env["LC_ALL"] = "C"  # messages we classify are the untranslated ones
+    if "GIT_SSH_COMMAND" not in env and "GIT_SSH" not in env:
+        env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes -o ConnectTimeout=20"
+    if extra:
+        env.update(extra)
+    return env
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def out(self) -> str:
+        """stdout without its trailing newline."""
+        return self.stdout.rstrip("\n")
+
+
+class Git:
+    """git in one directory."""
+
+    def __init__(self, cwd: Path, *, env: Mapping[str, str] | None = None) -> None:
+        self.cwd = cwd
+        try:
+            command = sh.Command("git")
+        except sh.CommandNotFound:
+            raise PreflightError("git is not installed or not on PATH; install git (2.30 or newer)") from None
+        self._git = command.bake(_cwd=str(cwd), _tty_out=False, _env=git_env(env), _truncate_exc=False)
+
+    def run(
+        self,
+        *args: str,
+        ok: tuple[int, ...] = (0,),
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+        input: str | bytes | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Result:
+        """Run `git <args>`; an exit code outside `ok`, a timeout or a signal raises GitError."""
+        options: dict[str, object] = {"_return_cmd": True, "_ok_code": ok, "_decode_errors": "replace"}
+        if timeout is not None:
+            options["_timeout"] = timeout
+        if input is not None:
+            options["_in"] = input
+        if env is not None:
+            options["_env"] = git_env(env)
+        display = "git " + shlex.join(args)
+        try:
+            cmd = self._git(*args, **options)
+        except sh.ErrorReturnCode as e:
+            stderr = e.stderr.decode(errors="replace")
+            raise GitError(
+                f"`{display}` failed in {self.cwd} (exit {e.exit_code}): {_last_line(stderr)}",
+                argv=args,
+                returncode=e.exit_code,
+                stdout=e.stdout.decode(errors="replace"),
+                stderr=stderr,
+            ) from None
+        except sh.TimeoutException:
+            raise GitError(f"`{display}` timed out after {timeout:g}s in {self.cwd}", argv=args) from None
+        except sh.SignalException as e:  # pragma: no cover (git killed from outside)
+            raise GitError(f"`{display}` was killed by a signal in {self.cwd}", argv=args) from e
+        return Result(cmd.exit_code, cmd.stdout.decode(errors="replace"), cmd.stderr.decode(errors="replace"))
+
+    # --- questions ---------------------------------------------------------------------------
+
+    def toplevel(self) -> Path:
+        return Path(self.run("rev-parse", "--show-toplevel").out)
+
+    def is_ignored(self, path: str) -> bool:
+        """git-check-ignore(1): 0 = ignored, 1 = not ignored, anything else is an error."""
+        result = self.run("check-ignore", "-q", "--", path, ok=(0, 1))
+        return result.returncode == 0
+
+    def current_branch(self) -> str | None:
+        result = self.run("symbolic-ref", "--quiet", "--short", "HEAD", ok=(0, 1))
+        return result.out or None
+
+    def remote_head_branch(self, remote: str) -> str | None:
+        """The branch `refs/remotes/<remote>/HEAD` points at, if the clone recorded it."""
+        result = self.run("symbolic-ref", "--quiet", "--short", f"refs/remotes/{remote}/HEAD", ok=(0, 1))
+        prefix = f"{remote}/"
+        return result.out[len(prefix):] if result.out.startswith(prefix) else None
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def find_repository(start: Path) -> Path:
+    """The top of the git work tree containing `start`."""
+    try:
+        return Git(start).toplevel()
+    except GitError:
+        raise PreflightError(
+            f"{start} is not inside a git repository; run ralph in your checkout or pass -C <checkout>"
+        ) from None

@@ -1,0 +1,128 @@
+"""Where everything lives, and the task-id check that runs before an id touches a path or a ref."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from ralph.errors import QueueError, TaskIdError
+
+RALPH_DIR = ".ralph"
+DEFAULT_WORKSPACE_ROOT = ".ralph/workspaces"
+CACHE_IGNORE = ".ralph/cache/"
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_ID_LENGTH = 64
+
+
+def check_task_id(task_id: str) -> str:
+    """Return `task_id` if it is safe in a path, a git ref name and a log line; raise TaskIdError if not."""
+    problem = _task_id_problem(task_id)
+    if problem:
+        raise TaskIdError(f"task id {task_id!r} is not allowed: {problem}; task ids look like RQ-0001")
+    return task_id
+
+
+def _task_id_problem(task_id: str) -> str | None:
+    if not isinstance(task_id, str) or not task_id:
+        return "it is empty"
+    if "\0" in task_id:
+        return "it contains a NUL byte"
+    if any(unicodedata.category(c).startswith("C") for c in task_id):
+        return "it contains a control character"
+    if task_id.startswith("-"):
+        return "it starts with '-' and would be read as an option"
+    if "/" in task_id or "\\" in task_id:
+        return "it contains a path separator"
+    if ".." in task_id:
+        return "it contains '..'"
+    if task_id.startswith("."):
+        return "it starts with '.'"
+    if task_id.endswith(".lock"):
+        return "it ends with '.lock', which git refuses in ref names"
+    if len(task_id) > MAX_ID_LENGTH:
+        return f"it is longer than {MAX_ID_LENGTH} characters"
+    if not _SAFE_ID.fullmatch(task_id):
+        bad = next(c for c in task_id if not (c.isascii() and (c.isalnum() or c in "._-")))
+        return f"it contains {bad!r}; only letters, digits, '.', '_' and '-' are allowed"
+    return None
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The files of one control checkout (DESIGN §2)."""
+
+    root: Path
+    workspace_root: Path
+
+    @classmethod
+    def for_root(cls, root: Path, workspace_root: str = DEFAULT_WORKSPACE_ROOT) -> Paths:
+        ws = Path(workspace_root).expanduser()
+        return cls(root=root, workspace_root=ws if ws.is_absolute() else root / ws)
+
+    @property
+    def ralph_dir(self) -> Path:
+        return self.root / RALPH_DIR
+
+    @property
+    def config(self) -> Path:
+        return self.ralph_dir / "config.toml"
+
+    @property
+    def gitignore(self) -> Path:
+        return self.root / ".gitignore"
+
+    @property
+    def cache(self) -> Path:
+        return self.ralph_dir / "cache"
+
+    @property
+    def parallel(self) -> Path:
+        return self.cache / "parallel"
+
+    @property
+    def state(self) -> Path:
+        return self.parallel / "state.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.parallel / "state.json.lock"
+
+    @property
+    def events(self) -> Path:
+        return self.parallel / "events.jsonl"
+
+    @property
+    def runs(self) -> Path:
+        return self.parallel / "runs"
+
+    def run_dir(self, task_id: str) -> Path:
+        return self.runs / check_task_id(task_id)
+
+    def workspace(self, task_id: str) -> Path:
+        return self.workspace_root / check_task_id(task_id)
+
+    def queue_file(self) -> Path:
+        return self._json_or_jsonc("queue")
+
+    def done_file(self) -> Path:
+        return self._json_or_jsonc("done")
+
+    def _json_or_jsonc(self, stem: str) -> Path:
+        """`<stem>.json`, or the Rust ralph's `<stem>.jsonc` when only that one exists."""
+        plain = self.ralph_dir / f"{stem}.json"
+        jsonc = self.ralph_dir / f"{stem}.jsonc"
+        if plain.exists() and jsonc.exists():
+            raise QueueError(
+                f"both {plain} and {jsonc} exist; keep one of them (ralph reads either, and writes plain JSON)"
+            )
+        return jsonc if jsonc.exists() else plain
+
+    def relative(self, path: Path) -> str:
+        """`path` relative to the repository root, for messages and git pathspecs."""
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)

@@ -1,0 +1,458 @@
+"""The task queue and done archive: models compatible with the Rust ralph, validation, selection.
+
+Queue order is authoritative: selection walks the file top to bottom, and priority never reorders it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from ralph.clock import UtcDatetime, format_z
+from ralph.config import QueueConfig
+from ralph.errors import QueueError, TaskIdError
+from ralph.files import FileTooLarge, read_bounded, write_atomic
+from ralph.models import FileModel, describe_validation_error
+from ralph.paths import Paths, check_task_id
+from ralph.state import Lifecycle, Worker
+
+# A queue this large is a mistake or an attack; refuse it before parsing. 10,000 tasks is about 5 MB.
+MAX_QUEUE_BYTES = 32 * 1024 * 1024
+
+
+class TaskStatus(StrEnum):
+    DRAFT = "draft"
+    TODO = "todo"
+    DOING = "doing"
+    DONE = "done"
+    REJECTED = "rejected"
+
+
+TERMINAL_STATUSES = frozenset({TaskStatus.DONE, TaskStatus.REJECTED})
+
+
+class Priority(StrEnum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+Effort = Literal["default", "low", "medium", "high", "xhigh"]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class TaskAgent(FileModel):
+    """Per-task agent overrides, kept for compatibility with the Rust ralph's queue files."""
+
+    runner: str | None = None
+    model: str | None = None
+    model_effort: Effort | None = None
+    phases: Annotated[int, Field(ge=1, le=3)] | None = None
+    iterations: Annotated[int, Field(ge=1)] | None = None
+    followup_reasoning_effort: Effort | None = None
+    runner_cli: dict[str, Any] | None = None
+    phase_overrides: dict[str, Any] | None = None
+
+
+class Task(FileModel):
+    id: str
+    status: TaskStatus = TaskStatus.TODO
+    title: NonEmpty
+    description: str | None = None
+    priority: Priority = Priority.MEDIUM
+    tags: list[NonEmpty] = []
+    scope: list[NonEmpty] = []
+    evidence: list[NonEmpty] = []
+    plan: list[NonEmpty] = []
+    notes: list[NonEmpty] = []
+    request: str | None = None
+    agent: TaskAgent | None = None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    completed_at: UtcDatetime | None = None
+    started_at: UtcDatetime | None = None
+    scheduled_start: UtcDatetime | None = None
+    estimated_minutes: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
+    actual_minutes: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
+    depends_on: list[str] = []
+    blocks: list[str] = []
+    relates_to: list[str] = []
+    duplicates: str | None = None
+    custom_fields: dict[str, str] = {}
+    parent_id: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        try:
+            return check_task_id(value)
+        except TaskIdError as e:
+            raise ValueError(str(e)) from None
+
+    @field_validator("depends_on", "blocks", "relates_to")
+    @classmethod
+    def _safe_refs(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                check_task_id(value)
+            except TaskIdError as e:
+                raise ValueError(str(e)) from None
+        return values
+
+    @field_validator("custom_fields", mode="before")
+    @classmethod
+    def _coerce_custom_fields(cls, value: Any) -> Any:
+        # The Rust ralph coerces numbers and booleans to strings; so do we, so its files load here.
+        if not isinstance(value, dict):
+            return value
+        out = {}
+        for key, item in value.items():
+            if isinstance(key, str) and (not key or any(c.isspace() for c in key)):
+                raise ValueError(f"custom_fields key {key!r} must be non-empty and contain no whitespace")
+            if isinstance(item, bool):
+                item = "true" if item else "false"
+            elif isinstance(item, int | float):
+                item = str(item)
+            out[key] = item
+        return out
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> Task:
+        # A NUL cannot go into a prompt file, an argv or a log line intact; refuse it at the door.
+        for name in ("title", "description", "request"):
+            value = getattr(self, name)
+            if value and "\0" in value:
+                raise ValueError(f"{name} contains a NUL character")
+        for name in ("tags", "scope", "evidence", "plan", "notes"):
+            if any("\0" in item for item in getattr(self, name)):
+                raise ValueError(f"{name} contains a NUL character")
+        return self
+
+
+class QueueFile(FileModel):
+    version: Literal[1]
+    tasks: list[Task] = []
+
+
+def empty_queue_file() -> QueueFile:
+    return QueueFile(version=1, tasks=[])
+
+
+# --- reading and writing -------------------------------------------------------------------------
+
+_JSONC_COMMENT = re.compile(r'"(?:\\.|[^"\\])*"|//[^\n]*|/\*.*?\*/', re.S)
+_JSONC_TRAILING_COMMA = re.compile(r'"(?:\\.|[^"\\])*"|,(?=\s*[}\]])', re.S)
+
+
+def _blank(match: re.Match[str]) -> str:
+    text = match.group(0)
+    if text.startswith('"'):
+        return text
+    # Keep newlines so a later error still points at the right line.
+    return "".join("\n" if c == "\n" else " " for c in text)
+
+
+def strip_jsonc(text: str) -> str:
+    """Turn JSONC (comments, trailing commas) into JSON without moving any line or column."""
+    return _JSONC_TRAILING_COMMA.sub(_blank, _JSONC_COMMENT.sub(_blank, text))
+
+
+def parse_queue_file(data: bytes, source: str) -> QueueFile:
+    """Parse queue or done bytes from a file or a git blob; `source` names it in errors."""
+    if b"\0" in data:
+        raise QueueError(f"{source}: contains NUL bytes, so it is not a JSON text file; restore it from git")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise QueueError(f"{source}: not UTF-8 (byte {e.start}); save it as UTF-8 JSON") from None
+    try:
+        return QueueFile.model_validate_json(text)
+    except ValidationError as e:
+        if e.errors()[0]["type"] != "json_invalid":
+            raise QueueError(f"{source}: {describe_validation_error(e, _task_namer(text))}") from None
+    try:
+        return QueueFile.model_validate_json(strip_jsonc(text))
+    except ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        if first["type"] == "json_invalid":
+            raise QueueError(f"{source}: not valid JSON: {_json_error(text)}; fix the syntax") from None
+        raise QueueError(f"{source}: {describe_validation_error(e, _task_namer(strip_jsonc(text)))}") from None
+
+
+def _json_error(text: str) -> str:
+    try:
+        json.loads(strip_jsonc(text))
+    except json.JSONDecodeError as e:
+        return f"line {e.lineno} column {e.colno}: {e.msg}"
+    return "unexpected content"  # pragma: no cover (pydantic and json disagree)
+
+
+def _task_namer(text: str) -> Any:
+    """Name `tasks[3].status` as `task RQ-0004 (tasks[3]).status` when the id is readable."""
+    try:
+        raw = json.loads(text)
+        tasks = raw.get("tasks") if isinstance(raw, dict) else None
+    except (json.JSONDecodeError, RecursionError):
+        tasks = None
+
+    def name(loc: tuple[int | str, ...]) -> str:
+        parts = [str(p) for p in loc]
+        if len(loc) >= 2 and loc[0] == "tasks" and isinstance(loc[1], int):
+            index = loc[1]
+            task_id = None
+            if isinstance(tasks, list) and index < len(tasks) and isinstance(tasks[index], dict):
+                candidate = tasks[index].get("id")
+                task_id = candidate if isinstance(candidate, str) else None
+            label = f"task {task_id!r} (tasks[{index}])" if task_id else f"tasks[{index}]"
+            rest = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc[2:])
+            return f"{label}.{rest}".replace(".[", "[") if rest else label
+        return ".".join(parts) or "(top level)"
+
+    return name
+
+
+def load_queue_file(path: Path) -> QueueFile:
+    """Read a queue or done file from disk; a missing file is an empty queue."""
+    try:
+        data = read_bounded(path, MAX_QUEUE_BYTES)
+    except FileNotFoundError:
+        return empty_queue_file()
+    except FileTooLarge as e:
+        raise QueueError(
+            f"{path}: {e.size / 1e6:.1f} MB is over the {MAX_QUEUE_BYTES / 1e6:.0f} MB limit; "
+            "move finished tasks to the done archive or split the queue"
+        ) from None
+    except OSError as e:
+        raise QueueError(f"{path}: cannot read: {e.strerror}") from None
+    return parse_queue_file(data, str(path))
+
+
+def render_queue_file(queue: QueueFile) -> bytes:
+    """Pretty JSON; keys a file did not have stay absent, so a round trip changes nothing else."""
+    doc = queue.model_dump(mode="json", exclude_unset=True)
+    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def save_queue_file(path: Path, queue: QueueFile) -> None:
+    write_atomic(path, render_queue_file(queue))
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+def id_pattern(prefix: str, width: int) -> re.Pattern[str]:
+    return re.compile(rf"{re.escape(prefix)}-\d{{{width}}}", re.IGNORECASE)
+
+
+def find_problems(
+    queue: QueueFile,
+    done: QueueFile,
+    *,
+    prefix: str = "RQ",
+    width: int = 4,
+    queue_name: str = "queue.json",
+    done_name: str = "done.json",
+) -> list[str]:
+    """Every semantic problem of a queue and done pair, as one line each; empty when valid."""
+    problems: list[str] = []
+    pattern = id_pattern(prefix, width)
+    seen: dict[str, tuple[str, Task]] = {}
+    for name, file in ((queue_name, queue), (done_name, done)):
+        for task in file.tasks:
+            where = f"{name}: task {task.id}"
+            if not pattern.fullmatch(task.id):
+                problems.append(f"{where}: id should look like {prefix}-{'0' * (width - 1)}1 ({width} digits)")
+            if task.id in seen:
+                other_name, other = seen[task.id]
+                in_both = other_name != name
+                either_rejected = TaskStatus.REJECTED in (task.status, other.status)
+                if not (in_both and either_rejected):
+                    place = f"{other_name} and {name}" if in_both else name
+                    problems.append(f"{where}: the id appears twice (in {place}); give one of them a new id")
+            else:
+                seen[task.id] = (name, task)
+            if task.status in TERMINAL_STATUSES and task.completed_at is None:
+                problems.append(f"{where}: status {task.status} needs completed_at")
+            if file is done and task.status not in TERMINAL_STATUSES:
+                problems.append(f"{where}: status {task.status} does not belong in the done archive")
+    for name, file in ((queue_name, queue), (done_name, done)):
+        for task in file.tasks:
+            for field in ("depends_on", "blocks"):
+                for ref in getattr(task, field):
+                    if ref not in seen:
+                        problems.append(
+                            f"{name}: task {task.id}: {field} names {ref}, which is in neither {queue_name} "
+                            f"nor {done_name}"
+                        )
+                    elif ref == task.id:
+                        problems.append(f"{name}: task {task.id}: {field} names the task itself")
+    cycle = find_cycle(t for _, t in seen.values())
+    if cycle:
+        problems.append(f"dependency cycle: {' -> '.join(cycle)}; remove one of these dependencies")
+    return problems
+
+
+def find_cycle(tasks: Iterable[Task]) -> list[str] | None:
+    """A dependency cycle as `[a, b, ..., a]`, or None. `X blocks Y` counts as `Y depends on X`."""
+    edges: dict[str, list[str]] = {}
+    for task in tasks:
+        edges.setdefault(task.id, []).extend(d for d in task.depends_on if d != task.id)
+        for blocked in task.blocks:
+            if blocked != task.id:
+                edges.setdefault(blocked, []).append(task.id)
+    # Iterative DFS with colours: a 10,000-task chain must not hit the recursion limit.
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(edges, white)
+    for start in edges:
+        if colour[start] != white:
+            continue
+        path = [start]
+        stack = [iter(edges[start])]
+        colour[start] = grey
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                colour[path.pop()] = black
+                stack.pop()
+                continue
+            state = colour.get(nxt, black)  # a dangling id is reported elsewhere
+            if state == grey:
+                return path[path.index(nxt):] + [nxt]
+            if state == white:
+                colour[nxt] = grey
+                path.append(nxt)
+                stack.append(iter(edges.get(nxt, [])))
+    return None
+
+
+def next_id(queue: QueueFile, done: QueueFile, *, prefix: str = "RQ", width: int = 4) -> str:
+    """One past the highest number in use, counting rejected tasks too so an id is never reused."""
+    pattern = re.compile(rf"{re.escape(prefix)}-(\d+)", re.IGNORECASE)
+    highest = 0
+    for task in (*queue.tasks, *done.tasks):
+        match = pattern.fullmatch(task.id)
+        if match:
+            highest = max(highest, int(match.group(1)))
+    return f"{prefix}-{highest + 1:0{width}d}"
+
+
+def find_task(queue: QueueFile, done: QueueFile, task_id: str) -> Task | None:
+    for task in (*queue.tasks, *done.tasks):
+        if task.id == task_id:
+            return task
+    return None
+
+
+# --- selection (DESIGN §4.3) ---------------------------------------------------------------------
+
+
+def why_not_runnable(
+    task: Task,
+    *,
+    statuses: Mapping[str, TaskStatus],
+    workers: Mapping[str, Worker],
+    now: datetime,
+    max_attempts: int,
+) -> str | None:
+    """Why `task` cannot start now, or None when it can. Selection and `queue explain` share this."""
+    if task.status != TaskStatus.TODO:
+        return f"status is {task.status}"
+    waiting = [d for d in task.depends_on if statuses.get(d) not in TERMINAL_STATUSES]
+    if waiting:
+        described = ", ".join(f"{d} ({statuses[d]})" if d in statuses else f"{d} (missing)" for d in waiting)
+        return f"waits for {described}"
+    if task.scheduled_start is not None and task.scheduled_start > now:
+        return f"scheduled to start at {format_z(task.scheduled_start)}"
+    worker = workers.get(task.id)
+    if worker is None:
+        return None
+    if worker.lifecycle in Lifecycle.active():
+        return f"in progress ({worker.lifecycle})"
+    if worker.lifecycle == Lifecycle.BLOCKED_PUSH:
+        return f"blocked: {worker.last_error or 'work could not land'}; `ralph retry {task.id}` or `ralph discard {task.id}`"
+    if worker.lifecycle == Lifecycle.COMPLETED:
+        return "landed; waiting for the queue on the base branch to show it done"
+    if worker.lifecycle == Lifecycle.FAILED:
+        if worker.attempt >= max_attempts:
+            return f"attempts used up ({worker.attempt}/{max_attempts}): {worker.last_error or 'failed'}"
+        if worker.next_attempt_at is not None and worker.next_attempt_at > now:
+            return f"retry after {format_z(worker.next_attempt_at)} (attempt {worker.attempt}/{max_attempts} failed)"
+    return None
+
+
+def task_statuses(queue: QueueFile, done: QueueFile) -> dict[str, TaskStatus]:
+    statuses = {t.id: t.status for t in done.tasks}
+    statuses.update((t.id, t.status) for t in queue.tasks)
+    return statuses
+
+
+def select_runnable(
+    queue: QueueFile,
+    done: QueueFile,
+    workers: Mapping[str, Worker],
+    now: datetime,
+    *,
+    max_attempts: int,
+) -> list[Task]:
+    """The tasks that may start now, in queue order."""
+    statuses = task_statuses(queue, done)
+    return [
+        t
+        for t in queue.tasks
+        if why_not_runnable(t, statuses=statuses, workers=workers, now=now, max_attempts=max_attempts) is None
+    ]
+
+
+# --- the pair ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Queues:
+    """A queue file and its done archive, read together because neither is valid alone."""
+
+    queue: QueueFile
+    done: QueueFile
+    queue_name: str = "queue.json"
+    done_name: str = "done.json"
+
+    def problems(self, config: QueueConfig) -> list[str]:
+        return find_problems(
+            self.queue,
+            self.done,
+            prefix=config.id_prefix,
+            width=config.id_width,
+            queue_name=self.queue_name,
+            done_name=self.done_name,
+        )
+
+    def validate(self, config: QueueConfig) -> None:
+        problems = self.problems(config)
+        if problems:
+            more = f" (and {len(problems) - 1} more; `ralph queue validate` lists them)" if len(problems) > 1 else ""
+            raise QueueError(problems[0] + more)
+
+    def find(self, task_id: str) -> Task | None:
+        return find_task(self.queue, self.done, task_id)
+
+    def statuses(self) -> dict[str, TaskStatus]:
+        return task_statuses(self.queue, self.done)
+
+
+def load_local_queues(paths: Paths) -> Queues:
+    """Read queue and done from the working tree, without semantic validation."""
+    queue_path, done_path = paths.queue_file(), paths.done_file()
+    return Queues(
+        queue=load_queue_file(queue_path),
+        done=load_queue_file(done_path),
+        queue_name=paths.relative(queue_path),
+        done_name=paths.relative(done_path),
+    )
