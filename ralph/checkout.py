@@ -1,0 +1,37 @@
+"""The control checkout: where cron runs ralph. Its root, its files and its configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ralph.config import Config, load_config
+from ralph.git import Git, find_repository
+from ralph.paths import Paths
+
+
+@dataclass(frozen=True)
+class Checkout:
+    root: Path
+    paths: Paths
+    config: Config
+
+    @property
+    def remote(self) -> str:
+        return self.config.git.remote
+
+    def git(self) -> Git:
+        return Git(self.root)
+
+    def base_branch(self) -> str:
+        """The configured base branch, else the remote's HEAD branch, else the current branch, else main."""
+        if self.config.git.base_branch:
+            return self.config.git.base_branch
+        git = self.git()
+        return git.remote_head_branch(self.remote) or git.current_branch() or "main"
+
+
+def open_checkout(start: Path) -> Checkout:
+    root = find_repository(start)
+    config = load_config(Paths.for_root(root).config)
+    return Checkout(root=root, paths=Paths.for_root(root, config.parallel.workspace_root), config=config)

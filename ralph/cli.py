@@ -1,0 +1,192 @@
+"""The command line: click only. Parse, build collaborators, call one function, map its exit code."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ralph import __version__
+from ralph.config import RUNNER_NAMES
+from ralph.errors import ExitCode, RalphError
+from ralph.log import setup_logging
+
+logger = logging.getLogger("ralph")
+
+
+class RalphGroup(click.Group):
+    """One top-level handler: a RalphError is one line on stderr; anything else is a bug (exit 3)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except RalphError as e:
+            prefix = "ralph: " if e.exit_code == ExitCode.LOCKED else "ralph: error: "
+            click.echo(prefix + str(e), err=True)
+            ctx.exit(int(e.exit_code))
+        except KeyboardInterrupt:
+            click.echo("ralph: interrupted", err=True)
+            ctx.exit(int(ExitCode.INTERRUPTED))
+        except Exception as e:
+            logger.critical("internal error (a bug in ralph): %s", e, exc_info=True)
+            click.echo(f"ralph: internal error (a bug in ralph): {e!r}; please report it with the traceback", err=True)
+            ctx.exit(int(ExitCode.INTERNAL))
+
+
+@dataclass(frozen=True)
+class Globals:
+    start: Path
+
+
+def _start(ctx: click.Context) -> Path:
+    obj = ctx.find_object(Globals)
+    assert obj is not None
+    return obj.start
+
+
+def _finish(ctx: click.Context, code: ExitCode) -> None:
+    # click ignores a command's return value in standalone mode; the code must go through ctx.exit.
+    ctx.exit(int(code))
+
+
+def _json_option(help_text: str = "Print one JSON document on stdout.") -> Callable[[Any], Any]:
+    return click.option("--json", "as_json", is_flag=True, help=help_text)
+
+
+@click.group(cls=RalphGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="ralph")
+@click.option(
+    "-C",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run as if started in DIR (the control checkout).",
+    metavar="DIR",
+)
+@click.option("-v", "--verbose", count=True, help="More detail on stderr (repeat for more).")
+@click.option("-q", "--quiet", count=True, help="Less detail on stderr: -q warnings only, -qq errors only.")
+@click.pass_context
+def cli(ctx: click.Context, directory: Path | None, verbose: int, quiet: int) -> None:
+    """Run AI coding agents in parallel on one git repository and land their CI-verified work.
+
+    Each `ralph run` is one short tick, meant for cron or a systemd timer: it advances every worker,
+    starts new ones up to --workers, lands verified work on the base branch, and exits.
+
+    \b
+    Start here:
+      ralph init                      set up .ralph/ in your checkout
+      ralph task add "Fix the bug"    queue a task
+      ralph run --workers 3           one tick (put this in cron)
+      ralph status                    what every worker is doing
+    """
+    setup_logging(verbose - quiet)
+    ctx.obj = Globals(start=(directory or Path.cwd()).absolute())
+
+
+@cli.command()
+@click.option("--runner", type=click.Choice(RUNNER_NAMES), help="Agent CLI to run (default: claude).")
+@click.option("--base", metavar="BRANCH", help="Branch to land on (default: the remote's HEAD branch).")
+@click.pass_context
+def init(ctx: click.Context, runner: str | None, base: str | None) -> None:
+    """Set up .ralph/ here: config.toml, queue.json, done.json, and .gitignore entries.
+
+    Safe to run again: it never overwrites a file that exists.
+    """
+    from ralph.commands.init import init as run_init
+
+    _finish(ctx, run_init(start=_start(ctx), runner=runner, base=base))
+
+
+@cli.group()
+def task() -> None:
+    """Add tasks to the queue."""
+
+
+@task.command("add")
+@click.argument("title")
+@click.option("--description", "-d", help="What to do, in detail; the agent reads this.")
+@click.option("--depends-on", "depends_on", multiple=True, metavar="ID", help="A task that must be done first.")
+@click.option(
+    "--priority",
+    type=click.Choice(["critical", "high", "medium", "low"]),
+    default="medium",
+    show_default=True,
+    help="Recorded for `ralph queue sort`; queue order decides what runs first.",
+)
+@click.pass_context
+def task_add(
+    ctx: click.Context, title: str, description: str | None, depends_on: tuple[str, ...], priority: str
+) -> None:
+    """Append a task titled TITLE to the queue and print its id."""
+    from ralph.commands.task import add
+
+    _finish(
+        ctx,
+        add(start=_start(ctx), title=title, description=description, depends_on=list(depends_on), priority=priority),
+    )
+
+
+@cli.group()
+def queue() -> None:
+    """Inspect and check the task queue."""
+
+
+@queue.command("list")
+@click.option("--all", "include_done", is_flag=True, help="Include the done archive.")
+@_json_option()
+@click.pass_context
+def queue_list(ctx: click.Context, include_done: bool, as_json: bool) -> None:
+    """List tasks in queue order (the order they will run in)."""
+    from ralph.commands.queue import list_tasks
+
+    _finish(ctx, list_tasks(start=_start(ctx), include_done=include_done, as_json=as_json))
+
+
+@queue.command("show")
+@click.argument("task_id", metavar="ID")
+@_json_option()
+@click.pass_context
+def queue_show(ctx: click.Context, task_id: str, as_json: bool) -> None:
+    """Show one task from the queue or the done archive."""
+    from ralph.commands.queue import show
+
+    _finish(ctx, show(start=_start(ctx), task_id=task_id, as_json=as_json))
+
+
+@queue.command("validate")
+@_json_option()
+@click.pass_context
+def queue_validate(ctx: click.Context, as_json: bool) -> None:
+    """Check queue and done files; exit 1 and list every problem if they are invalid."""
+    from ralph.commands.queue import validate
+
+    _finish(ctx, validate(start=_start(ctx), as_json=as_json))
+
+
+@queue.command("explain")
+@_json_option()
+@click.pass_context
+def queue_explain(ctx: click.Context, as_json: bool) -> None:
+    """Say for each queued task whether it can start now, and if not, why."""
+    from ralph.commands.queue import explain
+
+    _finish(ctx, explain(start=_start(ctx), as_json=as_json))
+
+
+@cli.command()
+@_json_option("Print one stable JSON document on stdout (documented in the README).")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show what every worker is doing, and how many tasks are queued."""
+    from ralph.commands.status import status as run_status
+
+    _finish(ctx, run_status(start=_start(ctx), as_json=as_json))
+
+
+def main() -> None:
+    cli.main(prog_name="ralph")

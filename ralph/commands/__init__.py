@@ -1,0 +1,1 @@
+"""One module per command; each exports a function that takes keyword arguments and returns an ExitCode."""

@@ -1,0 +1,139 @@
+"""`ralph status`: what every worker is doing, read from state.json without taking the lock.
+
+The state file is replaced atomically, so a reader never sees a torn file and needs no lock.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ralph.checkout import Checkout, open_checkout
+from ralph.clock import format_z
+from ralph.clock import now as read_clock
+from ralph.commands._output import age, emit_json, one_line, table
+from ralph.errors import ExitCode, QueueError
+from ralph.queue import TaskStatus, load_local_queues
+from ralph.state import Lifecycle, State, Worker, load_state
+
+
+def status(*, start: Path, as_json: bool) -> ExitCode:
+    checkout = open_checkout(start)
+    now = read_clock()
+    doc = build_status(checkout, now)
+    if as_json:
+        emit_json(doc)
+    else:
+        click.echo(render_status(doc, now))
+    return ExitCode.OK
+
+
+def build_status(checkout: Checkout, now: datetime) -> dict[str, Any]:
+    """The `ralph status --json` document (README: "ralph status --json")."""
+    state = load_state(checkout.paths.state, now=now, target_branch=checkout.base_branch(), remote=checkout.remote)
+    titles: dict[str, str] = {}
+    queue_counts: dict[str, int] | None = None
+    archive_counts: dict[str, int] | None = None
+    queue_error = None
+    try:
+        queues = load_local_queues(checkout.paths)
+    except QueueError as e:
+        # Status is what a person runs when something looks odd; a bad queue must not hide the workers.
+        queue_error = str(e)
+    else:
+        titles = {t.id: t.title for t in (*queues.queue.tasks, *queues.done.tasks)}
+        queue_counts = _count(t.status for t in queues.queue.tasks)
+        archive_counts = _count(t.status for t in queues.done.tasks)
+    return {
+        "generated_at": format_z(now),
+        "repository": str(checkout.root),
+        "target_branch": state.target_branch,
+        "remote": state.remote,
+        "state_file": str(checkout.paths.state),
+        "state_exists": (exists := checkout.paths.state.exists()),
+        "state_updated_at": format_z(state.updated_at) if exists else None,
+        "queue": queue_counts,
+        "archive": archive_counts,
+        "queue_error": queue_error,
+        "lifecycle_counts": {str(k): v for k, v in _lifecycle_counts(state).items()},
+        "workers": [_worker_doc(w, titles.get(w.task_id), checkout, now) for w in state.workers],
+    }
+
+
+def _count(statuses: Any) -> dict[str, int]:
+    counts = Counter(str(s) for s in statuses)
+    return {str(s): counts.get(str(s), 0) for s in TaskStatus}
+
+
+def _lifecycle_counts(state: State) -> dict[Lifecycle, int]:
+    counts = Counter(w.lifecycle for w in state.workers)
+    return {lc: counts.get(lc, 0) for lc in Lifecycle}
+
+
+def _worker_doc(worker: Worker, title: str | None, checkout: Checkout, now: datetime) -> dict[str, Any]:
+    job = worker.job
+    return {
+        "task_id": worker.task_id,
+        "title": title,
+        "lifecycle": str(worker.lifecycle),
+        "attempt": worker.attempt,
+        "max_attempts": checkout.config.agent.max_attempts,
+        "age_seconds": int((now - worker.started_at).total_seconds()),
+        "started_at": format_z(worker.started_at),
+        "updated_at": format_z(worker.updated_at),
+        "completed_at": format_z(worker.completed_at) if worker.completed_at else None,
+        "workspace_path": worker.workspace_path,
+        "base_sha": worker.base_sha,
+        "head_sha": worker.head_sha,
+        "verified_sha": worker.verified_sha,
+        "landed_sha": worker.landed_sha,
+        "remediations": worker.remediations,
+        "push_attempts": worker.push_attempts,
+        "next_attempt_at": format_z(worker.next_attempt_at) if worker.next_attempt_at else None,
+        "last_error": worker.last_error,
+        "job": None
+        if job is None
+        else {
+            "kind": str(job.kind),
+            "pid": job.pid,
+            "started_at": format_z(job.started_at),
+            "elapsed_seconds": int((now - job.started_at).total_seconds()),
+            "deadline": format_z(job.deadline),
+            "log_path": job.log_path,
+        },
+    }
+
+
+def render_status(doc: dict[str, Any], now: datetime) -> str:
+    lines = [f"base: {doc['remote']}/{doc['target_branch']}    repository: {doc['repository']}"]
+    if doc["queue_error"]:
+        lines.append(f"queue: unreadable: {doc['queue_error']}")
+    elif doc["queue"] is not None:
+        q, a = doc["queue"], doc["archive"] or {}
+        parts = [f"{n} {s}" for s, n in q.items() if n]
+        lines.append(
+            f"queue: {', '.join(parts) or 'empty'}    done archive: {a.get('done', 0)} done, {a.get('rejected', 0)} rejected"
+        )
+    workers = doc["workers"]
+    if not workers:
+        lines.append("workers: none" + ("" if doc["state_exists"] else " (no tick has run yet)"))
+        return "\n".join(lines)
+    rows = []
+    for w in workers:
+        job = w["job"]
+        rows.append(
+            [
+                w["task_id"],
+                w["lifecycle"],
+                f"{w['attempt']}/{w['max_attempts']}",
+                age(datetime.fromisoformat(w["started_at"]), now),
+                f"{job['kind']} pid {job['pid']}" if job else "-",
+                one_line(w["last_error"], 60),
+            ]
+        )
+    lines.append(table(["TASK", "LIFECYCLE", "ATTEMPT", "AGE", "JOB", "LAST ERROR"], rows))
+    return "\n".join(lines)

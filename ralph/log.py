@@ -1,0 +1,42 @@
+"""Logging: diagnostics and one line per action on stderr (or a log file); results go to stdout."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+from pathlib import Path
+
+
+class _ConsoleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.levelno >= logging.ERROR:
+            return f"ralph: error: {message}"
+        if record.levelno >= logging.WARNING:
+            return f"ralph: warning: {message}"
+        return message
+
+
+def setup_logging(verbosity: int, log_file: Path | None = None) -> None:
+    """`verbosity` is -v count minus -q count: 0 shows actions (INFO), -1 warnings, 1 debug."""
+    level = max(logging.DEBUG, min(logging.CRITICAL, logging.INFO - 10 * verbosity))
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler: logging.Handler
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        # WatchedFileHandler reopens the file when logrotate moves it away.
+        handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S%z")
+        )
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_ConsoleFormatter())
+    root.addHandler(handler)
+    root.setLevel(level)
+    # sh logs every command at INFO; that is our debug detail, not an action.
+    logging.getLogger("sh").setLevel(logging.WARNING if level > logging.DEBUG else logging.INFO)
+    logging.getLogger("filelock").setLevel(logging.WARNING)
