@@ -13,7 +13,7 @@ import click
 from ralph import __version__
 from ralph.config import RUNNER_NAMES
 from ralph.errors import ExitCode, RalphError
-from ralph.log import setup_logging
+from ralph.log import quiet_info_logs, setup_logging
 
 logger = logging.getLogger("ralph")
 
@@ -34,9 +34,20 @@ class RalphGroup(click.Group):
             click.echo("ralph: interrupted", err=True)
             ctx.exit(int(ExitCode.INTERRUPTED))
         except Exception as e:
-            logger.critical("internal error (a bug in ralph): %s", e, exc_info=True)
-            click.echo(f"ralph: internal error (a bug in ralph): {e!r}; please report it with the traceback", err=True)
+            # Rule 3: anything that is not a RalphError is a bug. The traceback goes to the log for the
+            # report; the last line on stderr is one line even when the exception's text is not.
+            logger.critical("a bug in ralph; the traceback, for the report:", exc_info=True)
+            summary = " ".join(str(e).split()) or "no message"
+            click.echo(
+                f"ralph: internal error (a bug in ralph): {type(e).__name__}: {_clip(summary)}; "
+                "please report it with the traceback",
+                err=True,
+            )
             ctx.exit(int(ExitCode.INTERNAL))
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -55,16 +66,26 @@ def _finish(ctx: click.Context, code: ExitCode) -> None:
     ctx.exit(int(code))
 
 
+def _quiet_for_json(ctx: click.Context, param: click.Parameter, as_json: bool) -> bool:
+    # Rule 13 (as pipx does): --json output is for programs, so INFO chatter is dropped even from
+    # stderr; warnings and errors still show.
+    if as_json:
+        quiet_info_logs()
+    return as_json
+
+
 def _json_option(help_text: str = "Print one JSON document on stdout.") -> Callable[[Any], Any]:
-    return click.option("--json", "as_json", is_flag=True, help=help_text)
+    return click.option("--json", "as_json", is_flag=True, callback=_quiet_for_json, help=help_text)
 
 
-@click.group(cls=RalphGroup, context_settings={"help_option_names": ["-h", "--help"]})
+# Named "ralph", not after the function, so usage lines read `ralph ...` however the group is invoked.
+@click.group("ralph", cls=RalphGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="ralph")
 @click.option(
     "-C",
     "directory",
-    type=click.Path(file_okay=False, path_type=Path),
+    # exists=True: a missing DIR is a usage error (exit 2), not a git failure deep inside a command.
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Run as if started in DIR (the control checkout).",
     metavar="DIR",
 )
@@ -110,13 +131,20 @@ def task() -> None:
 @task.command("add")
 @click.argument("title")
 @click.option("--description", "-d", help="What to do, in detail; the agent reads this.")
-@click.option("--depends-on", "depends_on", multiple=True, metavar="ID", help="A task that must be done first.")
+@click.option(
+    "--depends-on",
+    "depends_on",
+    multiple=True,
+    metavar="ID",
+    help="A task that must be done (or rejected) first; repeat for several.",
+)
 @click.option(
     "--priority",
     type=click.Choice(["critical", "high", "medium", "low"]),
     default="medium",
     show_default=True,
-    help="Recorded for `ralph queue sort`; queue order decides what runs first.",
+    # There is no command that sorts by priority; saying so keeps people from expecting one.
+    help="Recorded for people to read; queue order, not priority, decides what runs first.",
 )
 @click.pass_context
 def task_add(
@@ -125,10 +153,14 @@ def task_add(
     """Append a task titled TITLE to the queue and print its id."""
     from ralph.commands.task import add
 
-    _finish(
-        ctx,
-        add(start=_start(ctx), title=title, description=description, depends_on=list(depends_on), priority=priority),
+    code = add(
+        start=_start(ctx),
+        title=title,
+        description=description,
+        depends_on=list(depends_on),
+        priority=priority,
     )
+    _finish(ctx, code)
 
 
 @cli.group()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime
+from pydantic import AfterValidator, AwareDatetime, PlainSerializer
 
 
 def _require_utc(value: datetime) -> datetime:
@@ -15,9 +15,21 @@ def _require_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-# Serialises as RFC 3339 with a trailing Z; a naive or non-UTC value is refused rather than converted,
-# because a hand edit with a local offset is more likely a mistake than an intent.
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_require_utc)]
+def _serialise_utc(value: datetime) -> str:
+    # Validation is skipped when code assigns a field, so the writer is the last place a local or naive
+    # time can be stopped: written as-is, it would make the file unreadable to the next load.
+    if value.utcoffset() is None:
+        raise ValueError(f"refusing to write a naive datetime ({value.isoformat()}); use an aware UTC time")
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# Read: RFC 3339 UTC only; a naive or non-UTC value is refused rather than converted, because a hand edit
+# with a local offset is more likely a mistake than an intent. Written: always UTC with a trailing Z.
+UtcDatetime = Annotated[
+    AwareDatetime,
+    AfterValidator(_require_utc),
+    PlainSerializer(_serialise_utc, return_type=str, when_used="json"),
+]
 
 
 def now() -> datetime:

@@ -6,6 +6,8 @@ import contextlib
 import errno
 import logging
 import os
+import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -23,11 +25,16 @@ def write_atomic(path: Path, data: bytes) -> None:
 
     If any step fails the previous file is untouched and the temp file is removed; a failed fsync
     aborts before the rename, because Linux may drop the dirty pages and report success on a retry.
+    A file that is replaced keeps its permission bits; a new one is private (0600, from mkstemp).
     """
     directory = path.parent
+    mode = _existing_mode(path)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=_temp_prefix(path), suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
+            if mode is not None:
+                # mkstemp makes 0600; replacing a user's 0644 .gitignore must not hide it from the group.
+                os.fchmod(f.fileno(), mode)
             view = memoryview(data)
             while view:
                 written = os.write(f.fileno(), view)
@@ -39,6 +46,13 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.unlink(tmp)
         raise
     fsync_directory(directory)
+
+
+def _existing_mode(path: Path) -> int | None:
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return None
 
 
 def fsync_directory(directory: Path) -> None:
@@ -84,12 +98,28 @@ class FileTooLarge(Exception):
 
 
 def copy_aside(path: Path, suffix: str) -> Path:
-    """Save a byte-for-byte copy of `path` next to it as `<name><suffix>`, never overwriting a copy."""
-    data = path.read_bytes()
-    target = path.with_name(path.name + suffix)
-    n = 1
-    while target.exists():
-        n += 1
-        target = path.with_name(f"{path.name}{suffix}.{n}")
-    write_atomic(target, data)
+    """Save a byte-for-byte copy of `path` next to it as `<name><suffix>` (or `.2`, `.3`, ...); never
+    overwrite an earlier copy, and never hold the whole file in memory (it may be the oversized one).
+    """
+    directory = path.parent
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=_temp_prefix(path), suffix=TEMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+            shutil.copyfileobj(src, out)
+            out.flush()
+            os.fsync(out.fileno())
+        n = 1
+        while True:
+            target = path.with_name(path.name + suffix + (f".{n}" if n > 1 else ""))
+            try:
+                # link(2) fails if the name exists, so a copy made at the same second is never clobbered,
+                # which a check-then-rename would allow.
+                os.link(tmp, target)
+                break
+            except FileExistsError:
+                n += 1
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    fsync_directory(directory)
     return target

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,17 +76,35 @@ class Git:
         env: Mapping[str, str] | None = None,
     ) -> Result:
         """Run `git <args>`; an exit code outside `ok`, a timeout or a signal raises GitError."""
-        options: dict[str, object] = {"_return_cmd": True, "_ok_code": ok, "_decode_errors": "replace"}
-        if timeout is not None:
-            options["_timeout"] = timeout
+        # Not sh's `_timeout`: its watchdog thread polls every 0.1 s and the call waits for it to notice
+        # the exit, so every git call took at least 100 ms (10x a typical plumbing command). The
+        # command runs with _bg (no exception reported from sh's thread: _bg_exc=False) and a timer of
+        # our own kills it, as `_timeout` would, with SIGKILL to git alone.
+        options: dict[str, object] = {
+            "_bg": True,
+            "_bg_exc": False,
+            "_ok_code": ok,
+            "_decode_errors": "replace",
+        }
         if input is not None:
             options["_in"] = input
         if env is not None:
             options["_env"] = git_env(env)
         display = "git " + shlex.join(args)
+        expired = threading.Event()
+        timer: threading.Timer | None = None
         try:
             cmd = self._git(*args, **options)
+            if timeout is not None:
+                timer = threading.Timer(timeout, _expire, (cmd, expired))
+                timer.daemon = True
+                timer.start()
+            cmd.wait()
         except sh.ErrorReturnCode as e:
+            if expired.is_set():
+                raise GitError(f"`{display}` timed out after {timeout:g}s in {self.cwd}", argv=args) from None
+            if isinstance(e, sh.SignalException):  # pragma: no cover (git killed from outside)
+                raise GitError(f"`{display}` was killed by a signal in {self.cwd}", argv=args) from None
             stderr = e.stderr.decode(errors="replace")
             raise GitError(
                 f"`{display}` failed in {self.cwd} (exit {e.exit_code}): {_last_line(stderr)}",
@@ -94,10 +113,14 @@ class Git:
                 stdout=e.stdout.decode(errors="replace"),
                 stderr=stderr,
             ) from None
-        except sh.TimeoutException:
-            raise GitError(f"`{display}` timed out after {timeout:g}s in {self.cwd}", argv=args) from None
-        except sh.SignalException as e:  # pragma: no cover (git killed from outside)
-            raise GitError(f"`{display}` was killed by a signal in {self.cwd}", argv=args) from e
+        except sh.ForkException as e:
+            # The child could not start git (its cwd is gone, say); sh wraps the child's traceback, whose
+            # last line names the OSError. Nothing outside this module may see an sh exception (rule 5).
+            reason = _last_line(str(e))
+            raise GitError(f"`{display}` could not start in {self.cwd}: {reason}", argv=args) from None
+        finally:
+            if timer is not None:
+                timer.cancel()
         return Result(cmd.exit_code, cmd.stdout.decode(errors="replace"), cmd.stderr.decode(errors="replace"))
 
     # --- questions ---------------------------------------------------------------------------
@@ -118,7 +141,16 @@ class Git:
         """The branch `refs/remotes/<remote>/HEAD` points at, if the clone recorded it."""
         result = self.run("symbolic-ref", "--quiet", "--short", f"refs/remotes/{remote}/HEAD", ok=(0, 1))
         prefix = f"{remote}/"
-        return result.out[len(prefix):] if result.out.startswith(prefix) else None
+        return result.out[len(prefix) :] if result.out.startswith(prefix) else None
+
+
+def _expire(cmd: sh.RunningCommand, expired: threading.Event) -> None:
+    """The timeout of one git call: mark it, then kill git (an exit 0 racing the timer stays a success)."""
+    expired.set()
+    try:
+        cmd.kill()
+    except OSError:  # it exited between the timer firing and the kill
+        pass
 
 
 def _last_line(text: str) -> str:
@@ -128,6 +160,8 @@ def _last_line(text: str) -> str:
 
 def find_repository(start: Path) -> Path:
     """The top of the git work tree containing `start`."""
+    if not start.is_dir():
+        raise PreflightError(f"{start} is not a directory; run ralph in your checkout or pass -C <checkout>")
     try:
         return Git(start).toplevel()
     except GitError:

@@ -51,7 +51,8 @@ class TickLock:
         except Timeout:
             holder = self.owner()
             raise LockBusy(
-                f"another ralph tick holds {self.path}" + (f" ({holder})" if holder else "")
+                f"another ralph tick holds {self.path}"
+                + (f" ({holder})" if holder else "")
                 + "; nothing was changed, the next tick will run"
             ) from None
         except OSError as e:

@@ -6,6 +6,7 @@ import logging
 import logging.handlers
 import sys
 from pathlib import Path
+from typing import TextIO
 
 
 class _ConsoleFormatter(logging.Formatter):
@@ -16,6 +17,32 @@ class _ConsoleFormatter(logging.Formatter):
         if record.levelno >= logging.WARNING:
             return f"ralph: warning: {message}"
         return message
+
+
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """Write to whatever `sys.stderr` is at the time of each record, not at set-up.
+
+    A handler bound to the stream of set-up time keeps writing to it after a caller (click's
+    CliRunner, pytest's capture) has swapped it out; the stdlib's last-resort handler looks
+    `sys.stderr` up per record for the same reason.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass  # always sys.stderr; StreamHandler.__init__ and setStream assign here
+
+
+def quiet_info_logs() -> None:
+    """Drop INFO and DEBUG lines from here on, as -q does; for --json (style rule 13)."""
+    root = logging.getLogger()
+    root.setLevel(max(root.level, logging.WARNING))
 
 
 def setup_logging(verbosity: int, log_file: Path | None = None) -> None:
@@ -33,7 +60,7 @@ def setup_logging(verbosity: int, log_file: Path | None = None) -> None:
             logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S%z")
         )
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(_ConsoleFormatter())
     root.addHandler(handler)
     root.setLevel(level)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 
 class FileModel(BaseModel):
@@ -15,6 +15,19 @@ class FileModel(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def no_nul(value: str) -> str:
+    # JSON ("\u0000") and TOML ("\u0000") can both spell a NUL. It cannot go into an argv, a path, a
+    # prompt file or a log line intact (subprocess and os raise ValueError deep inside a tick), so it is
+    # refused at the door, per key, where the message can name the key that holds it.
+    if "\0" in value:
+        raise ValueError("contains a NUL character (\\u0000); remove it")
+    return value
+
+
+# A string from a file people edit: anything but NUL.
+Text = Annotated[str, AfterValidator(no_nul)]
 
 
 def _format_loc(loc: Sequence[int | str]) -> str:
@@ -36,12 +49,21 @@ def describe_validation_error(
     loc = tuple(first["loc"])
     where = name_loc(loc) if name_loc else _format_loc(loc)
     message = first["msg"]
+    if first["type"] == "value_error":
+        # Our validators write whole sentences; pydantic's "Value error, " prefix only adds noise.
+        message = message.removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key (a typo?)"
-    elif first["type"] != "missing" and "input" in first:
+    elif first["type"] != "missing" and "input" in first and _worth_quoting(first["input"], message):
         message += f" (got {_short(first['input'])})"
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
     return f"{where}: {message}{more}"
+
+
+def _worth_quoting(value: Any, message: str) -> bool:
+    """Whether `(got ...)` adds anything: not a whole object (a model-level check names its key itself),
+    and not a value the message already quotes."""
+    return not isinstance(value, dict) and repr(value) not in message
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -21,12 +21,17 @@ def check_task_id(task_id: str) -> str:
     """Return `task_id` if it is safe in a path, a git ref name and a log line; raise TaskIdError if not."""
     problem = _task_id_problem(task_id)
     if problem:
-        raise TaskIdError(f"task id {task_id!r} is not allowed: {problem}; task ids look like RQ-0001")
+        shown = repr(task_id)
+        if len(shown) > 80:  # one line in a log, even for a pasted paragraph
+            shown = shown[:72] + "...'"
+        raise TaskIdError(f"task id {shown} is not allowed: {problem}; task ids look like RQ-0001")
     return task_id
 
 
 def _task_id_problem(task_id: str) -> str | None:
-    if not isinstance(task_id, str) or not task_id:
+    if not isinstance(task_id, str):
+        return f"it is not a string but {type(task_id).__name__}"
+    if not task_id:
         return "it is empty"
     if "\0" in task_id:
         return "it contains a NUL byte"
@@ -42,6 +47,9 @@ def _task_id_problem(task_id: str) -> str | None:
         return "it starts with '.'"
     if task_id.endswith(".lock"):
         return "it ends with '.lock', which git refuses in ref names"
+    if task_id.endswith("."):
+        # refs/ralph/claims/<id> and refs/ralph/attic/<id>-<n> name it; git refuses a ref ending in '.'.
+        return "it ends with '.', which git refuses in ref names"
     if len(task_id) > MAX_ID_LENGTH:
         return f"it is longer than {MAX_ID_LENGTH} characters"
     if not _SAFE_ID.fullmatch(task_id):
@@ -116,7 +124,8 @@ class Paths:
         jsonc = self.ralph_dir / f"{stem}.jsonc"
         if plain.exists() and jsonc.exists():
             raise QueueError(
-                f"both {plain} and {jsonc} exist; keep one of them (ralph reads either, and writes plain JSON)"
+                f"both {plain} and {jsonc} exist; "
+                "keep one of them (ralph reads either, and writes plain JSON)"
             )
         return jsonc if jsonc.exists() else plain
 

@@ -14,13 +14,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator
 
 from ralph.clock import UtcDatetime, format_z
 from ralph.config import QueueConfig
 from ralph.errors import QueueError, TaskIdError
 from ralph.files import FileTooLarge, read_bounded, write_atomic
-from ralph.models import FileModel, describe_validation_error
+from ralph.models import FileModel, Text, describe_validation_error, no_nul
 from ralph.paths import Paths, check_task_id
 from ralph.state import Lifecycle, Worker
 
@@ -47,14 +47,26 @@ class Priority(StrEnum):
 
 
 Effort = Literal["default", "low", "medium", "high", "xhigh"]
-NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+def _task_ref(value: str) -> str:
+    try:
+        return check_task_id(value)
+    except TaskIdError as e:
+        raise ValueError(str(e)) from None
+
+
+# min_length first: after an AfterValidator pydantic words it as "at least 1 item", not "1 character".
+NonEmpty = Annotated[str, Field(min_length=1), AfterValidator(no_nul)]
+# Checked per item, so an error names `depends_on[2]` rather than the whole list.
+TaskRef = Annotated[str, AfterValidator(_task_ref)]
 
 
 class TaskAgent(FileModel):
     """Per-task agent overrides, kept for compatibility with the Rust ralph's queue files."""
 
-    runner: str | None = None
-    model: str | None = None
+    runner: Text | None = None
+    model: Text | None = None
     model_effort: Effort | None = None
     phases: Annotated[int, Field(ge=1, le=3)] | None = None
     iterations: Annotated[int, Field(ge=1)] | None = None
@@ -64,17 +76,17 @@ class TaskAgent(FileModel):
 
 
 class Task(FileModel):
-    id: str
+    id: TaskRef
     status: TaskStatus = TaskStatus.TODO
     title: NonEmpty
-    description: str | None = None
+    description: Text | None = None
     priority: Priority = Priority.MEDIUM
     tags: list[NonEmpty] = []
     scope: list[NonEmpty] = []
     evidence: list[NonEmpty] = []
     plan: list[NonEmpty] = []
     notes: list[NonEmpty] = []
-    request: str | None = None
+    request: Text | None = None
     agent: TaskAgent | None = None
     created_at: UtcDatetime
     updated_at: UtcDatetime
@@ -83,30 +95,12 @@ class Task(FileModel):
     scheduled_start: UtcDatetime | None = None
     estimated_minutes: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
     actual_minutes: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
-    depends_on: list[str] = []
-    blocks: list[str] = []
-    relates_to: list[str] = []
-    duplicates: str | None = None
-    custom_fields: dict[str, str] = {}
-    parent_id: str | None = None
-
-    @field_validator("id")
-    @classmethod
-    def _safe_id(cls, value: str) -> str:
-        try:
-            return check_task_id(value)
-        except TaskIdError as e:
-            raise ValueError(str(e)) from None
-
-    @field_validator("depends_on", "blocks", "relates_to")
-    @classmethod
-    def _safe_refs(cls, values: list[str]) -> list[str]:
-        for value in values:
-            try:
-                check_task_id(value)
-            except TaskIdError as e:
-                raise ValueError(str(e)) from None
-        return values
+    depends_on: list[TaskRef] = []
+    blocks: list[TaskRef] = []
+    relates_to: list[TaskRef] = []
+    duplicates: Text | None = None
+    custom_fields: dict[Text, Text] = {}
+    parent_id: Text | None = None
 
     @field_validator("custom_fields", mode="before")
     @classmethod
@@ -125,22 +119,18 @@ class Task(FileModel):
             out[key] = item
         return out
 
-    @model_validator(mode="after")
-    def _no_nul(self) -> Task:
-        # A NUL cannot go into a prompt file, an argv or a log line intact; refuse it at the door.
-        for name in ("title", "description", "request"):
-            value = getattr(self, name)
-            if value and "\0" in value:
-                raise ValueError(f"{name} contains a NUL character")
-        for name in ("tags", "scope", "evidence", "plan", "notes"):
-            if any("\0" in item for item in getattr(self, name)):
-                raise ValueError(f"{name} contains a NUL character")
-        return self
-
 
 class QueueFile(FileModel):
     version: Literal[1]
     tasks: list[Task] = []
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_is_the_number_one(cls, value: Any) -> Any:
+        # Literal[1] alone lets `true` and `1.0` through (they compare equal to 1) and would write them back.
+        if type(value) is not int:
+            raise ValueError("must be the number 1")
+        return value
 
 
 def empty_queue_file() -> QueueFile:
@@ -166,8 +156,18 @@ def strip_jsonc(text: str) -> str:
     return _JSONC_TRAILING_COMMA.sub(_blank, _JSONC_COMMENT.sub(_blank, text))
 
 
+def _too_large(source: str, size: int) -> QueueError:
+    # Exact bytes, not rounded megabytes: "33.6 MB is over the 34 MB limit" read as a contradiction.
+    return QueueError(
+        f"{source}: {size:,} bytes is over the {MAX_QUEUE_BYTES:,}-byte ({MAX_QUEUE_BYTES >> 20} MiB) limit; "
+        "move finished tasks to the done archive or split the queue"
+    )
+
+
 def parse_queue_file(data: bytes, source: str) -> QueueFile:
     """Parse queue or done bytes from a file or a git blob; `source` names it in errors."""
+    if len(data) > MAX_QUEUE_BYTES:  # a blob from origin/<base> did not pass through read_bounded
+        raise _too_large(source, len(data))
     if b"\0" in data:
         raise QueueError(f"{source}: contains NUL bytes, so it is not a JSON text file; restore it from git")
     try:
@@ -175,25 +175,107 @@ def parse_queue_file(data: bytes, source: str) -> QueueFile:
     except UnicodeDecodeError as e:
         raise QueueError(f"{source}: not UTF-8 (byte {e.start}); save it as UTF-8 JSON") from None
     try:
-        return QueueFile.model_validate_json(text)
+        queue = QueueFile.model_validate_json(text)
     except ValidationError as e:
         if e.errors()[0]["type"] != "json_invalid":
             raise QueueError(f"{source}: {describe_validation_error(e, _task_namer(text))}") from None
-    try:
-        return QueueFile.model_validate_json(strip_jsonc(text))
-    except ValidationError as e:
-        first = e.errors(include_url=False)[0]
-        if first["type"] == "json_invalid":
-            raise QueueError(f"{source}: not valid JSON: {_json_error(text)}; fix the syntax") from None
-        raise QueueError(f"{source}: {describe_validation_error(e, _task_namer(strip_jsonc(text)))}") from None
+        text = strip_jsonc(text)
+        try:
+            queue = QueueFile.model_validate_json(text)
+        except ValidationError as e:
+            first = e.errors(include_url=False)[0]
+            if first["type"] == "json_invalid":
+                where = _json_error(text, fallback=str(first["msg"]))
+                raise QueueError(f"{source}: not valid JSON: {where}; fix the syntax") from None
+            raise QueueError(f"{source}: {describe_validation_error(e, _task_namer(text))}") from None
+    strict_problem = _strict_json_problem(text)
+    if strict_problem is not None:
+        raise QueueError(f"{source}: {strict_problem}")
+    return queue
 
 
-def _json_error(text: str) -> str:
+def _json_error(text: str, *, fallback: str) -> str:
+    """Where the syntax error is; `text` has had its comments blanked, so lines and columns still match.
+
+    pydantic's own message has no line number, so json.loads is asked again; when it disagrees (pydantic
+    stops at a nesting depth json accepts) pydantic's message is used.
+    """
     try:
-        json.loads(strip_jsonc(text))
+        json.loads(text)
     except json.JSONDecodeError as e:
         return f"line {e.lineno} column {e.colno}: {e.msg}"
-    return "unexpected content"  # pragma: no cover (pydantic and json disagree)
+    except RecursionError:
+        return "nested too deeply"
+    return fallback
+
+
+class _Duplicated(dict[str, Any]):
+    """A JSON object that had a key twice; `key` is the first repeated one."""
+
+    key: str
+
+
+class _NotFinite(Exception):
+    pass
+
+
+def _finite(token: str) -> float:
+    value = float(token)
+    if value in (float("inf"), float("-inf")) or value != value:
+        raise _NotFinite(token)
+    return value
+
+
+def _not_json_constant(token: str) -> Any:
+    raise _NotFinite(token)
+
+
+def _strict_json_problem(text: str) -> str | None:
+    """What pydantic's parser lets through but the Rust ralph refuses, as a message; None if nothing.
+
+    - A key twice in one object: pydantic (like json.loads) keeps the last one, so a `"status"` left
+      twice by a merge would silently change what runs.
+    - NaN, Infinity or a number too large for a float: accepted in free-form objects (`runner_cli`),
+      and written back as `NaN`, which is not JSON at all.
+    """
+    found = False
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal found
+        obj = dict(pairs)
+        if len(obj) == len(pairs):
+            return obj
+        found = True
+        marked = _Duplicated(obj)
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                marked.key = key
+                break
+            seen.add(key)
+        return marked
+
+    try:  # pydantic parsed it already, so it is valid and shallow enough for json.loads
+        raw = json.loads(
+            text, object_pairs_hook=pairs_hook, parse_float=_finite, parse_constant=_not_json_constant
+        )
+    except _NotFinite as e:
+        return f"{e.args[0]} is not a finite number; JSON (and the Rust ralph) cannot hold it"
+    if not found:
+        return None
+    stack: list[tuple[tuple[int | str, ...], Any]] = [((), raw)]
+    while stack:  # depth first, in document order
+        loc, value = stack.pop()
+        if isinstance(value, _Duplicated):
+            where = _task_namer(text)(loc)
+            return f"{where}: key {value.key!r} appears twice (a bad merge?); keep one, only the last counts"
+        children: list[tuple[int | str, Any]] = []
+        if isinstance(value, dict):
+            children = list(value.items())
+        elif isinstance(value, list):
+            children = list(enumerate(value))
+        stack.extend(((*loc, k), v) for k, v in reversed(children))
+    return None  # pragma: no cover (the hook saw one)
 
 
 def _task_namer(text: str) -> Any:
@@ -227,10 +309,7 @@ def load_queue_file(path: Path) -> QueueFile:
     except FileNotFoundError:
         return empty_queue_file()
     except FileTooLarge as e:
-        raise QueueError(
-            f"{path}: {e.size / 1e6:.1f} MB is over the {MAX_QUEUE_BYTES / 1e6:.0f} MB limit; "
-            "move finished tasks to the done archive or split the queue"
-        ) from None
+        raise _too_large(str(path), e.size) from None
     except OSError as e:
         raise QueueError(f"{path}: cannot read: {e.strerror}") from None
     return parse_queue_file(data, str(path))
@@ -265,21 +344,30 @@ def find_problems(
     """Every semantic problem of a queue and done pair, as one line each; empty when valid."""
     problems: list[str] = []
     pattern = id_pattern(prefix, width)
-    seen: dict[str, tuple[str, Task]] = {}
+    seen: dict[str, tuple[str, Task]] = {}  # the first task with each id, and the file it is in
     for name, file in ((queue_name, queue), (done_name, done)):
+        # Per file, not only across both: the queue copy of an id that is also rejected in the done
+        # archive must not hide the same id twice inside the archive.
+        in_this_file: set[str] = set()
         for task in file.tasks:
             where = f"{name}: task {task.id}"
             if not pattern.fullmatch(task.id):
-                problems.append(f"{where}: id should look like {prefix}-{'0' * (width - 1)}1 ({width} digits)")
-            if task.id in seen:
+                problems.append(
+                    f"{where}: id should look like {prefix}-{'0' * (width - 1)}1 ({width} digits)"
+                )
+            if task.id in in_this_file:
+                problems.append(f"{where}: the id appears twice (in {name}); give one of them a new id")
+            elif task.id in seen:
                 other_name, other = seen[task.id]
-                in_both = other_name != name
-                either_rejected = TaskStatus.REJECTED in (task.status, other.status)
-                if not (in_both and either_rejected):
-                    place = f"{other_name} and {name}" if in_both else name
-                    problems.append(f"{where}: the id appears twice (in {place}); give one of them a new id")
+                # The Rust ralph lets a rejected task's id come back in the other file.
+                if TaskStatus.REJECTED not in (task.status, other.status):
+                    problems.append(
+                        f"{where}: the id appears twice (in {other_name} and {name}); "
+                        "give one of them a new id"
+                    )
             else:
                 seen[task.id] = (name, task)
+            in_this_file.add(task.id)
             if task.status in TERMINAL_STATUSES and task.completed_at is None:
                 problems.append(f"{where}: status {task.status} needs completed_at")
             if file is done and task.status not in TERMINAL_STATUSES:
@@ -297,7 +385,9 @@ def find_problems(
                         problems.append(f"{name}: task {task.id}: {field} names the task itself")
     cycle = find_cycle(t for _, t in seen.values())
     if cycle:
-        problems.append(f"dependency cycle: {' -> '.join(cycle)}; remove one of these dependencies")
+        holders = {seen[i][0] for i in cycle if i in seen}
+        files = " and ".join(n for n in (queue_name, done_name) if n in holders) or queue_name
+        problems.append(f"{files}: dependency cycle: {' -> '.join(cycle)}; remove one of these dependencies")
     return problems
 
 
@@ -326,7 +416,7 @@ def find_cycle(tasks: Iterable[Task]) -> list[str] | None:
                 continue
             state = colour.get(nxt, black)  # a dangling id is reported elsewhere
             if state == grey:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if state == white:
                 colour[nxt] = grey
                 path.append(nxt)
@@ -375,17 +465,25 @@ def why_not_runnable(
     worker = workers.get(task.id)
     if worker is None:
         return None
-    if worker.lifecycle in Lifecycle.active():
+    # Every non-terminal lifecycle, not only those with a live job: an `integrating` worker holds
+    # verified work waiting to land, and starting the task again would land it twice.
+    if worker.lifecycle not in Lifecycle.terminal():
         return f"in progress ({worker.lifecycle})"
     if worker.lifecycle == Lifecycle.BLOCKED_PUSH:
-        return f"blocked: {worker.last_error or 'work could not land'}; `ralph retry {task.id}` or `ralph discard {task.id}`"
+        what = worker.last_error or "work could not land"
+        return f"blocked: {what}; `ralph retry {task.id}` or `ralph discard {task.id}`"
     if worker.lifecycle == Lifecycle.COMPLETED:
         return "landed; waiting for the queue on the base branch to show it done"
     if worker.lifecycle == Lifecycle.FAILED:
         if worker.attempt >= max_attempts:
             return f"attempts used up ({worker.attempt}/{max_attempts}): {worker.last_error or 'failed'}"
-        if worker.next_attempt_at is not None and worker.next_attempt_at > now:
-            return f"retry after {format_z(worker.next_attempt_at)} (attempt {worker.attempt}/{max_attempts} failed)"
+        if worker.next_attempt_at is None:
+            # A failure with no retry time is one a person ended (`ralph cancel`): only they restart it.
+            what = worker.last_error or "failed"
+            return f"stopped: {what}; not retried automatically, `ralph retry {task.id}` runs it again"
+        if worker.next_attempt_at > now:
+            when = format_z(worker.next_attempt_at)
+            return f"retry after {when} (attempt {worker.attempt}/{max_attempts} failed)"
     return None
 
 
@@ -437,7 +535,11 @@ class Queues:
     def validate(self, config: QueueConfig) -> None:
         problems = self.problems(config)
         if problems:
-            more = f" (and {len(problems) - 1} more; `ralph queue validate` lists them)" if len(problems) > 1 else ""
+            more = (
+                f" (and {len(problems) - 1} more; `ralph queue validate` lists them)"
+                if len(problems) > 1
+                else ""
+            )
             raise QueueError(problems[0] + more)
 
     def find(self, task_id: str) -> Task | None:

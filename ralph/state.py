@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticSerializationError
 
 from ralph.clock import UtcDatetime, format_z
 from ralph.errors import StateError, TaskIdError
 from ralph.files import FileTooLarge, copy_aside, read_bounded, sweep_temp_files, write_atomic
-from ralph.models import FileModel, describe_validation_error
+from ralph.models import FileModel, Text, describe_validation_error
 from ralph.paths import check_task_id
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION: Final = 4
 MAX_STATE_BYTES = 64 * 1024 * 1024
 
 
@@ -60,30 +62,30 @@ class Job(FileModel):
     kind: JobKind
     pid: Annotated[int, Field(gt=0)]
     pid_start_ticks: Annotated[int, Field(ge=0)]
-    boot_id: Annotated[str, Field(min_length=1)]
+    boot_id: Annotated[Text, Field(min_length=1)]
     started_at: UtcDatetime
     deadline: UtcDatetime
-    log_path: str
-    result_path: str
+    log_path: Text
+    result_path: Text
 
 
 class Worker(FileModel):
     task_id: str
     lifecycle: Lifecycle
     attempt: Annotated[int, Field(ge=1)] = 1
-    workspace_path: str
+    workspace_path: Text
     started_at: UtcDatetime
     updated_at: UtcDatetime
     completed_at: UtcDatetime | None = None
-    base_sha: str | None = None
-    head_sha: str | None = None
-    verified_sha: str | None = None
-    landed_sha: str | None = None
+    base_sha: Text | None = None
+    head_sha: Text | None = None
+    verified_sha: Text | None = None
+    landed_sha: Text | None = None
     remediations: Annotated[int, Field(ge=0)] = 0
     push_attempts: Annotated[int, Field(ge=0)] = 0
     next_attempt_at: UtcDatetime | None = None
     job: Job | None = None
-    last_error: str | None = None
+    last_error: Text | None = None
 
     @field_validator("task_id")
     @classmethod
@@ -104,8 +106,8 @@ class Worker(FileModel):
 
 class State(FileModel):
     schema_version: Literal[4]
-    target_branch: str
-    remote: str
+    target_branch: Text
+    remote: Text
     started_at: UtcDatetime
     updated_at: UtcDatetime
     workers: list[Worker] = []
@@ -128,7 +130,11 @@ class State(FileModel):
 
 def new_state(*, target_branch: str, remote: str, now: datetime) -> State:
     return State(
-        schema_version=SCHEMA_VERSION, target_branch=target_branch, remote=remote, started_at=now, updated_at=now
+        schema_version=SCHEMA_VERSION,
+        target_branch=target_branch,
+        remote=remote,
+        started_at=now,
+        updated_at=now,
     )
 
 
@@ -175,6 +181,9 @@ def _migrate_v3(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
             )
         elif lifecycle in ("completed", "failed", "blocked_push") and not record["completed_at"]:
             record["completed_at"] = started
+        if record["lifecycle"] == "failed":
+            # The Rust ralph retries a failed task on its next run; so do we (None means "only on request").
+            record["next_attempt_at"] = stamp
         workers.append(record)
     return {
         "schema_version": 4,
@@ -199,7 +208,7 @@ def migrate(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise _Corrupt(f"schema_version must be a whole number, got {version!r}")
     if version > SCHEMA_VERSION:
-        raise StateError(
+        raise _TooNew(
             f"written by a newer ralph (schema_version {version}; this ralph reads up to {SCHEMA_VERSION}); "
             "upgrade ralph"
         )
@@ -211,6 +220,13 @@ def migrate(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
 
 
 class _Corrupt(Exception):
+    pass
+
+
+_V4_ONLY_KEYS = frozenset({"remote", "updated_at"})
+
+
+class _TooNew(StateError):
     pass
 
 
@@ -241,6 +257,9 @@ def load_state(
         return parse_state(data, now)
     except _Corrupt as e:
         return _refuse(path, str(e), now, under_lock)
+    except _TooNew as e:
+        # Not damage: the file is fine for the ralph that wrote it, so there is nothing to quarantine.
+        raise StateError(f"{path}: {e}") from None
 
 
 def parse_state(data: bytes, now: datetime) -> State:
@@ -250,6 +269,12 @@ def parse_state(data: bytes, now: datetime) -> State:
         raise _Corrupt(f"not valid JSON ({e})") from None
     if not isinstance(raw, dict):
         raise _Corrupt("not a JSON object")
+    if "schema_version" not in raw and _V4_ONLY_KEYS & raw.keys():
+        # A missing version means a v1 file to the Rust ralph, whose migration drops every worker; a v4
+        # file that lost the key in a hand edit must not silently forget its live jobs.
+        raise _Corrupt(
+            'schema_version is missing; this is a ralph state file, so put back "schema_version": 4'
+        )
     version = raw.get("schema_version", 1)
     try:
         if version == SCHEMA_VERSION:
@@ -280,11 +305,18 @@ def _worker_namer(raw: dict[str, Any]) -> Callable[[tuple[int | str, ...]], str]
 def _refuse(path: Path, problem: str, now: datetime, under_lock: bool) -> State:
     if not under_lock:
         raise StateError(f"{path}: {problem}; `ralph doctor` explains how to repair it")
-    copy = copy_aside(path, f".corrupt-{now.strftime('%Y%m%dT%H%M%SZ')}")
+    try:
+        copy = copy_aside(path, f".corrupt-{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}")
+    except OSError as e:
+        raise StateError(
+            f"{path}: {problem}; nothing was started. The file is left as it was, but a copy could not be "
+            f"saved ({e.strerror or e}): copy it somewhere safe before repairing it; `ralph doctor` explains"
+        ) from None
     raise StateError(
-        f"{path}: {problem}; nothing was started. The file is left as it was and a copy saved as {copy.name}: "
-        "fix the file by hand (README: 'State file'), or move it aside to start afresh, which forgets "
-        "the jobs it records; `ralph doctor` explains"
+        f"{path}: {problem}; nothing was started. "
+        f"The file is left as it was and a copy saved as {copy.name}: "
+        "fix the file by hand (README: 'State file'), or move it aside to start afresh, "
+        "which forgets the jobs it records; `ralph doctor` explains"
     )
 
 
@@ -292,17 +324,47 @@ def render_state(state: State) -> bytes:
     return (state.model_dump_json(indent=2) + "\n").encode()
 
 
-def save_state(path: Path, state: State, *, now: datetime) -> None:
-    """Write atomically; the caller holds the tick lock."""
+Fingerprint = tuple[int, int, int] | None  # (inode, mtime_ns, size); None: there was no file
+
+
+def fingerprint(path: Path) -> Fingerprint:
+    """What the file on disk is now, to notice a hand edit between a load and a save."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def save_state(path: Path, state: State, *, now: datetime, expect: Fingerprint | bool = False) -> Fingerprint:
+    """Write atomically; the caller holds the tick lock. Returns the new file's fingerprint.
+
+    Code that assigns fields skips validation, so the rendered bytes are parsed back first: a file the
+    next tick would quarantine must not replace the last good one. With `expect` (the fingerprint
+    taken before loading) a file someone changed meanwhile is not overwritten: their edit wins.
+    """
+    if expect is not False and fingerprint(path) != expect:
+        raise StateError(
+            f"{path} changed on disk while ralph was running (a hand edit?); not overwriting it. "
+            "Nothing was lost: the edit is kept, and the next run starts from it"
+        )
     state.updated_at = now
+    try:
+        data = render_state(state)
+        parse_state(data, now)
+    except (PydanticSerializationError, _Corrupt) as e:
+        raise StateError(f"{path}: not saved, the state is invalid (a bug in ralph): {e}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, render_state(state))
+    write_atomic(path, data)
+    return fingerprint(path)
 
 
 def prune_terminal(state: State, *, now: datetime, ttl_hours: float) -> list[Worker]:
     """Drop completed and failed records whose completed_at is older than the TTL; return them."""
     cutoff = now - timedelta(hours=ttl_hours)
-    pruned = [w for w in state.workers if w.lifecycle in _PRUNABLE and w.completed_at and w.completed_at <= cutoff]
+    pruned = [
+        w for w in state.workers if w.lifecycle in _PRUNABLE and w.completed_at and w.completed_at < cutoff
+    ]
     if pruned:
         gone = {w.task_id for w in pruned}
         state.workers = [w for w in state.workers if w.task_id not in gone]

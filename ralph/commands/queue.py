@@ -31,10 +31,11 @@ def list_tasks(*, start: Path, include_done: bool, as_json: bool) -> ExitCode:
         emit_json({"tasks": [_task_json(t) for t in tasks]})
         return ExitCode.OK
     if not tasks:
-        click.echo(f"no tasks in {queues.queue_name}; add one with `ralph task add \"<title>\"`")
+        click.echo(f'no tasks in {queues.queue_name}; add one with `ralph task add "<title>"`')
         return ExitCode.OK
     rows = [
-        [t.id, str(t.status), str(t.priority), ", ".join(t.depends_on) or "-", one_line(t.title, 60)] for t in tasks
+        [t.id, str(t.status), str(t.priority), ", ".join(t.depends_on) or "-", one_line(t.title, 60)]
+        for t in tasks
     ]
     click.echo(table(["ID", "STATUS", "PRIORITY", "DEPENDS ON", "TITLE"], rows))
     return ExitCode.OK
@@ -46,7 +47,10 @@ def show(*, start: Path, task_id: str, as_json: bool) -> ExitCode:
     queues = load_local_queues(checkout.paths)
     task = queues.find(task_id)
     if task is None:
-        raise QueueError(f"no task {task_id} in {queues.queue_name} or {queues.done_name}; `ralph queue list --all` lists them")
+        raise QueueError(
+            f"no task {task_id} in {queues.queue_name} or {queues.done_name}; "
+            "`ralph queue list --all` lists them"
+        )
     if as_json:
         emit_json({"task": _task_json(task)})
         return ExitCode.OK
@@ -63,23 +67,37 @@ def show(*, start: Path, task_id: str, as_json: bool) -> ExitCode:
 
 def validate(*, start: Path, as_json: bool) -> ExitCode:
     checkout = open_checkout(start)
-    queues = load_local_queues(checkout.paths)
-    problems = queues.problems(checkout.config.queue)
+    queues: Queues | None
+    try:
+        queues = load_local_queues(checkout.paths)
+    except QueueError as e:
+        # Reporting problems is this command's job: a file that does not parse is one more problem,
+        # listed like the others (and in --json), not an error that leaves stdout empty.
+        queues, problems = None, [str(e)]
+    else:
+        problems = queues.problems(checkout.config.queue)
     if as_json:
         emit_json(
             {
                 "valid": not problems,
                 "problems": problems,
-                "queue_tasks": len(queues.queue.tasks),
-                "done_tasks": len(queues.done.tasks),
+                "queue_tasks": len(queues.queue.tasks) if queues else None,
+                "done_tasks": len(queues.done.tasks) if queues else None,
             }
         )
     elif problems:
         for problem in problems:
             click.echo(problem)
-    else:
-        click.echo(f"ok: {len(queues.queue.tasks)} tasks in {queues.queue_name}, {len(queues.done.tasks)} in {queues.done_name}")
+    elif queues is not None:
+        click.echo(
+            f"ok: {_tasks(len(queues.queue.tasks))} in {queues.queue_name}, "
+            f"{_tasks(len(queues.done.tasks))} in {queues.done_name}"
+        )
     return ExitCode.ERROR if problems else ExitCode.OK
+
+
+def _tasks(n: int) -> str:
+    return f"{n} task" if n == 1 else f"{n} tasks"
 
 
 def explain(*, start: Path, as_json: bool) -> ExitCode:
@@ -94,7 +112,10 @@ def explain(*, start: Path, as_json: bool) -> ExitCode:
     if not verdicts:
         click.echo(f"no tasks in {queues.queue_name}")
         return ExitCode.OK
-    rows = [[v["id"], "runnable" if v["runnable"] else str(v["reason"]), one_line(str(v["title"]), 50)] for v in verdicts]
+    rows = [
+        [str(v["id"]), "runnable" if v["runnable"] else str(v["reason"]), one_line(str(v["title"]), 50)]
+        for v in verdicts
+    ]
     click.echo(table(["ID", "VERDICT", "TITLE"], rows))
     return ExitCode.OK
 

@@ -34,7 +34,9 @@ def status(*, start: Path, as_json: bool) -> ExitCode:
 
 def build_status(checkout: Checkout, now: datetime) -> dict[str, Any]:
     """The `ralph status --json` document (README: "ralph status --json")."""
-    state = load_state(checkout.paths.state, now=now, target_branch=checkout.base_branch(), remote=checkout.remote)
+    state = load_state(
+        checkout.paths.state, now=now, target_branch=checkout.base_branch(), remote=checkout.remote
+    )
     titles: dict[str, str] = {}
     queue_counts: dict[str, int] | None = None
     archive_counts: dict[str, int] | None = None
@@ -116,7 +118,8 @@ def render_status(doc: dict[str, Any], now: datetime) -> str:
         q, a = doc["queue"], doc["archive"] or {}
         parts = [f"{n} {s}" for s, n in q.items() if n]
         lines.append(
-            f"queue: {', '.join(parts) or 'empty'}    done archive: {a.get('done', 0)} done, {a.get('rejected', 0)} rejected"
+            f"queue: {', '.join(parts) or 'empty'}    "
+            f"done archive: {a.get('done', 0)} done, {a.get('rejected', 0)} rejected"
         )
     workers = doc["workers"]
     if not workers:
