@@ -1,0 +1,590 @@
+"""Workspaces: one git clone per task, where its agent works (DESIGN §7).
+
+A workspace is hard-linked from the control repository (fast), fetches from the real remote, cannot
+push, and starts detached at the base commit the tick fetched. Its `.git` is the agent's to change,
+so ralph treats it as untrusted (reliability §6.5): its config and hooks are never given a chance to
+run. ralph reads from a workspace only with a fetch into the control repository (`file://`, which runs
+none of the clone's hooks or config), commits the agent's leftovers through a git directory of its
+own, and replaces a workspace instead of resetting it in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import logging
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from ralph.errors import GitError, RalphError
+from ralph.git import Git
+from ralph.markers import EXCLUDES, RUNTIME_PATHS
+from ralph.paths import is_within
+
+logger = logging.getLogger(__name__)
+
+# For the few read-only or ref-only commands ralph still runs inside a workspace (rev-parse, update-ref,
+# and the set-up of a clone nobody has touched yet): nothing the agent may have planted in its clone's
+# config runs. Work-tree commands (add, checkout, reset, clean) are never run there at all: they read
+# filter drivers (`filter.<x>.clean`/`smudge`) from the clone's config, and no `-c` can switch off
+# drivers whose names only the agent knows.
+UNTRUSTED = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "core.sshCommand=false")
+PUSH_DISABLED = "ralph-push-disabled://the-agent-must-not-push"
+ATTIC = "refs/ralph/attic"
+
+# Never copied into a workspace, whatever the allowlist says: git's own files, ralph's runtime (the
+# workspaces themselves live there by default), and trees that are rebuilt, not copied.
+_DENIED_TREES = ("node_modules", ".venv", "__pycache__", "target")
+
+# When a hook does not exit on its own, how often we look.
+_POLL_S = 0.05
+
+
+class WorkspaceError(RalphError):
+    """A workspace could not be created or prepared; the worker fails with this message."""
+
+
+def ws_git(path: Path) -> _UntrustedGit:
+    return _UntrustedGit(path)
+
+
+class _UntrustedGit:
+    """git in a workspace: every command carries the overrides in UNTRUSTED."""
+
+    def __init__(self, path: Path) -> None:
+        self._git = Git(path)
+        self.path = path
+
+    def run(self, *args: str, ok: tuple[int, ...] = (0,), input: str | None = None) -> str:
+        return self._git.run(*UNTRUSTED, *args, ok=ok, input=input).out
+
+    def ok(self, *args: str) -> bool:
+        return self._git.run(*UNTRUSTED, *args, ok=tuple(range(256))).returncode == 0
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every workspace of a checkout shares."""
+
+    control: Path  # the control checkout's root
+    remote_url: str  # the real remote, for fetches the agent makes
+    base_branch: str
+    allowlist: Sequence[str] = ()
+    after_create: Sequence[str] = ()
+    hook_timeout_s: float = 300
+    hook_env: Mapping[str, str] | None = None
+
+
+def is_valid(path: Path) -> bool:
+    """A clone git can use: it has a HEAD with a tree and no half-finished rebase."""
+    git_dir = path / ".git"
+    if path.is_symlink() or not git_dir.is_dir():
+        return False
+    if (git_dir / "rebase-merge").exists() or (git_dir / "rebase-apply").exists():
+        return False
+    try:
+        return ws_git(path).ok("rev-parse", "--verify", "--quiet", "HEAD^{tree}")
+    except GitError:
+        return False
+
+
+def prepare(path: Path, *, task_id: str, setup: Setup, base_sha: str) -> None:
+    """Make `path` a fresh workspace at `base_sha`, replacing whatever is there.
+
+    Work an earlier attempt left there is saved to an attic ref first. An existing clone is never
+    reset in place: its config, hooks, attributes and excludes are the previous agent's, and
+    `checkout`/`reset`/`clean` there would run its filter drivers with ralph's privileges (and hand
+    the next attempt a clone the last one tampered with). A `--local` clone is hard links, as cheap
+    as a reset.
+    """
+    _refuse_control(path, setup.control)
+    if path.is_symlink() or path.exists():
+        remove(path, task_id=task_id, control=setup.control, base_branch=setup.base_branch)
+    _clone(path, setup=setup, base_sha=base_sha)
+    _copy_ignored_files(path, setup)
+    if setup.after_create:
+        _run_hook(path, setup, task_id=task_id)
+
+
+def _refuse_control(path: Path, control: Path) -> None:
+    # A misconfigured workspace root (say `..`) and an unlucky task id would otherwise make the
+    # control checkout itself a "workspace" to be replaced or deleted.
+    if is_within(control, path):
+        raise WorkspaceError(
+            f"refusing to use {path} as a workspace: it is or contains the control checkout {control}; "
+            "set parallel.workspace_root to a directory of its own"
+        )
+
+
+def _clone(path: Path, *, setup: Setup, base_sha: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    control = Git(setup.control)
+    # --origin: a global clone.defaultRemoteName would otherwise name the remote something else.
+    control.run(
+        "clone",
+        "--quiet",
+        "--local",
+        "--no-checkout",
+        "--origin",
+        "origin",
+        "--",
+        str(setup.control),
+        str(path),
+    )
+    ws = ws_git(path)
+    ws.run("remote", "set-url", "origin", _fetch_url(setup.remote_url, setup.control))
+    ws.run("remote", "set-url", "--push", "origin", PUSH_DISABLED)
+    ws.run("checkout", "--quiet", "--detach", base_sha)
+    # The clone mirrored the control repository's local branches as remote branches; only the base
+    # branch, at the commit this tick fetched, tells the agent the truth.
+    ws.run("symbolic-ref", "--delete", "--quiet", "refs/remotes/origin/HEAD", ok=(0, 1))
+    stale = ws.run("for-each-ref", "--format=delete %(refname)", "refs/remotes/", "refs/heads/")
+    ws.run("update-ref", "--stdin", input=stale + "\n" if stale else "")
+    ws.run("update-ref", f"refs/remotes/origin/{setup.base_branch}", base_sha)
+    _append_excludes(path, "runtime files, never committed", EXCLUDES)
+    # Objects ralph makes later in the control repository (a rebased commit, a newer base) are then
+    # visible here without a fetch, which would run under the agent's configuration.
+    alternates = path / ".git" / "objects" / "info" / "alternates"
+    alternates.parent.mkdir(parents=True, exist_ok=True)
+    control_objects = (
+        Path(control.run("rev-parse", "--path-format=absolute", "--git-common-dir").out) / "objects"
+    )
+    alternates.write_text(f"{control_objects}\n")
+
+
+def _fetch_url(url: str, control: Path) -> str:
+    """The remote's URL as the workspace must spell it.
+
+    A relative local path (`git remote add origin ../app.git`) is relative to the control checkout,
+    where ralph runs git; from inside the workspace it would name another directory.
+    """
+    if "://" in url or os.path.isabs(url):
+        return url
+    colon, slash = url.find(":"), url.find("/")
+    if colon > 0 and (slash == -1 or colon < slash):
+        return url  # scp-like `host:path`
+    return os.path.normpath(control / url)
+
+
+def _append_excludes(path: Path, why: str, lines: Sequence[str]) -> None:
+    exclude = path / ".git" / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    with open(exclude, "a", encoding="utf-8") as f:
+        f.write(f"\n# ralph: {why}\n" + "".join(line + "\n" for line in lines))
+
+
+def head(path: Path) -> str:
+    return ws_git(path).run("rev-parse", "--verify", "HEAD")
+
+
+# --- committing what the agent left --------------------------------------------------------------
+
+
+def commit_leftovers(path: Path, *, message: str) -> str:
+    """Commit whatever the agent left uncommitted (never ralph's runtime files); return HEAD.
+
+    `git add` in the workspace itself would run the clean filter of any driver the agent defined in
+    its `.git/config` and named in `.git/info/attributes`. So the index is built by git running on a
+    git directory of ralph's own (trusted config: global and system only) over the workspace's work
+    tree and object store; the workspace is then only told its new HEAD and index.
+    """
+    parent = head(path)
+    ws_dot_git = path / ".git"
+    object_format = ws_git(path).run("rev-parse", "--show-object-format")
+    with tempfile.TemporaryDirectory(prefix="ralph-commit-") as tmp:
+        git_dir = Path(tmp) / "git"
+        index = Path(tmp) / "index"
+        Git(Path(tmp)).run("init", "--quiet", "--bare", f"--object-format={object_format}", str(git_dir))
+        # The workspace's own excludes (ralph's runtime lines, the files copied in from the control
+        # checkout, and whatever the agent added) still decide what is "left over".
+        excludes = _read_regular(ws_dot_git / "info" / "exclude") or b""
+        (git_dir / "info").mkdir(exist_ok=True)
+        (git_dir / "info" / "exclude").write_bytes(
+            excludes + b"\n" + "".join(e + "\n" for e in EXCLUDES).encode()
+        )
+        env = {
+            "GIT_DIR": str(git_dir),
+            "GIT_WORK_TREE": str(path),
+            "GIT_INDEX_FILE": str(index),
+            "GIT_OBJECT_DIRECTORY": str(ws_dot_git / "objects"),
+        }
+        git = Git(path, env=env)
+        trusted = (
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "core.splitIndex=false",
+            "-c",
+            "core.untrackedCache=false",
+        )
+        # Start from the workspace's index (its stat data spares re-reading every file); a copy that
+        # git cannot use (split, or not an index at all) is replaced by HEAD's tree.
+        current = _read_regular(ws_dot_git / "index")
+        staged = False
+        if current is not None:
+            index.write_bytes(current)
+            try:
+                git.run(*trusted, "add", "--all")
+                staged = True
+            except GitError as e:
+                logger.debug("%s: the workspace's index is of no use (%s); starting from HEAD", path, e)
+        if not staged:
+            index.unlink(missing_ok=True)
+            git.run(*trusted, "read-tree", parent)
+            git.run(*trusted, "add", "--all")
+        # .git/info/exclude keeps ralph's runtime files out, unless the agent changed it or forced them in.
+        git.run(
+            *trusted,
+            "--literal-pathspecs",
+            "rm",
+            "-r",
+            "-q",
+            "--cached",
+            "--ignore-unmatch",
+            "--",
+            *RUNTIME_PATHS,
+        )
+        tree = git.run(*trusted, "write-tree").out
+        if tree == git.run("rev-parse", "--verify", f"{parent}^{{tree}}").out:
+            return parent
+        # --no-gpg-sign: nobody is there to unlock a key, and a waiting pinentry would hang the tick.
+        commit = git.run("commit-tree", "--no-gpg-sign", tree, "-p", parent, "-m", message).out
+        # HEAD moves only from the commit it was on (a lease); what `git commit` leaves is an index
+        # matching the new HEAD, so the workspace gets the one just built.
+        ws_git(path).run("update-ref", "-m", "ralph: commit leftovers", "HEAD", commit, parent)
+        _replace_file(ws_dot_git / "index", index.read_bytes())
+    return commit
+
+
+def _read_regular(path: Path) -> bytes | None:
+    """The bytes of a regular file, not followed through a symlink the agent may have planted."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None  # a FIFO would block, a device would never end
+        return f.read()
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".ralph-tmp")
+    tmp.unlink(missing_ok=True)
+    with open(tmp, "xb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+# --- saving and removing -------------------------------------------------------------------------
+
+
+def save_to_attic(path: Path, *, task_id: str, control: Path, base_branch: str) -> str | None:
+    """Keep the workspace's HEAD in the control repository if it holds commits the base lacks.
+
+    Returns the ref it was saved as (`refs/ralph/attic/<TASK>-<n>`, or the existing one already
+    holding that commit), or None when there was nothing to keep. The fetch runs in the control
+    repository over `file://`: none of the clone's hooks or configuration run.
+    """
+    if path.is_symlink() or not (path / ".git").is_dir():
+        return None
+    git = Git(control)
+    incoming = f"refs/ralph/incoming/{task_id}"
+    try:
+        git.run(
+            "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", f"file://{path}", f"+HEAD:{incoming}"
+        )
+    except GitError as e:
+        if "couldn't find remote ref HEAD" in e.stderr:
+            return None  # an unborn or broken HEAD: there is no commit to keep
+        logger.warning("%s: could not save the workspace's commits before removing it: %s", task_id, e)
+        raise WorkspaceError(f"{task_id}: could not save the work in {path} before removing it: {e}") from e
+    try:
+        ws_head = git.run("rev-parse", "--verify", f"{incoming}^{{commit}}").out
+        base_ref = f"refs/remotes/origin/{base_branch}"
+        if git.run("merge-base", "--is-ancestor", ws_head, base_ref, ok=(0, 1)).returncode == 0:
+            return None
+        prefix = f"{ATTIC}/{task_id}-"
+        numbered: dict[int, str] = {}
+        listing = git.run("for-each-ref", "--format=%(objectname) %(refname)", f"{prefix}*").out
+        for line in listing.splitlines():
+            sha, ref = line.split(" ", 1)
+            suffix = ref[len(prefix) :]
+            # `RQ-1-*` also matches the refs of a task named `RQ-1-b`: only `<TASK>-<n>` is ours.
+            if suffix.isdigit():
+                if sha == ws_head:
+                    return ref  # saved already (an earlier removal that did not finish)
+                numbered[int(suffix)] = ref
+        ref = f"{prefix}{max(numbered, default=0) + 1}"
+        git.run("update-ref", ref, ws_head, "")  # "" as old value: create only, never overwrite
+        logger.info("%s: saved unlanded work %s as %s", task_id, ws_head[:10], ref)
+        return ref
+    finally:
+        git.run("update-ref", "-d", incoming)
+
+
+def remove(path: Path, *, task_id: str, control: Path, base_branch: str) -> str | None:
+    """Delete a workspace after saving any unlanded commits; returns the attic ref if one was made.
+
+    If the commits cannot be saved, the workspace is kept and WorkspaceError is raised.
+    """
+    _refuse_control(path, control)
+    if path.is_symlink():
+        # Something replaced the workspace with a link: remove the link, never what it points at.
+        path.unlink()
+        return None
+    if not path.exists():
+        return None
+    ref = save_to_attic(path, task_id=task_id, control=control, base_branch=base_branch)
+    force_rmtree(path)
+    return ref
+
+
+_ExcInfo = tuple[type[BaseException], BaseException, object]
+
+
+def force_rmtree(path: Path) -> None:
+    """rmtree that also removes what the agent or git made read-only (files, and directories)."""
+    retried: set[str] = set()
+
+    def on_error(func: Callable[..., object], failed: str, exc_info: _ExcInfo) -> None:
+        error = exc_info[1]
+        if isinstance(error, FileNotFoundError):
+            return
+        if not isinstance(error, PermissionError) or failed in retried:
+            raise error
+        retried.add(failed)
+        # Removing an entry needs write permission on its directory; listing a directory needs read
+        # permission on it. Symlinks are never followed: rmtree hands us only real entries.
+        parent = os.path.dirname(failed)
+        if parent and _within(parent, str(path)):
+            os.chmod(parent, 0o700)
+        if func is os.rmdir:
+            os.rmdir(failed)
+        elif os.path.isdir(failed) and not os.path.islink(failed):
+            os.chmod(failed, 0o700)
+            shutil.rmtree(failed, onerror=on_error)
+        else:
+            os.unlink(failed)
+
+    if sys.version_info >= (3, 12):  # pragma: no cover (onerror is deprecated there)
+        shutil.rmtree(path, onexc=lambda f, p, e: on_error(f, p, (type(e), e, None)))
+    else:
+        shutil.rmtree(path, onerror=on_error)
+
+
+def _within(candidate: str, root: str) -> bool:
+    return os.path.commonpath([os.path.abspath(candidate), os.path.abspath(root)]) == os.path.abspath(root)
+
+
+@contextlib.contextmanager
+def provisional(path: Path, *, existed: bool) -> Iterator[None]:
+    """Remove a workspace this step created if the step fails before the worker is recorded."""
+    try:
+        yield
+    except BaseException:
+        if not existed and (path.exists() or path.is_symlink()):
+            try:
+                if path.is_symlink():
+                    path.unlink()
+                else:
+                    force_rmtree(path)
+            except OSError as e:
+                logger.warning("could not remove the half-made workspace %s: %s", path, e)
+        raise
+
+
+# --- ignored files: .env* and the allowlist -------------------------------------------------------
+
+
+def _copy_ignored_files(path: Path, setup: Setup) -> None:
+    copied = []
+    for rel in _ignored_files_to_copy(setup, workspace_root=path.parent):
+        src = setup.control / rel
+        dst = path / rel
+        if not is_within(dst.parent, path):
+            logger.warning("not copying %s: it would land outside the workspace", rel)
+            continue
+        if dst.is_symlink() or dst.exists():
+            # The base commit has it: copying over it would write through a link, or make the
+            # control checkout's local version look like the agent's change.
+            logger.warning("not copying %s: the workspace already has it from %s", rel, setup.base_branch)
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst, follow_symlinks=False)
+        copied.append(rel)
+    if copied:
+        # Ignored in the control checkout may not mean ignored in the clone (its .git/info/exclude, a
+        # .gitignore not committed yet): a copied secret must never be swept into the agent's commit.
+        _append_excludes(
+            path,
+            "copied from the control checkout, never committed",
+            ["/" + _escape_ignore(rel) for rel in copied],
+        )
+
+
+def _escape_ignore(rel: str) -> str:
+    """`rel` as a gitignore pattern matching exactly that path."""
+    return "".join("\\" + c if c in "\\*?[]!# " else c for c in rel)
+
+
+def _ignored_files_to_copy(setup: Setup, *, workspace_root: Path) -> list[str]:
+    root = setup.control
+    listing = (
+        Git(root).run("ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory").stdout
+    )
+    chosen = [rel for rel in listing.split("\0") if rel and not rel.endswith("/") and _is_env_file(rel)]
+    tracked: set[str] | None = None
+    for pattern in setup.allowlist:
+        problem = _pattern_problem(pattern)
+        if problem:
+            logger.warning("parallel.ignored_file_allowlist: %r is refused (%s); skipped", pattern, problem)
+            continue
+        matches = sorted(p for p in root.glob(pattern) if p.is_file() or p.is_symlink())
+        if not matches:
+            logger.warning("parallel.ignored_file_allowlist: %r matches no file; skipped", pattern)
+            continue
+        if tracked is None:
+            tracked = set(filter(None, Git(root).run("ls-files", "-z").stdout.split("\0")))
+        for match in matches:
+            rel = match.relative_to(root).as_posix()
+            if rel in tracked:
+                # The clone has the base's version already; the control checkout's may be edited.
+                logger.debug("allowlist %r: %s is tracked; the clone has it", pattern, rel)
+                continue
+            chosen.append(rel)
+    out = []
+    for rel in dict.fromkeys(chosen):
+        src = root / rel
+        problem = _path_problem(rel) or _source_problem(src, root, workspace_root)
+        if problem:
+            logger.warning("not copying %s: %s", rel, problem)
+            continue
+        out.append(rel)
+    return out
+
+
+def _is_env_file(rel: str) -> bool:
+    name = PurePosixPath(rel).name
+    return name == ".env" or fnmatch.fnmatch(name, ".env.*")
+
+
+def _pattern_problem(pattern: str) -> str | None:
+    """Why an allowlist entry may not be used, or None."""
+    pure = PurePosixPath(pattern)
+    if pure.is_absolute() or pattern.startswith("~"):
+        return "it is an absolute path; entries are relative to the repository root"
+    if ".." in pure.parts:
+        return "it contains '..'; entries must stay inside the repository"
+    if pattern.endswith("/") or pattern in (".", "") or pattern.startswith("./"):
+        return "it is not a file path or glob relative to the repository root"
+    return _path_problem(pattern)
+
+
+def _path_problem(rel: str) -> str | None:
+    """Why a path (or pattern) relative to the repository may not be copied, or None."""
+    parts = PurePosixPath(rel).parts
+    if "\n" in rel or "\r" in rel:
+        return "its name contains a line break"  # it could not be written as one exclude line
+    if ".git" in parts:
+        return "it is inside a .git directory"
+    if parts and parts[0] == ".ralph":
+        return "it is under .ralph/, ralph's own files"
+    denied = next((p for p in parts[:-1] if p in _DENIED_TREES), None)
+    if denied:
+        return f"it is under {denied}/, which is rebuilt in a workspace, not copied"
+    return None
+
+
+def _source_problem(src: Path, root: Path, workspace_root: Path) -> str | None:
+    if src.is_symlink():
+        if not is_within(src.resolve(), root):
+            return "it is a symlink pointing outside the repository"
+        return "it is a symlink; only regular files are copied"
+    if not src.is_file():
+        return "it is not a regular file"
+    # A directory on the way that is a symlink (`linked/secret`) can point anywhere.
+    if not is_within(src, root):
+        return "it resolves to a file outside the repository"
+    if is_within(src, workspace_root):
+        return "it is inside the workspace root"
+    return None
+
+
+# --- hooks.after_create -----------------------------------------------------------------------------
+
+
+def _run_hook(path: Path, setup: Setup, *, task_id: str) -> None:
+    """Run hooks.after_create in the new workspace, bounded by hooks.timeout_seconds.
+
+    It runs in a session of its own, and the whole process group is killed when it times out (a
+    grandchild would otherwise outlive the timeout) and when it exits (nothing it left in the
+    background may keep working in a workspace ralph will hand to an agent or delete).
+    """
+    argv = list(setup.after_create)
+    env = None
+    if setup.hook_env is not None:
+        # The workspace this hook prepares, whatever the shared environment said.
+        env = {**setup.hook_env, "RALPH_TASK_ID": task_id, "RALPH_WORKSPACE": str(path)}
+    with tempfile.TemporaryFile() as output:
+        try:
+            child = subprocess.Popen(
+                argv,
+                cwd=path,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise WorkspaceError(
+                f"hooks.after_create: {argv[0]!r} not found (looked on PATH and in {path}); "
+                "install it or fix hooks.after_create"
+            ) from None
+        except OSError as e:
+            raise WorkspaceError(f"hooks.after_create: cannot run {argv[0]!r}: {e.strerror}") from None
+        finished = _wait_unreaped(child.pid, setup.hook_timeout_s)
+        # The leader is a zombie (or alive) until we reap it, so its pid, which is the group's id,
+        # cannot have been given to anyone else: the signal reaches only the hook's own processes.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        code = child.wait()
+        tail = _tail(output)
+    if not finished:
+        raise WorkspaceError(
+            f"hooks.after_create timed out after {setup.hook_timeout_s:g}s and was killed: {tail}"
+        )
+    if code != 0:
+        raise WorkspaceError(f"hooks.after_create exited {code}: {tail}")
+
+
+def _wait_unreaped(pid: int, timeout_s: float) -> bool:
+    """Wait up to `timeout_s` for `pid` to exit, leaving it unreaped; True if it exited."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        if info is not None:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_POLL_S)
+
+
+def _tail(output: IO[bytes], lines: int = 3) -> str:
+    output.seek(0, os.SEEK_END)
+    output.seek(max(0, output.tell() - 8192))
+    last = output.read().decode(errors="replace").strip().splitlines()[-lines:]
+    return " | ".join(line.strip() for line in last) or "no output"
