@@ -1,3 +1,3 @@
 from ralph.cli import main
 
-raise SystemExit(main())
+main()

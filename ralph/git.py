@@ -6,12 +6,15 @@ colour), with a timeout, and with failures turned into GitError carrying the com
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import sh
 
@@ -21,7 +24,7 @@ DEFAULT_TIMEOUT_S = 120.0
 
 # Variables that would point git at another repository than the one we name (set when ralph runs
 # from inside a git hook, say). Everything else, identity and dates included, is the user's to set.
-_REPO_LOCATION_VARS = (
+REPO_LOCATION_VARS = (
     "GIT_DIR",
     "GIT_WORK_TREE",
     "GIT_INDEX_FILE",
@@ -30,11 +33,12 @@ _REPO_LOCATION_VARS = (
     "GIT_COMMON_DIR",
     "GIT_NAMESPACE",
     "GIT_PREFIX",
+    "GIT_QUARANTINE_PATH",
 )
 
 
 def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _REPO_LOCATION_VARS}
+    env = {k: v for k, v in os.environ.items() if k not in REPO_LOCATION_VARS}
     env["GIT_TERMINAL_PROMPT"] = "0"  # never wait for a password nobody will type
     env["LC_ALL"] = "C"  # messages we classify are the untranslated ones
     if "GIT_SSH_COMMAND" not in env and "GIT_SSH" not in env:
@@ -49,6 +53,7 @@ class Result:
     returncode: int
     stdout: str
     stderr: str
+    data: bytes = b""  # stdout as git wrote it, for blobs
 
     @property
     def out(self) -> str:
@@ -80,7 +85,7 @@ class Git:
         # the exit, so every git call took at least 100 ms (10x a typical plumbing command). The
         # command runs with _bg (no exception reported from sh's thread: _bg_exc=False) and a timer of
         # our own kills it, as `_timeout` would, with SIGKILL to git alone.
-        options: dict[str, object] = {
+        options: dict[str, Any] = {
             "_bg": True,
             "_bg_exc": False,
             "_ok_code": ok,
@@ -121,7 +126,16 @@ class Git:
         finally:
             if timer is not None:
                 timer.cancel()
-        return Result(cmd.exit_code, cmd.stdout.decode(errors="replace"), cmd.stderr.decode(errors="replace"))
+        return Result(
+            cmd.exit_code,
+            cmd.stdout.decode(errors="replace"),
+            cmd.stderr.decode(errors="replace"),
+            cmd.stdout,
+        )
+
+    def run_bytes(self, *args: str, timeout: float | None = DEFAULT_TIMEOUT_S) -> bytes:
+        """Run `git <args>` and return stdout undecoded (a blob is not necessarily text)."""
+        return self.run(*args, timeout=timeout).data
 
     # --- questions ---------------------------------------------------------------------------
 
@@ -147,10 +161,8 @@ class Git:
 def _expire(cmd: sh.RunningCommand, expired: threading.Event) -> None:
     """The timeout of one git call: mark it, then kill git (an exit 0 racing the timer stays a success)."""
     expired.set()
-    try:
+    with contextlib.suppress(OSError):  # it exited between the timer firing and the kill
         cmd.kill()
-    except OSError:  # it exited between the timer firing and the kill
-        pass
 
 
 def _last_line(text: str) -> str:
@@ -168,3 +180,68 @@ def find_repository(start: Path) -> Path:
         raise PreflightError(
             f"{start} is not inside a git repository; run ralph in your checkout or pass -C <checkout>"
         ) from None
+
+
+# --- pushing with a lease ------------------------------------------------------------------------
+
+
+class PushStatus(Enum):
+    OK = "ok"
+    RACE = "race"  # the base moved (or our lease is stale): fetch, rebuild, try again
+    TRANSPORT = "transport"  # the remote could not be reached: try again later
+    PERMANENT = "permanent"  # the remote refuses this push for good (hook, protection, permission)
+
+
+@dataclass(frozen=True)
+class PushResult:
+    status: PushStatus
+    message: str  # the remote's reason, quoted for people
+
+
+# Reasons git prints in `push --porcelain` (`!` lines) that mean someone else got there first.
+_RACE_REASONS = ("fetch first", "non-fast-forward", "stale info", "failed to update ref", "cannot lock ref")
+_PERMISSION = ("permission denied", "not authorized", "403", "access denied", "authentication failed")
+
+
+def push_with_lease(
+    git: Git, *, remote: str, commit: str, branch: str, expected: str, timeout: float
+) -> PushResult:
+    """Push `commit` to `branch` only if the remote still has `expected` there (DESIGN §6.4).
+
+    Never `--force` and never a `+` refspec: either would silently disable the lease, and a base
+    someone rewound would get its removed commits back.
+    """
+    ref = f"refs/heads/{branch}"
+    args = ("push", "--porcelain", f"--force-with-lease={ref}:{expected}", remote, f"{commit}:{ref}")
+    try:
+        result = git.run(*args, ok=tuple(range(256)), timeout=timeout)
+    except GitError as e:  # a timeout: the remote did not answer in time
+        return PushResult(PushStatus.TRANSPORT, str(e))
+    return classify_push(result.returncode, result.stdout, result.stderr, ref)
+
+
+def classify_push(returncode: int, stdout: str, stderr: str, ref: str) -> PushResult:
+    """Read `git push --porcelain`: one `<flag>\\t<from>:<to>\\t<summary>` line per ref (git-push(1))."""
+    line = next((lin for lin in stdout.splitlines() if lin[:1] in " +-*!=" and f":{ref}\t" in lin), None)
+    remote_says = " ".join(
+        m.removeprefix("remote:").strip() for m in stderr.splitlines() if m.startswith("remote:")
+    )
+    if line is not None:
+        flag, _, summary = line.split("\t", 2)
+        summary = summary.strip()
+        if flag != "!" and returncode == 0:
+            return PushResult(PushStatus.OK, summary)
+        if flag == "!":
+            lowered = summary.lower()
+            detail = f"{summary}" + (f": {remote_says}" if remote_says else "")
+            if any(r in lowered for r in _RACE_REASONS):
+                return PushResult(PushStatus.RACE, detail)
+            if summary.startswith("[remote rejected]") or any(p in lowered for p in _PERMISSION):
+                return PushResult(PushStatus.PERMANENT, detail)
+            return PushResult(PushStatus.RACE, detail)
+    lowered = stderr.lower()
+    message = _last_line(stderr)
+    if any(p in lowered for p in _PERMISSION):
+        return PushResult(PushStatus.PERMANENT, message)
+    # No verdict for our ref: the push never got that far (network, DNS, a remote that hung up).
+    return PushResult(PushStatus.TRANSPORT, message)

@@ -30,7 +30,7 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
     def __init__(self) -> None:
         super().__init__(sys.stderr)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stderr
 
@@ -49,8 +49,8 @@ def setup_logging(verbosity: int, log_file: Path | None = None) -> None:
     """`verbosity` is -v count minus -q count: 0 shows actions (INFO), -1 warnings, 1 debug."""
     level = max(logging.DEBUG, min(logging.CRITICAL, logging.INFO - 10 * verbosity))
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     handler: logging.Handler
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)

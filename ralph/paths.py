@@ -58,6 +58,11 @@ def _task_id_problem(task_id: str) -> str | None:
     return None
 
 
+def is_within(path: Path, root: Path) -> bool:
+    """Whether `path`, symlinks resolved, is `root` or below it."""
+    return path.resolve().is_relative_to(root.resolve())
+
+
 @dataclass(frozen=True)
 class Paths:
     """The files of one control checkout (DESIGN §2)."""

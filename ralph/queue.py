@@ -435,6 +435,25 @@ def next_id(queue: QueueFile, done: QueueFile, *, prefix: str = "RQ", width: int
     return f"{prefix}-{highest + 1:0{width}d}"
 
 
+def archive(queue: QueueFile, done: QueueFile, task_id: str, now: datetime) -> Task:
+    """Move `task_id` from the queue to the done archive as done; a task already archived stays put.
+
+    Only this task's record changes: other tasks, and their order, are left exactly as they were.
+    """
+    archived = next((t for t in done.tasks if t.id == task_id), None)
+    queued = next((t for t in queue.tasks if t.id == task_id), None)
+    queue.tasks = [t for t in queue.tasks if t.id != task_id]
+    if archived is not None:
+        return archived
+    if queued is None:
+        raise QueueError(f"{task_id} is in neither the queue nor the done archive; nothing to archive")
+    queued.status = TaskStatus.DONE
+    queued.completed_at = now
+    queued.updated_at = now
+    done.tasks.append(queued)
+    return queued
+
+
 def find_task(queue: QueueFile, done: QueueFile, task_id: str) -> Task | None:
     for task in (*queue.tasks, *done.tasks):
         if task.id == task_id:

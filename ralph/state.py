@@ -14,6 +14,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticSerializationError
 
+from ralph import proc
 from ralph.clock import UtcDatetime, format_z
 from ralph.errors import StateError, TaskIdError
 from ralph.files import FileTooLarge, copy_aside, read_bounded, sweep_temp_files, write_atomic
@@ -68,11 +69,16 @@ class Job(FileModel):
     log_path: Text
     result_path: Text
 
+    @property
+    def identity(self) -> proc.Identity:
+        return proc.Identity(self.pid, self.pid_start_ticks, self.boot_id)
+
 
 class Worker(FileModel):
     task_id: str
     lifecycle: Lifecycle
-    attempt: Annotated[int, Field(ge=1)] = 1
+    # Attempts started in the current round: `ralph retry` sets it to 0, so the next start is 1 again.
+    attempt: Annotated[int, Field(ge=0)] = 1
     workspace_path: Text
     started_at: UtcDatetime
     updated_at: UtcDatetime

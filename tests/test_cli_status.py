@@ -156,7 +156,8 @@ def test_workers_table(workers: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[1] == "queue: 3 todo    done archive: 0 done, 0 rejected"
     assert re.split(r"\s{2,}", lines[2]) == ["TASK", "LIFECYCLE", "ATTEMPT", "AGE", "JOB", "LAST ERROR"]
-    rows = [re.split(r"\s{2,}", line) for line in lines[3:]]
+    details = {n: line.strip() for n, line in enumerate(lines[3:]) if line.startswith("    ")}
+    rows = [re.split(r"\s{2,}", line) for line in lines[3:] if not line.startswith("    ")]
     assert [row[:3] for row in rows] == [
         ["RQ-0001", "running", "1/3"],
         ["RQ-0002", "checking", "2/3"],
@@ -164,8 +165,15 @@ def test_workers_table(workers: Path) -> None:
         ["RQ-0009", "blocked_push", "1/3"],
     ]
     assert rows[0][3] in ("5m00s", "5m01s", "5m02s")
-    assert rows[0][4:] == ["agent pid 4242", "-"]
-    assert rows[1][4:] == ["ci pid 4343", "-"]
+    assert rows[0][4] in ("agent pid 4242, 5m00s", "agent pid 4242, 5m01s", "agent pid 4242, 5m02s")
+    assert rows[0][5] == "-"
+    assert rows[1][4] in ("ci pid 4343, 1m00s", "ci pid 4343, 1m01s", "ci pid 4343, 1m02s")
+    # Under each row with a job: where its log is.
+    runs = workers / ".ralph" / "cache" / "parallel" / "runs"
+    assert list(details.values()) == [
+        f"log: {runs / 'RQ-0001' / 'agent.log'}",
+        f"log: {runs / 'RQ-0002' / 'ci.log'}",
+    ]
     # A multi-line error is one row.
     assert rows[2][4:] == ["-", "CI failed 3 times: make ci exited 2"]
     assert rows[3][3:] == ["2d00h", "-", "push rejected 50 times"]
@@ -190,6 +198,9 @@ WORKER_KEYS = {
     "push_attempts",
     "next_attempt_at",
     "last_error",
+    "log_path",
+    "ci_failure",
+    "blocked_push",
     "job",
 }
 JOB_KEYS = {"kind", "pid", "started_at", "elapsed_seconds", "deadline", "log_path"}

@@ -56,8 +56,10 @@ def test_add_prints_the_new_id_and_appends_in_order(checkout: Path) -> None:
     before = datetime.now(UTC).replace(microsecond=0)
     first = ralph(checkout, "task", "add", "Fix the login bug")
     second = ralph(checkout, "task", "add", "Write the changelog")
-    assert (first.exit_code, first.stdout, first.stderr) == (0, "RQ-0001\n", "")
-    assert (second.exit_code, second.stdout, second.stderr) == (0, "RQ-0002\n", "")
+    # The queue is not on origin yet (init just wrote it), so the working-tree file is edited.
+    assert (first.exit_code, first.stdout) == (0, "RQ-0001\n")
+    assert first.stderr == "RQ-0001 written to .ralph/queue.json\n"
+    assert (second.exit_code, second.stdout) == (0, "RQ-0002\n")
 
     recorded = tasks(checkout)
     assert [(t["id"], t["title"]) for t in recorded] == [

@@ -153,10 +153,23 @@ def test_keys_are_in_the_documented_order() -> None:
     orders = keys_in_order(render_state(full_state()))
     top = ["schema_version", "target_branch", "remote", "started_at", "updated_at", "workers"]
     worker_keys = [
-        "task_id", "lifecycle", "attempt", "workspace_path", "started_at", "updated_at", "completed_at",
-        "base_sha", "head_sha", "verified_sha", "landed_sha", "remediations", "push_attempts",
-        "next_attempt_at", "job", "last_error",
-    ]  # fmt: skip
+        "task_id",
+        "lifecycle",
+        "attempt",
+        "workspace_path",
+        "started_at",
+        "updated_at",
+        "completed_at",
+        "base_sha",
+        "head_sha",
+        "verified_sha",
+        "landed_sha",
+        "remediations",
+        "push_attempts",
+        "next_attempt_at",
+        "job",
+        "last_error",
+    ]
     job_keys = [
         "kind",
         "pid",
@@ -224,13 +237,13 @@ def test_save_refuses_a_naive_time_and_keeps_the_last_good_file(tmp_path: Path) 
     [
         (lambda s: setattr(s.workers[0], "job", None), "workers[0] (RQ-0001): lifecycle running needs a job"),
         (
-            lambda s: setattr(s.workers[1], "attempt", 0),
+            lambda s: setattr(s.workers[1], "attempt", -1),
             "workers[1] (RQ-0002).attempt: Input should be greater",
         ),
         (lambda s: s.workers.append(s.workers[0].model_copy()), "two worker records for RQ-0001; keep one"),
         (lambda s: setattr(s.workers[2], "task_id", "../etc"), "task id '../etc' is not allowed"),
     ],
-    ids=["active-without-job", "attempt-0", "duplicate", "unsafe-id"],
+    ids=["active-without-job", "attempt-negative", "duplicate", "unsafe-id"],
 )
 def test_save_refuses_a_state_that_load_would_refuse(tmp_path: Path, damage: Any, problem: str) -> None:
     # Assignments skip validation; writing such a state would replace the last good file with one
@@ -328,41 +341,66 @@ def test_a_rust_v3_file_migrates(tmp_path: Path) -> None:
     lost = "job lost: recorded by a ralph that kept no process identity (state v3)"
     assert state.workers == [
         Worker(
-            task_id="RQ-0001", lifecycle=Lifecycle.FAILED, workspace_path=ws + "RQ-0001",
-            started_at=rust_time("2026-02-20T00:00:00Z"), updated_at=NOW, completed_at=NOW, last_error=lost,
+            task_id="RQ-0001",
+            lifecycle=Lifecycle.FAILED,
+            workspace_path=ws + "RQ-0001",
+            started_at=rust_time("2026-02-20T00:00:00Z"),
+            updated_at=NOW,
+            completed_at=NOW,
+            last_error=lost,
             next_attempt_at=NOW,
         ),
         Worker(
-            task_id="RQ-0002", lifecycle=Lifecycle.FAILED, workspace_path=ws + "RQ-0002",
-            started_at=rust_time("2026-02-20T00:01:00Z"), updated_at=NOW, completed_at=NOW,
-            push_attempts=2, last_error=lost, next_attempt_at=NOW,
+            task_id="RQ-0002",
+            lifecycle=Lifecycle.FAILED,
+            workspace_path=ws + "RQ-0002",
+            started_at=rust_time("2026-02-20T00:01:00Z"),
+            updated_at=NOW,
+            completed_at=NOW,
+            push_attempts=2,
+            last_error=lost,
+            next_attempt_at=NOW,
         ),
         Worker(
-            task_id="RQ-0003", lifecycle=Lifecycle.COMPLETED, workspace_path=ws + "RQ-0003",
+            task_id="RQ-0003",
+            lifecycle=Lifecycle.COMPLETED,
+            workspace_path=ws + "RQ-0003",
             started_at=rust_time("2026-02-20T00:02:00Z"),
             updated_at=rust_time("2026-02-20T00:30:00.123456Z"),
             completed_at=rust_time("2026-02-20T00:30:00.123456Z"),
             push_attempts=1,
         ),
         Worker(
-            task_id="RQ-0004", lifecycle=Lifecycle.FAILED, workspace_path=ws + "RQ-0004",
-            started_at=rust_time("2026-02-20T00:03:00Z"), updated_at=rust_time("2026-02-20T00:40:00Z"),
-            completed_at=rust_time("2026-02-20T00:40:00Z"), last_error="Worker exited with status: Some(1)",
+            task_id="RQ-0004",
+            lifecycle=Lifecycle.FAILED,
+            workspace_path=ws + "RQ-0004",
+            started_at=rust_time("2026-02-20T00:03:00Z"),
+            updated_at=rust_time("2026-02-20T00:40:00Z"),
+            completed_at=rust_time("2026-02-20T00:40:00Z"),
+            last_error="Worker exited with status: Some(1)",
             next_attempt_at=NOW,  # the Rust ralph retries failed tasks on its next run; so do we
         ),
         Worker(
-            task_id="RQ-0005", lifecycle=Lifecycle.BLOCKED_PUSH, workspace_path=ws + "RQ-0005",
-            started_at=rust_time("2026-02-20T00:04:00Z"), updated_at=rust_time("2026-02-20T01:00:00Z"),
-            completed_at=rust_time("2026-02-20T01:00:00Z"), push_attempts=50,
+            task_id="RQ-0005",
+            lifecycle=Lifecycle.BLOCKED_PUSH,
+            workspace_path=ws + "RQ-0005",
+            started_at=rust_time("2026-02-20T00:04:00Z"),
+            updated_at=rust_time("2026-02-20T01:00:00Z"),
+            completed_at=rust_time("2026-02-20T01:00:00Z"),
+            push_attempts=50,
             last_error="push attempts exhausted (50/50)",
         ),
         Worker(
             # completed_at omitted by the Rust ralph: the record still ages out, from its start
-            task_id="RQ-0006", lifecycle=Lifecycle.FAILED, workspace_path=ws + "RQ-0006",
-            started_at=rust_time("2026-02-20T00:05:00Z"), updated_at=rust_time("2026-02-20T00:05:00Z"),
-            completed_at=rust_time("2026-02-20T00:05:00Z"), next_attempt_at=NOW,
+            task_id="RQ-0006",
+            lifecycle=Lifecycle.FAILED,
+            workspace_path=ws + "RQ-0006",
+            started_at=rust_time("2026-02-20T00:05:00Z"),
+            updated_at=rust_time("2026-02-20T00:05:00Z"),
+            completed_at=rust_time("2026-02-20T00:05:00Z"),
+            next_attempt_at=NOW,
         ),
-    ]  # fmt: skip
+    ]
     assert all(w.attempt == 1 and w.job is None for w in state.workers)
 
     save_state(path, state, now=NOW)
@@ -613,10 +651,14 @@ class Crash(BaseException):
 
 @pytest.mark.parametrize(
     "error",
-    [OSError(errno.ENOSPC, "No space left on device"), OSError(errno.EIO, "Input/output error"),
-     OSError(errno.EXDEV, "Invalid cross-device link"), Crash()],
+    [
+        OSError(errno.ENOSPC, "No space left on device"),
+        OSError(errno.EIO, "Input/output error"),
+        OSError(errno.EXDEV, "Invalid cross-device link"),
+        Crash(),
+    ],
     ids=["ENOSPC", "EIO", "EXDEV", "crash"],
-)  # fmt: skip
+)
 @pytest.mark.parametrize("call", ["write", "fsync", "replace"])
 def test_a_failed_save_keeps_the_last_good_state(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str, error: BaseException
@@ -700,9 +742,15 @@ def test_prune_removes_only_old_completed_and_failed_records() -> None:
     assert [w.task_id for w in pruned] == ["OLD-DONE", "OLD-FAILED"]
     assert pruned[0] is old_done and pruned[1] is old_failed
     assert [w.task_id for w in state.workers] == [
-        "AT-TTL", "YOUNG-DONE", "FAILED-AT-TTL", "OLD-BLOCKED",
-        "OLD-RUNNING", "OLD-CHECKING", "OLD-REMEDIATING", "OLD-INTEGRATING",
-    ]  # fmt: skip
+        "AT-TTL",
+        "YOUNG-DONE",
+        "FAILED-AT-TTL",
+        "OLD-BLOCKED",
+        "OLD-RUNNING",
+        "OLD-CHECKING",
+        "OLD-REMEDIATING",
+        "OLD-INTEGRATING",
+    ]
     assert prune_terminal(state, now=now, ttl_hours=TTL_HOURS) == []
 
     # A microsecond later the records exactly at the TTL are older than it.

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import cast
 
 import click
 from pydantic import ValidationError
 
-from ralph.config import AgentConfig, Config, GitConfig, render_config
+from ralph.config import AgentConfig, Config, GitConfig, RunnerName, render_config
 from ralph.errors import ConfigError, ExitCode, PreflightError
 from ralph.files import write_atomic
 from ralph.git import Git, find_repository
@@ -81,7 +82,10 @@ def _new_config(git: Git, *, runner: str | None, base: str | None) -> Config:
             f"{what} {base_branch!r} is not a valid git branch name (git-check-ref-format(1)); "
             "pass --base BRANCH, e.g. --base main"
         ) from None
-    agent = AgentConfig(runner=runner or "claude", command=COMMAND_PLACEHOLDER if runner == "command" else [])
+    agent = AgentConfig(
+        runner=cast(RunnerName, runner or "claude"),
+        command=COMMAND_PLACEHOLDER if runner == "command" else [],
+    )
     return Config(git=git_config, agent=agent)
 
 

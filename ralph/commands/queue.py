@@ -8,13 +8,14 @@ from pathlib import Path
 
 import click
 
+from ralph.bookkeeping import current_queues
 from ralph.checkout import Checkout, open_checkout
 from ralph.clock import format_z
 from ralph.clock import now as read_clock
 from ralph.commands._output import emit_json, one_line, table
 from ralph.errors import ExitCode, QueueError
 from ralph.paths import check_task_id
-from ralph.queue import Queues, Task, load_local_queues, why_not_runnable
+from ralph.queue import Queues, Task, why_not_runnable
 from ralph.state import load_state
 
 
@@ -25,7 +26,7 @@ def _task_json(task: Task) -> dict[str, object]:
 
 def list_tasks(*, start: Path, include_done: bool, as_json: bool) -> ExitCode:
     checkout = open_checkout(start)
-    queues = load_local_queues(checkout.paths)
+    queues = current_queues(checkout)
     tasks = [*queues.queue.tasks, *(queues.done.tasks if include_done else [])]
     if as_json:
         emit_json({"tasks": [_task_json(t) for t in tasks]})
@@ -44,7 +45,7 @@ def list_tasks(*, start: Path, include_done: bool, as_json: bool) -> ExitCode:
 def show(*, start: Path, task_id: str, as_json: bool) -> ExitCode:
     checkout = open_checkout(start)
     check_task_id(task_id)
-    queues = load_local_queues(checkout.paths)
+    queues = current_queues(checkout)
     task = queues.find(task_id)
     if task is None:
         raise QueueError(
@@ -69,7 +70,7 @@ def validate(*, start: Path, as_json: bool) -> ExitCode:
     checkout = open_checkout(start)
     queues: Queues | None
     try:
-        queues = load_local_queues(checkout.paths)
+        queues = current_queues(checkout)
     except QueueError as e:
         # Reporting problems is this command's job: a file that does not parse is one more problem,
         # listed like the others (and in --json), not an error that leaves stdout empty.
@@ -103,7 +104,7 @@ def _tasks(n: int) -> str:
 def explain(*, start: Path, as_json: bool) -> ExitCode:
     checkout = open_checkout(start)
     now = read_clock()
-    queues = load_local_queues(checkout.paths)
+    queues = current_queues(checkout)
     queues.validate(checkout.config.queue)
     verdicts = explain_queue(checkout, queues, now)
     if as_json:

@@ -6,18 +6,20 @@ The state file is replaced atomically, so a reader never sees a torn file and ne
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ralph.bookkeeping import current_queues
 from ralph.checkout import Checkout, open_checkout
 from ralph.clock import format_z
 from ralph.clock import now as read_clock
-from ralph.commands._output import age, emit_json, one_line, table
-from ralph.errors import ExitCode, QueueError
-from ralph.queue import TaskStatus, load_local_queues
+from ralph.commands._output import age, duration, emit_json, one_line, table
+from ralph.errors import ExitCode, GitError, PreflightError, QueueError
+from ralph.markers import read_blocked_push, read_ci_failure
+from ralph.queue import TaskStatus
 from ralph.state import Lifecycle, State, Worker, load_state
 
 
@@ -42,8 +44,8 @@ def build_status(checkout: Checkout, now: datetime) -> dict[str, Any]:
     archive_counts: dict[str, int] | None = None
     queue_error = None
     try:
-        queues = load_local_queues(checkout.paths)
-    except QueueError as e:
+        queues = current_queues(checkout)
+    except (QueueError, PreflightError, GitError) as e:
         # Status is what a person runs when something looks odd; a bad queue must not hide the workers.
         queue_error = str(e)
     else:
@@ -77,7 +79,10 @@ def _lifecycle_counts(state: State) -> dict[Lifecycle, int]:
 
 
 def _worker_doc(worker: Worker, title: str | None, checkout: Checkout, now: datetime) -> dict[str, Any]:
-    job = worker.job
+    job = worker.job if worker.lifecycle in Lifecycle.active() else None
+    workspace = Path(worker.workspace_path)
+    ci = read_ci_failure(workspace) if workspace.is_dir() else None
+    blocked = read_blocked_push(workspace) if workspace.is_dir() else None
     return {
         "task_id": worker.task_id,
         "title": title,
@@ -97,6 +102,23 @@ def _worker_doc(worker: Worker, title: str | None, checkout: Checkout, now: date
         "push_attempts": worker.push_attempts,
         "next_attempt_at": format_z(worker.next_attempt_at) if worker.next_attempt_at else None,
         "last_error": worker.last_error,
+        "log_path": worker.job.log_path if worker.job else None,
+        "ci_failure": None
+        if ci is None
+        else {
+            "exit_code": ci.exit_code,
+            "timed_out": ci.timed_out,
+            "generated_at": ci.generated_at,
+            "log_path": ci.log_path,
+        },
+        "blocked_push": None
+        if blocked is None
+        else {
+            "reason": blocked.reason,
+            "attempt": blocked.attempt,
+            "max_attempts": blocked.max_attempts,
+            "generated_at": blocked.generated_at,
+        },
         "job": None
         if job is None
         else {
@@ -134,9 +156,38 @@ def render_status(doc: dict[str, Any], now: datetime) -> str:
                 w["lifecycle"],
                 f"{w['attempt']}/{w['max_attempts']}",
                 age(datetime.fromisoformat(w["started_at"]), now),
-                f"{job['kind']} pid {job['pid']}" if job else "-",
+                f"{job['kind']} pid {job['pid']}, {duration(timedelta(seconds=job['elapsed_seconds']))}"
+                if job
+                else "-",
                 one_line(w["last_error"], 60),
             ]
         )
-    lines.append(table(["TASK", "LIFECYCLE", "ATTEMPT", "AGE", "JOB", "LAST ERROR"], rows))
+    rendered = table(["TASK", "LIFECYCLE", "ATTEMPT", "AGE", "JOB", "LAST ERROR"], rows).splitlines()
+    lines.append(rendered[0])
+    for w, row in zip(workers, rendered[1:], strict=True):
+        lines.append(row)
+        lines.extend(f"    {detail}" for detail in _details(w))
     return "\n".join(lines)
+
+
+def _details(w: dict[str, Any]) -> list[str]:
+    """The lines under a worker's row: where its log is, and what its markers say."""
+    out = []
+    if w["log_path"] and w["lifecycle"] != "completed":
+        out.append(f"log: {w['log_path']}")
+    ci = w["ci_failure"]
+    if ci:
+        how = "timed out" if ci["timed_out"] else f"exit {ci['exit_code']}"
+        out.append(
+            f"CI failed ({how}) at {ci['generated_at']}; remediations {w['remediations']}; "
+            f"log: {ci['log_path']}"
+        )
+    blocked = w["blocked_push"]
+    if blocked:
+        out.append(
+            f"push blocked ({blocked['attempt']}/{blocked['max_attempts']}): "
+            f"{one_line(blocked['reason'], 100)}"
+        )
+    if w["next_attempt_at"] and w["lifecycle"] in ("integrating", "failed"):
+        out.append(f"next attempt at {w['next_attempt_at']}")
+    return out

@@ -1,27 +1,47 @@
-"""`ralph task add`: append a task with the next id."""
+"""`ralph task add`: append a task with the next id, on the base branch or in the working tree.
+
+With the queue tracked (the default), the task is committed on top of the remote base with git
+plumbing and pushed with a lease: the working tree is not touched, and a tick on any host sees it
+after its next fetch. With the queue untracked, or with --no-push, the working-tree file is edited
+under the tick lock.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 from pydantic import ValidationError
 
-from ralph.checkout import open_checkout
+from ralph.bookkeeping import Mode, NotPublished, detect_source, fetch_base, publish
+from ralph.checkout import Checkout, open_checkout
 from ralph.clock import now as read_clock
 from ralph.clock import to_seconds
+from ralph.config import QueueConfig
 from ralph.errors import ExitCode, LockBusy, PreflightError, QueueError, TaskIdError
 from ralph.lock import TickLock
 from ralph.models import describe_validation_error
 from ralph.paths import check_task_id
-from ralph.queue import Priority, Task, TaskStatus, load_local_queues, next_id, save_queue_file
+from ralph.queue import Priority, Queues, Task, TaskStatus, load_local_queues, next_id, save_queue_file
+
+logger = logging.getLogger(__name__)
 
 # A tick holds the lock for well under a second; waiting a little beats telling a person to retry.
 LOCK_WAIT_S = 10
 
 
 def add(
-    *, start: Path, title: str, description: str | None, depends_on: list[str], priority: str
+    *,
+    start: Path,
+    title: str,
+    description: str | None,
+    depends_on: list[str],
+    priority: str,
+    push: bool = True,
 ) -> ExitCode:
     checkout = open_checkout(start)
     if not checkout.paths.ralph_dir.is_dir():
@@ -41,7 +61,88 @@ def add(
             raise TaskIdError(f"--depends-on: {e}") from None
     # The same id given twice is one dependency; recording it twice would only confuse a reader.
     depends_on = list(dict.fromkeys(depends_on))
-    qcfg = checkout.config.queue
+
+    def append(queues: Queues) -> Task:
+        return _append(
+            queues,
+            checkout.config.queue,
+            now=now,
+            title=title,
+            description=description,
+            depends_on=depends_on,
+            priority=priority,
+        )
+
+    if push and _tracked(checkout):
+        new = publish(
+            checkout,
+            checkout.git(),
+            checkout.base_branch(),
+            change=append,
+            message=lambda t: f"ralph: add {t.id}: {t.title}",
+        )
+        where = f"pushed to {checkout.remote}/{checkout.base_branch()}"
+    else:
+        new = _append_locally(checkout, now, append)
+        where = f"written to {checkout.paths.relative(checkout.paths.queue_file())}"
+    click.echo(new.id)
+    logger.info("%s %s", new.id, where)
+    return ExitCode.OK
+
+
+def _tracked(checkout: Checkout) -> bool:
+    """Whether the queue lives on the remote base; a queue not yet pushed is still the working tree's."""
+    git = checkout.git()
+    base = checkout.base_branch()
+    if git.run("remote", "get-url", checkout.remote, ok=(0, 2)).returncode != 0:
+        return False
+    try:
+        fetch_base(git, remote=checkout.remote, base=base)
+    except PreflightError as e:
+        raise PreflightError(
+            f"{e}; to add the task to the working-tree file instead, pass --no-push"
+        ) from None
+    try:
+        return detect_source(checkout, git, base).mode is Mode.TRACKED
+    except NotPublished:
+        return False
+
+
+def _append(
+    queues: Queues,
+    qcfg: QueueConfig,
+    *,
+    now: datetime,
+    title: str,
+    description: str | None,
+    depends_on: list[str],
+    priority: str,
+) -> Task:
+    queues.validate(qcfg)
+    for dep in depends_on:
+        if queues.find(dep) is None:
+            raise QueueError(f"--depends-on {dep}: no such task in {queues.queue_name} or {queues.done_name}")
+    # Only what was given is set, so the file holds no empty keys the person did not write.
+    fields: dict[str, Any] = {
+        "id": next_id(queues.queue, queues.done, prefix=qcfg.id_prefix, width=qcfg.id_width),
+        "status": TaskStatus.TODO,
+        "title": title,
+        "priority": Priority(priority),
+        "created_at": now,
+        "updated_at": now,
+        "description": description,
+        "depends_on": depends_on,
+    }
+    try:
+        new = Task.model_validate({k: v for k, v in fields.items() if v})
+    except ValidationError as e:
+        raise QueueError(f"the new task is not valid: {describe_validation_error(e)}") from None
+    queues.queue.tasks.append(new)
+    queues.validate(qcfg)
+    return new
+
+
+def _append_locally(checkout: Checkout, now: datetime, append: Callable[[Queues], Task]) -> Task:
     lock = TickLock(checkout.paths.lock, now=now, wait_s=LOCK_WAIT_S)
     try:
         lock.acquire()
@@ -56,30 +157,8 @@ def add(
         ) from None
     try:
         queues = load_local_queues(checkout.paths)
-        queues.validate(qcfg)
-        for dep in depends_on:
-            if queues.find(dep) is None:
-                raise QueueError(
-                    f"--depends-on {dep}: no such task in {queues.queue_name} or {queues.done_name}"
-                )
-        # Only what was given is set, so the file holds no empty keys the person did not write.
-        optional = {"description": description, "depends_on": depends_on}
-        try:
-            new = Task(
-                id=next_id(queues.queue, queues.done, prefix=qcfg.id_prefix, width=qcfg.id_width),
-                status=TaskStatus.TODO,
-                title=title,
-                priority=Priority(priority),
-                created_at=now,
-                updated_at=now,
-                **{k: v for k, v in optional.items() if v},
-            )
-        except ValidationError as e:
-            raise QueueError(f"the new task is not valid: {describe_validation_error(e)}") from None
-        queues.queue.tasks.append(new)
-        queues.validate(qcfg)
+        new = append(queues)
         save_queue_file(checkout.paths.queue_file(), queues.queue)
     finally:
         lock.release()
-    click.echo(new.id)
-    return ExitCode.OK
+    return new

@@ -1,0 +1,216 @@
+"""Where the queue lives, and how ralph changes it without touching anyone's work tree.
+
+Tracked mode (the default): `queue.json` and `done.json` are committed, and the truth is what
+`origin/<base>` holds after a fetch. ralph changes them only with plumbing commits on top of the
+remote base (a temporary index, no work tree), pushed with a lease.
+
+Untracked mode: both files are gitignored and live on this host only; ralph reads and writes the
+working-tree files under the tick lock. A mix of the two is refused: it is how sibling tasks got
+lost in the Rust ralph (its RQ-0042/RQ-0056).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import TypeVar
+
+from ralph.checkout import Checkout
+from ralph.errors import GitError, PreflightError, QueueError
+from ralph.git import Git, PushStatus, push_with_lease
+from ralph.queue import QueueFile, Queues, load_local_queues, parse_queue_file, render_queue_file
+
+logger = logging.getLogger(__name__)
+
+QUEUE_NAMES = (".ralph/queue.json", ".ralph/queue.jsonc")
+DONE_NAMES = (".ralph/done.json", ".ralph/done.jsonc")
+
+
+class NotPublished(PreflightError):
+    """The queue files exist here but were never committed and pushed, and are not ignored."""
+
+
+class Mode(Enum):
+    TRACKED = "tracked"
+    UNTRACKED = "untracked"
+
+
+@dataclass(frozen=True)
+class Source:
+    mode: Mode
+    queue_path: str  # relative to the repository root
+    done_path: str
+    base_ref: str  # refs/remotes/<remote>/<base>
+    label: str  # how messages name the base: origin/main
+
+
+def detect_source(checkout: Checkout, git: Git, base: str) -> Source:
+    """Tracked when both files are on the remote base; untracked when both are ignored here."""
+    base_ref = f"refs/remotes/{checkout.remote}/{base}"
+    label = f"{checkout.remote}/{base}"
+    listing = git.run("ls-tree", "-z", "--name-only", base_ref, "--", *QUEUE_NAMES, *DONE_NAMES).stdout
+    present = set(filter(None, listing.split("\0")))
+    queue_tracked = [n for n in QUEUE_NAMES if n in present]
+    done_tracked = [n for n in DONE_NAMES if n in present]
+    if len(queue_tracked) > 1 or len(done_tracked) > 1:
+        raise QueueError(f"{label} has both .json and .jsonc queue files; keep one of each")
+    if queue_tracked and done_tracked:
+        return Source(Mode.TRACKED, queue_tracked[0], done_tracked[0], base_ref, label)
+    queue_rel = checkout.paths.relative(checkout.paths.queue_file())
+    done_rel = checkout.paths.relative(checkout.paths.done_file())
+    if not queue_tracked and not done_tracked:
+        if git.is_ignored(queue_rel) and git.is_ignored(done_rel):
+            return Source(Mode.UNTRACKED, queue_rel, done_rel, base_ref, label)
+        raise NotPublished(
+            f"{queue_rel} and {done_rel} are not on {label}: commit and push them (ralph init created them), "
+            "or add both to .gitignore to keep the queue on this host only"
+        )
+    tracked, missing = (queue_rel, done_rel) if queue_tracked else (done_rel, queue_rel)
+    raise PreflightError(
+        f"{tracked} is on {label} but {missing} is not: ralph needs both tracked (commit and push {missing}) "
+        "or both ignored (add both to .gitignore)"
+    )
+
+
+def read_queues(checkout: Checkout, git: Git, source: Source) -> Queues:
+    if source.mode is Mode.UNTRACKED:
+        return load_local_queues(checkout.paths)
+    return Queues(
+        queue=_read_blob(git, source, source.queue_path),
+        done=_read_blob(git, source, source.done_path),
+        queue_name=f"{source.label}:{source.queue_path}",
+        done_name=f"{source.label}:{source.done_path}",
+    )
+
+
+def _read_blob(git: Git, source: Source, path: str) -> QueueFile:
+    # parse_queue_file applies the size limit to the bytes, as load_queue_file does to a file.
+    data = git.run_bytes("cat-file", "blob", f"{source.base_ref}:{path}")
+    return parse_queue_file(data, f"{source.label}:{path}")
+
+
+def read_current_queues(checkout: Checkout, git: Git, base: str) -> Queues:
+    """The queue a tick would see, without a fetch: origin/<base> as last fetched, or the working tree.
+
+    For commands that only look (list, explain, status). A queue not pushed yet, or a clone that
+    never fetched the base, is read from the working tree.
+    """
+    if git.run(
+        "rev-parse", "--verify", "--quiet", f"refs/remotes/{checkout.remote}/{base}", ok=(0, 1)
+    ).returncode:
+        return load_local_queues(checkout.paths)
+    try:
+        source = detect_source(checkout, git, base)
+    except NotPublished:
+        return load_local_queues(checkout.paths)
+    return read_queues(checkout, git, source)
+
+
+def current_queues(checkout: Checkout) -> Queues:
+    return read_current_queues(checkout, checkout.git(), checkout.base_branch())
+
+
+FETCH_TIMEOUT_S = 120.0
+
+
+def fetch_base(git: Git, *, remote: str, base: str, timeout: float = FETCH_TIMEOUT_S) -> str:
+    """Fetch `<remote> <base>` into its remote-tracking ref and return the commit it points at."""
+    try:
+        git.run(
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            remote,
+            f"+refs/heads/{base}:refs/remotes/{remote}/{base}",
+            timeout=timeout,
+        )
+    except GitError as e:
+        if "couldn't find remote ref" in e.stderr:
+            raise PreflightError(
+                f"{remote} has no branch {base!r}: push it, or set git.base_branch in .ralph/config.toml"
+            ) from None
+        raise PreflightError(f"cannot fetch {remote} {base}: {e}") from None
+    return rev(git, f"refs/remotes/{remote}/{base}")
+
+
+T = TypeVar("T")
+
+PUBLISH_ATTEMPTS = 5
+
+
+def publish(
+    checkout: Checkout,
+    git: Git,
+    base: str,
+    *,
+    change: Callable[[Queues], T],
+    message: Callable[[T], str],
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Change the queue on the remote base: fetch, apply `change`, commit with plumbing, push with a lease.
+
+    When the base moves under us the whole thing is redone from the new base, so a concurrent push
+    (another person, a landing) is never overwritten. Returns what `change` returned.
+    """
+    remote = checkout.remote
+    last = ""
+    for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+        base_sha = fetch_base(git, remote=remote, base=base)
+        source = detect_source(checkout, git, base)
+        if source.mode is not Mode.TRACKED:
+            raise PreflightError(
+                f"the queue is not tracked on {source.label}; edit the working-tree files instead"
+            )
+        queues = read_queues(checkout, git, source)
+        before = (render_queue_file(queues.queue), render_queue_file(queues.done))
+        value = change(queues)
+        after = (render_queue_file(queues.queue), render_queue_file(queues.done))
+        files = {
+            p: new
+            for p, old, new in zip((source.queue_path, source.done_path), before, after, strict=True)
+            if old != new
+        }
+        commit = commit_files(git, parent=base_sha, files=files, message=message(value))
+        pushed = push_with_lease(
+            git, remote=remote, commit=commit, branch=base, expected=base_sha, timeout=FETCH_TIMEOUT_S
+        )
+        if pushed.status is PushStatus.OK:
+            # Our remote-tracking ref now knows the commit we just made the remote's base.
+            git.run("update-ref", f"refs/remotes/{remote}/{base}", commit)
+            return value
+        if pushed.status is PushStatus.PERMANENT:
+            raise QueueError(f"{remote} refused the push to {base}: {pushed.message}")
+        last = pushed.message
+        logger.info("%s moved while the queue was being changed (%s); trying again", source.label, last)
+        sleep(min(0.2 * 2**attempt, 3.0))
+    raise QueueError(
+        f"gave up after {PUBLISH_ATTEMPTS} attempts to push the queue change to {remote}/{base}: {last}"
+    )
+
+
+def commit_files(git: Git, *, parent: str, files: Mapping[str, bytes], message: str) -> str:
+    """A commit on top of `parent` that changes `files`, built without a work tree or the real index."""
+    with tempfile.TemporaryDirectory(prefix="ralph-index-") as tmp:
+        env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+        git.run("read-tree", parent, env=env)
+        for path, data in files.items():
+            blob = git.run("hash-object", "-w", "--stdin", input=data).out
+            git.run("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
+        tree = git.run("write-tree", env=env).out
+    return git.run("commit-tree", tree, "-p", parent, "-m", message).out
+
+
+def is_ancestor(git: Git, commit: str, of: str) -> bool:
+    return git.run("merge-base", "--is-ancestor", commit, of, ok=(0, 1)).returncode == 0
+
+
+def rev(git: Git, ref: str) -> str:
+    try:
+        return git.run("rev-parse", "--verify", "--quiet", ref + "^{commit}").out
+    except GitError:
+        raise PreflightError(f"{ref} does not exist") from None

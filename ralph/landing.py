@@ -1,0 +1,430 @@
+"""Landing: verified work goes straight onto the base branch, by a push with a lease (DESIGN §6).
+
+For a worker in `integrating`, each attempt: is the verified commit already on the base (a crash
+after an earlier push)? Is the task still wanted? Rebase onto a moved base in the workspace; verify
+the new tree again if its code changed; fetch the work into the control repository; build the
+bookkeeping commit that archives the task, from the base as it is now; push exactly that, with a
+lease on the base it was built on; classify what the remote said. Races back off and try again,
+inside the tick while its budget lasts, on a later tick after that.
+
+Only a tree that passed the CI gate is pushed: the bookkeeping commit changes nothing but the queue
+and done files, and a rebase that changed any other file goes back through the gate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from datetime import timedelta
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field, ValidationError
+
+from ralph import markers, prompts, workspace
+from ralph.bookkeeping import Mode, commit_files, is_ancestor
+from ralph.crash import crashpoint
+from ralph.errors import QueueError, RalphError
+from ralph.git import Git, PushStatus, push_with_lease
+from ralph.models import FileModel, Text, describe_validation_error
+from ralph.queue import (
+    Priority,
+    Queues,
+    Task,
+    TaskStatus,
+    archive,
+    load_local_queues,
+    next_id,
+    render_queue_file,
+    save_queue_file,
+)
+from ralph.state import Lifecycle, Worker
+
+if TYPE_CHECKING:
+    from ralph.tick import Tick
+
+logger = logging.getLogger(__name__)
+
+PUSH_TIMEOUT_S = 120.0
+INCOMING = "refs/ralph/incoming"
+
+
+class Attempt(Enum):
+    SETTLED = "settled"  # landed, blocked, failed, or handed to a job: nothing more this tick
+    RETRY = "retry"  # the push lost a race or could not reach the remote
+
+
+def land(tick: Tick, worker: Worker) -> None:
+    """Try to land `worker`'s verified work; back off and retry while the tick's budget allows."""
+    if worker.next_attempt_at is not None and tick.now < worker.next_attempt_at:
+        return
+    parallel = tick.config.parallel
+    while _attempt(tick, worker) is Attempt.RETRY:
+        if worker.push_attempts >= parallel.max_push_attempts:
+            tick.block(
+                worker,
+                f"push attempts used up ({worker.push_attempts}/{parallel.max_push_attempts}); "
+                f"last: {worker.last_error}",
+            )
+            tick.save()
+            return
+        delay = backoff_s(parallel.push_backoff_ms, worker.push_attempts, tick.waiting.rng)
+        if tick.time_left() <= delay:
+            worker.next_attempt_at = tick.now + timedelta(seconds=tick.elapsed() + delay)
+            tick.act(
+                worker.task_id,
+                "push_race",
+                f"push {worker.push_attempts} did not land ({worker.last_error}); "
+                f"next attempt at {worker.next_attempt_at:%Y-%m-%dT%H:%M:%SZ}",
+            )
+            tick.save()
+            return
+        logger.info(
+            "%s: push %d did not land (%s); again in %.1fs",
+            worker.task_id,
+            worker.push_attempts,
+            worker.last_error,
+            delay,
+        )
+        tick.save()
+        tick.waiting.sleep(delay)
+        tick.fetch()
+
+
+def backoff_s(schedule_ms: list[int], attempt: int, rng: Any) -> float:
+    """The wait after push attempt `attempt` (1-based): the schedule's entry, the last repeating, ±25%."""
+    base = schedule_ms[min(attempt, len(schedule_ms)) - 1] / 1000
+    return float(base * rng.uniform(0.75, 1.25))
+
+
+def _attempt(tick: Tick, worker: Worker) -> Attempt:
+    assert worker.verified_sha is not None and tick.queues is not None and tick.source is not None
+    path = Path(worker.workspace_path)
+    base_ref = f"refs/remotes/{tick.checkout.remote}/{tick.base}"
+    if not _have_commit(tick, worker.verified_sha):
+        _import(tick, worker, worker.verified_sha)
+    if is_ancestor(tick.git, worker.verified_sha, base_ref):
+        # Landed by an earlier tick that stopped before it could record it: never push twice.
+        _landed(tick, worker, _landing_commit(tick, worker.verified_sha, base_ref))
+        return Attempt.SETTLED
+    if tick.closed_elsewhere(worker):
+        return Attempt.SETTLED
+    task = tick.task(worker.task_id)
+    if worker.base_sha != tick.base_sha and not _rebase(tick, worker, task):
+        return Attempt.SETTLED
+    try:
+        followups = read_followups(path, task, tick)
+    except FollowupError as e:
+        tick.block(worker, str(e))
+        tick.save()
+        return Attempt.SETTLED
+    _import(tick, worker, worker.verified_sha)
+    commit = _bookkeeping_commit(tick, worker, task, followups)
+    pushed = push_with_lease(
+        tick.git,
+        remote=tick.checkout.remote,
+        commit=commit,
+        branch=tick.base,
+        expected=tick.base_sha,
+        timeout=PUSH_TIMEOUT_S,
+    )
+    if pushed.status is PushStatus.OK:
+        crashpoint("after-push-before-save")
+        tick.git.run("update-ref", base_ref, commit)
+        _landed(tick, worker, commit, followups=followups)
+        return Attempt.SETTLED
+    if pushed.status is PushStatus.PERMANENT:
+        worker.push_attempts += 1
+        tick.block(worker, f"{tick.checkout.remote} refused the push: {pushed.message}")
+        tick.save()
+        return Attempt.SETTLED
+    worker.push_attempts += 1
+    worker.last_error = f"{pushed.status.value}: {pushed.message}"
+    return Attempt.RETRY
+
+
+# --- rebase -------------------------------------------------------------------------------------------
+
+
+def _rebase(tick: Tick, worker: Worker, task: Task) -> bool:
+    """Replay the worker's own commits onto the moved base; False when a job or a person takes over.
+
+    `rebase --onto <new base> <old base>` replays only base_sha..verified, so commits someone removed
+    from the base by rewinding it are never brought back.
+    """
+    path = Path(worker.workspace_path)
+    assert worker.base_sha is not None and worker.verified_sha is not None
+    if not workspace.is_valid(path):
+        tick.block(
+            worker, f"workspace {path} is missing or broken; its verified commit is {worker.verified_sha}"
+        )
+        tick.save()
+        return False
+    _import(tick, worker, worker.verified_sha)
+    scratch = tick.paths.cache / "rebase" / worker.task_id
+    new_head, conflicts = rebase(
+        tick.git, scratch=scratch, onto=tick.base_sha, upstream=worker.base_sha, head=worker.verified_sha
+    )
+    # The workspace sees the new base through its alternates; the agent rebases onto this ref.
+    ws = workspace.ws_git(path)
+    ws.run("update-ref", f"refs/remotes/origin/{tick.base}", tick.base_sha)
+    if new_head is None:
+        limit = tick.config.agent.max_remediations
+        listed = ", ".join(conflicts) or "(unnamed)"
+        if worker.remediations >= limit:
+            tick.block(
+                worker,
+                f"rebase onto {tick.source.label if tick.source else tick.base} conflicts in "
+                f"{listed}, and {limit} remediations are used up",
+            )
+            tick.save()
+            return False
+        worker.remediations += 1
+        worker.base_sha = tick.base_sha  # the agent is told to rebase onto exactly this
+        worker.verified_sha = None
+        prompt = prompts.conflict_remediation_prompt(
+            task,
+            workspace=str(path),
+            base_branch=tick.base,
+            ci_command=tick.config.ci.command,
+            conflicting_paths=conflicts,
+            remediation=worker.remediations,
+            max_remediations=limit,
+        )
+        tick.start_agent(
+            worker,
+            task,
+            prompt,
+            lifecycle=Lifecycle.REMEDIATING,
+            detail=f"rebase conflict in {listed}; remediation {worker.remediations}/{limit}",
+        )
+        return False
+    head = new_head
+    ws.run("update-ref", "--no-deref", "HEAD", head)  # the CI gate checks it out, inside its job
+    verified = worker.verified_sha
+    worker.base_sha = tick.base_sha
+    worker.head_sha = head
+    changed = code_changed(tick.git, verified, head, ignore=_bookkeeping_paths(tick))
+    if changed and tick.config.ci.command and tick.config.ci.verify_rebased:
+        worker.verified_sha = None
+        tick.start_ci(worker, f"rebased onto {tick.base_sha[:10]} ({head[:10]}); CI gate again")
+        return False
+    # Only the queue and done files differ from what passed the gate (or the policy says not to check).
+    worker.verified_sha = head
+    tick.ledger.transition(worker, Lifecycle.INTEGRATING, f"rebased onto {tick.base_sha[:10]}", head=head)
+    tick.save()
+    return True
+
+
+def rebase(git: Git, *, scratch: Path, onto: str, upstream: str, head: str) -> tuple[str | None, list[str]]:
+    """Replay `upstream..head` onto `onto`: (the new head, []) or (None, the conflicting paths).
+
+    The rebase runs in a throwaway worktree of the control repository, with hooks off: git there
+    follows ralph's own configuration, never a workspace's (whose filters the agent could have set).
+    A conflicted rebase is aborted and its worktree removed, leaving no rebase state anywhere.
+    """
+    _drop_worktree(git, scratch)
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    git.run("worktree", "add", "--quiet", "--detach", str(scratch), head)
+    try:
+        here = Git(scratch)
+        clean = here.run(*_NO_HOOKS, "rebase", "--quiet", "--onto", onto, upstream, ok=tuple(range(256)))
+        if clean.returncode == 0:
+            return here.run("rev-parse", "HEAD").out, []
+        conflicts = here.run("diff", "--name-only", "--diff-filter=U").out.splitlines()
+        here.run(*_NO_HOOKS, "rebase", "--abort", ok=tuple(range(256)))
+        return None, conflicts
+    finally:
+        _drop_worktree(git, scratch)
+
+
+_NO_HOOKS = ("-c", "core.hooksPath=/dev/null", "-c", "core.editor=true", "-c", "rebase.autoStash=false")
+
+
+def _drop_worktree(git: Git, scratch: Path) -> None:
+    if scratch.exists():
+        git.run("worktree", "remove", "--force", str(scratch), ok=tuple(range(256)))
+        shutil.rmtree(scratch, ignore_errors=True)
+    git.run("worktree", "prune")
+
+
+def code_changed(git: Git, before: str, after: str, *, ignore: tuple[str, ...]) -> bool:
+    """Whether two commits' trees differ anywhere but in `ignore` (the queue and done files)."""
+    excludes = [f":(exclude){p}" for p in ignore]
+    diff = git.run(
+        "diff", "--quiet", "--no-ext-diff", "--no-textconv", before, after, "--", ".", *excludes, ok=(0, 1)
+    )
+    return diff.returncode == 1
+
+
+def _bookkeeping_paths(tick: Tick) -> tuple[str, ...]:
+    assert tick.source is not None
+    return (tick.source.queue_path, tick.source.done_path)
+
+
+# --- the push -----------------------------------------------------------------------------------------
+
+
+def _have_commit(tick: Tick, sha: str) -> bool:
+    return tick.git.run("cat-file", "-e", f"{sha}^{{commit}}", ok=(0, 1, 128)).returncode == 0
+
+
+def _import(tick: Tick, worker: Worker, sha: str) -> None:
+    """Fetch the workspace's commit into the control repository.
+
+    Over `file://`, the workspace's hooks and configuration never run with ralph's push credentials.
+    """
+    if _have_commit(tick, sha):
+        return
+    path = Path(worker.workspace_path)
+    if not path.exists():
+        raise RalphError(
+            f"{worker.task_id}: workspace {path} is gone and {sha[:10]} is not in the control repository"
+        )
+    ref = f"{INCOMING}/{worker.task_id}"
+    tick.git.run("fetch", "--quiet", "--no-tags", f"file://{path}", f"+{sha}:{ref}")
+    tick.git.run("update-ref", "-d", ref)  # the objects stay; the ref was only the way in
+
+
+def _bookkeeping_commit(tick: Tick, worker: Worker, task: Task, followups: list[Task]) -> str:
+    """The commit that is pushed: in tracked mode, the verified commit plus the task archived."""
+    assert worker.verified_sha is not None and tick.queues is not None and tick.source is not None
+    if tick.source.mode is Mode.UNTRACKED:
+        return worker.verified_sha
+    # Rebuilt from the base as it is now, so other workers' entries are never touched.
+    queue = tick.queues.queue.model_copy(deep=True)
+    done = tick.queues.done.model_copy(deep=True)
+    archive(queue, done, task.id, tick.now.replace(microsecond=0))
+    queue.tasks.extend(followups)
+    files = {tick.source.queue_path: render_queue_file(queue), tick.source.done_path: render_queue_file(done)}
+    added = f" (+{len(followups)} follow-up{'s' if len(followups) != 1 else ''})" if followups else ""
+    return commit_files(
+        tick.git, parent=worker.verified_sha, files=files, message=f"ralph: archive {task.id}{added}"
+    )
+
+
+def _landing_commit(tick: Tick, verified: str, base_ref: str) -> str:
+    """The commit on the base that landed `verified`: its bookkeeping child, or itself."""
+    children = tick.git.run("rev-list", "--ancestry-path", "--reverse", f"{verified}..{base_ref}").out.split()
+    return children[0] if children else verified
+
+
+def _landed(tick: Tick, worker: Worker, commit: str, *, followups: list[Task] | None = None) -> None:
+    assert tick.source is not None
+    if tick.source.mode is Mode.UNTRACKED:
+        _archive_locally(tick, worker.task_id, followups or [])
+    tick.base_sha = tick.git.run("rev-parse", f"refs/remotes/{tick.checkout.remote}/{tick.base}").out
+    path = Path(worker.workspace_path)
+    markers.clear_ci_failure(path)
+    markers.clear_blocked_push(path)
+    worker.landed_sha = commit
+    worker.next_attempt_at = None
+    worker.last_error = None
+    tick.ledger.transition(worker, Lifecycle.COMPLETED, f"landed {commit[:10]} on {tick.base}", sha=commit)
+    tick.act(worker.task_id, "landed", f"landed {commit[:10]} on {tick.base}")
+    tick.save()
+    tick.remove_workspace(worker)
+    tick.read_base()  # the task is done now; what depended on it may start in this tick
+
+
+def _archive_locally(tick: Tick, task_id: str, followups: list[Task]) -> None:
+    """Untracked mode: this host's files are the queue; change only this task's record (we hold the lock)."""
+    queues = load_local_queues(tick.paths)
+    if queues.find(task_id) is not None:
+        archive(queues.queue, queues.done, task_id, tick.now.replace(microsecond=0))
+    known = {t.id for t in queues.queue.tasks}
+    queues.queue.tasks.extend(t for t in followups if t.id not in known)
+    save_queue_file(tick.paths.done_file(), queues.done)
+    save_queue_file(tick.paths.queue_file(), queues.queue)
+
+
+# --- follow-up tasks ------------------------------------------------------------------------------------
+
+
+class FollowupError(RalphError):
+    """An agent's follow-up proposal is invalid; the work does not land until it is fixed."""
+
+
+class ProposedTask(FileModel):
+    key: Text = Field(min_length=1)
+    title: Text = Field(min_length=1)
+    description: Text | None = None
+    priority: Priority = Priority.MEDIUM
+    tags: list[Text] = []
+    scope: list[Text] = []
+    evidence: list[Text] = []
+    plan: list[Text] = []
+    depends_on_keys: list[Text] = []
+    independence_rationale: Text | None = None
+
+
+class Proposal(FileModel):
+    version: int = Field(ge=1, le=1)
+    source_task_id: str
+    tasks: list[ProposedTask]
+
+
+def followups_path(path: Path, task_id: str) -> Path:
+    return path / ".ralph" / "cache" / "followups" / f"{task_id}.json"
+
+
+def read_followups(path: Path, task: Task, tick: Tick) -> list[Task]:
+    """Tasks the agent proposed in `.ralph/cache/followups/<TASK>.json`, as queue entries with new ids."""
+    file = followups_path(path, task.id)
+    if not file.exists():
+        return []
+    where = f"follow-up proposal {file}"
+    try:
+        proposal = Proposal.model_validate_json(file.read_bytes())
+    except ValidationError as e:
+        raise FollowupError(f"{where}: {describe_validation_error(e)}") from None
+    except OSError as e:
+        raise FollowupError(f"{where}: cannot read: {e.strerror}") from None
+    if proposal.source_task_id != task.id:
+        raise FollowupError(f"{where}: source_task_id is {proposal.source_task_id!r}, not {task.id}")
+    keys = [t.key for t in proposal.tasks]
+    if len(set(keys)) != len(keys):
+        raise FollowupError(f"{where}: keys must be unique")
+    assert tick.queues is not None
+    queue = tick.queues.queue.model_copy(deep=True)
+    ids: dict[str, str] = {}
+    now = tick.now.replace(microsecond=0)
+    out: list[Task] = []
+    for proposed in proposal.tasks:
+        unknown = [k for k in proposed.depends_on_keys if k not in keys]
+        if unknown:
+            raise FollowupError(f"{where}: task {proposed.key!r} depends on unknown keys {unknown}")
+        later = [k for k in proposed.depends_on_keys if k not in ids]
+        if later:
+            raise FollowupError(f"{where}: task {proposed.key!r} depends on {later}, listed after it")
+        new_id = next_id(
+            queue, tick.queues.done, prefix=tick.config.queue.id_prefix, width=tick.config.queue.id_width
+        )
+        fields: dict[str, Any] = {
+            "description": proposed.description,
+            "tags": proposed.tags,
+            "scope": proposed.scope,
+            "evidence": proposed.evidence,
+            "plan": proposed.plan,
+            "depends_on": [ids[k] for k in proposed.depends_on_keys],
+        }
+        created = Task(
+            id=new_id,
+            status=TaskStatus.TODO,
+            title=proposed.title,
+            priority=proposed.priority,
+            created_at=now,
+            updated_at=now,
+            **{k: v for k, v in fields.items() if v},
+        )
+        ids[proposed.key] = new_id
+        queue.tasks.append(created)
+        out.append(created)
+    try:
+        Queues(queue, tick.queues.done).validate(tick.config.queue)
+    except QueueError as e:
+        raise FollowupError(f"{where}: {e}") from None
+    logger.info("%s: %d follow-up task(s) proposed: %s", task.id, len(out), json.dumps([t.id for t in out]))
+    return out

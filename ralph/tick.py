@@ -1,0 +1,777 @@
+"""One tick: lock, load, prune, preflight, fetch, read the queue, advance workers, spawn, save, report.
+
+A tick never waits on an agent or a CI run; it starts detached jobs, reads their results on a later
+tick, and decides the next step (DESIGN §3). Every step takes the same `now`, read once. The state is
+saved after every step that started or finished something outside this process, so a crash between
+two steps never forgets a live job or a landed push; `RALPH_CRASHPOINT=<name>` stops the process at
+a named step so tests can prove it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ralph import job as jobs
+from ralph import landing, markers, proc, prompts, runners, workspace
+from ralph.bookkeeping import Source, detect_source, fetch_base, read_queues, rev
+from ralph.checkout import Checkout
+from ralph.clock import format_z
+from ralph.config import Config
+from ralph.crash import crashpoint
+from ralph.errors import GitError, PreflightError, RalphError, StateError
+from ralph.files import write_atomic
+from ralph.git import Git
+from ralph.ledger import Ledger
+from ralph.lock import TickLock
+from ralph.paths import Paths, is_within
+from ralph.queue import Queues, Task, TaskStatus, select_runnable
+from ralph.state import Job, JobKind, Lifecycle, State, Worker, load_state, prune_terminal
+
+logger = logging.getLogger(__name__)
+
+CI_LOG_TAIL_BYTES = 256 * 1024
+GATE = Path(__file__).resolve().parent / "gate.py"
+
+
+@dataclass(frozen=True)
+class TickOptions:
+    workers: int | None = None  # None: parallel.workers from the config
+    max_tasks: int = 0  # new starts per tick; 0 = no limit
+    dry_run: bool = False
+    allow_root: bool = False
+
+
+@dataclass
+class Action:
+    task_id: str
+    action: str
+    detail: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"task_id": self.task_id, "action": self.action, "detail": self.detail}
+
+
+@dataclass
+class TickReport:
+    started_at: datetime
+    dry_run: bool = False
+    actions: list[Action] = field(default_factory=list)
+    workers: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "started_at": format_z(self.started_at),
+            "dry_run": self.dry_run,
+            "actions": [a.as_dict() for a in self.actions],
+            "workers": self.workers,
+        }
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """How a tick waits between push attempts; tests pass a fake clock and a seeded generator."""
+
+    sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
+    rng: random.Random = field(default_factory=random.Random)
+
+
+@dataclass
+class Tick:
+    """Everything one tick works with; built once, then passed through the steps."""
+
+    checkout: Checkout
+    options: TickOptions
+    ledger: Ledger
+    git: Git
+    base: str
+    report: TickReport
+    waiting: Waiting = field(default_factory=Waiting)
+    source: Source | None = None
+    queues: Queues | None = None
+    base_sha: str = ""
+    started: float = 0.0  # monotonic, for the tick budget
+
+    @property
+    def now(self) -> datetime:
+        return self.ledger.now
+
+    @property
+    def state(self) -> State:
+        return self.ledger.state
+
+    @property
+    def config(self) -> Config:
+        return self.checkout.config
+
+    @property
+    def paths(self) -> Paths:
+        return self.checkout.paths
+
+    def act(self, task_id: str, action: str, detail: str) -> None:
+        """Report one action: a line on stderr now, an entry in the --json summary later."""
+        self.report.actions.append(Action(task_id, action, detail))
+        logger.info("%s %s", task_id, detail)
+
+    def save(self) -> None:
+        self.ledger.save()
+
+    def elapsed(self) -> float:
+        return self.waiting.monotonic() - self.started
+
+    def time_left(self) -> float:
+        return self.config.parallel.tick_budget_s - self.elapsed()
+
+    def task(self, task_id: str) -> Task:
+        assert self.queues is not None and self.source is not None
+        task = self.queues.find(task_id)
+        if task is None:
+            raise RalphError(f"{task_id} is no longer in the queue on {self.source.label}")
+        return task
+
+    def read_base(self) -> None:
+        """Read queue and done as the remote base has them now (after a fetch or our own push)."""
+        self.source = detect_source(self.checkout, self.git, self.base)
+        self.queues = read_queues(self.checkout, self.git, self.source)
+        self.queues.validate(self.config.queue)
+
+    def fetch(self) -> None:
+        self.base_sha = fetch_base(self.git, remote=self.checkout.remote, base=self.base)
+        self.read_base()
+
+    # --- workspaces ------------------------------------------------------------------------------
+
+    def remove_workspace(self, worker: Worker) -> None:
+        """Delete a worker's workspace, saving unlanded commits to the attic first; never fatal."""
+        path = Path(worker.workspace_path)
+        if not path.exists():
+            return
+        if not is_within(path, self.paths.workspace_root):
+            logger.warning("%s: not removing %s: it is outside the workspace root", worker.task_id, path)
+            return
+        try:
+            workspace.remove(path, task_id=worker.task_id, control=self.checkout.root, base_branch=self.base)
+        except (RalphError, OSError) as e:
+            logger.warning("%s: could not remove workspace %s: %s", worker.task_id, path, e)
+
+    def stop_and_shelve(self, worker: Worker) -> None:
+        """Stop the worker's job, if one runs, and save its workspace's commits to the attic."""
+        job = worker.job
+        if job is not None and worker.lifecycle in Lifecycle.active():
+            identity = job.identity
+            if not proc.kill_group(identity, grace_s=self.config.parallel.kill_grace_seconds):
+                raise RalphError(f"{worker.task_id}: its {job.kind} job (pid {job.pid}) would not stop")
+        path = Path(worker.workspace_path)
+        if path.exists():
+            workspace.save_to_attic(
+                path, task_id=worker.task_id, control=self.checkout.root, base_branch=self.base
+            )
+
+    def closed_elsewhere(self, worker: Worker) -> bool:
+        """A task someone finished, rejected or removed on the base is not worked on any further.
+
+        Its job is stopped, its work kept in the attic, and the record ends failed with the reason;
+        it is not retried on its own: the queue no longer wants it.
+        """
+        assert self.queues is not None and self.source is not None
+        task = self.queues.find(worker.task_id)
+        if task is not None and task.status is TaskStatus.TODO:
+            return False
+        where = self.source.label
+        reason = (
+            f"{worker.task_id} is {task.status} on {where}"
+            if task
+            else f"{worker.task_id} was removed from {where}"
+        )
+        self.stop_and_shelve(worker)
+        self.ledger.fail(worker, f"closed elsewhere: {reason}", retry_after=None)
+        self.act(
+            worker.task_id, "closed_elsewhere", f"stopped: {reason}; its work is kept in refs/ralph/attic/"
+        )
+        self.save()
+        return True
+
+    # --- ending an attempt -----------------------------------------------------------------------
+
+    def fail(self, worker: Worker, reason: str) -> None:
+        """Give up on this attempt; selection retries after a backoff while attempts are left."""
+        backoff = self.config.agent.retry_backoff_minutes
+        wait = backoff[min(worker.attempt, len(backoff)) - 1]
+        self.ledger.fail(worker, reason, retry_after=timedelta(minutes=wait))
+        left = self.config.agent.max_attempts - worker.attempt
+        retry = "; no attempts left"
+        if left > 0 and worker.next_attempt_at is not None:
+            retry = f"; retry after {format_z(worker.next_attempt_at)}"
+        self.act(
+            worker.task_id,
+            "failed",
+            f"failed: {reason} (attempt {worker.attempt}/{self.config.agent.max_attempts}{retry})",
+        )
+
+    def block(self, worker: Worker, reason: str) -> None:
+        """Verified work that cannot land: keep the workspace, write the marker, wait for a person."""
+        worker.last_error = reason
+        worker.next_attempt_at = None
+        markers.write_blocked_push(
+            Path(worker.workspace_path),
+            markers.BlockedPush(
+                task_id=worker.task_id,
+                reason=reason,
+                attempt=worker.push_attempts,
+                max_attempts=self.config.parallel.max_push_attempts,
+                generated_at=format_z(self.now),
+            ),
+        )
+        self.ledger.transition(worker, Lifecycle.BLOCKED_PUSH, reason)
+        self.act(
+            worker.task_id,
+            "blocked_push",
+            f"blocked: {reason}; `ralph retry {worker.task_id}` or `ralph discard {worker.task_id}`",
+        )
+
+    # --- starting jobs ---------------------------------------------------------------------------
+
+    def start_ci(self, worker: Worker, detail: str) -> None:
+        """The CI gate on head_sha, as a job: its first step checks that commit out (ralph/gate.py)."""
+        assert worker.head_sha is not None
+        run_dir = self.paths.run_dir(worker.task_id)
+        stem = _job_stem(JobKind.CI, worker, self.now)
+        log = run_dir / "ci.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_bytes(b"")  # ci.log holds the latest run only: it is what the CI marker quotes
+        # The gate program is the one this checkout's config names, resolved here: a relative path
+        # means the control checkout's copy, which the agent's commits cannot have edited.
+        command = list(self.config.ci.command)
+        command[0] = runners.resolve_ci(command, self.checkout.root) or command[0]
+        spec = jobs.JobSpec(
+            task_id=worker.task_id,
+            kind=str(JobKind.CI),
+            argv=[sys.executable, "-P", str(GATE), worker.head_sha, *command],
+            cwd=worker.workspace_path,
+            env=runners.child_env(
+                task_id=worker.task_id, workspace=worker.workspace_path, base_branch=self.base
+            ),
+            log_path=str(log),
+            result_path=str(run_dir / f"{stem}.result.json"),
+            timeout_s=self.config.ci.timeout_minutes * 60,
+            grace_s=self.config.parallel.kill_grace_seconds,
+            created_at=format_z(self.now),
+        )
+        self._launch(worker, spec, run_dir / f"{stem}.spec.json", Lifecycle.CHECKING, detail, new=False)
+
+    def start_agent(
+        self, worker: Worker, task: Task, prompt: str, *, lifecycle: Lifecycle, detail: str, new: bool = False
+    ) -> None:
+        run_dir = self.paths.run_dir(worker.task_id)
+        stem = _job_stem(JobKind.AGENT, worker, self.now)
+        prompt_path = run_dir / ("prompt.md" if lifecycle is Lifecycle.RUNNING else f"{stem}.prompt.md")
+        prompt_path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(prompt_path, prompt.encode())
+        invocation = runners.build(
+            self.config.agent,
+            prompt_file=prompt_path,
+            task_id=worker.task_id,
+            workspace=Path(worker.workspace_path),
+            root=self.checkout.root,
+        )
+        spec = jobs.JobSpec(
+            task_id=worker.task_id,
+            kind=str(JobKind.AGENT),
+            argv=invocation.argv,
+            cwd=worker.workspace_path,
+            env={
+                **runners.child_env(
+                    task_id=worker.task_id, workspace=worker.workspace_path, base_branch=self.base
+                ),
+                **invocation.env,
+            },
+            log_path=str(run_dir / "agent.log"),
+            result_path=str(run_dir / f"{stem}.result.json"),
+            timeout_s=self.config.agent.timeout_minutes * 60,
+            grace_s=self.config.parallel.kill_grace_seconds,
+            created_at=format_z(self.now),
+            stdin_path=str(prompt_path) if invocation.prompt_on_stdin else None,
+        )
+        self._launch(worker, spec, run_dir / f"{stem}.spec.json", lifecycle, detail, new=new)
+
+    def _launch(
+        self,
+        worker: Worker,
+        spec: jobs.JobSpec,
+        spec_path: Path,
+        lifecycle: Lifecycle,
+        detail: str,
+        *,
+        new: bool,
+    ) -> None:
+        """Start a job, record it, save, and only then let it run (the two-phase start in ralph.job)."""
+        started = jobs.start(spec, spec_path)
+        worker.job = Job(
+            kind=JobKind(spec.kind),
+            pid=started.identity.pid,
+            pid_start_ticks=started.identity.start_ticks,
+            boot_id=started.identity.boot_id,
+            started_at=self.now,
+            deadline=self.now + timedelta(seconds=spec.timeout_s),
+            log_path=spec.log_path,
+            result_path=spec.result_path,
+        )
+        worker.completed_at = None
+        self.ledger.transition(worker, lifecycle, detail, new=new, pid=started.identity.pid, kind=spec.kind)
+        crashpoint("after-spawn-before-save")
+        try:
+            self.save()
+        except BaseException:
+            started.abandon()
+            raise
+        if not started.confirm():
+            logger.warning(
+                "%s: the %s job exited before it was told to run; the next tick will call it lost",
+                worker.task_id,
+                spec.kind,
+            )
+        self.act(
+            worker.task_id,
+            f"started_{spec.kind}",
+            f"{detail}: started {spec.kind} (pid {started.identity.pid})",
+        )
+
+
+def run_tick(
+    checkout: Checkout, options: TickOptions, now: datetime, waiting: Waiting | None = None
+) -> TickReport:
+    """One tick. Raises LockBusy when another tick runs, PreflightError when nothing may start."""
+    if options.dry_run:
+        return _dry_run(checkout, options, now)
+    waiting = waiting or Waiting()
+    git = checkout.git()
+    base = checkout.base_branch()
+    with TickLock(checkout.paths.lock, now=now):
+        ledger = Ledger.load(
+            checkout.paths, now=now, target_branch=base, remote=checkout.remote, hooks=checkout.config.hooks
+        )
+        tick = Tick(
+            checkout,
+            options,
+            ledger,
+            git,
+            base,
+            TickReport(started_at=now),
+            waiting,
+            started=waiting.monotonic(),
+        )
+        crashpoint("after-load")
+        _retarget(tick)
+        _prune(tick)
+        _preflight(tick)
+        tick.fetch()
+        _advance(tick)
+        _spawn(tick)
+        tick.save()
+        crashpoint("after-save")
+    tick.report.workers = _lifecycle_counts(tick.state)
+    return tick.report
+
+
+# --- steps ------------------------------------------------------------------------------------------
+
+
+def _retarget(tick: Tick) -> None:
+    if tick.state.target_branch == tick.base and tick.state.remote == tick.checkout.remote:
+        return
+    busy = [w.task_id for w in tick.state.workers if w.lifecycle not in Lifecycle.terminal()]
+    if busy:
+        raise StateError(
+            f"state.json belongs to {tick.state.remote}/{tick.state.target_branch} but the config says "
+            f"{tick.checkout.remote}/{tick.base}, and {', '.join(busy)} are in flight; set git.base_branch "
+            "back until they finish, or `ralph cancel` them first"
+        )
+    logger.info(
+        "retargeting from %s/%s to %s/%s",
+        tick.state.remote,
+        tick.state.target_branch,
+        tick.checkout.remote,
+        tick.base,
+    )
+    tick.state.target_branch = tick.base
+    tick.state.remote = tick.checkout.remote
+
+
+def _prune(tick: Tick) -> None:
+    """Drop old finished records and the workspaces they kept (after saving any unlanded commits)."""
+    pruned = prune_terminal(
+        tick.state, now=tick.now, ttl_hours=tick.config.parallel.terminal_worker_ttl_hours
+    )
+    retention = timedelta(hours=tick.config.parallel.workspace_retention_hours)
+    expired = [
+        w
+        for w in tick.state.workers
+        if w.lifecycle in (Lifecycle.COMPLETED, Lifecycle.FAILED)
+        and w.completed_at is not None
+        and tick.now - w.completed_at >= retention
+        and Path(w.workspace_path).exists()
+    ]
+    for n, worker in enumerate([*pruned, *expired]):
+        if n == 1:
+            crashpoint("mid-prune")
+        tick.remove_workspace(worker)
+    for worker in pruned:
+        shutil.rmtree(tick.paths.run_dir(worker.task_id), ignore_errors=True)
+        logger.debug("%s: pruned its %s record", worker.task_id, worker.lifecycle)
+    if pruned or expired:
+        tick.save()
+
+
+def _preflight(tick: Tick) -> None:
+    """Fail before anything is started (DESIGN §3.4)."""
+    if os.geteuid() == 0 and not tick.options.allow_root:
+        raise PreflightError(
+            "running as root: agents would run as root too; run ralph as a dedicated user "
+            "(or pass --allow-root inside a throwaway sandbox)"
+        )
+    remote = tick.checkout.remote
+    try:
+        tick.git.run("remote", "get-url", remote)
+    except GitError:
+        raise PreflightError(
+            f"no remote {remote!r} in {tick.checkout.root}: add it with `git remote add {remote} <url>` "
+            "(or set git.remote)"
+        ) from None
+    check_workspace_root(tick.git, tick.paths)
+    runners.resolve_agent(tick.config.agent, tick.checkout.root)
+    runners.resolve_ci(tick.config.ci.command, tick.checkout.root)
+    if tick.git.run("var", "GIT_COMMITTER_IDENT", ok=(0, 128)).returncode != 0:
+        raise PreflightError(
+            "git has no committer identity for ralph's commits: set it with "
+            '`git config --global user.name "..."` and `git config --global user.email ...`'
+        )
+
+
+def check_workspace_root(git: Git, paths: Paths) -> None:
+    """The workspace root, when inside the repository, must be ignored and must not be the root itself."""
+    root = paths.root.resolve()
+    ws_root = paths.workspace_root.resolve()
+    if root.is_relative_to(ws_root):
+        raise PreflightError(
+            f"parallel.workspace_root {ws_root} is the repository or contains it; "
+            "use a directory of its own, outside the repository or in an ignored subdirectory such as "
+            ".ralph/workspaces"
+        )
+    try:
+        rel = ws_root.relative_to(root).as_posix()
+    except ValueError:
+        return  # outside the repository: nothing to ignore
+    fixes = (
+        f"move parallel.workspace_root outside the repository, or add `{rel}/` to .gitignore "
+        "(or .git/info/exclude)"
+    )
+    try:
+        ignored = git.is_ignored(rel) or git.is_ignored(f"{rel}/__ralph_ignore_probe__")
+    except GitError as e:
+        raise PreflightError(f"cannot tell whether {rel} is gitignored ({e}); {fixes}") from None
+    if not ignored:
+        raise PreflightError(
+            f"parallel.workspace_root {rel} is inside the repository but not gitignored, so workspaces "
+            f"could be committed; {fixes}"
+        )
+
+
+# --- advance ----------------------------------------------------------------------------------------
+
+
+def _in_queue_order(tick: Tick, workers: Iterable[Worker]) -> list[Worker]:
+    assert tick.queues is not None
+    order = {t.id: n for n, t in enumerate(tick.queues.queue.tasks)}
+    return sorted(workers, key=lambda w: (order.get(w.task_id, len(order)), w.started_at))
+
+
+def _advance(tick: Tick) -> None:
+    in_flight = [w for w in tick.state.workers if w.lifecycle not in Lifecycle.terminal()]
+    for worker in _in_queue_order(tick, in_flight):
+        try:
+            _advance_worker(tick, worker)
+        except RalphError as e:
+            # One task's trouble must not stop the others.
+            tick.fail(worker, str(e))
+            tick.save()
+
+
+def _advance_worker(tick: Tick, worker: Worker) -> None:
+    if worker.lifecycle is not Lifecycle.INTEGRATING and tick.closed_elsewhere(worker):
+        return
+    if worker.lifecycle in Lifecycle.active():
+        assert worker.job is not None
+        job = worker.job
+        identity = job.identity
+        grace = tick.config.parallel.kill_grace_seconds
+        outcome, result = jobs.check(
+            identity, Path(job.result_path), deadline=job.deadline, grace_s=grace, now=tick.now
+        )
+        if outcome is jobs.Outcome.RUNNING:
+            return
+        if outcome is jobs.Outcome.OVERDUE:
+            if proc.kill_group(identity, grace_s=grace):
+                tick.fail(worker, f"{job.kind} job timed out (it outlived its deadline and was killed)")
+                tick.save()
+            else:
+                logger.error(
+                    "%s: %s job pid %s is past its deadline and would not die",
+                    worker.task_id,
+                    job.kind,
+                    job.pid,
+                )
+            return
+        if outcome is jobs.Outcome.LOST:
+            # The wrapper died, but the command it ran may live on in its group: stop it before a
+            # retry resets the workspace under it. Nothing is signalled if the pid is someone else's.
+            if not proc.kill_group(identity, grace_s=grace):
+                logger.error(
+                    "%s: %s job pid %s died, but its process group would not; trying again next tick",
+                    worker.task_id,
+                    job.kind,
+                    job.pid,
+                )
+                return
+            tick.fail(
+                worker,
+                f"{job.kind} job lost (pid {job.pid} died without a result: killed, or the host rebooted)",
+            )
+            tick.save()
+            return
+        assert result is not None
+        if job.kind is JobKind.AGENT:
+            _agent_finished(tick, worker, result)
+        else:
+            _ci_finished(tick, worker, result)
+        tick.save()
+    if worker.lifecycle is Lifecycle.INTEGRATING:
+        landing.land(tick, worker)
+
+
+def _agent_finished(tick: Tick, worker: Worker, result: jobs.JobResult) -> None:
+    what = "agent" if worker.lifecycle is Lifecycle.RUNNING else "remediation agent"
+    if result.timed_out:
+        tick.fail(worker, f"{what} timed out after {tick.config.agent.timeout_minutes:g} min")
+        return
+    if not result.succeeded:
+        tick.fail(
+            worker,
+            f"{what} failed ({result.describe()}); see {worker.job.log_path if worker.job else 'its log'}",
+        )
+        return
+    path = Path(worker.workspace_path)
+    if not workspace.is_valid(path):
+        tick.fail(worker, f"workspace {path} is missing or broken")
+        return
+    task = tick.task(worker.task_id)
+    head = workspace.commit_leftovers(path, message=commit_message(task))
+    crashpoint("after-reap-before-save")
+    previous = worker.base_sha if worker.lifecycle is Lifecycle.RUNNING else worker.head_sha
+    if head == previous:
+        tick.fail(worker, f"{what} produced no changes")
+        return
+    worker.head_sha = head
+    if tick.config.ci.command:
+        tick.start_ci(worker, f"committed {head[:10]}; CI gate")
+    else:
+        worker.verified_sha = head
+        tick.ledger.transition(worker, Lifecycle.INTEGRATING, "no CI gate configured", head=head)
+        tick.act(worker.task_id, "verified", f"committed {head[:10]}; no CI gate, landing")
+
+
+def _ci_finished(tick: Tick, worker: Worker, result: jobs.JobResult) -> None:
+    path = Path(worker.workspace_path)
+    assert worker.job is not None
+    if result.succeeded:
+        worker.verified_sha = worker.head_sha
+        markers.clear_ci_failure(path)
+        tick.ledger.transition(worker, Lifecycle.INTEGRATING, "CI passed", head=worker.head_sha)
+        tick.act(worker.task_id, "ci_passed", f"CI passed on {str(worker.head_sha)[:10]}; landing")
+        return
+    output = _read_tail(Path(worker.job.log_path), CI_LOG_TAIL_BYTES)
+    marker = markers.CiFailure(
+        task_id=worker.task_id,
+        command=list(tick.config.ci.command),
+        exit_code=result.exit_code,
+        timed_out=result.timed_out,
+        output_tail=prompts.tail(output),
+        log_path=worker.job.log_path,
+        generated_at=format_z(tick.now),
+    )
+    markers.write_ci_failure(path, marker)
+    limit = tick.config.agent.max_remediations
+    if worker.remediations >= limit:
+        tick.fail(worker, f"CI failed ({result.describe()}) and {limit} remediations are used up")
+        return
+    worker.remediations += 1
+    task = tick.task(worker.task_id)
+    prompt = prompts.ci_remediation_prompt(
+        task,
+        workspace=str(path),
+        base_branch=tick.base,
+        ci_command=tick.config.ci.command,
+        exit_code=result.exit_code,
+        timed_out=result.timed_out,
+        output_tail=marker.output_tail,
+        remediation=worker.remediations,
+        max_remediations=limit,
+    )
+    tick.start_agent(
+        worker,
+        task,
+        prompt,
+        lifecycle=Lifecycle.REMEDIATING,
+        detail=f"CI failed ({result.describe()}); remediation {worker.remediations}/{limit}",
+    )
+
+
+def _read_tail(path: Path, limit: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def commit_message(task: Task) -> str:
+    title = " ".join(prompts.sanitize(task.title).split())
+    return f"{task.id}: {title}"
+
+
+def _job_stem(kind: JobKind, worker: Worker, now: datetime) -> str:
+    return f"{kind}-a{worker.attempt}-r{worker.remediations}-{now.strftime('%Y%m%dT%H%M%S%fZ')}"
+
+
+# --- select and spawn -------------------------------------------------------------------------------
+
+
+def _capacity(tick: Tick) -> int:
+    limit = tick.options.workers or tick.config.parallel.workers
+    return limit - sum(1 for w in tick.state.workers if w.lifecycle in Lifecycle.active())
+
+
+def _runnable(tick: Tick) -> list[Task]:
+    assert tick.queues is not None
+    return select_runnable(
+        tick.queues.queue,
+        tick.queues.done,
+        tick.state.by_task(),
+        tick.now,
+        max_attempts=tick.config.agent.max_attempts,
+    )
+
+
+def _spawn(tick: Tick) -> None:
+    limit = _capacity(tick)
+    if tick.options.max_tasks:
+        limit = min(limit, tick.options.max_tasks)
+    for task in _runnable(tick)[: max(0, limit)]:
+        _start_task(tick, task)
+
+
+def _start_task(tick: Tick, task: Task) -> None:
+    worker = tick.state.worker(task.id)
+    path = tick.paths.workspace(task.id)
+    new = worker is None
+    if worker is None:
+        worker = Worker(
+            task_id=task.id,
+            lifecycle=Lifecycle.FAILED,  # becomes running once its job is recorded
+            attempt=1,
+            workspace_path=str(path),
+            started_at=tick.now,
+            updated_at=tick.now,
+            completed_at=tick.now,
+        )
+        tick.state.workers.append(worker)
+    else:
+        # A retry reuses the record: one record per task, with its attempt count.
+        worker.attempt += 1
+        worker.workspace_path = str(path)
+        worker.started_at = tick.now
+        worker.remediations = 0
+        worker.push_attempts = 0
+        worker.head_sha = worker.verified_sha = worker.landed_sha = None
+        worker.next_attempt_at = None
+        worker.last_error = None
+    worker.base_sha = tick.base_sha
+    try:
+        with workspace.provisional(path, existed=path.exists()):
+            workspace.prepare(path, task_id=task.id, setup=_workspace_setup(tick), base_sha=tick.base_sha)
+            prompt = prompts.task_prompt(
+                task, workspace=str(path), base_branch=tick.base, ci_command=tick.config.ci.command
+            )
+            detail = f"attempt {worker.attempt}/{tick.config.agent.max_attempts} on {tick.base_sha[:10]}"
+            tick.start_agent(worker, task, prompt, lifecycle=Lifecycle.RUNNING, detail=detail, new=new)
+    except (RalphError, OSError) as e:
+        worker.job = None
+        tick.fail(worker, f"could not start: {e}")
+        tick.save()
+
+
+def _workspace_setup(tick: Tick) -> workspace.Setup:
+    return workspace.Setup(
+        control=tick.checkout.root,
+        remote_url=tick.git.run("remote", "get-url", tick.checkout.remote).out,
+        base_branch=tick.base,
+        allowlist=tuple(tick.config.parallel.ignored_file_allowlist),
+        after_create=tuple(tick.config.hooks.after_create),
+        hook_timeout_s=tick.config.hooks.timeout_seconds,
+        hook_env=runners.child_env(task_id="", workspace="", base_branch=tick.base),
+    )
+
+
+def _lifecycle_counts(state: State) -> dict[str, int]:
+    counts = {str(lc): 0 for lc in Lifecycle}
+    for worker in state.workers:
+        counts[str(worker.lifecycle)] += 1
+    return counts
+
+
+# --- dry run ----------------------------------------------------------------------------------------
+
+
+def _dry_run(checkout: Checkout, options: TickOptions, now: datetime) -> TickReport:
+    """What would start, from what is on disk now: no lock, no fetch, no write."""
+    git = checkout.git()
+    base = checkout.base_branch()
+    state = load_state(checkout.paths.state, now=now, target_branch=base, remote=checkout.remote)
+    tick = Tick(
+        checkout,
+        options,
+        Ledger(state, checkout.paths, now),
+        git,
+        base,
+        TickReport(started_at=now, dry_run=True),
+    )
+    check_workspace_root(git, checkout.paths)
+    runners.resolve_agent(checkout.config.agent, checkout.root)
+    tick.base_sha = rev(git, f"refs/remotes/{checkout.remote}/{base}")
+    tick.read_base()
+    limit = _capacity(tick)
+    if options.max_tasks:
+        limit = min(limit, options.max_tasks)
+    runnable = _runnable(tick)
+    for task in runnable[: max(0, limit)]:
+        tick.act(task.id, "would_start", f"would start: {task.title}")
+    if not runnable:
+        logger.info("nothing to start: no runnable task (`ralph queue explain` says why)")
+    elif limit <= 0:
+        logger.info(
+            "nothing to start: all %d worker slots are busy",
+            options.workers or checkout.config.parallel.workers,
+        )
+    tick.report.workers = _lifecycle_counts(state)
+    return tick.report

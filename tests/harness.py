@@ -1,0 +1,285 @@
+"""A project under ralph for tick tests: a bare origin, a control clone set up for the scripted agent,
+and helpers to add tasks, run ticks (in this process or as `python -m ralph`), and look at the result.
+
+Everything is real: git repositories, detached job processes, the scripted agent from contrib/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conftest import BASE, git
+
+from ralph import clock, proc
+from ralph.checkout import open_checkout
+from ralph.commands.task import add as add_task
+from ralph.config import (
+    AgentConfig,
+    CiConfig,
+    Config,
+    GitConfig,
+    HooksConfig,
+    ParallelConfig,
+    QueueConfig,
+    render_config,
+)
+from ralph.queue import empty_queue_file, render_queue_file
+from ralph.state import Lifecycle, State, Worker, load_state
+from ralph.tick import TickOptions, TickReport, run_tick
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTED_AGENT = REPO / "contrib" / "agents" / "scripted-agent"
+
+# A CI gate for tests: fails (and says where) while any tracked file contains FIXME. (The word is
+# spelled in two halves here so that this script does not fail its own check.)
+CI_SCRIPT = """\
+import subprocess, sys
+word = "FIX" + "ME"
+files = subprocess.run(["git", "ls-files", ":!.ralph"], capture_output=True, text=True).stdout.split()
+bad = [f for f in files if word in open(f, errors="replace").read()]
+for f in bad:
+    print(f"ci: {word} left in {f}")
+sys.exit(2 if bad else 0)
+"""
+
+
+@dataclass
+class Project:
+    origin: Path
+    control: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    # --- set-up ------------------------------------------------------------------------------------
+
+    def configure(self, **sections: dict[str, Any]) -> None:
+        """Rewrite .ralph/config.toml with these section overrides, commit and push it."""
+        for name, values in sections.items():
+            self.settings.setdefault(name, {}).update(values)
+        config = Config(
+            git=GitConfig(**{"base_branch": BASE, **self.settings.get("git", {})}),
+            parallel=ParallelConfig(**{"kill_grace_seconds": 1, **self.settings.get("parallel", {})}),
+            agent=AgentConfig(
+                **{
+                    "runner": "command",
+                    "command": [str(SCRIPTED_AGENT), "{prompt_file}"],
+                    "timeout_minutes": 2,
+                    "retry_backoff_minutes": [0],
+                    **self.settings.get("agent", {}),
+                }
+            ),
+            ci=CiConfig(**{"command": [sys.executable, ".ci-check.py"], **self.settings.get("ci", {})}),
+            hooks=HooksConfig(**self.settings.get("hooks", {})),
+            queue=QueueConfig(**self.settings.get("queue", {})),
+        )
+        (self.control / ".ralph" / "config.toml").write_bytes(render_config(config))
+        self.commit_and_push("configure ralph")
+
+    def commit_and_push(self, message: str) -> None:
+        git(self.control, "add", "-A")
+        if git(self.control, "status", "--porcelain"):
+            git(self.control, "commit", "-q", "-m", message)
+        git(self.control, "push", "-q", "origin", f"HEAD:{BASE}")
+
+    def add(self, title: str, description: str | None = None, depends_on: Sequence[str] = ()) -> str:
+        """`ralph task add`, pushed to origin like a person would."""
+        before = self.queue_ids()
+        add_task(
+            start=self.control,
+            title=title,
+            description=description,
+            depends_on=list(depends_on),
+            priority="medium",
+        )
+        new = [t for t in self.queue_ids() if t not in before]
+        assert len(new) == 1, new
+        return new[0]
+
+    def queue_ids(self) -> list[str]:
+        git(self.control, "fetch", "-q", "origin")
+        raw = git(self.control, "show", f"origin/{BASE}:.ralph/queue.json")
+        return [t["id"] for t in json.loads(raw)["tasks"]]
+
+    # --- ticks -------------------------------------------------------------------------------------
+
+    def tick(self, **options: Any) -> TickReport:
+        return run_tick(open_checkout(self.control), TickOptions(allow_root=True, **options), clock.now())
+
+    def tick_process(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """`python -m ralph run` in its own process, as cron would start it."""
+        return subprocess.run(
+            [sys.executable, "-m", "ralph", "-C", str(self.control), "run", "--allow-root", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            timeout=timeout,
+        )
+
+    def run_until(
+        self,
+        done: Callable[[State], bool],
+        *,
+        timeout: float = 90,
+        every: Callable[[State], None] | None = None,
+        **options: Any,
+    ) -> State:
+        """Tick, as cron would, until `done(state)`; `every` checks an invariant after each tick."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.tick(**options)
+            state = self.state()
+            if every is not None:
+                every(state)
+            if done(state):
+                return state
+            assert time.monotonic() < deadline, f"not done after {timeout}s: {summary(state)}"
+            time.sleep(0.2)
+
+    # --- looking -----------------------------------------------------------------------------------
+
+    @property
+    def paths(self) -> Any:
+        return open_checkout(self.control).paths
+
+    def state(self) -> State:
+        return load_state(self.paths.state, now=clock.now(), target_branch=BASE, remote="origin")
+
+    def worker(self, task_id: str) -> Worker:
+        worker = self.state().worker(task_id)
+        assert worker is not None, f"no worker for {task_id}"
+        return worker
+
+    def origin_log(self) -> list[str]:
+        """Subjects on origin's base branch, newest first."""
+        return git(self.origin, "log", "--format=%s", BASE).splitlines()
+
+    def origin_file(self, path: str) -> str:
+        return git(self.origin, "show", f"{BASE}:{path}")
+
+    def origin_tasks(self, name: str) -> list[dict[str, Any]]:
+        tasks: list[dict[str, Any]] = json.loads(self.origin_file(f".ralph/{name}.json"))["tasks"]
+        return tasks
+
+    def events(self) -> list[dict[str, Any]]:
+        path = self.paths.events
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def wait_for_jobs(self, timeout: float = 60) -> None:
+        """Until every recorded job has written its result (the next tick will read them)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pending = [
+                w.task_id
+                for w in self.state().workers
+                if w.lifecycle in Lifecycle.active() and w.job and not Path(w.job.result_path).exists()
+            ]
+            if not pending:
+                return
+            assert time.monotonic() < deadline, f"jobs still running after {timeout}s: {pending}"
+            time.sleep(0.1)
+
+
+def all_landed(count: int) -> Callable[[State], bool]:
+    return lambda s: len(s.workers) == count and all(w.lifecycle is Lifecycle.COMPLETED for w in s.workers)
+
+
+def summary(state: State) -> str:
+    return ", ".join(f"{w.task_id}={w.lifecycle}({w.last_error or ''})" for w in state.workers)
+
+
+def make_project(origin: Path, control: Path, **sections: dict[str, Any]) -> Project:
+    """The control clone with .ralph/ set up (queue tracked on origin) and the test CI gate."""
+    ralph_dir = control / ".ralph"
+    ralph_dir.mkdir()
+    for name in ("queue.json", "done.json"):
+        (ralph_dir / name).write_bytes(render_queue_file(empty_queue_file()))
+    (control / ".gitignore").write_text(".ralph/cache/\n.ralph/workspaces/\n")
+    (control / ".ci-check.py").write_text(CI_SCRIPT)
+    project = Project(origin=origin, control=control)
+    project.configure(**sections)
+    return project
+
+
+# --- processes ---------------------------------------------------------------------------------------
+
+
+def live_wrappers(control: Path) -> dict[str, list[int]]:
+    """Live `python -m ralph.job` processes of this checkout, by task id (from their spec path)."""
+    runs = str(control / ".ralph" / "cache" / "parallel" / "runs") + "/"
+    found: dict[str, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in argv if a]
+        if "ralph.job" not in args or not args[-1].startswith(runs):
+            continue
+        stat = proc.read_stat(int(entry.name))
+        if stat is None or stat.state in ("Z", "X"):
+            continue
+        task_id = args[-1][len(runs) :].split("/")[0]
+        found.setdefault(task_id, []).append(int(entry.name))
+    return found
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30, message: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message or "condition not met in time"
+        time.sleep(0.05)
+
+
+def install_rival_hook(origin: Path, *, times: int, change: str | None = None) -> Path:
+    """A pre-receive hook on the bare origin that lands a rival commit on main while a push waits.
+
+    The waiting push then loses the server's compare-and-swap, exactly as when another host pushed
+    a moment earlier: `[remote rejected] (failed to update ref)`. It does so for the next `times`
+    pushes to main. With `change`, the rival commit adds or rewrites that file (so the code moved);
+    without, its tree is unchanged. Returns the counter file (how many rivals were made).
+    """
+    counter = origin / "rivals"
+    counter.write_text("0")
+    change_tree = (
+        f"blob=$(date +%s%N | git hash-object -w --stdin); "
+        f'GIT_INDEX_FILE="$GIT_DIR/rival-index" git read-tree "$tip"; '
+        f'GIT_INDEX_FILE="$GIT_DIR/rival-index" git update-index --add --cacheinfo "100644,$blob,{change}"; '
+        f'tree=$(GIT_INDEX_FILE="$GIT_DIR/rival-index" git write-tree)'
+        if change
+        else 'tree=$(git rev-parse "$tip^{tree}")'
+    )
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text(
+        "#!/bin/sh\n"
+        "# Test double for a concurrent pusher: see tests/harness.py install_rival_hook.\n"
+        'grep -q " refs/heads/main$" || exit 0\n'
+        f'n=$(cat "{counter}")\n'
+        f'[ "$n" -lt {times} ] || exit 0\n'
+        "unset GIT_QUARANTINE_PATH GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES\n"
+        "GIT_DIR=$(pwd); export GIT_DIR\n"
+        "tip=$(git rev-parse refs/heads/main)\n"
+        f"{change_tree}\n"
+        'rival=$(echo "rival commit $n" | git commit-tree "$tree" -p "$tip")\n'
+        'git update-ref refs/heads/main "$rival" "$tip"\n'
+        f'echo $((n + 1)) > "{counter}"\n'
+        "exit 0\n"
+    )
+    hook.chmod(0o755)
+    return counter
+
+
+def install_declining_hook(origin: Path, message: str) -> None:
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\necho '{message}' >&2\nexit 1\n")
+    hook.chmod(0o755)

@@ -1,0 +1,71 @@
+"""The tick end to end: real origin and control clone, real detached jobs, the scripted agent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import git
+from harness import Project, all_landed, live_wrappers, make_project
+
+from ralph.state import Lifecycle, State
+
+
+@pytest.fixture
+def project(origin: Path, control: Path) -> Project:
+    return make_project(origin, control)
+
+
+def test_six_tasks_three_workers_land_verified_commits(project: Project) -> None:
+    """Ticks from a loop take independent tasks to CI-verified commits on main, at most 3 jobs at once."""
+    ids = [project.add(f"Task number {n}") for n in range(1, 7)]
+    most_live = 0
+
+    def at_most_three(state: State) -> None:
+        nonlocal most_live
+        active = [w for w in state.workers if w.lifecycle in Lifecycle.active()]
+        live = sum(len(pids) for pids in live_wrappers(project.control).values())
+        most_live = max(most_live, len(active), live)
+        assert len(active) <= 3, [w.task_id for w in active]
+        assert live <= 3, live_wrappers(project.control)
+
+    state = project.run_until(all_landed(6), every=at_most_three, workers=3)
+    assert most_live == 3  # the cap was reached, not just respected by starting little
+    for worker in state.workers:
+        assert worker.landed_sha is not None and worker.verified_sha is not None
+        # What landed is the verified commit plus its archive commit, and nothing else.
+        assert git(project.origin, "rev-parse", f"{worker.landed_sha}~1") == worker.verified_sha
+        assert git(project.origin, "log", "-1", "--format=%s", worker.verified_sha) == (
+            f"{worker.task_id}: Task number {int(worker.task_id[-1])}"
+        )
+        assert (
+            git(project.origin, "log", "-1", "--format=%s", worker.landed_sha)
+            == f"ralph: archive {worker.task_id}"
+        )
+        assert project.origin_file(f"tasks/{worker.task_id}.md") == f"# Task number {int(worker.task_id[-1])}"
+        assert not Path(worker.workspace_path).exists()  # landed: the workspace is gone
+    # Queue order: the first three started first, in order; the rest as slots freed.
+    started = [e["task_id"] for e in project.events() if e["event"] == "running"]
+    assert started == ids
+    assert project.origin_tasks("queue") == []
+    assert sorted(t["id"] for t in project.origin_tasks("done")) == ids
+
+
+def test_a_dependent_task_waits_until_its_dependency_landed(project: Project) -> None:
+    first = project.add("Base work")
+    second = project.add("Builds on it", depends_on=[first])
+    project.run_until(all_landed(2))
+    events = [(e["task_id"], e["event"]) for e in project.events()]
+    assert events.index((second, "running")) > events.index((first, "completed"))
+    # The dependent task started from a base that already had the first task's work.
+    second_worker = project.worker(second)
+    assert (
+        git(
+            project.origin,
+            "merge-base",
+            "--is-ancestor",
+            project.worker(first).landed_sha or "",
+            second_worker.base_sha or "",
+        )
+        == ""
+    )
