@@ -146,11 +146,26 @@ def task() -> None:
     # There is no command that sorts by priority; saying so keeps people from expecting one.
     help="Recorded for people to read; queue order, not priority, decides what runs first.",
 )
+@click.option(
+    "--no-push",
+    is_flag=True,
+    help="Edit the working-tree queue file instead of committing the task to the remote base branch.",
+)
 @click.pass_context
 def task_add(
-    ctx: click.Context, title: str, description: str | None, depends_on: tuple[str, ...], priority: str
+    ctx: click.Context,
+    title: str,
+    description: str | None,
+    depends_on: tuple[str, ...],
+    priority: str,
+    no_push: bool,
 ) -> None:
-    """Append a task titled TITLE to the queue and print its id."""
+    """Append a task titled TITLE to the queue and print its id.
+
+    When the queue is committed on the base branch (the default), the task is committed on top of
+    the remote base and pushed, without touching your working tree; every tick sees it after its
+    next fetch. An untracked queue, or one not pushed yet, is edited in the working tree.
+    """
     from ralph.commands.task import add
 
     code = add(
@@ -159,6 +174,7 @@ def task_add(
         description=description,
         depends_on=list(depends_on),
         priority=priority,
+        push=not no_push,
     )
     _finish(ctx, code)
 
@@ -218,6 +234,115 @@ def status(ctx: click.Context, as_json: bool) -> None:
     from ralph.commands.status import status as run_status
 
     _finish(ctx, run_status(start=_start(ctx), as_json=as_json))
+
+
+@cli.command()
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Jobs (agents and CI gates) running at once [default: parallel.workers, 3].",
+)
+@click.option(
+    "--max-tasks",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="N",
+    help="Start at most N new tasks in this tick; 0 means no limit.",
+)
+@click.option("--dry-run", is_flag=True, help="Print what would start; change nothing (no lock, no fetch).")
+@click.option("--allow-root", is_flag=True, help="Run as root anyway (only inside a throwaway sandbox).")
+@_json_option("Print a summary of the tick as one JSON document on stdout.")
+@click.pass_context
+def run(
+    ctx: click.Context, workers: int | None, max_tasks: int, dry_run: bool, allow_root: bool, as_json: bool
+) -> None:
+    """One tick: advance every worker, start new ones up to --workers, land verified work, exit.
+
+    Meant for cron or a systemd timer, every minute or so. A tick never waits on an agent or a CI
+    run: they are detached jobs, and the next tick reads their results. Exits 75 at once, changing
+    nothing, when another tick holds the lock.
+    """
+    from ralph.commands.run import run as run_tick
+
+    code = run_tick(
+        start=_start(ctx),
+        workers=workers,
+        max_tasks=max_tasks,
+        dry_run=dry_run,
+        allow_root=allow_root,
+        as_json=as_json,
+    )
+    _finish(ctx, code)
+
+
+@cli.command()
+@click.argument("task_id", metavar="TASK")
+@click.option("--ci", is_flag=True, help="The latest CI gate run's log instead of the agent's.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing while the job runs.")
+@click.pass_context
+def logs(ctx: click.Context, task_id: str, ci: bool, follow: bool) -> None:
+    """Print TASK's agent log (every attempt and remediation), or its CI log."""
+    from ralph.commands.logs import logs as show_logs
+
+    _finish(ctx, show_logs(start=_start(ctx), task_id=task_id, ci=ci, follow=follow))
+
+
+@cli.command()
+@click.argument("task_id", metavar="TASK")
+@click.pass_context
+def cancel(ctx: click.Context, task_id: str) -> None:
+    """Stop TASK's job and its process group, and mark it failed; it is not retried on its own."""
+    from ralph.commands.cancel import cancel as cancel_task
+
+    _finish(ctx, cancel_task(start=_start(ctx), task_id=task_id))
+
+
+@cli.command()
+@click.argument("task_id", metavar="TASK")
+@click.pass_context
+def retry(ctx: click.Context, task_id: str) -> None:
+    """Give a failed or blocked TASK another go, keeping its work.
+
+    Verified work blocked on its push goes back to landing with fresh push attempts. Anything else
+    starts over with fresh attempts; its earlier commits are kept in refs/ralph/attic/.
+    """
+    from ralph.commands.retry import retry as retry_task
+
+    _finish(ctx, retry_task(start=_start(ctx), task_id=task_id))
+
+
+@cli.command()
+@click.argument("task_id", metavar="TASK")
+@click.option(
+    "--reject", is_flag=True, help="Also mark the task rejected in the queue, so it never runs again."
+)
+@click.pass_context
+def discard(ctx: click.Context, task_id: str, reject: bool) -> None:
+    """Stop TASK's worker, keep its commits in refs/ralph/attic/, remove its workspace and record."""
+    from ralph.commands.discard import discard as discard_task
+
+    _finish(ctx, discard_task(start=_start(ctx), task_id=task_id, reject=reject))
+
+
+@cli.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Build the sandbox here (new or empty) instead of a temporary directory.",
+)
+@click.option("--workers", type=click.IntRange(min=1), default=3, show_default=True, help="Workers per tick.")
+def demo(directory: Path | None, workers: int) -> None:
+    """Watch the whole loop in a sandbox: tasks in, CI-verified commits out on main.
+
+    Builds a bare origin and a control clone, queues sample tasks (a dependency chain, two tasks
+    that edit the same line, one that fails the CI gate first), and ticks with a scripted agent
+    until every task has landed. No model is called; nothing outside the sandbox is touched.
+    """
+    from ralph.commands.demo import demo as run_demo
+
+    click.get_current_context().exit(int(run_demo(directory=directory, workers=workers)))
 
 
 def main() -> None:

@@ -1,0 +1,55 @@
+"""`ralph retry TASK`: give a failed or blocked task another go, keeping the work it has.
+
+Verified work (a task blocked on its push) goes back to landing with a fresh set of push attempts.
+Anything else starts over with a fresh set of attempts; its workspace's commits are saved to the
+attic before the workspace is reset, so nothing it did is lost.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ralph import markers, workspace
+from ralph.bookkeeping import current_queues
+from ralph.checkout import open_checkout
+from ralph.clock import now as read_clock
+from ralph.errors import ExitCode, RalphError
+from ralph.ledger import edit_state
+from ralph.paths import check_task_id
+from ralph.queue import TaskStatus
+from ralph.state import Lifecycle
+
+
+def retry(*, start: Path, task_id: str) -> ExitCode:
+    check_task_id(task_id)
+    checkout = open_checkout(start)
+    now = read_clock()
+    with edit_state(checkout, now=now) as ledger:
+        worker = ledger.worker_named(task_id)
+        if worker.lifecycle not in (Lifecycle.FAILED, Lifecycle.BLOCKED_PUSH):
+            raise RalphError(
+                f"{task_id} is {worker.lifecycle}; only failed or blocked_push tasks can be retried"
+            )
+        path = Path(worker.workspace_path)
+        markers.clear_blocked_push(path)
+        worker.push_attempts = 0
+        worker.remediations = 0
+        worker.last_error = None
+        if worker.verified_sha and workspace.is_valid(path) and workspace.head(path) == worker.verified_sha:
+            worker.next_attempt_at = None
+            ledger.transition(worker, Lifecycle.INTEGRATING, "retried by `ralph retry`: landing again")
+            message = f"{task_id} goes back to landing {worker.verified_sha[:10]} on the next tick"
+        else:
+            task = current_queues(checkout).find(task_id)
+            if task is None or task.status is not TaskStatus.TODO:
+                state = "gone from the queue" if task is None else f"{task.status} in the queue"
+                raise RalphError(f"{task_id} is {state}; set it back to todo there first, then retry")
+            worker.attempt = 0  # the next start is attempt 1 of a fresh round
+            worker.next_attempt_at = now
+            ledger.transition(worker, Lifecycle.FAILED, "retried by `ralph retry`: starting over")
+            message = f"{task_id} starts over on the next tick; earlier commits are kept in refs/ralph/attic/"
+        ledger.save()
+    click.echo(message)
+    return ExitCode.OK
