@@ -69,7 +69,7 @@ class Git:
         try:
             command = sh.Command("git")
         except sh.CommandNotFound:
-            raise PreflightError("git is not installed or not on PATH; install git (2.30 or newer)") from None
+            raise PreflightError("git is not installed or not on PATH; install git (2.31 or newer)") from None
         self._git = command.bake(_cwd=str(cwd), _tty_out=False, _env=git_env(env), _truncate_exc=False)
 
     def run(

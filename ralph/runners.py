@@ -114,7 +114,8 @@ class Invocation:
     env: dict[str, str] = field(default_factory=dict)  # added to the agent's environment
 
 
-def _binary(agent: AgentConfig) -> str:
+def agent_binary(agent: AgentConfig) -> str:
+    """The executable a runner starts, as configured (not yet looked up)."""
     if agent.binary:
         return agent.binary
     if agent.runner == "command":
@@ -124,7 +125,7 @@ def _binary(agent: AgentConfig) -> str:
 
 def resolve_agent(agent: AgentConfig, root: Path) -> str:
     """The agent executable as an absolute path, or a PreflightError saying how to make it resolvable."""
-    return _resolve(_binary(agent), root, what=f"agent runner {agent.runner!r}", key="agent.binary")
+    return _resolve(agent_binary(agent), root, what=f"agent runner {agent.runner!r}", key="agent.binary")
 
 
 def resolve_ci(command: Sequence[str], root: Path) -> str | None:
@@ -133,18 +134,26 @@ def resolve_ci(command: Sequence[str], root: Path) -> str | None:
     return _resolve(command[0], root, what="the CI command", key="ci.command")
 
 
-def _resolve(binary: str, root: Path, *, what: str, key: str) -> str:
-    # `~/bin/agent` in a config file means the home directory, as it would in a shell.
+def find_executable(binary: str, root: Path, *, path: str | None = None) -> str | None:
+    """Where `binary` is, by ralph's rules: `~` is the home directory, a relative path with a slash is a
+    file in the repository (every workspace has it too), a bare name is looked up on `path` (the
+    environment's PATH when None)."""
     binary = os.path.expanduser(binary)
-    # A relative path with a slash means a file in the repository, which every workspace also has.
-    candidate = str(root / binary) if "/" in binary and not os.path.isabs(binary) else binary
-    found = shutil.which(candidate)
+    if "/" in binary:
+        found = shutil.which(binary if os.path.isabs(binary) else str(root / binary))
+    else:
+        found = shutil.which(binary, path=path)
+    return os.path.abspath(found) if found else None
+
+
+def _resolve(binary: str, root: Path, *, what: str, key: str) -> str:
+    found = find_executable(binary, root)
     if found is None:
         where = f"in {root}" if "/" in binary else f"on PATH ({os.environ.get('PATH', '')})"
         raise PreflightError(
             f"{what}: {binary!r} is not an executable {where}; install it, or set {key} to its absolute path"
         )
-    return os.path.abspath(found)
+    return found
 
 
 _PLACEHOLDER = re.compile(r"\{(prompt_file|task_id|workspace|model)\}")

@@ -31,23 +31,23 @@ def discard(*, start: Path, task_id: str, reject: bool) -> ExitCode:
     saved = None
     with edit_state(checkout, now=now) as ledger:
         worker = ledger.state.worker(task_id)
-        if worker is None and not reject:
+        # A workspace no record owns (an orphan `ralph doctor` found) is discarded the same way.
+        path = Path(worker.workspace_path) if worker is not None else checkout.paths.workspace(task_id)
+        if worker is None and not path.exists() and not reject:
             raise RalphError(
-                f"no worker for {task_id}; nothing to discard (`--reject` marks it rejected in the queue)"
+                f"no worker or workspace for {task_id}; nothing to discard "
+                "(`--reject` marks it rejected in the queue)"
+            )
+        job = worker.job if worker is not None and worker.lifecycle in Lifecycle.active() else None
+        if job is not None and not proc.kill_group(
+            job.identity, grace_s=checkout.config.parallel.kill_grace_seconds
+        ):
+            raise RalphError(f"{task_id}: its {job.kind} job (pid {job.pid}) would not stop; nothing changed")
+        if path.exists():
+            saved = workspace.remove(
+                path, task_id=task_id, control=checkout.root, base_branch=checkout.base_branch()
             )
         if worker is not None:
-            job = worker.job
-            if job is not None and worker.lifecycle in Lifecycle.active():
-                identity = job.identity
-                if not proc.kill_group(identity, grace_s=checkout.config.parallel.kill_grace_seconds):
-                    raise RalphError(
-                        f"{task_id}: its {job.kind} job (pid {job.pid}) would not stop; nothing changed"
-                    )
-            path = Path(worker.workspace_path)
-            if path.exists():
-                saved = workspace.remove(
-                    path, task_id=task_id, control=checkout.root, base_branch=checkout.base_branch()
-                )
             ledger.state.workers = [w for w in ledger.state.workers if w.task_id != task_id]
             ledger.save()
         if reject and not tracked:

@@ -1,0 +1,1172 @@
+"""`ralph doctor [--json] [--cron]`: can unattended ticks run here, and if not, what to do about it.
+
+Every check says what it found and, when something is wrong, how to fix it. A failure is something
+that makes ticks refuse to run or lose work; a warning is something that will bite later (usually
+under cron or systemd rather than in your shell). Run it as the user that cron or systemd runs ralph
+as; `--cron` looks programs up on the PATH cron gives (/usr/bin:/bin) instead of yours.
+
+Doctor only looks. It never fetches (it asks the remote with `git ls-remote`), never takes the tick
+lock, never writes or quarantines a file (state.json is read with under_lock=False), so it is safe to
+run while ticks run, and changes nothing if it crashes halfway.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import shlex
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import click
+
+from ralph import job as jobs
+from ralph import runners
+from ralph.bookkeeping import Mode, detect_source, read_queues
+from ralph.checkout import Checkout
+from ralph.clock import format_z
+from ralph.clock import now as read_clock
+from ralph.commands._output import duration, emit_json
+from ralph.config import Config, ParallelConfig, load_config
+from ralph.errors import ExitCode, GitError, PreflightError, QueueError, RalphError
+from ralph.git import Git, find_repository
+from ralph.paths import Paths
+from ralph.pause import read_pause
+from ralph.queue import Queues, load_local_queues
+from ralph.state import SCHEMA_VERSION, Lifecycle, State, Worker, load_state
+from ralph.tick import check_workspace_root
+
+Level = Literal["ok", "warning", "fail"]
+
+# The oldest git that runs everything ralph runs: `rev-parse --path-format=absolute` (workspace.py,
+# new in 2.31) needs it; `fetch --no-write-fetch-head` and `init --object-format` (2.29) and
+# `init --initial-branch` (2.28, the demo) come with it. The lease syntax
+# `--force-with-lease=<ref>:<expect>`, `worktree add/remove`, `check-ignore` and `update-ref --stdin`
+# are all far older.
+MIN_GIT: Final = (2, 31)
+MIN_GIT_WHY: Final = (
+    "ralph runs `git rev-parse --path-format=absolute` (git 2.31) when it creates a workspace, and "
+    "`git fetch --no-write-fetch-head` (2.29) when it saves work to the attic"
+)
+
+# cron's PATH on Debian, Ubuntu and RHEL when the crontab sets none. A systemd service gets more
+# (/usr/local/bin and the sbin directories) but never a home directory or a virtualenv.
+CRON_PATH: Final = "/usr/bin:/bin"
+
+# Long enough for a slow server, short enough that a hung connection does not hang doctor.
+LS_REMOTE_TIMEOUT_S: Final = 20.0
+
+# A tick takes about parallel.tick_budget_s (45 s by default) plus a few bounded git calls; one that
+# has held the lock this long is stuck, and every tick after it exits 75 without doing anything.
+LONG_HELD_LOCK: Final = timedelta(minutes=15)
+
+# Lifecycles whose worker still needs its workspace: active ones work in it, integrating lands from
+# it, blocked_push keeps it for `ralph retry`.
+_NEEDS_WORKSPACE: Final = frozenset(
+    {
+        Lifecycle.RUNNING,
+        Lifecycle.CHECKING,
+        Lifecycle.REMEDIATING,
+        Lifecycle.INTEGRATING,
+        Lifecycle.BLOCKED_PUSH,
+    }
+)
+
+_SEVERITY: Final[dict[Level, int]] = {"ok": 0, "warning": 1, "fail": 2}
+_TAGS: Final[dict[Level, str]] = {"ok": "ok", "warning": "warn", "fail": "FAIL"}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    level: Level
+    detail: str  # starts with its subject, so the line reads on its own: "git 2.39.5 (>= 2.31)"
+    fix: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True unless it failed: a warning does not make doctor (or a tick) fail."""
+        return self.level != "fail"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "level": self.level, "detail": self.detail, "fix": self.fix}
+
+    def line(self) -> str:
+        fix = f" — fix: {self.fix}" if self.fix and self.level != "ok" else ""
+        return f"{_TAGS[self.level]:<6}{self.detail}{fix}"
+
+
+def doctor(*, start: Path, as_json: bool, cron: bool, allow_root: bool = False) -> ExitCode:
+    checks = run_checks(start, cron=cron, allow_root=allow_root)
+    ok = all(c.ok for c in checks)
+    if as_json:
+        emit_json({"ok": ok, "checks": [c.as_dict() for c in checks]})
+    else:
+        click.echo("\n".join([*(c.line() for c in checks), summary(checks)]))
+    return ExitCode.OK if ok else ExitCode.ERROR
+
+
+def summary(checks: Sequence[Check]) -> str:
+    counts = {level: sum(1 for c in checks if c.level == level) for level in _SEVERITY}
+    warnings = f"{counts['warning']} warning" + ("" if counts["warning"] == 1 else "s")
+    if counts["fail"]:
+        failed = f"{counts['fail']} failed"
+        return f"doctor: {counts['ok']} ok, {warnings}, {failed}: fix the FAIL lines first"
+    if counts["warning"]:
+        return f"doctor: {counts['ok']} ok, {warnings}: ticks can run; read the warn lines"
+    return f"doctor: all {counts['ok']} checks ok"
+
+
+# --- running the checks ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Context:
+    """What the checks share; each check fills in what later ones need, or leaves it None."""
+
+    start: Path
+    cron: bool
+    allow_root: bool
+    now: datetime
+    root: Path | None = None
+    git: Git | None = None
+    config: Config | None = None
+    config_problem: str | None = None
+    paths: Paths | None = None
+    base: str | None = None
+    base_problem: str | None = None
+    state: State | None = None
+    state_problem: str | None = None
+
+    @property
+    def path_env(self) -> str:
+        """The PATH a tick would look programs up on."""
+        return CRON_PATH if self.cron else os.environ.get("PATH", os.defpath)
+
+
+class _NotChecked(Exception):
+    """A check that cannot run because something it depends on failed (that failure is reported)."""
+
+
+def run_checks(start: Path, *, cron: bool, allow_root: bool, now: datetime | None = None) -> list[Check]:
+    ctx = _Context(start=start, cron=cron, allow_root=allow_root, now=now or read_clock())
+    checks = [_guard(name, check, ctx) for name, check in _MACHINE_CHECKS]
+    if ctx.root is None:
+        return checks  # everything else is about a checkout
+    for name, check in _CHECKOUT_CHECKS:
+        checks.append(_guard(name, check, ctx))
+    return checks
+
+
+def _guard(name: str, check: Callable[[_Context], Check], ctx: _Context) -> Check:
+    """One check; an error it did not expect (git failing, a file unreadable) is its own failure, so
+    every other check still runs. A bug (anything but RalphError/OSError) is not hidden here."""
+    try:
+        return check(ctx)
+    except _NotChecked as e:
+        return Check(name, "warning", f"{name}: not checked: {e}", "fix the failure above first")
+    except GitError as e:
+        return Check(
+            name, "fail", f"{name}: {e}", f"make sure git works in {ctx.root or ctx.start} as this user"
+        )
+    except RalphError as e:
+        # ralph's messages read "what is wrong; what to do" (README: exit codes): split them that way.
+        detail, _, fix = str(e).partition("; ")
+        return Check(name, "fail", f"{name}: {detail}", fix or None)
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        return Check(name, "fail", f"{name}: {where}{e.strerror or e}", "check the file's permissions")
+
+
+def _need_config(ctx: _Context) -> tuple[Config, Paths]:
+    if ctx.config is None or ctx.paths is None:
+        raise _NotChecked(ctx.config_problem or "the configuration could not be read")
+    return ctx.config, ctx.paths
+
+
+def _need_git(ctx: _Context) -> Git:
+    if ctx.git is None:
+        raise _NotChecked("git does not run")
+    return ctx.git
+
+
+def _need_base(ctx: _Context) -> str:
+    _need_config(ctx)
+    if ctx.base is None:
+        raise _NotChecked(f"the base branch is unknown ({ctx.base_problem})")
+    return ctx.base
+
+
+def _need_state(ctx: _Context) -> State:
+    if ctx.state is None:
+        raise _NotChecked(f"state.json is unreadable ({ctx.state_problem or 'see above'})")
+    return ctx.state
+
+
+# --- git, user, repository, config ----------------------------------------------------------------
+
+_GIT_VERSION = re.compile(r"git version (\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def parse_git_version(text: str) -> tuple[int, int, int] | None:
+    """`git version 2.39.5` (or `2.39.3 (Apple Git-145)`, `2.45.1.windows.1`) as numbers."""
+    m = _GIT_VERSION.search(text)
+    if m is None:
+        return None
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+def _check_git(ctx: _Context) -> Check:
+    minimum = ".".join(map(str, MIN_GIT))
+    try:
+        version_text = Git(ctx.start if ctx.start.is_dir() else Path("/")).run("--version", timeout=30).out
+    except RalphError as e:
+        return Check("git", "fail", f"git does not run: {e}", f"install git {minimum} or newer")
+    version = parse_git_version(version_text)
+    if version is None:
+        return Check(
+            "git", "warning", f"git: cannot read a version in {version_text!r}", f"make sure it is {minimum}+"
+        )
+    shown = ".".join(map(str, version))
+    if version[:2] < MIN_GIT:
+        return Check(
+            "git",
+            "fail",
+            f"git {shown} is older than {minimum}: {MIN_GIT_WHY}",
+            f"install git {minimum} or newer (your distribution's backports, or the git-core PPA)",
+        )
+    found = _locate("git", ctx.start, ctx, what="git", key=None)
+    if found.level != "ok":
+        return Check("git", found.level, f"git {shown}: {found.detail}", found.fix)
+    return Check("git", "ok", f"git {shown} (>= {minimum}) at {found.path}")
+
+
+def _check_user(ctx: _Context) -> Check:
+    euid = os.geteuid()
+    try:
+        user = pwd.getpwuid(euid).pw_name
+    except KeyError:
+        user = f"uid {euid}"
+    if euid != 0:
+        return Check("user", "ok", f"running as {user} (uid {euid}), not root")
+    if ctx.allow_root:
+        return Check("user", "ok", "running as root, allowed by --allow-root")
+    return Check(
+        "user",
+        "fail",
+        "running as root: every agent and CI job would run as root too, free to change anything on this "
+        "host, and the files ralph writes would belong to root",
+        "run ralph as a dedicated unprivileged user (its own crontab, or User= in the systemd unit); "
+        "--allow-root only inside a throwaway sandbox",
+    )
+
+
+def _check_repository(ctx: _Context) -> Check:
+    ctx.root = find_repository(ctx.start)
+    ctx.git = Git(ctx.root)
+    return Check("repository", "ok", f"repository {ctx.root}")
+
+
+def _check_config(ctx: _Context) -> Check:
+    assert ctx.root is not None
+    path = Paths.for_root(ctx.root).config
+    # The state file and the lock do not move with the configuration: those checks still run.
+    try:
+        ctx.config = load_config(path)
+    except RalphError as e:
+        ctx.config_problem = f"{path.name} is invalid"
+        return Check(
+            "config",
+            "fail",
+            f"config invalid: {e}",
+            f"edit {path} (README: 'Configuration' lists every key); ticks refuse to run until it loads",
+        )
+    ctx.paths = Paths.for_root(ctx.root, ctx.config.parallel.workspace_root)
+    checkout = Checkout(root=ctx.root, paths=ctx.paths, config=ctx.config)
+    try:
+        ctx.base = checkout.base_branch()
+    except RalphError as e:
+        ctx.base_problem = str(e)
+    if not path.exists():
+        return Check("config", "ok", f"config: no {ctx.paths.relative(path)}, so every default applies")
+    return Check("config", "ok", f"config {ctx.paths.relative(path)} valid")
+
+
+def _check_identity(ctx: _Context) -> Check:
+    git = _need_git(ctx)
+    result = git.run("var", "GIT_COMMITTER_IDENT", ok=(0, 128))
+    root = ctx.root
+    fix = (
+        f'`git -C {root} config user.name "Ralph on $(hostname)"` and '
+        f"`git -C {root} config user.email ralph@example.com` (in the repository, so a HOME that differs "
+        "under cron or systemd does not matter)"
+    )
+    if result.returncode != 0:
+        return Check(
+            "identity",
+            "fail",
+            f"committer identity missing: git cannot sign ralph's commits ({_git_message(result.stderr)})",
+            fix,
+        )
+    ident = result.out.rsplit(" ", 2)[0]  # without the timestamp and zone
+    configured = [bool(git.run("config", "--get", key, ok=(0, 1)).out) for key in ("user.name", "user.email")]
+    from_env = [v for v in ("GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL") if os.environ.get(v)]
+    if from_env and not all(configured):
+        # cron and systemd start ralph with a bare environment: these variables will not be there.
+        names = ", ".join(f"${v}" for v in from_env)
+        return Check(
+            "identity",
+            "fail" if ctx.cron else "warning",
+            f"committer identity {ident} comes from {names} in this environment, which cron and systemd "
+            "do not set, and user.name/user.email are not both configured",
+            fix,
+        )
+    return Check("identity", "ok", f"committer identity {ident}")
+
+
+# --- origin and the queue ----------------------------------------------------------------------------
+
+
+def _check_origin(ctx: _Context) -> Check:
+    git = _need_git(ctx)
+    config, _ = _need_config(ctx)
+    remote = config.git.remote
+    try:
+        url = _redact(git.run("remote", "get-url", remote).out)
+    except GitError:
+        return Check(
+            "origin",
+            "fail",
+            f"no remote {remote!r} in {ctx.root}",
+            f"`git -C {ctx.root} remote add {remote} <url>` (or set git.remote in .ralph/config.toml)",
+        )
+    base = _need_base(ctx)
+    try:
+        listing = git.run("ls-remote", remote, f"refs/heads/{base}", timeout=LS_REMOTE_TIMEOUT_S).out
+    except GitError as e:
+        reason = _git_message(e.stderr) if e.stderr.strip() else str(e)
+        return Check(
+            "origin",
+            "fail",
+            f"{remote} unreachable ({url}): {reason}",
+            f"check the URL (`git -C {ctx.root} remote get-url {remote}`) and the network, and that the user "
+            "ralph runs as can authenticate with no prompt (an SSH key without a passphrase, or a "
+            "credential helper); ticks cannot fetch or land anything meanwhile",
+        )
+    # ls-remote matches patterns by their tail (refs/heads/x/refs/heads/main too): keep the exact ref.
+    heads = {ref: sha for sha, _, ref in (line.partition("\t") for line in listing.splitlines())}
+    sha = heads.get(f"refs/heads/{base}")
+    if sha is None:
+        return Check(
+            "origin",
+            "fail",
+            f"{remote} ({url}) has no branch {base!r}",
+            f"push it (`git push {remote} HEAD:{base}`), or set git.base_branch in .ralph/config.toml",
+        )
+    return Check("origin", "ok", f"{remote} reachable ({url}); {base} is at {sha[:10]}")
+
+
+def _redact(url: str) -> str:
+    """A URL with a password or token in it is shown without it: doctor output gets pasted in issues."""
+    return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", url)
+
+
+def _check_queue(ctx: _Context) -> Check:
+    git = _need_git(ctx)
+    config, paths = _need_config(ctx)
+    base = _need_base(ctx)
+    assert ctx.root is not None
+    checkout = Checkout(root=ctx.root, paths=paths, config=config)
+    ref = f"refs/remotes/{config.git.remote}/{base}"
+    label = f"{config.git.remote}/{base}"
+    fetched = git.run("rev-parse", "--verify", "--quiet", ref, ok=(0, 1)).out
+    level: Level = "ok"
+    fix: str | None = None
+    tracked = False
+    if not fetched:
+        # Doctor does not fetch; a clone that never fetched the base can only show the working tree.
+        queues = load_local_queues(paths)
+        where = f"read from the working tree: {label} was never fetched here, so what a tick reads is unknown"
+        level, fix = "warning", f"`git -C {ctx.root} fetch {config.git.remote}`, then run doctor again"
+    else:
+        # Mixed tracked/untracked, unpublished files and .json-plus-.jsonc are refused here as a tick
+        # refuses them (PreflightError / QueueError); their messages say what to change.
+        try:
+            source = detect_source(checkout, git, base)
+            queues = read_queues(checkout, git, source)
+        except PreflightError as e:
+            return Check(
+                "queue", "fail", f"queue: {e}", "do what the message says; ticks refuse to run until then"
+            )
+        except QueueError as e:
+            return Check(
+                "queue",
+                "fail",
+                f"queue unreadable on {label} (as last fetched, {fetched[:10]}): {e}",
+                f"fix the file on {base} and push it (`ralph queue validate` names every problem); ticks "
+                "refuse to run until then",
+            )
+        tracked = source.mode is Mode.TRACKED
+        where = (
+            f"tracked on {label}, as last fetched: {fetched[:10]}"
+            if tracked
+            else "untracked: both files gitignored, read from the working tree"
+        )
+    problems = queues.problems(config.queue)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return Check(
+            "queue",
+            "fail",
+            f"queue invalid ({where}): {problems[0]}{more}",
+            "`ralph queue validate` lists every problem; fix them"
+            + (f" on {base} and push" if tracked else "")
+            + "; ticks refuse to run until then",
+        )
+    return Check("queue", level, f"queue valid ({where}): {_counts(queues)}", fix)
+
+
+def _counts(queues: Queues) -> str:
+    return f"{len(queues.queue.tasks)} in the queue, {len(queues.done.tasks)} in the done archive"
+
+
+# --- state, lock, workspace root ---------------------------------------------------------------------
+
+
+def _check_state(ctx: _Context) -> Check:
+    assert ctx.root is not None
+    paths = ctx.paths or Paths.for_root(ctx.root)
+    path = paths.state
+    quarantined = sorted(path.parent.glob(path.name + ".corrupt-*")) if path.parent.is_dir() else []
+    copies = ", ".join(p.name for p in quarantined)
+    base = ctx.base or "main"
+    remote = ctx.config.git.remote if ctx.config else "origin"
+    try:
+        # under_lock=False: a damaged file raises instead of being copied aside. Doctor writes nothing.
+        state = load_state(path, now=ctx.now, target_branch=base, remote=remote, under_lock=False)
+    except RalphError as e:
+        ctx.state_problem = "invalid"
+        detail = _strip_doctor_hint(str(e))
+        saved = f" (earlier copies saved by ticks: {copies})" if copies else ""
+        if _newer_schema(path):
+            return Check(
+                "state", "fail", f"state.json {detail}", "upgrade ralph to the version that wrote it"
+            )
+        return Check(
+            "state",
+            "fail",
+            f"state.json invalid: {detail}{saved}",
+            "ticks refuse to run until it is repaired. With the timer stopped, fix the file by hand "
+            "(README: 'state.json' shows every key), or move it aside to start afresh "
+            f"(`mv {path} {path}.bad`), which forgets the jobs it records: stop any still running "
+            "(their pids are in the file), and their workspaces then show up here as orphans",
+        )
+    ctx.state = state
+    if not path.exists():
+        detail = "state.json: none yet (no tick has run here)"
+    else:
+        detail = f"state.json valid: {_plural(len(state.workers), 'worker record')}"
+    busy = [w.task_id for w in state.workers if w.lifecycle not in Lifecycle.terminal()]
+    if ctx.config and ctx.base and (state.target_branch, state.remote) != (base, remote) and busy:
+        return Check(
+            "state",
+            "fail",
+            f"{detail}, but it belongs to {state.remote}/{state.target_branch} and the config says "
+            f"{remote}/{base} while {', '.join(busy)} are in flight",
+            "set git.base_branch back until they finish, or `ralph cancel` them first",
+        )
+    if quarantined:
+        return Check(
+            "state",
+            "warning",
+            f"{detail}; quarantined copies of an earlier, damaged one remain: {copies}",
+            "a tick found state.json damaged and kept these copies; nothing reads them again. Once you have "
+            f"looked at them (and state.json is right), delete them: `rm {path}.corrupt-*`",
+        )
+    return Check("state", "ok", detail)
+
+
+_DOCTOR_HINT = re.compile(r";? ?`ralph doctor` explains[^;]*$")
+
+
+def _strip_doctor_hint(message: str) -> str:
+    # load_state's message sends the reader to `ralph doctor`, which is where they are.
+    text = _DOCTOR_HINT.sub("", message)
+    return text.split(": ", 1)[1] if text.startswith("/") and ": " in text else text
+
+
+def _newer_schema(path: Path) -> bool:
+    try:
+        raw = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    return isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION
+
+
+# Filesystems whose flock(2) does not reliably exclude, or hangs with the server: the tick lock could
+# let two ticks in at once (two agents on one task, two landings racing) or hang cron's tick forever.
+NETWORK_FILESYSTEMS: Final = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb",
+        "smb2",
+        "smb3",
+        "smbfs",
+        "ncpfs",
+        "afs",
+        "coda",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "davfs",
+        "sshfs",
+        "fuse.sshfs",
+        "fuse.glusterfs",
+        "fuse.cephfs",
+        "fuse.ceph-fuse",
+        "fuse.s3fs",
+        "fuse.rclone",
+        "fuse.gcsfuse",
+        "fuse.juicefs",
+        "fuse.davfs2",
+    }
+)
+# Shared with another machine or kernel (a VM host, WSL's Windows drives), or FUSE, where locking is
+# whatever the filesystem makes of it: worth a warning, not a refusal.
+SHARED_FILESYSTEMS: Final = frozenset(
+    {"9p", "virtiofs", "vboxsf", "vmhgfs", "fuse.vmhgfs-fuse", "gfs2", "ocfs2"}
+)
+
+
+def classify_filesystem(fstype: str) -> Level:
+    """How safe the tick lock is on a filesystem of this type (a name from /proc/self/mountinfo)."""
+    name = fstype.lower()
+    if name in NETWORK_FILESYSTEMS or name.startswith("nfs"):
+        return "fail"
+    if name in SHARED_FILESYSTEMS or name.startswith("fuse"):
+        return "warning"
+    return "ok"
+
+
+def filesystem_type(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
+    """The type of the filesystem holding `path` (or its nearest existing ancestor), from mountinfo."""
+    target = path
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    target = target.resolve()
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return None
+    best: tuple[int, str] | None = None
+    for line in lines:
+        fields = line.split()
+        try:
+            separator = fields.index("-", 6)
+            mount_point = Path(_unoctal(fields[4]))
+            fstype = fields[separator + 1]
+        except (ValueError, IndexError):
+            continue
+        if target.is_relative_to(mount_point):
+            depth = len(mount_point.parts)
+            # The deepest mount point wins; for the same one, the later line (mounted on top).
+            if best is None or depth >= best[0]:
+                best = (depth, fstype)
+    return best[1] if best else None
+
+
+def _unoctal(text: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash in paths as \040, \011, \012, \134.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+def lock_holders(path: Path, locks: Path = Path("/proc/locks")) -> list[int]:
+    """Pids holding a flock(2) on `path`, from /proc/locks: reading it takes no lock and disturbs no tick."""
+    try:
+        inode = path.stat().st_ino
+        lines = locks.read_text().splitlines()
+    except OSError:
+        return []
+    holders = []
+    for line in lines:
+        # `1: FLOCK  ADVISORY  WRITE 7674 fe:00:2146369 0 EOF`; a waiter's line has `->` after the number.
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK":
+            continue
+        # Matched on the inode alone: on overlayfs the device /proc/locks names is the upper layer's,
+        # not the st_dev stat() reports.
+        try:
+            if int(fields[5].rsplit(":", 1)[1]) == inode:
+                holders.append(int(fields[4]))
+        except (ValueError, IndexError):
+            continue
+    return holders
+
+
+_OWNER = re.compile(r"pid (\d+) since (\S+)")
+
+
+def _check_lock(ctx: _Context) -> Check:
+    assert ctx.root is not None
+    lock = (ctx.paths or Paths.for_root(ctx.root)).lock
+    fstype = filesystem_type(lock.parent)
+    if fstype is None:
+        return Check(
+            "lock",
+            "warning",
+            f"lock: cannot tell which filesystem holds {lock.parent} (/proc/self/mountinfo unreadable)",
+            "make sure the checkout is on a local disk, not NFS or SMB",
+        )
+    level = classify_filesystem(fstype)
+    if level != "ok":
+        kind = "a network filesystem" if level == "fail" else "a shared or FUSE filesystem"
+        return Check(
+            "lock",
+            level,
+            f"lock {lock} is on {fstype}, {kind}: flock there may not keep a second tick out (two agents on "
+            "one task, two landings racing) or may hang when the server is slow",
+            "move the checkout to a local disk (ext4, xfs, btrfs, ...)",
+        )
+    detail = f"lock {ctx.paths.relative(lock) if ctx.paths else lock} on a local filesystem ({fstype})"
+    holders = lock_holders(lock) if lock.exists() else []
+    if not holders:
+        return Check("lock", "ok", detail + "; not held")
+    owner = _OWNER.search(lock.read_text(errors="replace"))
+    since = _parse_time(owner.group(2)) if owner and int(owner.group(1)) in holders else None
+    pid = holders[0]
+    if since is not None and ctx.now - since > LONG_HELD_LOCK:
+        return Check(
+            "lock",
+            "warning",
+            f"{detail}; held by pid {pid} since {format_z(since)} ({duration(ctx.now - since)}): a tick "
+            "that has not finished, so every tick since has exited with 75 and done nothing",
+            f"see what it is doing (`ps -o pid,etime,args -p {pid}`, `cat /proc/{pid}/stack`); if it is "
+            f"stuck, `kill {pid}`: the kernel releases the lock and the next tick carries on",
+        )
+    return Check("lock", "ok", f"{detail}; held by pid {pid} (a tick or another ralph command is at work)")
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else None
+
+
+def _check_workspace_root(ctx: _Context) -> Check:
+    git = _need_git(ctx)
+    _, paths = _need_config(ctx)
+    # Raises PreflightError with the fixes, exactly as the tick's preflight does.
+    check_workspace_root(git, paths)
+    rel = paths.relative(paths.workspace_root)
+    if rel.startswith("/"):
+        return Check("workspace_root", "ok", f"workspace root {rel} is outside the repository")
+    return Check("workspace_root", "ok", f"workspace root {rel} is inside the repository and gitignored")
+
+
+# --- programs on PATH ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Found:
+    level: Level
+    detail: str
+    fix: str | None = None
+    path: str | None = None  # the executable a tick would run
+
+
+def _lookup(binary: str, root: Path, path_env: str) -> tuple[str | None, Path | None]:
+    """(absolute path, the PATH directory it came from) as runners.resolve_agent finds it, on `path_env`.
+
+    The same rules as a tick, on a PATH of our choosing (cron's, say).
+    """
+    found = runners.find_executable(binary, root, path=path_env)
+    if found is None or "/" in binary:
+        return found, None
+    return found, Path(found).parent
+
+
+def _fragile_reason(directory: Path) -> str | None:
+    """Why a PATH directory will be missing when cron or systemd starts ralph, if it will be."""
+    candidates = {directory, directory.resolve()}
+    home = os.environ.get("HOME", "")
+    if home and home != "/":
+        home_path = Path(home)
+        if any(d.is_relative_to(home_path) or d.is_relative_to(home_path.resolve()) for d in candidates):
+            return f"under your home directory {home}"
+    for d in candidates:
+        if (d.parent / "pyvenv.cfg").is_file():
+            return f"inside the virtualenv {d.parent}"
+    for variable in ("VIRTUAL_ENV", "CONDA_PREFIX"):
+        prefix = os.environ.get(variable)
+        if prefix and any(d.is_relative_to(prefix) for d in candidates):
+            return f"inside ${variable} ({prefix})"
+    return None
+
+
+def _locate(binary: str, root: Path, ctx: _Context, *, what: str, key: str | None) -> _Found:
+    """Can a tick started by cron or systemd run `binary`, and if not, what to change."""
+    set_key = f", or set {key} to " if key else ""
+    found, via = _lookup(binary, root, ctx.path_env)
+    if found is None:
+        mine, mine_dir = _lookup(binary, root, os.environ.get("PATH", os.defpath))
+        if ctx.cron and mine is not None and mine_dir is not None:
+            return _Found(
+                "fail",
+                f"{what} {binary!r} is not on cron's PATH ({CRON_PATH}); yours finds it in {mine_dir}",
+                f"put `PATH={mine_dir}:{CRON_PATH}` at the top of the crontab (or "
+                f"`Environment=PATH={mine_dir}:{CRON_PATH}` in the systemd unit)"
+                + (set_key + mine if key else ""),
+            )
+        if "/" not in binary:
+            where = f" on PATH ({ctx.path_env})"
+        elif not os.path.isabs(os.path.expanduser(binary)):
+            where = f" in {root}"
+        else:
+            where = ""
+        return _Found(
+            "fail",
+            f"{what} {binary!r} is not an executable{where}",
+            "install it" + (f", or set {key} to its absolute path" if key else ""),
+        )
+    if via is not None and not ctx.cron:
+        reason = _fragile_reason(via)
+        if reason is not None:
+            return _Found(
+                "warning",
+                f"{what} {found} is found through {via} on your PATH, {reason}: cron and systemd start "
+                "ralph without it, and the tick will not find it",
+                f"add it to the PATH ralph gets: `PATH={via}:{CRON_PATH}` at the top of the crontab (or "
+                f"`Environment=PATH={via}:/usr/local/bin:{CRON_PATH}` in the systemd unit)"
+                + (set_key + found if key else ""),
+                found,
+            )
+    return _Found("ok", f"{what} {found}", None, found)
+
+
+def _interpreter(executable: str) -> tuple[str, bool] | None:
+    """The program a script's `#!` line starts: (name, looked up on PATH through env) or None."""
+    try:
+        with open(executable, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].decode(errors="replace").split()
+    if not words:
+        return None
+    if Path(words[0]).name != "env":
+        return words[0], False
+    # `#!/usr/bin/env -S node --flag` or `#!/usr/bin/env VAR=1 node`: the first word that is neither.
+    rest = [w for w in words[1:] if not w.startswith("-") and "=" not in w]
+    return (rest[0], True) if rest else None
+
+
+def _check_program(ctx: _Context, name: str, binary: str, *, what: str, key: str) -> Check:
+    assert ctx.root is not None
+    found = _locate(binary, ctx.root, ctx, what=what, key=key)
+    if found.path is None:
+        return Check(name, found.level, found.detail, found.fix)
+    findings = [found]
+    interpreter = _interpreter(found.path)
+    if interpreter is not None:
+        program, through_env = interpreter
+        if through_env:
+            # An npm-installed agent is `#!/usr/bin/env node`: node must be on the tick's PATH as well,
+            # and setting agent.binary to an absolute path does not help with that.
+            via = _locate(
+                program, ctx.root, ctx, what=f"its interpreter ({program}, by #!/usr/bin/env)", key=None
+            )
+            if via.level != "ok":
+                findings.append(via)
+        elif not os.access(program, os.X_OK):
+            findings.append(
+                _Found("fail", f"its interpreter {program} (its #! line) is not executable", "install it")
+            )
+    worst = max(findings, key=lambda f: _SEVERITY[f.level])
+    detail = "; ".join(f.detail for f in findings)
+    fixes = "; ".join(f.fix for f in findings if f.fix)
+    return Check(name, worst.level, detail, fixes or None)
+
+
+def _check_agent(ctx: _Context) -> Check:
+    config, _ = _need_config(ctx)
+    agent = config.agent
+    return _check_program(
+        ctx, "agent", runners.agent_binary(agent), what=f"agent (runner {agent.runner!r})", key="agent.binary"
+    )
+
+
+def _check_ci(ctx: _Context) -> Check:
+    config, _ = _need_config(ctx)
+    if not config.ci.command:
+        return Check("ci", "ok", "ci: no CI gate (ci.command = []): work lands once its agent succeeds")
+    return _check_program(ctx, "ci", config.ci.command[0], what="CI command", key="ci.command[0]")
+
+
+# --- systemd ------------------------------------------------------------------------------------------
+
+
+def unit_directories() -> list[Path]:
+    """Where a ralph unit for this checkout would be installed: the user's units, then the system's."""
+    home = Path(os.environ.get("HOME") or "~").expanduser()
+    xdg = Path(os.environ["XDG_CONFIG_HOME"]) if os.environ.get("XDG_CONFIG_HOME") else home / ".config"
+    dirs = [
+        xdg / "systemd/user",
+        home / ".config/systemd/user",
+        Path("/etc/systemd/user"),
+        Path("/etc/systemd/system"),
+    ]
+    return list(dict.fromkeys(dirs))
+
+
+def parse_unit(text: str) -> list[tuple[str, str, str]]:
+    """A unit file as (section, key, value) in order, as systemd reads it: comments dropped,
+    backslash-continued lines joined."""
+    entries = []
+    section = ""
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith(("#", ";"))):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = pending + line, ""
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+        elif "=" in line:
+            key, value = line.split("=", 1)
+            entries.append((section, key.strip(), value.strip()))
+    return entries
+
+
+def _values(entries: Iterable[tuple[str, str, str]], section: str, key: str) -> list[str]:
+    """Every assignment of `key` in order; an empty one resets the list, as in systemd."""
+    values: list[str] = []
+    for s, k, v in entries:
+        if s == section and k == key:
+            values = [] if not v else [*values, v]
+    return values
+
+
+def systemd_escape_path(path: Path) -> str:
+    """`systemd-escape --path`: the instance name that makes `ralph@<it>.service` mean `path`."""
+    text = str(path).strip("/")
+    if not text:
+        return "-"
+    out = []
+    for i, ch in enumerate(text):
+        if ch == "/":
+            out.append("-")
+        elif ch.isascii() and (ch.isalnum() or ch in ":_.") and not (i == 0 and ch == "."):
+            out.append(ch)
+        else:
+            out.extend(f"\\x{b:02x}" for b in ch.encode())
+    return "".join(out)
+
+
+def _unescape(text: str) -> str:
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        if text[i] == "-":
+            out += b"/"
+            i += 1
+        elif text.startswith("\\x", i) and re.fullmatch(r"[0-9a-fA-F]{2}", text[i + 2 : i + 4]):
+            out.append(int(text[i + 2 : i + 4], 16))
+            i += 4
+        else:
+            out += text[i].encode()
+            i += 1
+    return out.decode(errors="replace")
+
+
+def _expand_specifiers(value: str, *, unit: str, instance: str, home: str) -> str:
+    prefix = unit.split("@", 1)[0].rsplit(".", 1)[0]
+
+    def one(m: re.Match[str]) -> str:
+        c = m.group(1)
+        return {
+            "%": "%",
+            "i": instance,
+            "I": _unescape(instance),
+            "f": "/" + _unescape(instance or prefix),
+            "h": home,
+            "n": unit,
+            "p": prefix,
+        }.get(c, m.group(0))
+
+    return re.sub(r"%(.)", one, value)
+
+
+def _names_checkout(entries: list[tuple[str, str, str]], root: Path, expand: Callable[[str], str]) -> bool:
+    """Whether a unit runs ralph in `root`: its WorkingDirectory=, or a `-C <root>` in ExecStart=."""
+    target = root.resolve()
+    home = os.environ.get("HOME", "/")
+
+    def same(value: str) -> bool:
+        value = expand(value).lstrip("-")  # `-/path`: systemd ignores a missing directory
+        if value == "~" or value.startswith("~/"):
+            value = home + value[1:]
+        return bool(value) and os.path.isabs(value) and Path(value).resolve() == target
+
+    if any(same(v) for v in _values(entries, "Service", "WorkingDirectory")[-1:]):
+        return True
+    for command in _values(entries, "Service", "ExecStart"):
+        try:
+            words = shlex.split(command.lstrip("@-:+!"))
+        except ValueError:
+            continue
+        for i, word in enumerate(words):
+            if word == "-C" and i + 1 < len(words) and same(words[i + 1]):
+                return True
+            if word.startswith("-C") and len(word) > 2 and same(word[2:]):
+                return True
+    return False
+
+
+@dataclass(frozen=True)
+class UnitFinding:
+    path: Path
+    kill_mode: str | None  # None: not set, so systemd's default, control-group
+    user_unit: bool
+
+
+def find_units(root: Path, directories: Sequence[Path] | None = None) -> list[UnitFinding]:
+    """ralph service units, in `directories`, that run ralph in `root`, with their effective KillMode."""
+    home = os.environ.get("HOME", "/")
+    found = []
+    for directory in directories if directories is not None else unit_directories():
+        if not directory.is_dir():
+            continue
+        for unit in sorted(directory.glob("*ralph*.service")):
+            name = unit.name
+            instance = systemd_escape_path(root.resolve()) if name.endswith("@.service") else ""
+            instance_name = name.replace("@.service", f"@{instance}.service") if instance else name
+            # Drop-ins override the unit file, in name order: the template's, then the instance's.
+            dropins = [unit.with_name(name + ".d"), unit.with_name(instance_name + ".d")]
+            texts = []
+            try:
+                texts.append(unit.read_text(errors="replace"))
+                for d in dict.fromkeys(dropins):
+                    if d.is_dir():
+                        texts.extend(p.read_text(errors="replace") for p in sorted(d.glob("*.conf")))
+            except OSError:
+                continue
+            entries = [e for text in texts for e in parse_unit(text)]
+
+            def expand(value: str, unit_name: str = instance_name, inst: str = instance) -> str:
+                return _expand_specifiers(value, unit=unit_name, instance=inst, home=home)
+
+            if not _names_checkout(entries, root, expand):
+                continue
+            modes = _values(entries, "Service", "KillMode")
+            found.append(
+                UnitFinding(
+                    path=unit,
+                    kill_mode=modes[-1] if modes else None,
+                    user_unit="/systemd/user" in unit.parent.as_posix(),
+                )
+            )
+    return found
+
+
+def _check_systemd(ctx: _Context) -> Check:
+    assert ctx.root is not None
+    units = find_units(ctx.root)
+    if not units:
+        return Check("systemd", "ok", "systemd: no unit found for this checkout (cron, or none installed)")
+    findings = []
+    for unit in units:
+        mode = unit.kill_mode or "control-group"
+        reload = "systemctl --user daemon-reload" if unit.user_unit else "systemctl daemon-reload"
+        if mode == "process":
+            findings.append(_Found("ok", f"systemd unit {unit.path} has KillMode=process"))
+        elif mode == "none":
+            findings.append(
+                _Found(
+                    "warning",
+                    f"systemd unit {unit.path} has KillMode=none: jobs survive the tick, but systemd "
+                    "deprecates it",
+                    f"use KillMode=process under [Service] in {unit.path}, then `{reload}`",
+                )
+            )
+        else:
+            shown = f"KillMode={mode}" + ("" if unit.kill_mode else " (the default)")
+            findings.append(
+                _Found(
+                    "fail",
+                    f"systemd unit {unit.path} runs ralph here with {shown}: when the tick exits, systemd "
+                    "kills every process it started, so every agent and CI job dies with the tick",
+                    f"add `KillMode=process` under [Service] in {unit.path}, then `{reload}`",
+                )
+            )
+    worst = max(findings, key=lambda f: _SEVERITY[f.level])
+    fixes = "; ".join(f.fix for f in findings if f.fix)
+    return Check("systemd", worst.level, "; ".join(f.detail for f in findings), fixes or None)
+
+
+# --- jobs and workspaces --------------------------------------------------------------------------------
+
+
+def _check_jobs(ctx: _Context) -> Check:
+    state = _need_state(ctx)
+    grace = (ctx.config.parallel if ctx.config else ParallelConfig()).kill_grace_seconds
+    live: list[str] = []
+    problems: list[tuple[Level, str, str]] = []
+    for worker in state.workers:
+        job = worker.job
+        if worker.lifecycle not in Lifecycle.active() or job is None:
+            continue
+        what = f"{worker.task_id} ({worker.lifecycle}): its {job.kind} job (pid {job.pid})"
+        # The very test a tick makes (ralph.job.check): result file first, then (boot, pid, start) identity.
+        outcome, _ = jobs.check(
+            job.identity, Path(job.result_path), deadline=job.deadline, grace_s=grace, now=ctx.now
+        )
+        if outcome is jobs.Outcome.RUNNING:
+            live.append(f"{worker.task_id} {job.kind} pid {job.pid}")
+        elif outcome is jobs.Outcome.FINISHED:
+            live.append(f"{worker.task_id} {job.kind} finished")
+        elif outcome is jobs.Outcome.OVERDUE:
+            problems.append(
+                (
+                    "warning",
+                    f"{what} is still alive past its deadline {format_z(job.deadline)}",
+                    f"the next tick kills its process group; if ticks are not running, check the lock "
+                    f"and the timer, or `ralph cancel {worker.task_id}`",
+                )
+            )
+        else:
+            problems.append(
+                (
+                    "warning",
+                    f"{what} is gone and left no result (killed, or the host restarted); the next tick will "
+                    "mark it lost",
+                    "nothing to do by hand: the attempt fails and is retried while attempts are left. If "
+                    f"jobs die like this often, read {job.log_path} and check the systemd unit's KillMode",
+                )
+            )
+    if problems:
+        return _combined("jobs", problems)
+    if not live:
+        return Check("jobs", "ok", "jobs: none recorded as running")
+    return Check("jobs", "ok", f"jobs: {len(live)} recorded, all accounted for ({', '.join(live)})")
+
+
+def _check_workspaces(ctx: _Context) -> Check:
+    state = _need_state(ctx)
+    config, paths = _need_config(ctx)
+    base, remote = ctx.base or "main", config.git.remote
+    problems: list[tuple[Level, str, str]] = []
+    for worker in state.workers:
+        if worker.lifecycle not in _NEEDS_WORKSPACE or Path(worker.workspace_path).exists():
+            continue
+        problems.append(_missing_workspace(worker))
+    recorded = {Path(w.workspace_path).resolve() for w in state.workers}
+    root = paths.workspace_root
+    orphans = (
+        sorted(p for p in root.iterdir() if (p.is_dir() or p.is_symlink()) and p.resolve() not in recorded)
+        if root.is_dir()
+        else []
+    )
+    if orphans:
+        names = ", ".join(p.name for p in orphans)
+        example = orphans[0]
+        problems.append(
+            (
+                "warning",
+                f"{_plural(len(orphans), 'workspace')} in {paths.relative(root)} with no worker record "
+                f"(orphans): {names}",
+                f"`ralph discard {example.name}` saves any commits of its own to refs/ralph/attic/ and "
+                f"removes it (look first with `git -C {example} log --oneline {remote}/{base}..HEAD`)",
+            )
+        )
+    if problems:
+        return _combined("workspaces", problems)
+    count = sum(1 for w in state.workers if Path(w.workspace_path).exists())
+    return Check("workspaces", "ok", f"workspaces: {count} on disk, each owned by a worker record")
+
+
+def _missing_workspace(worker: Worker) -> tuple[Level, str, str]:
+    what = f"{worker.task_id} ({worker.lifecycle}) has no workspace at {worker.workspace_path}"
+    if worker.lifecycle in Lifecycle.active():
+        return (
+            "fail",
+            what + ": its job has nothing to work in",
+            f"`ralph cancel {worker.task_id}` stops its job and ends the record; "
+            f"`ralph retry {worker.task_id}` starts it afresh",
+        )
+    return (
+        "warning",
+        what + ": its verified work cannot be landed from it",
+        f"`ralph discard {worker.task_id}` drops the record (the task stays queued and starts afresh)",
+    )
+
+
+# In the order they are printed: the machine, then the checkout, what a tick needs first coming first.
+def _check_paused(ctx: _Context) -> Check:
+    _, paths = _need_config(ctx)
+    paused = read_pause(paths.pause)
+    if paused is None:
+        return Check("paused", "ok", "not paused: ticks start new tasks")
+    return Check(
+        "paused",
+        "warning",
+        f"{paused.describe()}: ticks start no new task",
+        "`ralph resume` when new work may start again",
+    )
+
+
+_MACHINE_CHECKS: Final[tuple[tuple[str, Callable[[_Context], Check]], ...]] = (
+    ("git", _check_git),
+    ("user", _check_user),
+    ("repository", _check_repository),
+)
+_CHECKOUT_CHECKS: Final[tuple[tuple[str, Callable[[_Context], Check]], ...]] = (
+    ("config", _check_config),
+    ("identity", _check_identity),
+    ("origin", _check_origin),
+    ("queue", _check_queue),
+    ("state", _check_state),
+    ("lock", _check_lock),
+    ("workspace_root", _check_workspace_root),
+    ("agent", _check_agent),
+    ("ci", _check_ci),
+    ("systemd", _check_systemd),
+    ("jobs", _check_jobs),
+    ("workspaces", _check_workspaces),
+    ("paused", _check_paused),
+)
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _combined(name: str, problems: Sequence[tuple[Level, str, str]]) -> Check:
+    """One check from several findings: the worst level, every detail and every fix."""
+    level = max((p[0] for p in problems), key=lambda lv: _SEVERITY[lv])
+    return Check(
+        name, level, f"{name}: " + "; ".join(p[1] for p in problems), "; ".join(p[2] for p in problems)
+    )
+
+
+def _git_message(stderr: str) -> str:
+    """The line of git's stderr that says what went wrong (not its closing advice)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    fatal = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    return (fatal or lines or ["no message"])[0]
