@@ -16,7 +16,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TypeVar
 
@@ -47,20 +47,20 @@ class Source:
     done_path: str
     base_ref: str  # refs/remotes/<remote>/<base>
     label: str  # how messages name the base: origin/main
+    blobs: Mapping[str, bytes] = field(default_factory=dict, compare=False)  # tracked files, as read
 
 
 def detect_source(checkout: Checkout, git: Git, base: str) -> Source:
     """Tracked when both files are on the remote base; untracked when both are ignored here."""
     base_ref = f"refs/remotes/{checkout.remote}/{base}"
     label = f"{checkout.remote}/{base}"
-    listing = git.run("ls-tree", "-z", "--name-only", base_ref, "--", *QUEUE_NAMES, *DONE_NAMES).stdout
-    present = set(filter(None, listing.split("\0")))
+    present = _read_files(git, base_ref, (*QUEUE_NAMES, *DONE_NAMES))
     queue_tracked = [n for n in QUEUE_NAMES if n in present]
     done_tracked = [n for n in DONE_NAMES if n in present]
     if len(queue_tracked) > 1 or len(done_tracked) > 1:
         raise QueueError(f"{label} has both .json and .jsonc queue files; keep one of each")
     if queue_tracked and done_tracked:
-        return Source(Mode.TRACKED, queue_tracked[0], done_tracked[0], base_ref, label)
+        return Source(Mode.TRACKED, queue_tracked[0], done_tracked[0], base_ref, label, present)
     queue_rel = checkout.paths.relative(checkout.paths.queue_file())
     done_rel = checkout.paths.relative(checkout.paths.done_file())
     if not queue_tracked and not done_tracked:
@@ -90,8 +90,28 @@ def read_queues(checkout: Checkout, git: Git, source: Source) -> Queues:
 
 def _read_blob(git: Git, source: Source, path: str) -> QueueFile:
     # parse_queue_file applies the size limit to the bytes, as load_queue_file does to a file.
-    data = git.run_bytes("cat-file", "blob", f"{source.base_ref}:{path}")
+    data = source.blobs.get(path)
+    if data is None:
+        data = git.run_bytes("cat-file", "blob", f"{source.base_ref}:{path}")
     return parse_queue_file(data, f"{source.label}:{path}")
+
+
+def _read_files(git: Git, ref: str, names: tuple[str, ...]) -> dict[str, bytes]:
+    """The files among `names` that `ref` has, with their contents: one git call for all of them."""
+    out = git.run("cat-file", "--batch", input="".join(f"{ref}:{name}\n" for name in names)).data
+    found: dict[str, bytes] = {}
+    pos = 0
+    for name in names:
+        eol = out.index(b"\n", pos)
+        header = out[pos:eol].decode(errors="replace")
+        pos = eol + 1
+        if header.endswith(" missing"):
+            continue
+        _, kind, size = header.rsplit(" ", 2)
+        if kind == "blob":
+            found[name] = out[pos : pos + int(size)]
+        pos += int(size) + 1  # the content, then a newline
+    return found
 
 
 def read_current_queues(checkout: Checkout, git: Git, base: str) -> Queues:

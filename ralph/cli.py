@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ralph import __version__
-from ralph.config import RUNNER_NAMES
+from ralph.constants import RUNNER_NAMES
 from ralph.errors import ExitCode, RalphError
 from ralph.log import quiet_info_logs, setup_logging
 
@@ -89,10 +89,16 @@ def _json_option(help_text: str = "Print one JSON document on stdout.") -> Calla
     help="Run as if started in DIR (the control checkout).",
     metavar="DIR",
 )
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Append log lines (with times) to PATH instead of stderr; safe with logrotate moving it.",
+)
 @click.option("-v", "--verbose", count=True, help="More detail on stderr (repeat for more).")
 @click.option("-q", "--quiet", count=True, help="Less detail on stderr: -q warnings only, -qq errors only.")
 @click.pass_context
-def cli(ctx: click.Context, directory: Path | None, verbose: int, quiet: int) -> None:
+def cli(ctx: click.Context, directory: Path | None, log_file: Path | None, verbose: int, quiet: int) -> None:
     """Run AI coding agents in parallel on one git repository and land their CI-verified work.
 
     Each `ralph run` is one short tick, meant for cron or a systemd timer: it advances every worker,
@@ -105,7 +111,7 @@ def cli(ctx: click.Context, directory: Path | None, verbose: int, quiet: int) ->
       ralph run --workers 3           one tick (put this in cron)
       ralph status                    what every worker is doing
     """
-    setup_logging(verbose - quiet)
+    setup_logging(verbose - quiet, log_file)
     ctx.obj = Globals(start=(directory or Path.cwd()).absolute())
 
 
@@ -343,6 +349,40 @@ def demo(directory: Path | None, workers: int) -> None:
     from ralph.commands.demo import demo as run_demo
 
     click.get_current_context().exit(int(run_demo(directory=directory, workers=workers)))
+
+
+@cli.command()
+@click.option("--reason", default="", help="Why; shown by `ralph status` and in every tick's log line.")
+@click.pass_context
+def pause(ctx: click.Context, reason: str) -> None:
+    """Stop starting new tasks; work in flight still runs, is verified and lands. Undo with `ralph resume`."""
+    from ralph.commands.pause import pause as pause_ticks
+
+    _finish(ctx, pause_ticks(start=_start(ctx), reason=reason))
+
+
+@cli.command()
+@click.pass_context
+def resume(ctx: click.Context) -> None:
+    """Start new tasks again after `ralph pause`."""
+    from ralph.commands.pause import resume as resume_ticks
+
+    _finish(ctx, resume_ticks(start=_start(ctx)))
+
+
+@cli.command()
+@click.option("--cron", is_flag=True, help="Resolve commands with cron's bare PATH (/usr/bin:/bin).")
+@click.option("--allow-root", is_flag=True, help="Do not fail the check for running as root.")
+@_json_option()
+@click.pass_context
+def doctor(ctx: click.Context, cron: bool, allow_root: bool, as_json: bool) -> None:
+    """Check this checkout and machine for what would make unattended ticks fail, and say how to fix it.
+
+    Read-only: it changes nothing. Exits 1 when a check fails (warnings do not).
+    """
+    from ralph.commands.doctor import doctor as run_doctor
+
+    _finish(ctx, run_doctor(start=_start(ctx), as_json=as_json, cron=cron, allow_root=allow_root))
 
 
 def main() -> None:

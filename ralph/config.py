@@ -5,16 +5,17 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import tomli_w
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator, model_validator
 
+from ralph.constants import RUNNER_NAMES
 from ralph.errors import ConfigError
 from ralph.models import FileModel, Text, describe_validation_error, no_nul
 
 RunnerName = Literal["claude", "codex", "gemini", "opencode", "aider", "command"]
-RUNNER_NAMES: tuple[str, ...] = ("claude", "codex", "gemini", "opencode", "aider", "command")
+assert get_args(RunnerName) == RUNNER_NAMES  # one list, spelled twice only for the type checker
 
 PositiveInt = Annotated[int, Field(ge=1)]
 NonEmptyText = Annotated[str, Field(min_length=1), AfterValidator(no_nul)]
@@ -72,6 +73,9 @@ class ParallelConfig(FileModel):
     tick_budget_s: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 45
     # DESIGN §4.2: a job past its deadline gets SIGTERM, then SIGKILL this many seconds later.
     kill_grace_seconds: Annotated[float, Field(gt=0, le=600, allow_inf_nan=False)] = 10
+    # Each log ralph keeps (a task's agent.log and ci.log, events.jsonl) is rotated past this size,
+    # keeping one older copy (<name>.1): bounded disk use on a host nobody watches.
+    log_max_bytes: Annotated[int, Field(ge=64 * 1024)] = 10 * 1024 * 1024
     ignored_file_allowlist: list[NonEmptyText] = []
 
 

@@ -123,3 +123,33 @@ def copy_aside(path: Path, suffix: str) -> Path:
             os.unlink(tmp)
     fsync_directory(directory)
     return target
+
+
+def rotate(path: Path, limit: int) -> bool:
+    """Move `path` to `<path>.1` (replacing an older one) once it is larger than `limit` bytes.
+
+    For a file nobody holds open: the next writer starts a fresh one.
+    """
+    try:
+        if path.stat().st_size <= limit:
+            return False
+    except FileNotFoundError:
+        return False
+    os.replace(path, path.with_name(path.name + ".1"))
+    return True
+
+
+def copy_truncate(path: Path, limit: int) -> bool:
+    """Copy `path` to `<path>.1` and empty it, once it is larger than `limit` bytes.
+
+    For a log a running process appends to (O_APPEND): it goes on writing at the new end of the same
+    file, as with logrotate's copytruncate. Lines written between the copy and the truncation are lost.
+    """
+    try:
+        if path.stat().st_size <= limit:
+            return False
+    except FileNotFoundError:
+        return False
+    write_atomic(path.with_name(path.name + ".1"), path.read_bytes())
+    os.truncate(path, 0)
+    return True

@@ -108,6 +108,10 @@ class Paths:
         return self.parallel / "events.jsonl"
 
     @property
+    def pause(self) -> Path:
+        return self.parallel / "paused"
+
+    @property
     def runs(self) -> Path:
         return self.parallel / "runs"
 

@@ -29,11 +29,12 @@ from ralph.clock import format_z
 from ralph.config import Config
 from ralph.crash import crashpoint
 from ralph.errors import GitError, PreflightError, RalphError, StateError
-from ralph.files import write_atomic
+from ralph.files import copy_truncate, rotate, write_atomic
 from ralph.git import Git
 from ralph.ledger import Ledger
 from ralph.lock import TickLock
 from ralph.paths import Paths, is_within
+from ralph.pause import read_pause
 from ralph.queue import Queues, Task, TaskStatus, select_runnable
 from ralph.state import Job, JobKind, Lifecycle, State, Worker, load_state, prune_terminal
 
@@ -315,6 +316,7 @@ class Tick:
         new: bool,
     ) -> None:
         """Start a job, record it, save, and only then let it run (the two-phase start in ralph.job)."""
+        rotate(Path(spec.log_path), self.config.parallel.log_max_bytes)
         started = jobs.start(spec, spec_path)
         worker.job = Job(
             kind=JobKind(spec.kind),
@@ -357,6 +359,7 @@ def run_tick(
     git = checkout.git()
     base = checkout.base_branch()
     with TickLock(checkout.paths.lock, now=now):
+        rotate(checkout.paths.events, checkout.config.parallel.log_max_bytes)
         ledger = Ledger.load(
             checkout.paths, now=now, target_branch=base, remote=checkout.remote, hooks=checkout.config.hooks
         )
@@ -371,13 +374,17 @@ def run_tick(
             started=waiting.monotonic(),
         )
         crashpoint("after-load")
+        loaded = _content(tick.state)
         _retarget(tick)
         _prune(tick)
         _preflight(tick)
         tick.fetch()
         _advance(tick)
         _spawn(tick)
-        tick.save()
+        # A tick that changed nothing writes nothing (cron runs many of those), except the first,
+        # so that status can tell a tick ran.
+        if ledger.on_disk is None or _content(tick.state) != loaded:
+            tick.save()
         crashpoint("after-save")
     tick.report.workers = _lifecycle_counts(tick.state)
     return tick.report
@@ -518,6 +525,7 @@ def _advance_worker(tick: Tick, worker: Worker) -> None:
             identity, Path(job.result_path), deadline=job.deadline, grace_s=grace, now=tick.now
         )
         if outcome is jobs.Outcome.RUNNING:
+            copy_truncate(Path(job.log_path), tick.config.parallel.log_max_bytes)
             return
         if outcome is jobs.Outcome.OVERDUE:
             if proc.kill_group(identity, grace_s=grace):
@@ -674,6 +682,11 @@ def _runnable(tick: Tick) -> list[Task]:
 
 
 def _spawn(tick: Tick) -> None:
+    paused = read_pause(tick.paths.pause)
+    if paused is not None:
+        if _runnable(tick):
+            logger.info("not starting new tasks: %s; `ralph resume` to go on", paused.describe())
+        return
     limit = _capacity(tick)
     if tick.options.max_tasks:
         limit = min(limit, tick.options.max_tasks)
@@ -731,6 +744,11 @@ def _workspace_setup(tick: Tick) -> workspace.Setup:
         hook_timeout_s=tick.config.hooks.timeout_seconds,
         hook_env=runners.child_env(task_id="", workspace="", base_branch=tick.base),
     )
+
+
+def _content(state: State) -> dict[str, Any]:
+    """The state as saved, but for its own timestamp."""
+    return state.model_dump(exclude={"updated_at"})
 
 
 def _lifecycle_counts(state: State) -> dict[str, int]:

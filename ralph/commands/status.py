@@ -6,6 +6,7 @@ The state file is replaced atomically, so a reader never sees a torn file and ne
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from ralph.clock import now as read_clock
 from ralph.commands._output import age, duration, emit_json, one_line, table
 from ralph.errors import ExitCode, GitError, PreflightError, QueueError
 from ralph.markers import read_blocked_push, read_ci_failure
+from ralph.pause import read_pause
 from ralph.queue import TaskStatus
 from ralph.state import Lifecycle, State, Worker, load_state
 
@@ -63,6 +65,7 @@ def build_status(checkout: Checkout, now: datetime) -> dict[str, Any]:
         "queue": queue_counts,
         "archive": archive_counts,
         "queue_error": queue_error,
+        "paused": None if (paused := read_pause(checkout.paths.pause)) is None else asdict(paused),
         "lifecycle_counts": {str(k): v for k, v in _lifecycle_counts(state).items()},
         "workers": [_worker_doc(w, titles.get(w.task_id), checkout, now) for w in state.workers],
     }
@@ -134,6 +137,10 @@ def _worker_doc(worker: Worker, title: str | None, checkout: Checkout, now: date
 
 def render_status(doc: dict[str, Any], now: datetime) -> str:
     lines = [f"base: {doc['remote']}/{doc['target_branch']}    repository: {doc['repository']}"]
+    if doc["paused"]:
+        p = doc["paused"]
+        why = f": {p['reason']}" if p["reason"] else ""
+        lines.append(f"PAUSED since {p['since']} by {p['by']}{why} (no new tasks start; `ralph resume`)")
     if doc["queue_error"]:
         lines.append(f"queue: unreadable: {doc['queue_error']}")
     elif doc["queue"] is not None:

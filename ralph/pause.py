@@ -1,0 +1,57 @@
+"""The pause file: while it exists, ticks start no new task; work in flight still runs, is verified and lands.
+
+`ralph pause` writes `.ralph/cache/parallel/paused` (JSON: when, why, by whom); `ralph resume` removes it.
+A file, not a state field, so that pausing needs no lock and works even while a tick runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+from ralph.clock import format_z
+from ralph.files import write_atomic
+
+
+@dataclass(frozen=True)
+class Pause:
+    since: str
+    reason: str
+    by: str
+
+    def describe(self) -> str:
+        why = f": {self.reason}" if self.reason else ""
+        return f"paused since {self.since} by {self.by}{why}"
+
+
+def pause(path: Path, *, now: datetime, reason: str) -> Pause:
+    marker = Pause(since=format_z(now), reason=reason, by=os.environ.get("USER") or f"uid {os.getuid()}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, (json.dumps(asdict(marker), indent=2) + "\n").encode())
+    return marker
+
+
+def resume(path: Path) -> bool:
+    """Remove the pause file; False if there was none."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def read_pause(path: Path) -> Pause | None:
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        # A pause file someone wrote by hand (`touch paused`) still pauses.
+        return Pause(since="?", reason="(unreadable pause file)", by="?")
+    with contextlib.suppress(TypeError):
+        return Pause(**raw)
+    return Pause(since="?", reason="(unreadable pause file)", by="?")
