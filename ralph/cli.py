@@ -13,7 +13,7 @@ import click
 from ralph import __version__
 from ralph.constants import RUNNER_NAMES
 from ralph.errors import ExitCode, RalphError
-from ralph.log import quiet_info_logs, setup_logging
+from ralph.log import logs_to_file, quiet_info_logs, setup_logging
 
 logger = logging.getLogger("ralph")
 
@@ -29,6 +29,10 @@ class RalphGroup(click.Group):
         except RalphError as e:
             prefix = "ralph: " if e.exit_code == ExitCode.LOCKED else "ralph: error: "
             click.echo(prefix + str(e), err=True)
+            if logs_to_file():
+                # With --log-file the log is where a person looks (cron may mail nothing): say it there too.
+                level = logging.INFO if e.exit_code == ExitCode.LOCKED else logging.ERROR
+                logger.log(level, "%s", e)
             ctx.exit(int(e.exit_code))
         except KeyboardInterrupt:
             click.echo("ralph: interrupted", err=True)

@@ -39,6 +39,10 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
         pass  # always sys.stderr; StreamHandler.__init__ and setStream assign here
 
 
+def logs_to_file() -> bool:
+    return any(isinstance(h, logging.handlers.WatchedFileHandler) for h in logging.getLogger().handlers)
+
+
 def quiet_info_logs() -> None:
     """Drop INFO and DEBUG lines from here on, as -q does; for --json (style rule 13)."""
     root = logging.getLogger()

@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -180,3 +181,54 @@ def test_pause_file_written_by_hand_still_pauses(project: Project) -> None:
     project.paths.pause.write_text("")  # `touch paused`
     project.tick()
     assert project.state().workers == []
+
+
+def test_the_documented_cron_line_ticks_in_crons_bare_environment(origin: Path, tmp_path: Path) -> None:
+    """contrib/cron/ralph.crontab's PATH and command line, run the way cron runs them: `env -i`."""
+    crontab = (Path(__file__).resolve().parent.parent / "contrib" / "cron" / "ralph.crontab").read_text()
+    path_line = next(line for line in crontab.splitlines() if line.startswith("PATH="))
+    entry = next(line for line in crontab.splitlines() if line.startswith("* * * * *"))
+    command = entry.split(None, 5)[5]
+    home = tmp_path / "home"
+    (home / ".local" / "bin").mkdir(parents=True)
+    # As `pipx install ralph` would: ralph in ~/.local/bin, which only the crontab's PATH line names.
+    (home / ".local" / "bin" / "ralph").symlink_to(Path(sys.executable).with_name("ralph"))
+    (home / ".gitconfig").write_text("[user]\n\tname = Cron\n\temail = cron@example.com\n")
+    checkout = home / "src" / "app"
+    subprocess.run(["git", "clone", "-q", str(origin), str(checkout)], check=True)
+    project = make_project(origin, checkout)
+    task = project.add("Ticked by cron")
+    if os.geteuid() == 0:  # this sandbox runs as root; a real crontab belongs to a user and needs no flag
+        command = command.replace(" run ", " run --allow-root ")
+    env = {
+        "SHELL": "/bin/sh",
+        "HOME": str(home),
+        "LOGNAME": "me",
+        "PATH": path_line[5:].replace("/home/me", str(home)),
+    }
+    for _ in range(40):
+        done = subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in env.items()), "/bin/sh", "-c", command])
+        assert done.returncode == 0
+        state = project.state()
+        if state.workers and state.workers[0].lifecycle is Lifecycle.COMPLETED:
+            break
+        time.sleep(0.5)
+    assert project.worker(task).lifecycle is Lifecycle.COMPLETED
+    log = (checkout / ".ralph" / "cache" / "ralph.log").read_text()
+    assert f"INFO {task} landed " in log
+    assert "error" not in log.lower()
+
+
+def test_with_a_log_file_an_error_is_written_there_too(project: Project, tmp_path: Path) -> None:
+    log = tmp_path / "ralph.log"
+    (project.control / ".ralph" / "queue.json").write_text("{ broken")
+    project.commit_and_push("break the queue")
+    result = subprocess.run(
+        [sys.executable, "-m", "ralph", "--log-file", str(log), "-C", str(project.control), "run", "--allow-root"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("ralph: error: origin/main:.ralph/queue.json: not valid JSON")
+    line = log.read_text().splitlines()[-1]
+    assert " ERROR origin/main:.ralph/queue.json: not valid JSON" in line
