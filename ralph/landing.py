@@ -1,10 +1,10 @@
 """Landing: verified work goes straight onto the base branch, by a push with a lease (DESIGN §6).
 
-For a worker in `integrating`, each attempt: is the verified commit already on the base (a crash
-after an earlier push)? Is the task still wanted? Rebase onto a moved base in the workspace; verify
-the new tree again if its code changed; fetch the work into the control repository; build the
-bookkeeping commit that archives the task, from the base as it is now; push exactly that, with a
-lease on the base it was built on; classify what the remote said. Races back off and try again,
+For a worker in `integrating`, each attempt: fetch the work into the control repository; is it
+already on the base (a crash after an earlier push)? Is the task still wanted? Rebase onto a moved
+base, in a worktree of the control repository; verify the new tree again if its code changed; build
+the bookkeeping commit that archives the task, from the base as it is now; push exactly that, with
+a lease on the base it was built on; classify what the remote said. Races back off and try again,
 inside the tick while its budget lasts, on a later tick after that.
 
 Only a tree that passed the CI gate is pushed: the bookkeeping commit changes nothing but the queue
@@ -103,8 +103,7 @@ def _attempt(tick: Tick, worker: Worker) -> Attempt:
     assert worker.verified_sha is not None and tick.queues is not None and tick.source is not None
     path = Path(worker.workspace_path)
     base_ref = f"refs/remotes/{tick.checkout.remote}/{tick.base}"
-    if not _have_commit(tick, worker.verified_sha):
-        _import(tick, worker, worker.verified_sha)
+    _import(tick, worker, worker.verified_sha)
     if is_ancestor(tick.git, worker.verified_sha, base_ref):
         # Landed by an earlier tick that stopped before it could record it: never push twice.
         _landed(tick, worker, _landing_commit(tick, worker.verified_sha, base_ref))
@@ -120,7 +119,6 @@ def _attempt(tick: Tick, worker: Worker) -> Attempt:
         tick.block(worker, str(e))
         tick.save()
         return Attempt.SETTLED
-    _import(tick, worker, worker.verified_sha)
     commit = _bookkeeping_commit(tick, worker, task, followups)
     pushed = push_with_lease(
         tick.git,
@@ -162,7 +160,6 @@ def _rebase(tick: Tick, worker: Worker, task: Task) -> bool:
         )
         tick.save()
         return False
-    _import(tick, worker, worker.verified_sha)
     scratch = tick.paths.cache / "rebase" / worker.task_id
     new_head, conflicts = rebase(
         tick.git, scratch=scratch, onto=tick.base_sha, upstream=worker.base_sha, head=worker.verified_sha
