@@ -61,7 +61,10 @@ def land(tick: Tick, worker: Worker) -> None:
     if worker.next_attempt_at is not None and tick.now < worker.next_attempt_at:
         return
     parallel = tick.config.parallel
-    while _attempt(tick, worker) is Attempt.RETRY:
+    while True:
+        tick.refetch_if_stale()
+        if _attempt(tick, worker) is not Attempt.RETRY:
+            return
         if worker.push_attempts >= parallel.max_push_attempts:
             tick.block(
                 worker,
@@ -90,7 +93,7 @@ def land(tick: Tick, worker: Worker) -> None:
         )
         tick.save()
         tick.waiting.sleep(delay)
-        tick.fetch()
+        tick.fetch()  # the race says the base moved: look again, whatever the clock says
 
 
 def backoff_s(schedule_ms: list[int], attempt: int, rng: Any) -> float:
@@ -119,7 +122,7 @@ def _attempt(tick: Tick, worker: Worker) -> Attempt:
         tick.block(worker, str(e))
         tick.save()
         return Attempt.SETTLED
-    commit = _bookkeeping_commit(tick, worker, task, followups)
+    commit, pushed_queues = _bookkeeping_commit(tick, worker, task, followups)
     pushed = push_with_lease(
         tick.git,
         remote=tick.checkout.remote,
@@ -131,7 +134,7 @@ def _attempt(tick: Tick, worker: Worker) -> Attempt:
     if pushed.status is PushStatus.OK:
         crashpoint("after-push-before-save")
         tick.git.run("update-ref", base_ref, commit)
-        _landed(tick, worker, commit, followups=followups)
+        _landed(tick, worker, commit, followups=followups, queues=pushed_queues)
         return Attempt.SETTLED
     if pushed.status is PushStatus.PERMANENT:
         worker.push_attempts += 1
@@ -170,6 +173,8 @@ def _rebase(tick: Tick, worker: Worker, task: Task) -> bool:
     if new_head is None:
         limit = tick.config.agent.max_remediations
         listed = ", ".join(conflicts) or "(unnamed)"
+        if worker.remediations < limit and not _slot_free(tick, worker, "resolve a rebase conflict"):
+            return False
         if worker.remediations >= limit:
             tick.block(
                 worker,
@@ -199,12 +204,15 @@ def _rebase(tick: Tick, worker: Worker, task: Task) -> bool:
         )
         return False
     head = new_head
-    ws.run("update-ref", "--no-deref", "HEAD", head)  # the CI gate checks it out, inside its job
     verified = worker.verified_sha
+    changed = code_changed(tick.git, verified, head, ignore=_bookkeeping_paths(tick))
+    verify = changed and bool(tick.config.ci.command) and tick.config.ci.verify_rebased
+    if verify and not _slot_free(tick, worker, "verify its rebased work"):
+        return False
+    ws.run("update-ref", "--no-deref", "HEAD", head)  # the CI gate checks it out, inside its job
     worker.base_sha = tick.base_sha
     worker.head_sha = head
-    changed = code_changed(tick.git, verified, head, ignore=_bookkeeping_paths(tick))
-    if changed and tick.config.ci.command and tick.config.ci.verify_rebased:
+    if verify:
         worker.verified_sha = None
         tick.start_ci(worker, f"rebased onto {tick.base_sha[:10]} ({head[:10]}); CI gate again")
         return False
@@ -215,6 +223,15 @@ def _rebase(tick: Tick, worker: Worker, task: Task) -> bool:
     return True
 
 
+def _slot_free(tick: Tick, worker: Worker, why: str) -> bool:
+    """A job to verify or remediate counts toward --workers like any other; without a free slot the
+    worker waits in `integrating` (its rebase thrown away) and tries again next tick."""
+    if tick.free_slots() > 0:
+        return True
+    logger.info("%s: waiting for a free worker slot to %s", worker.task_id, why)
+    return False
+
+
 def rebase(git: Git, *, scratch: Path, onto: str, upstream: str, head: str) -> tuple[str | None, list[str]]:
     """Replay `upstream..head` onto `onto`: (the new head, []) or (None, the conflicting paths).
 
@@ -222,7 +239,7 @@ def rebase(git: Git, *, scratch: Path, onto: str, upstream: str, head: str) -> t
     follows ralph's own configuration, never a workspace's (whose filters the agent could have set).
     A conflicted rebase is aborted and its worktree removed, leaving no rebase state anywhere.
     """
-    _drop_worktree(git, scratch)
+    _drop_worktree(git, scratch)  # one a killed tick left behind
     scratch.parent.mkdir(parents=True, exist_ok=True)
     git.run("worktree", "add", "--quiet", "--detach", str(scratch), head)
     try:
@@ -243,8 +260,9 @@ _NO_HOOKS = ("-c", "core.hooksPath=/dev/null", "-c", "core.editor=true", "-c", "
 def _drop_worktree(git: Git, scratch: Path) -> None:
     if scratch.exists():
         git.run("worktree", "remove", "--force", str(scratch), ok=tuple(range(256)))
-        shutil.rmtree(scratch, ignore_errors=True)
-    git.run("worktree", "prune")
+        if scratch.exists():  # remove refused (a broken worktree): delete it, then forget it
+            shutil.rmtree(scratch, ignore_errors=True)
+            git.run("worktree", "prune")
 
 
 def code_changed(git: Git, before: str, after: str, *, ignore: tuple[str, ...]) -> bool:
@@ -285,21 +303,23 @@ def _import(tick: Tick, worker: Worker, sha: str) -> None:
     tick.git.run("update-ref", "-d", ref)  # the objects stay; the ref was only the way in
 
 
-def _bookkeeping_commit(tick: Tick, worker: Worker, task: Task, followups: list[Task]) -> str:
-    """The commit that is pushed: in tracked mode, the verified commit plus the task archived."""
+def _bookkeeping_commit(
+    tick: Tick, worker: Worker, task: Task, followups: list[Task]
+) -> tuple[str, Queues | None]:
+    """The commit to push, and the queue files it carries: in tracked mode, the verified commit plus one
+    that archives the task; untracked, the verified commit alone (the files are this host's)."""
     assert worker.verified_sha is not None and tick.queues is not None and tick.source is not None
     if tick.source.mode is Mode.UNTRACKED:
-        return worker.verified_sha
+        return worker.verified_sha, None
     # Rebuilt from the base as it is now, so other workers' entries are never touched.
-    queue = tick.queues.queue.model_copy(deep=True)
-    done = tick.queues.done.model_copy(deep=True)
-    archive(queue, done, task.id, tick.now.replace(microsecond=0))
+    queue, done = archive(tick.queues.queue, tick.queues.done, task.id, tick.now.replace(microsecond=0))
     queue.tasks.extend(followups)
     files = {tick.source.queue_path: render_queue_file(queue), tick.source.done_path: render_queue_file(done)}
     added = f" (+{len(followups)} follow-up{'s' if len(followups) != 1 else ''})" if followups else ""
-    return commit_files(
+    commit = commit_files(
         tick.git, parent=worker.verified_sha, files=files, message=f"ralph: archive {task.id}{added}"
     )
+    return commit, Queues(queue, done, tick.queues.queue_name, tick.queues.done_name)
 
 
 def _landing_commit(tick: Tick, verified: str, base_ref: str) -> str:
@@ -308,7 +328,15 @@ def _landing_commit(tick: Tick, verified: str, base_ref: str) -> str:
     return children[0] if children else verified
 
 
-def _landed(tick: Tick, worker: Worker, commit: str, *, followups: list[Task] | None = None) -> None:
+def _landed(
+    tick: Tick,
+    worker: Worker,
+    commit: str,
+    *,
+    followups: list[Task] | None = None,
+    queues: Queues | None = None,
+) -> None:
+    """Record a landing. `queues` are the files just pushed, when ralph pushed them in this tick."""
     assert tick.source is not None
     if tick.source.mode is Mode.UNTRACKED:
         _archive_locally(tick, worker.task_id, followups or [])
@@ -322,19 +350,25 @@ def _landed(tick: Tick, worker: Worker, commit: str, *, followups: list[Task] | 
     tick.ledger.transition(worker, Lifecycle.COMPLETED, f"landed {commit[:10]} on {tick.base}", sha=commit)
     tick.act(worker.task_id, "landed", f"landed {commit[:10]} on {tick.base}")
     tick.save()
-    tick.remove_workspace(worker)
-    tick.read_base()  # the task is done now; what depended on it may start in this tick
+    tick.remove_workspace(worker, landed=True)
+    # The task is done now, so what depended on it may start in this tick. The files just pushed are
+    # the base's now: no need to read back (and validate again) a queue of thousands of tasks.
+    if queues is not None:
+        tick.queues = queues
+    else:
+        tick.read_base()
 
 
 def _archive_locally(tick: Tick, task_id: str, followups: list[Task]) -> None:
     """Untracked mode: this host's files are the queue; change only this task's record (we hold the lock)."""
     queues = load_local_queues(tick.paths)
+    queue, done = queues.queue, queues.done
     if queues.find(task_id) is not None:
-        archive(queues.queue, queues.done, task_id, tick.now.replace(microsecond=0))
-    known = {t.id for t in queues.queue.tasks}
-    queues.queue.tasks.extend(t for t in followups if t.id not in known)
-    save_queue_file(tick.paths.done_file(), queues.done)
-    save_queue_file(tick.paths.queue_file(), queues.queue)
+        queue, done = archive(queue, done, task_id, tick.now.replace(microsecond=0))
+    known = {t.id for t in queue.tasks}
+    queue.tasks.extend(t for t in followups if t.id not in known)
+    save_queue_file(tick.paths.done_file(), done)
+    save_queue_file(tick.paths.queue_file(), queue)
 
 
 # --- follow-up tasks ------------------------------------------------------------------------------------

@@ -28,7 +28,14 @@ def check_task_id(task_id: str) -> str:
     return task_id
 
 
+# What every ordinary id (RQ-0001) looks like: one regex decides it, without the checks below, which
+# only explain what is wrong with an id that fails it. A 10,000-task queue checks ~24,000 ids.
+_PLAIN_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.))*(?<![.])(?<!\.lock)")
+
+
 def _task_id_problem(task_id: str) -> str | None:
+    if isinstance(task_id, str) and len(task_id) <= MAX_ID_LENGTH and _PLAIN_ID.fullmatch(task_id):
+        return None
     if not isinstance(task_id, str):
         return f"it is not a string but {type(task_id).__name__}"
     if not task_id:

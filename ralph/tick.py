@@ -102,6 +102,8 @@ class Tick:
     queues: Queues | None = None
     base_sha: str = ""
     started: float = 0.0  # monotonic, for the tick budget
+    fetched: float = 0.0  # monotonic, when the base was last fetched
+    remote_url: str = ""  # the remote's fetch URL, as preflight found it
 
     @property
     def now(self) -> datetime:
@@ -148,11 +150,23 @@ class Tick:
 
     def fetch(self) -> None:
         self.base_sha = fetch_base(self.git, remote=self.checkout.remote, base=self.base)
+        self.fetched = self.waiting.monotonic()
         self.read_base()
+
+    def refetch_if_stale(self, max_age_s: float = 1.0) -> None:
+        """Before a push: someone may have pushed since our last look, and a push built on an old base
+        only loses a race. A fetch costs far less than the backoff after one."""
+        if self.waiting.monotonic() - self.fetched > max_age_s:
+            self.fetch()
+
+    def free_slots(self) -> int:
+        """Jobs that may still start: --workers bounds every live job, CI gates and remediations too."""
+        limit = self.options.workers or self.config.parallel.workers
+        return limit - sum(1 for w in self.state.workers if w.lifecycle in Lifecycle.active())
 
     # --- workspaces ------------------------------------------------------------------------------
 
-    def remove_workspace(self, worker: Worker) -> None:
+    def remove_workspace(self, worker: Worker, *, landed: bool = False) -> None:
         """Delete a worker's workspace, saving unlanded commits to the attic first; never fatal."""
         path = Path(worker.workspace_path)
         if not path.exists():
@@ -161,7 +175,13 @@ class Tick:
             logger.warning("%s: not removing %s: it is outside the workspace root", worker.task_id, path)
             return
         try:
-            workspace.remove(path, task_id=worker.task_id, control=self.checkout.root, base_branch=self.base)
+            workspace.remove(
+                path,
+                task_id=worker.task_id,
+                control=self.checkout.root,
+                base_branch=self.base,
+                save=not landed,
+            )
         except (RalphError, OSError) as e:
             logger.warning("%s: could not remove workspace %s: %s", worker.task_id, path, e)
 
@@ -448,7 +468,7 @@ def _preflight(tick: Tick) -> None:
         )
     remote = tick.checkout.remote
     try:
-        tick.git.run("remote", "get-url", remote)
+        tick.remote_url = tick.git.run("remote", "get-url", remote).out
     except GitError:
         raise PreflightError(
             f"no remote {remote!r} in {tick.checkout.root}: add it with `git remote add {remote} <url>` "
@@ -483,7 +503,7 @@ def check_workspace_root(git: Git, paths: Paths) -> None:
         "(or .git/info/exclude)"
     )
     try:
-        ignored = git.is_ignored(rel) or git.is_ignored(f"{rel}/__ralph_ignore_probe__")
+        ignored = git.is_ignored(rel, f"{rel}/__ralph_ignore_probe__")
     except GitError as e:
         raise PreflightError(f"cannot tell whether {rel} is gitignored ({e}); {fixes}") from None
     if not ignored:
@@ -665,11 +685,6 @@ def _job_stem(kind: JobKind, worker: Worker, now: datetime) -> str:
 # --- select and spawn -------------------------------------------------------------------------------
 
 
-def _capacity(tick: Tick) -> int:
-    limit = tick.options.workers or tick.config.parallel.workers
-    return limit - sum(1 for w in tick.state.workers if w.lifecycle in Lifecycle.active())
-
-
 def _runnable(tick: Tick) -> list[Task]:
     assert tick.queues is not None
     return select_runnable(
@@ -687,7 +702,7 @@ def _spawn(tick: Tick) -> None:
         if _runnable(tick):
             logger.info("not starting new tasks: %s; `ralph resume` to go on", paused.describe())
         return
-    limit = _capacity(tick)
+    limit = tick.free_slots()
     if tick.options.max_tasks:
         limit = min(limit, tick.options.max_tasks)
     for task in _runnable(tick)[: max(0, limit)]:
@@ -737,7 +752,7 @@ def _start_task(tick: Tick, task: Task) -> None:
 def _workspace_setup(tick: Tick) -> workspace.Setup:
     return workspace.Setup(
         control=tick.checkout.root,
-        remote_url=tick.git.run("remote", "get-url", tick.checkout.remote).out,
+        remote_url=tick.remote_url,
         base_branch=tick.base,
         allowlist=tuple(tick.config.parallel.ignored_file_allowlist),
         after_create=tuple(tick.config.hooks.after_create),
@@ -778,7 +793,7 @@ def _dry_run(checkout: Checkout, options: TickOptions, now: datetime) -> TickRep
     runners.resolve_agent(checkout.config.agent, checkout.root)
     tick.base_sha = rev(git, f"refs/remotes/{checkout.remote}/{base}")
     tick.read_base()
-    limit = _capacity(tick)
+    limit = tick.free_slots()
     if options.max_tasks:
         limit = min(limit, options.max_tasks)
     runnable = _runnable(tick)

@@ -335,10 +335,11 @@ def save_to_attic(path: Path, *, task_id: str, control: Path, base_branch: str) 
         git.run("update-ref", "-d", incoming)
 
 
-def remove(path: Path, *, task_id: str, control: Path, base_branch: str) -> str | None:
+def remove(path: Path, *, task_id: str, control: Path, base_branch: str, save: bool = True) -> str | None:
     """Delete a workspace after saving any unlanded commits; returns the attic ref if one was made.
 
-    If the commits cannot be saved, the workspace is kept and WorkspaceError is raised.
+    If the commits cannot be saved, the workspace is kept and WorkspaceError is raised. `save=False`
+    is for a workspace whose work has just landed: there is nothing to keep, and nothing to ask.
     """
     _refuse_control(path, control)
     if path.is_symlink():
@@ -347,7 +348,7 @@ def remove(path: Path, *, task_id: str, control: Path, base_branch: str) -> str 
         return None
     if not path.exists():
         return None
-    ref = save_to_attic(path, task_id=task_id, control=control, base_branch=base_branch)
+    ref = save_to_attic(path, task_id=task_id, control=control, base_branch=base_branch) if save else None
     force_rmtree(path)
     return ref
 

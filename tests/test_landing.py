@@ -541,3 +541,28 @@ def test_python_m_ralph_run_lands_from_a_plain_loop(project: Project) -> None:
     # One line per action on stderr, as cron would mail or log them.
     assert f"{task} attempt 1/3 on " in said
     assert f"{task} landed {str(worker.landed_sha)[:10]} on {BASE}" in said
+
+
+def test_gates_run_again_after_a_landing_only_as_worker_slots_allow(project: Project) -> None:
+    """Three verified workers, one slot: after each landing the others queue for the gate, one at a time."""
+    ids = [project.add(f"Feature {n}") for n in range(3)]
+    install_declining_hook(project.origin, "frozen while the test sets up")
+    blocked = {Lifecycle.BLOCKED_PUSH}
+    project.run_until(
+        lambda s: len(s.workers) == 3 and {w.lifecycle for w in s.workers} == blocked, workers=3
+    )
+    (project.origin / "hooks" / "pre-receive").unlink()
+    for task in ids:
+        assert CliRunner().invoke(cli, ["-C", str(project.control), "retry", task]).exit_code == 0
+
+    def one_job_at_most(state: State) -> None:
+        active = [w.task_id for w in state.workers if w.lifecycle in Lifecycle.active()]
+        assert len(active) <= 1, active
+
+    project.run_until(all_landed(3), every=one_job_at_most, workers=1)
+    again = [
+        e["task_id"] for e in project.events() if e["event"] == "checking" and "CI gate again" in e["detail"]
+    ]
+    # The second went back through the gate after the first landed; the third waited for the slot,
+    # so it was verified once, after the second landed, not twice.
+    assert len(again) == 2 and len(set(again)) == 2
