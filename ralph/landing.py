@@ -54,6 +54,10 @@ INCOMING = "refs/ralph/incoming"
 class Attempt(Enum):
     SETTLED = "settled"  # landed, blocked, failed, or handed to a job: nothing more this tick
     RETRY = "retry"  # the push lost a race or could not reach the remote
+    MOVED = "moved"  # the base moved while the push was being prepared: prepare again, at once
+
+# How often an attempt may start over because the base moved before its push, within one land().
+MAX_QUICK_REDOS = 3
 
 
 def land(tick: Tick, worker: Worker) -> None:
@@ -61,9 +65,14 @@ def land(tick: Tick, worker: Worker) -> None:
     if worker.next_attempt_at is not None and tick.now < worker.next_attempt_at:
         return
     parallel = tick.config.parallel
+    redos = 0
     while True:
         tick.refetch_if_stale()
-        if _attempt(tick, worker) is not Attempt.RETRY:
+        outcome = _attempt(tick, worker, check_base=redos < MAX_QUICK_REDOS)
+        if outcome is Attempt.MOVED:
+            redos += 1
+            continue
+        if outcome is not Attempt.RETRY:
             return
         if worker.push_attempts >= parallel.max_push_attempts:
             tick.block(
@@ -102,7 +111,7 @@ def backoff_s(schedule_ms: list[int], attempt: int, rng: Any) -> float:
     return float(base * rng.uniform(0.75, 1.25))
 
 
-def _attempt(tick: Tick, worker: Worker) -> Attempt:
+def _attempt(tick: Tick, worker: Worker, *, check_base: bool = True) -> Attempt:
     assert worker.verified_sha is not None and tick.queues is not None and tick.source is not None
     path = Path(worker.workspace_path)
     base_ref = f"refs/remotes/{tick.checkout.remote}/{tick.base}"
@@ -123,6 +132,13 @@ def _attempt(tick: Tick, worker: Worker) -> Attempt:
         tick.save()
         return Attempt.SETTLED
     commit, pushed_queues = _bookkeeping_commit(tick, worker, task, followups)
+    if check_base:
+        # Preparing took a while (a rebase, the bookkeeping commit): a look now keeps the window in
+        # which a rival push makes ours lose to the few milliseconds of the push itself.
+        built_on = tick.base_sha
+        tick.fetch()
+        if tick.base_sha != built_on:
+            return Attempt.MOVED
     pushed = push_with_lease(
         tick.git,
         remote=tick.checkout.remote,

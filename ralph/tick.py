@@ -153,7 +153,7 @@ class Tick:
         self.fetched = self.waiting.monotonic()
         self.read_base()
 
-    def refetch_if_stale(self, max_age_s: float = 1.0) -> None:
+    def refetch_if_stale(self, max_age_s: float = 0.1) -> None:
         """Before a push: someone may have pushed since our last look, and a push built on an old base
         only loses a race. A fetch costs far less than the backoff after one."""
         if self.waiting.monotonic() - self.fetched > max_age_s:
