@@ -149,9 +149,11 @@ class Tick:
         self.queues.validate(self.config.queue)
 
     def fetch(self) -> None:
+        before = self.base_sha
         self.base_sha = fetch_base(self.git, remote=self.checkout.remote, base=self.base)
         self.fetched = self.waiting.monotonic()
-        self.read_base()
+        if self.base_sha != before or self.queues is None:
+            self.read_base()  # a queue of thousands of tasks is read and validated only when it moved
 
     def refetch_if_stale(self, max_age_s: float = 0.1) -> None:
         """Before a push: someone may have pushed since our last look, and a push built on an old base
