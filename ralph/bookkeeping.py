@@ -140,15 +140,11 @@ FETCH_TIMEOUT_S = 120.0
 
 def fetch_base(git: Git, *, remote: str, base: str, timeout: float = FETCH_TIMEOUT_S) -> str:
     """Fetch `<remote> <base>` into its remote-tracking ref and return the commit it points at."""
+    # A forced *fetch* refspec: our copy of the base must follow it even when someone rewound it (the
+    # rewind is how a landing learns not to bring removed commits back). Pushes are never forced.
+    source, tracking = f"refs/heads/{base}", f"refs/remotes/{remote}/{base}"
     try:
-        git.run(
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            remote,
-            f"+refs/heads/{base}:refs/remotes/{remote}/{base}",
-            timeout=timeout,
-        )
+        git.run("fetch", "--quiet", "--no-tags", remote, f"+{source}:{tracking}", timeout=timeout)
     except GitError as e:
         if "couldn't find remote ref" in e.stderr:
             raise PreflightError(

@@ -6,10 +6,10 @@ import contextlib
 import errno
 import logging
 import os
-import shutil
 import stat
 import tempfile
 from pathlib import Path
+from shutil import copyfileobj
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def copy_aside(path: Path, suffix: str) -> Path:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=_temp_prefix(path), suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
-            shutil.copyfileobj(src, out)
+            copyfileobj(src, out)
             out.flush()
             os.fsync(out.fileno())
         n = 1

@@ -221,8 +221,8 @@ def push_with_lease(
 ) -> PushResult:
     """Push `commit` to `branch` only if the remote still has `expected` there (DESIGN §6.4).
 
-    Never `--force` and never a `+` refspec: either would silently disable the lease, and a base
-    someone rewound would get its removed commits back.
+    Never forced, in any spelling: that would silently disable the lease, and a base someone rewound
+    would get its removed commits back.
     """
     ref = f"refs/heads/{branch}"
     args = ("push", "--porcelain", f"--force-with-lease={ref}:{expected}", remote, f"{commit}:{ref}")

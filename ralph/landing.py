@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from datetime import timedelta
 from enum import Enum
 from pathlib import Path
+from shutil import rmtree
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, ValidationError
@@ -55,6 +55,7 @@ class Attempt(Enum):
     SETTLED = "settled"  # landed, blocked, failed, or handed to a job: nothing more this tick
     RETRY = "retry"  # the push lost a race or could not reach the remote
     MOVED = "moved"  # the base moved while the push was being prepared: prepare again, at once
+
 
 # How often an attempt may start over because the base moved before its push, within one land().
 MAX_QUICK_REDOS = 3
@@ -274,11 +275,10 @@ _NO_HOOKS = ("-c", "core.hooksPath=/dev/null", "-c", "core.editor=true", "-c", "
 
 
 def _drop_worktree(git: Git, scratch: Path) -> None:
+    """Delete the scratch worktree (it may hold a half-done rebase) and let git forget it."""
     if scratch.exists():
-        git.run("worktree", "remove", "--force", str(scratch), ok=tuple(range(256)))
-        if scratch.exists():  # remove refused (a broken worktree): delete it, then forget it
-            shutil.rmtree(scratch, ignore_errors=True)
-            git.run("worktree", "prune")
+        rmtree(scratch, ignore_errors=True)
+        git.run("worktree", "prune")
 
 
 def code_changed(git: Git, before: str, after: str, *, ignore: tuple[str, ...]) -> bool:

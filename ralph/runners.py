@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from shutil import which
 
 from ralph.config import AgentConfig
 from ralph.errors import PreflightError
@@ -140,9 +140,9 @@ def find_executable(binary: str, root: Path, *, path: str | None = None) -> str 
     environment's PATH when None)."""
     binary = os.path.expanduser(binary)
     if "/" in binary:
-        found = shutil.which(binary if os.path.isabs(binary) else str(root / binary))
+        found = which(binary if os.path.isabs(binary) else str(root / binary))
     else:
-        found = shutil.which(binary, path=path)
+        found = which(binary, path=path)
     return os.path.abspath(found) if found else None
 
 

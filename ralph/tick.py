@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import random
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from shutil import rmtree
 from typing import Any
 
 from ralph import job as jobs
@@ -455,7 +455,7 @@ def _prune(tick: Tick) -> None:
             crashpoint("mid-prune")
         tick.remove_workspace(worker)
     for worker in pruned:
-        shutil.rmtree(tick.paths.run_dir(worker.task_id), ignore_errors=True)
+        rmtree(tick.paths.run_dir(worker.task_id), ignore_errors=True)
         logger.debug("%s: pruned its %s record", worker.task_id, worker.lifecycle)
     if pruned or expired:
         tick.save()

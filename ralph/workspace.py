@@ -14,7 +14,6 @@ import contextlib
 import fnmatch
 import logging
 import os
-import shutil
 import signal
 import stat
 import subprocess
@@ -24,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from shutil import copy2, rmtree
 from typing import IO
 
 from ralph.errors import GitError, RalphError
@@ -376,14 +376,14 @@ def force_rmtree(path: Path) -> None:
             os.rmdir(failed)
         elif os.path.isdir(failed) and not os.path.islink(failed):
             os.chmod(failed, 0o700)
-            shutil.rmtree(failed, onerror=on_error)
+            rmtree(failed, onerror=on_error)
         else:
             os.unlink(failed)
 
     if sys.version_info >= (3, 12):  # pragma: no cover (onerror is deprecated there)
-        shutil.rmtree(path, onexc=lambda f, p, e: on_error(f, p, (type(e), e, None)))
+        rmtree(path, onexc=lambda f, p, e: on_error(f, p, (type(e), e, None)))
     else:
-        shutil.rmtree(path, onerror=on_error)
+        rmtree(path, onerror=on_error)
 
 
 def _within(candidate: str, root: str) -> bool:
@@ -424,7 +424,7 @@ def _copy_ignored_files(path: Path, setup: Setup) -> None:
             logger.warning("not copying %s: the workspace already has it from %s", rel, setup.base_branch)
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst, follow_symlinks=False)
+        copy2(src, dst, follow_symlinks=False)
         copied.append(rel)
     if copied:
         # Ignored in the control checkout may not mean ignored in the clone (its .git/info/exclude, a

@@ -16,11 +16,11 @@ import json
 import os
 import pwd
 import re
-import shlex
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from shlex import split
 from typing import Any, Final, Literal
 
 import click
@@ -928,7 +928,7 @@ def _names_checkout(entries: list[tuple[str, str, str]], root: Path, expand: Cal
         return True
     for command in _values(entries, "Service", "ExecStart"):
         try:
-            words = shlex.split(command.lstrip("@-:+!"))
+            words = split(command.lstrip("@-:+!"))
         except ValueError:
             continue
         for i, word in enumerate(words):
