@@ -21,6 +21,9 @@ import sh
 from ralph.errors import GitError, PreflightError
 
 DEFAULT_TIMEOUT_S = 120.0
+
+# For git in a workspace, whose configuration the agent controls: nothing it planted there may run.
+UNTRUSTED = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "core.sshCommand=false")
 PIPE_BUFFER = 64 * 1024
 
 # Variables that would point git at another repository than the one we name (set when ralph runs

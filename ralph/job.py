@@ -49,6 +49,10 @@ class JobSpec:
     grace_s: float
     created_at: str
     stdin_path: str | None = None
+    # Checked out (forced, detached) in cwd before the command runs: the CI gate judges exactly this
+    # commit. Done here, inside the job, because a checkout runs the filters the workspace's own config
+    # names, which the agent controls: not something the tick should run.
+    checkout: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,8 @@ def run_wrapper(spec_path: Path) -> int:
     signal.signal(signal.SIGTERM, on_term)
     started = _stamp()
     _log(f"started {spec.kind} for {spec.task_id}: {json.dumps(spec.argv)} in {spec.cwd}")
+    if spec.checkout and not _check_out(spec, started):
+        return 0
     what = f"open {spec.stdin_path} for stdin"
     stdin: IO[bytes] | int = subprocess.DEVNULL
     try:
@@ -186,6 +192,20 @@ def run_wrapper(spec_path: Path) -> int:
         _log("stopped from outside (SIGTERM)")
     _finish(spec, result)
     return 0
+
+
+def _check_out(spec: JobSpec, started: str) -> bool:
+    from ralph.errors import GitError  # only CI jobs need git: other jobs do not pay for importing sh
+    from ralph.git import UNTRUSTED, Git
+
+    assert spec.checkout is not None
+    try:
+        # -f: whatever the agent left in the index or the work tree gives way to the commit.
+        Git(Path(spec.cwd)).run(*UNTRUSTED, "checkout", "--quiet", "-f", "--detach", spec.checkout)
+    except GitError as e:
+        _finish(spec, JobResult(None, None, False, started, _stamp(), error=f"could not check out: {e}"))
+        return False
+    return True
 
 
 def _finish(spec: JobSpec, result: JobResult) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,7 +40,6 @@ from ralph.state import Job, JobKind, Lifecycle, State, Worker, load_state, prun
 logger = logging.getLogger(__name__)
 
 CI_LOG_TAIL_BYTES = 256 * 1024
-GATE = Path(__file__).resolve().parent / "gate.py"
 
 
 @dataclass(frozen=True)
@@ -265,7 +263,7 @@ class Tick:
     # --- starting jobs ---------------------------------------------------------------------------
 
     def start_ci(self, worker: Worker, detail: str) -> None:
-        """The CI gate on head_sha, as a job: its first step checks that commit out (ralph/gate.py)."""
+        """The CI gate on head_sha, as a job that checks that commit out first (JobSpec.checkout)."""
         assert worker.head_sha is not None
         run_dir = self.paths.run_dir(worker.task_id)
         stem = _job_stem(JobKind.CI, worker, self.now)
@@ -279,7 +277,8 @@ class Tick:
         spec = jobs.JobSpec(
             task_id=worker.task_id,
             kind=str(JobKind.CI),
-            argv=[sys.executable, "-P", str(GATE), worker.head_sha, *command],
+            argv=command,
+            checkout=worker.head_sha,
             cwd=worker.workspace_path,
             env=runners.child_env(
                 task_id=worker.task_id, workspace=worker.workspace_path, base_branch=self.base

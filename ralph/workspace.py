@@ -27,7 +27,7 @@ from shutil import copy2, rmtree
 from typing import IO
 
 from ralph.errors import GitError, RalphError
-from ralph.git import Git
+from ralph.git import UNTRUSTED, Git
 from ralph.markers import EXCLUDES, RUNTIME_PATHS
 from ralph.paths import is_within
 
@@ -38,7 +38,6 @@ logger = logging.getLogger(__name__)
 # config runs. Work-tree commands (add, checkout, reset, clean) are never run there at all: they read
 # filter drivers (`filter.<x>.clean`/`smudge`) from the clone's config, and no `-c` can switch off
 # drivers whose names only the agent knows.
-UNTRUSTED = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "core.sshCommand=false")
 PUSH_DISABLED = "ralph-push-disabled://the-agent-must-not-push"
 ATTIC = "refs/ralph/attic"
 

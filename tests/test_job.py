@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -636,3 +637,39 @@ def test_the_wrapper_refuses_to_run_by_hand() -> None:
     done = subprocess.run([PY, "-m", "ralph.job"], capture_output=True, text=True, env=env, timeout=30)
     assert done.returncode == 2
     assert "usage: python -m ralph.job SPEC.json" in done.stderr
+
+
+def test_a_job_checks_its_commit_out_before_the_command_runs(jobs: Jobs, repo: Path) -> None:
+    """The CI gate judges exactly the commit it was given, whatever the work tree held before."""
+    (repo / "judged.txt").write_text("first\n")
+    subprocess.run(["git", "add", "judged.txt"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "first"], cwd=repo, check=True)
+    first = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+    (repo / "judged.txt").write_text("second\n")
+    subprocess.run(["git", "commit", "-qam", "second"], cwd=repo, check=True)
+    (repo / "judged.txt").write_text("an uncommitted edit\n")
+    seen = jobs.work / "seen.txt"
+    copy = f"import shutil; shutil.copy('judged.txt', {str(seen)!r})"
+    spec, spec_path = jobs.spec([sys.executable, "-c", copy], cwd=repo)
+    spec = dataclasses.replace(spec, checkout=first)
+    started = jobs.start(spec, spec_path)
+    assert started.confirm() is True
+    result = wait_result(started)
+    assert result.exit_code == 0
+    assert seen.read_text() == "first\n"
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+    assert head == first
+
+
+def test_a_commit_that_cannot_be_checked_out_is_an_error_result(jobs: Jobs, repo: Path) -> None:
+    spec, spec_path = jobs.spec([sys.executable, "-c", "raise SystemExit(0)"], cwd=repo)
+    spec = dataclasses.replace(spec, checkout="0" * 40)
+    started = jobs.start(spec, spec_path)
+    assert started.confirm() is True
+    result = wait_result(started)
+    assert result.exit_code is None and result.error is not None
+    assert result.error.startswith("could not check out:")
