@@ -223,11 +223,8 @@ def test_with_a_log_file_an_error_is_written_there_too(project: Project, tmp_pat
     log = tmp_path / "ralph.log"
     (project.control / ".ralph" / "queue.json").write_text("{ broken")
     project.commit_and_push("break the queue")
-    result = subprocess.run(
-        [sys.executable, "-m", "ralph", "--log-file", str(log), "-C", str(project.control), "run", "--allow-root"],
-        capture_output=True,
-        text=True,
-    )
+    tick = [sys.executable, "-m", "ralph", "--log-file", str(log), "-C", str(project.control), "run"]
+    result = subprocess.run([*tick, "--allow-root"], capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.startswith("ralph: error: origin/main:.ralph/queue.json: not valid JSON")
     line = log.read_text().splitlines()[-1]
