@@ -315,7 +315,8 @@ def _import(tick: Tick, worker: Worker, sha: str) -> None:
             f"{worker.task_id}: workspace {path} is gone and {sha[:10]} is not in the control repository"
         )
     ref = f"{INCOMING}/{worker.task_id}"
-    tick.git.run("fetch", "--quiet", "--no-tags", f"file://{path}", f"+{sha}:{ref}")
+    tick.git.run("update-ref", "-d", ref)  # left by a killed tick, maybe: the fetch then creates it anew
+    tick.git.run("fetch", "--quiet", "--no-tags", f"file://{path}", f"{sha}:{ref}")
     tick.git.run("update-ref", "-d", ref)  # the objects stay; the ref was only the way in
 
 

@@ -301,9 +301,11 @@ def save_to_attic(path: Path, *, task_id: str, control: Path, base_branch: str) 
         return None
     git = Git(control)
     incoming = f"refs/ralph/incoming/{task_id}"
+    # A killed run may have left the ref: drop it, so that the fetch creates it and needs no force.
+    git.run("update-ref", "-d", incoming)
     try:
         git.run(
-            "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", f"file://{path}", f"+HEAD:{incoming}"
+            "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", f"file://{path}", f"HEAD:{incoming}"
         )
     except GitError as e:
         if "couldn't find remote ref HEAD" in e.stderr:
