@@ -92,7 +92,7 @@ def git_call() -> None:
         project = common.make_project(root, tasks=[common.task(n) for n in range(1, 2001)])
         g = Git(project.control)
         blob = f"origin/{common.BASE}:.ralph/queue.json"
-        size = len(g.run_bytes("cat-file", "blob", blob))
+        size = len(g.run("cat-file", "blob", blob).data)
         cases = [
             ("git rev-parse HEAD", ("rev-parse", "HEAD")),
             (f"git cat-file blob (queue.json, {size // 1024} KiB)", ("cat-file", "blob", blob)),

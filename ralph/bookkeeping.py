@@ -35,6 +35,10 @@ class NotPublished(PreflightError):
     """The queue files exist here but were never committed and pushed, and are not ignored."""
 
 
+class Untracked(PreflightError):
+    """The queue is kept on this host (both files ignored): it is changed in the working tree."""
+
+
 class Mode(Enum):
     TRACKED = "tracked"
     UNTRACKED = "untracked"
@@ -52,7 +56,7 @@ class Source:
 
 def detect_source(checkout: Checkout, git: Git, base: str) -> Source:
     """Tracked when both files are on the remote base; untracked when both are ignored here."""
-    base_ref = f"refs/remotes/{checkout.remote}/{base}"
+    base_ref = checkout.tracking_ref(base)
     label = f"{checkout.remote}/{base}"
     present = _read_files(git, base_ref, (*QUEUE_NAMES, *DONE_NAMES))
     queue_tracked = [n for n in QUEUE_NAMES if n in present]
@@ -77,23 +81,20 @@ def detect_source(checkout: Checkout, git: Git, base: str) -> Source:
     )
 
 
-def read_queues(checkout: Checkout, git: Git, source: Source) -> Queues:
+def read_queues(checkout: Checkout, source: Source) -> Queues:
     if source.mode is Mode.UNTRACKED:
         return load_local_queues(checkout.paths)
     return Queues(
-        queue=_read_blob(git, source, source.queue_path),
-        done=_read_blob(git, source, source.done_path),
+        queue=_read_blob(source, source.queue_path),
+        done=_read_blob(source, source.done_path),
         queue_name=f"{source.label}:{source.queue_path}",
         done_name=f"{source.label}:{source.done_path}",
     )
 
 
-def _read_blob(git: Git, source: Source, path: str) -> QueueFile:
+def _read_blob(source: Source, path: str) -> QueueFile:
     # parse_queue_file applies the size limit to the bytes, as load_queue_file does to a file.
-    data = source.blobs.get(path)
-    if data is None:
-        data = git.run_bytes("cat-file", "blob", f"{source.base_ref}:{path}")
-    return parse_queue_file(data, f"{source.label}:{path}")
+    return parse_queue_file(source.blobs[path], f"{source.label}:{path}")
 
 
 def _read_files(git: Git, ref: str, names: tuple[str, ...]) -> dict[str, bytes]:
@@ -120,15 +121,13 @@ def read_current_queues(checkout: Checkout, git: Git, base: str) -> Queues:
     For commands that only look (list, explain, status). A queue not pushed yet, or a clone that
     never fetched the base, is read from the working tree.
     """
-    if git.run(
-        "rev-parse", "--verify", "--quiet", f"refs/remotes/{checkout.remote}/{base}", ok=(0, 1)
-    ).returncode:
+    if git.run("rev-parse", "--verify", "--quiet", checkout.tracking_ref(base), ok=(0, 1)).returncode:
         return load_local_queues(checkout.paths)
     try:
         source = detect_source(checkout, git, base)
     except NotPublished:
         return load_local_queues(checkout.paths)
-    return read_queues(checkout, git, source)
+    return read_queues(checkout, source)
 
 
 def current_queues(checkout: Checkout) -> Queues:
@@ -139,19 +138,33 @@ FETCH_TIMEOUT_S = 120.0
 
 
 def fetch_base(git: Git, *, remote: str, base: str, timeout: float = FETCH_TIMEOUT_S) -> str:
-    """Fetch `<remote> <base>` into its remote-tracking ref and return the commit it points at."""
-    # A forced *fetch* refspec: our copy of the base must follow it even when someone rewound it (the
-    # rewind is how a landing learns not to bring removed commits back). Pushes are never forced.
-    source, tracking = f"refs/heads/{base}", f"refs/remotes/{remote}/{base}"
+    """Fetch `<remote> <base>` into its remote-tracking ref and return the commit it points at.
+
+    Our copy of the base must follow the remote even when someone rewound it (the rewind is how a
+    landing learns not to bring removed commits back), but no refspec of ralph's is forced: a fetch
+    that would move the tracking ref backwards is refused, logged as the rewind it is, and redone
+    after the old ref is dropped.
+    """
+    tracking = f"refs/remotes/{remote}/{base}"
+    # Not --quiet: it would silence the "(non-fast-forward)" that tells a rewind from other failures.
+    fetch = ("fetch", "--no-tags", "--no-write-fetch-head", remote, f"refs/heads/{base}:{tracking}")
     try:
-        git.run("fetch", "--quiet", "--no-tags", remote, f"+{source}:{tracking}", timeout=timeout)
+        try:
+            git.run(*fetch, timeout=timeout)
+        except GitError as e:
+            if "non-fast-forward" not in e.stderr:
+                raise
+            old = rev(git, tracking)
+            git.run("update-ref", "-d", tracking, old)
+            git.run(*fetch, timeout=timeout)
+            logger.warning("%s/%s was rewound: it no longer contains %s", remote, base, old[:10])
     except GitError as e:
         if "couldn't find remote ref" in e.stderr:
             raise PreflightError(
                 f"{remote} has no branch {base!r}: push it, or set git.base_branch in .ralph/config.toml"
             ) from None
         raise PreflightError(f"cannot fetch {remote} {base}: {e}") from None
-    return rev(git, f"refs/remotes/{remote}/{base}")
+    return rev(git, tracking)
 
 
 T = TypeVar("T")
@@ -171,7 +184,8 @@ def publish(
     """Change the queue on the remote base: fetch, apply `change`, commit with plumbing, push with a lease.
 
     When the base moves under us the whole thing is redone from the new base, so a concurrent push
-    (another person, a landing) is never overwritten. Returns what `change` returned.
+    (another person, a landing) is never overwritten. Returns what `change` returned. Raises Untracked
+    or NotPublished, before changing anything, when the queue is this host's working-tree files.
     """
     remote = checkout.remote
     last = ""
@@ -179,10 +193,10 @@ def publish(
         base_sha = fetch_base(git, remote=remote, base=base)
         source = detect_source(checkout, git, base)
         if source.mode is not Mode.TRACKED:
-            raise PreflightError(
+            raise Untracked(
                 f"the queue is not tracked on {source.label}; edit the working-tree files instead"
             )
-        queues = read_queues(checkout, git, source)
+        queues = read_queues(checkout, source)
         before = (render_queue_file(queues.queue), render_queue_file(queues.done))
         value = change(queues)
         after = (render_queue_file(queues.queue), render_queue_file(queues.done))
@@ -196,8 +210,6 @@ def publish(
             git, remote=remote, commit=commit, branch=base, expected=base_sha, timeout=FETCH_TIMEOUT_S
         )
         if pushed.status is PushStatus.OK:
-            # Our remote-tracking ref now knows the commit we just made the remote's base.
-            git.run("update-ref", f"refs/remotes/{remote}/{base}", commit)
             return value
         if pushed.status is PushStatus.PERMANENT:
             raise QueueError(f"{remote} refused the push to {base}: {pushed.message}")
@@ -219,10 +231,6 @@ def commit_files(git: Git, *, parent: str, files: Mapping[str, bytes], message: 
             git.run("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
         tree = git.run("write-tree", env=env).out
     return git.run("commit-tree", tree, "-p", parent, "-m", message).out
-
-
-def is_ancestor(git: Git, commit: str, of: str) -> bool:
-    return git.run("merge-base", "--is-ancestor", commit, of, ok=(0, 1)).returncode == 0
 
 
 def rev(git: Git, ref: str) -> str:

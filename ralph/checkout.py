@@ -20,15 +20,16 @@ class Checkout:
     def remote(self) -> str:
         return self.config.git.remote
 
+    def tracking_ref(self, branch: str) -> str:
+        """Where a fetch keeps the remote's `branch`: refs/remotes/<remote>/<branch>."""
+        return f"refs/remotes/{self.remote}/{branch}"
+
     def git(self) -> Git:
         return Git(self.root)
 
     def base_branch(self) -> str:
         """The configured base branch, else the remote's HEAD branch, else the current branch, else main."""
-        if self.config.git.base_branch:
-            return self.config.git.base_branch
-        git = self.git()
-        return git.remote_head_branch(self.remote) or git.current_branch() or "main"
+        return self.config.git.base_branch or self.git().default_branch(self.remote)
 
 
 def open_checkout(start: Path) -> Checkout:

@@ -343,7 +343,8 @@ def discard(ctx: click.Context, task_id: str, reject: bool) -> None:
     help="Build the sandbox here (new or empty) instead of a temporary directory.",
 )
 @click.option("--workers", type=click.IntRange(min=1), default=3, show_default=True, help="Workers per tick.")
-def demo(directory: Path | None, workers: int) -> None:
+@click.pass_context
+def demo(ctx: click.Context, directory: Path | None, workers: int) -> None:
     """Watch the whole loop in a sandbox: tasks in, CI-verified commits out on main.
 
     Builds a bare origin and a control clone, queues sample tasks (a dependency chain, two tasks
@@ -352,7 +353,7 @@ def demo(directory: Path | None, workers: int) -> None:
     """
     from ralph.commands.demo import demo as run_demo
 
-    click.get_current_context().exit(int(run_demo(directory=directory, workers=workers)))
+    _finish(ctx, run_demo(directory=directory, workers=workers))
 
 
 @cli.command()

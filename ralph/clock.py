@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, PlainSerializer
+
+T = TypeVar("T")
 
 
 def _require_utc(value: datetime) -> datetime:
@@ -45,3 +48,8 @@ def to_seconds(value: datetime) -> datetime:
 def format_z(value: datetime) -> str:
     """RFC 3339 UTC with Z, whole seconds: for messages and file names."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def scheduled(schedule: Sequence[T], attempt: int) -> T:
+    """The wait after attempt `attempt` (1-based) in a schedule of waits; its last entry repeats."""
+    return schedule[min(attempt, len(schedule)) - 1]

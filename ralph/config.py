@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_va
 from ralph.constants import RUNNER_NAMES
 from ralph.errors import ConfigError
 from ralph.models import FileModel, Text, describe_validation_error, no_nul
+from ralph.paths import DEFAULT_WORKSPACE_ROOT
 
 RunnerName = Literal["claude", "codex", "gemini", "opencode", "aider", "command"]
 assert get_args(RunnerName) == RUNNER_NAMES  # one list, spelled twice only for the type checker
@@ -65,7 +66,7 @@ class GitConfig(FileModel):
 
 class ParallelConfig(FileModel):
     workers: PositiveInt = 3
-    workspace_root: NonEmptyText = ".ralph/workspaces"
+    workspace_root: NonEmptyText = DEFAULT_WORKSPACE_ROOT
     max_push_attempts: PositiveInt = 50
     push_backoff_ms: Annotated[list[BackoffMs], Field(min_length=1)] = [500, 2000, 5000, 10000]
     terminal_worker_ttl_hours: Hours = 24

@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from ralph import job as jobs
 from ralph.clock import format_z
+from ralph.paths import Paths
 from ralph.runners import child_env
-
-if TYPE_CHECKING:
-    from ralph.config import HooksConfig
-    from ralph.state import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -31,33 +28,51 @@ def append_event(path: Path, *, at: datetime, task_id: str, event: str, **fields
         os.close(fd)
 
 
-def run_event_hook(hooks: HooksConfig, *, worker: Worker, event: str, reason: str) -> None:
-    """Run hooks.on_event with RALPH_EVENT, RALPH_TASK_ID, RALPH_SHA, RALPH_REASON; a failure is logged."""
-    env = child_env(task_id=worker.task_id, workspace=worker.workspace_path, base_branch="")
-    env.update(
-        RALPH_EVENT=event,
-        RALPH_SHA=worker.landed_sha or worker.verified_sha or worker.head_sha or "",
-        RALPH_REASON=reason,
+@dataclass(frozen=True)
+class Notice:
+    """One hooks.on_event run, decided at a transition and started once the state is saved."""
+
+    event: str  # landed, failed, blocked_push
+    task_id: str
+    workspace: str
+    sha: str
+    reason: str
+
+
+# How long a hook that outlived its timeout gets between SIGTERM and SIGKILL.
+HOOK_GRACE_S = 5.0
+
+
+def start_event_hook(
+    argv: list[str],
+    notice: Notice,
+    *,
+    paths: Paths,
+    base_branch: str,
+    timeout_s: float,
+    now: datetime,
+    n: int,
+) -> None:
+    """Start hooks.on_event as a detached job: nobody waits for it (a tick stays short, whatever the
+    hook does), and its timeout stops its whole process group. Its output and exit status are in the
+    task's run directory: hooks.log and hook-*.result.json. A hook that cannot start is logged."""
+    env = child_env(task_id=notice.task_id, workspace=notice.workspace, base_branch=base_branch)
+    env.update(RALPH_EVENT=notice.event, RALPH_SHA=notice.sha, RALPH_REASON=notice.reason)
+    run_dir = paths.run_dir(notice.task_id)
+    stem = f"hook-{notice.event}-{now:%Y%m%dT%H%M%S%fZ}-{n}"
+    spec = jobs.JobSpec(
+        task_id=notice.task_id,
+        kind="hook",
+        argv=argv,
+        cwd=str(paths.root),
+        env=env,
+        log_path=str(run_dir / "hooks.log"),
+        result_path=str(run_dir / f"{stem}.result.json"),
+        timeout_s=timeout_s,
+        grace_s=HOOK_GRACE_S,
+        created_at=format_z(now),
     )
-    argv = list(hooks.on_event)
     try:
-        done = subprocess.run(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=hooks.timeout_seconds,
-            start_new_session=True,
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        logger.warning("%s: hooks.on_event (%s) did not run to the end: %s", worker.task_id, event, e)
-        return
-    if done.returncode != 0:
-        tail = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()[-1:]
-        logger.warning(
-            "%s: hooks.on_event (%s) exited %d: %s",
-            worker.task_id,
-            event,
-            done.returncode,
-            tail[0] if tail else "no output",
-        )
+        jobs.start(spec, run_dir / f"{stem}.spec.json").confirm()
+    except OSError as e:
+        logger.warning("%s: hooks.on_event (%s) could not start: %s", notice.task_id, notice.event, e)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import stat
 import tempfile
 from pathlib import Path
 from shutil import copyfileobj
+from typing import IO
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +83,43 @@ def sweep_temp_files(path: Path) -> list[Path]:
 def read_bounded(path: Path, limit: int) -> bytes:
     """Read a file, refusing one larger than `limit` bytes before reading it into memory."""
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size > limit:
-            raise FileTooLarge(size, limit)
-        data = f.read(limit + 1)
+        return _read_limited(f, limit)
+
+
+def read_regular(path: Path, *, limit: int | None = None) -> bytes | None:
+    """The bytes of `path` if it is a regular file, never followed through a symlink: for files an
+    agent controls, where a FIFO would block the reader and a link could name any file. None when
+    it is missing or not a regular file; FileTooLarge past `limit`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None  # a FIFO would block, a device would never end
+        return f.read() if limit is None else _read_limited(f, limit)
+
+
+def _read_limited(f: IO[bytes], limit: int) -> bytes:
+    size = os.fstat(f.fileno()).st_size
+    if size > limit:
+        raise FileTooLarge(size, limit)
+    data = f.read(limit + 1)
     if len(data) > limit:  # it grew while we read
         raise FileTooLarge(len(data), limit)
     return data
+
+
+def read_tail(f: IO[bytes], limit: int) -> str:
+    """The last `limit` bytes of an open file, decoded (a character cut in two is replaced)."""
+    f.seek(0, os.SEEK_END)
+    f.seek(max(0, f.tell() - limit))
+    return f.read().decode(errors="replace")
+
+
+def write_json(path: Path, data: object) -> None:
+    """`data` as indented JSON, written atomically."""
+    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 class FileTooLarge(Exception):
@@ -102,12 +134,8 @@ def copy_aside(path: Path, suffix: str) -> Path:
     overwrite an earlier copy, and never hold the whole file in memory (it may be the oversized one).
     """
     directory = path.parent
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=_temp_prefix(path), suffix=TEMP_SUFFIX)
+    tmp = _copy_to_temp(path)
     try:
-        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
-            copyfileobj(src, out)
-            out.flush()
-            os.fsync(out.fileno())
         n = 1
         while True:
             target = path.with_name(path.name + suffix + (f".{n}" if n > 1 else ""))
@@ -123,6 +151,21 @@ def copy_aside(path: Path, suffix: str) -> Path:
             os.unlink(tmp)
     fsync_directory(directory)
     return target
+
+
+def _copy_to_temp(path: Path) -> str:
+    """A durable copy of `path` in a temporary file next to it, streamed (never whole in memory)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=TEMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+            copyfileobj(src, out)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
 
 
 def rotate(path: Path, limit: int) -> bool:
@@ -150,6 +193,6 @@ def copy_truncate(path: Path, limit: int) -> bool:
             return False
     except FileNotFoundError:
         return False
-    write_atomic(path.with_name(path.name + ".1"), path.read_bytes())
+    os.replace(_copy_to_temp(path), path.with_name(path.name + ".1"))
     os.truncate(path, 0)
     return True

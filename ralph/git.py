@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import threading
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ DEFAULT_TIMEOUT_S = 120.0
 # For git in a workspace, whose configuration the agent controls: nothing it planted there may run.
 UNTRUSTED = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "core.sshCommand=false")
 PIPE_BUFFER = 64 * 1024
+_IDENT = re.compile(r"^(.*) <([^<>]*)> \d+ [-+]\d{4}$")
 
 # Variables that would point git at another repository than the one we name (set when ralph runs
 # from inside a git hook, say). Everything else, identity and dates included, is the user's to set.
@@ -146,10 +148,6 @@ class Git:
             cmd.stdout,
         )
 
-    def run_bytes(self, *args: str, timeout: float | None = DEFAULT_TIMEOUT_S) -> bytes:
-        """Run `git <args>` and return stdout undecoded (a blob is not necessarily text)."""
-        return self.run(*args, timeout=timeout).data
-
     # --- questions ---------------------------------------------------------------------------
 
     def toplevel(self) -> Path:
@@ -162,6 +160,26 @@ class Git:
         """
         result = self.run("check-ignore", "--", *paths, ok=(0, 1))
         return result.returncode == 0
+
+    def is_ancestor(self, commit: str, of: str) -> bool:
+        """Whether `commit` is in the history of `of` (the same commit counts)."""
+        return self.run("merge-base", "--is-ancestor", commit, of, ok=(0, 1)).returncode == 0
+
+    def identity(self) -> dict[str, str]:
+        """Who git says commits here are by (repository config included), as GIT_AUTHOR_* and
+        GIT_COMMITTER_* variables: for commits made where only global config is read."""
+        env: dict[str, str] = {}
+        for role in ("AUTHOR", "COMMITTER"):
+            ident = self.run("var", f"GIT_{role}_IDENT").out
+            match = _IDENT.match(ident)
+            if match is None:
+                raise GitError(f"git var GIT_{role}_IDENT printed {ident!r}, not `name <email> date`")
+            env[f"GIT_{role}_NAME"], env[f"GIT_{role}_EMAIL"] = match.groups()
+        return env
+
+    def default_branch(self, remote: str) -> str:
+        """The branch a base defaults to: the remote's HEAD branch, else the current one, else main."""
+        return self.remote_head_branch(remote) or self.current_branch() or "main"
 
     def current_branch(self) -> str | None:
         result = self.run("symbolic-ref", "--quiet", "--short", "HEAD", ok=(0, 1))
@@ -225,15 +243,26 @@ def push_with_lease(
     """Push `commit` to `branch` only if the remote still has `expected` there (DESIGN §6.4).
 
     Never forced, in any spelling: that would silently disable the lease, and a base someone rewound
-    would get its removed commits back.
+    would get its removed commits back. A lease alone still lets a matching push replace the branch
+    with a commit that does not build on it, so that is refused here before anything is sent. On
+    success the remote-tracking ref follows, as a fetch would have moved it.
     """
     ref = f"refs/heads/{branch}"
+    if expected and not git.is_ancestor(expected, commit):
+        return PushResult(
+            PushStatus.PERMANENT,
+            f"{commit[:10]} does not build on {expected[:10]}, the tip of {remote}/{branch}; "
+            f"pushing it would remove commits from {branch}",
+        )
     args = ("push", "--porcelain", f"--force-with-lease={ref}:{expected}", remote, f"{commit}:{ref}")
     try:
         result = git.run(*args, ok=tuple(range(256)), timeout=timeout)
     except GitError as e:  # a timeout: the remote did not answer in time
         return PushResult(PushStatus.TRANSPORT, str(e))
-    return classify_push(result.returncode, result.stdout, result.stderr, ref)
+    pushed = classify_push(result.returncode, result.stdout, result.stderr, ref)
+    if pushed.status is PushStatus.OK:
+        git.run("update-ref", f"refs/remotes/{remote}/{branch}", commit)
+    return pushed
 
 
 def classify_push(returncode: int, stdout: str, stderr: str, ref: str) -> PushResult:

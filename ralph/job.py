@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ralph import proc
-from ralph.files import write_atomic
+from ralph.files import write_json
 
 GO = b"go\n"
 STOPPED_BEFORE_START = "stopped (SIGTERM) before the command started"
@@ -209,7 +209,7 @@ def _check_out(spec: JobSpec, started: str) -> bool:
 
 
 def _finish(spec: JobSpec, result: JobResult) -> None:
-    write_atomic(Path(spec.result_path), (json.dumps(asdict(result), indent=2) + "\n").encode())
+    write_json(Path(spec.result_path), asdict(result))
     _log(f"finished {spec.kind} for {spec.task_id}: {result.describe()}")
 
 
@@ -247,11 +247,11 @@ def start(spec: JobSpec, spec_path: Path) -> StartedJob:
     """Start a wrapper for `spec` in a new session; it waits for `StartedJob.confirm()`."""
     for path in (spec_path, Path(spec.log_path), Path(spec.result_path)):
         path.parent.mkdir(parents=True, exist_ok=True)
-    # write_atomic keeps the mode of a file it replaces; the spec holds env, so start from no file and
+    # write_json keeps the mode of a file it replaces; the spec holds env, so start from no file and
     # get mkstemp's 0600 rather than inherit a readable mode from whatever was there.
     with contextlib.suppress(FileNotFoundError):
         spec_path.unlink()
-    write_atomic(spec_path, (json.dumps(asdict(spec), indent=2) + "\n").encode())
+    write_json(spec_path, asdict(spec))
     env = dict(os.environ)
     # The wrapper must import ralph even when run from a source checkout, and nothing else of ours: not
     # the caller's PYTHONPATH, whose empty or relative entries resolve against the workspace.
@@ -278,10 +278,8 @@ def start(spec: JobSpec, spec_path: Path) -> StartedJob:
 def read_result(path: Path) -> JobResult | None:
     try:
         raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
     except (OSError, ValueError):
-        return None  # written atomically, so a bad file was put there by hand; treat as none
+        return None  # not written yet; or, as it is written atomically, a bad file put there by hand
     try:
         return JobResult(**raw)
     except TypeError:

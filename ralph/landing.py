@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, ValidationError
 
 from ralph import markers, prompts, workspace
-from ralph.bookkeeping import Mode, commit_files, is_ancestor
+from ralph.bookkeeping import Mode, commit_files
+from ralph.clock import scheduled
 from ralph.crash import crashpoint
 from ralph.errors import QueueError, RalphError
-from ralph.git import Git, PushStatus, push_with_lease
+from ralph.git import UNTRUSTED, Git, PushStatus, push_with_lease
 from ralph.models import FileModel, Text, describe_validation_error
 from ralph.queue import (
     Priority,
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PUSH_TIMEOUT_S = 120.0
-INCOMING = "refs/ralph/incoming"
 
 
 class Attempt(Enum):
@@ -68,8 +68,18 @@ def land(tick: Tick, worker: Worker) -> None:
     parallel = tick.config.parallel
     redos = 0
     while True:
-        tick.refetch_if_stale()
-        outcome = _attempt(tick, worker, check_base=redos < MAX_QUICK_REDOS)
+        try:
+            tick.refetch_if_stale()
+            outcome = _attempt(tick, worker, check_base=redos < MAX_QUICK_REDOS)
+        except RalphError as e:
+            if worker.lifecycle is not Lifecycle.INTEGRATING or worker.verified_sha is None:
+                raise
+            # Work that passed CI is not thrown away over a fetch that failed or a queue someone
+            # broke on the base: it waits and tries again like a lost race, and blocks for a person
+            # when the attempts are used up.
+            worker.push_attempts += 1
+            worker.last_error = str(e)
+            outcome = Attempt.RETRY
         if outcome is Attempt.MOVED:
             redos += 1
             continue
@@ -102,29 +112,32 @@ def land(tick: Tick, worker: Worker) -> None:
             delay,
         )
         tick.save()
-        tick.waiting.sleep(delay)
-        tick.fetch()  # the race says the base moved: look again, whatever the clock says
+        tick.waiting.sleep(delay)  # longer than refetch_if_stale's limit: the next attempt looks again
 
 
 def backoff_s(schedule_ms: list[int], attempt: int, rng: Any) -> float:
     """The wait after push attempt `attempt` (1-based): the schedule's entry, the last repeating, ±25%."""
-    base = schedule_ms[min(attempt, len(schedule_ms)) - 1] / 1000
+    base = scheduled(schedule_ms, attempt) / 1000
     return float(base * rng.uniform(0.75, 1.25))
 
 
 def _attempt(tick: Tick, worker: Worker, *, check_base: bool = True) -> Attempt:
     assert worker.verified_sha is not None and tick.queues is not None and tick.source is not None
     path = Path(worker.workspace_path)
-    base_ref = f"refs/remotes/{tick.checkout.remote}/{tick.base}"
-    _import(tick, worker, worker.verified_sha)
-    if is_ancestor(tick.git, worker.verified_sha, base_ref):
+    if not _import(tick, worker, worker.verified_sha):
+        tick.block(worker, f"workspace {path} is gone, and {worker.verified_sha} with it")
+        tick.save()
+        return Attempt.SETTLED
+    if tick.git.is_ancestor(worker.verified_sha, tick.base_sha):
         # Landed by an earlier tick that stopped before it could record it: never push twice.
-        _landed(tick, worker, _landing_commit(tick, worker.verified_sha, base_ref))
+        _landed(tick, worker, _landing_commit(tick, worker.verified_sha))
         return Attempt.SETTLED
     if tick.closed_elsewhere(worker):
         return Attempt.SETTLED
     task = tick.task(worker.task_id)
-    if worker.base_sha != tick.base_sha and not _rebase(tick, worker, task):
+    # Not "has the base moved since the agent started": work that does not build on the base as it
+    # is now (an agent that amended or reset past its starting commit) is replayed onto it too.
+    if not tick.git.is_ancestor(tick.base_sha, worker.verified_sha) and not _rebase(tick, worker, task):
         return Attempt.SETTLED
     try:
         followups = read_followups(path, task, tick)
@@ -137,7 +150,7 @@ def _attempt(tick: Tick, worker: Worker, *, check_base: bool = True) -> Attempt:
         # Preparing took a while (a rebase, the bookkeeping commit): a look now keeps the window in
         # which a rival push makes ours lose to the few milliseconds of the push itself.
         built_on = tick.base_sha
-        tick.fetch()
+        tick.refetch_if_stale()
         if tick.base_sha != built_on:
             return Attempt.MOVED
     pushed = push_with_lease(
@@ -150,7 +163,7 @@ def _attempt(tick: Tick, worker: Worker, *, check_base: bool = True) -> Attempt:
     )
     if pushed.status is PushStatus.OK:
         crashpoint("after-push-before-save")
-        tick.git.run("update-ref", base_ref, commit)
+        tick.base_sha = commit
         _landed(tick, worker, commit, followups=followups, queues=pushed_queues)
         return Attempt.SETTLED
     if pushed.status is PushStatus.PERMANENT:
@@ -214,7 +227,6 @@ def _rebase(tick: Tick, worker: Worker, task: Task) -> bool:
         )
         tick.start_agent(
             worker,
-            task,
             prompt,
             lifecycle=Lifecycle.REMEDIATING,
             detail=f"rebase conflict in {listed}; remediation {worker.remediations}/{limit}",
@@ -271,7 +283,8 @@ def rebase(git: Git, *, scratch: Path, onto: str, upstream: str, head: str) -> t
         _drop_worktree(git, scratch)
 
 
-_NO_HOOKS = ("-c", "core.hooksPath=/dev/null", "-c", "core.editor=true", "-c", "rebase.autoStash=false")
+# Nothing may run or wait for a person: no hooks, no editor, no stash of a work tree nobody uses.
+_NO_HOOKS = (*UNTRUSTED, "-c", "core.editor=true", "-c", "rebase.autoStash=false")
 
 
 def _drop_worktree(git: Git, scratch: Path) -> None:
@@ -302,22 +315,15 @@ def _have_commit(tick: Tick, sha: str) -> bool:
     return tick.git.run("cat-file", "-e", f"{sha}^{{commit}}", ok=(0, 1, 128)).returncode == 0
 
 
-def _import(tick: Tick, worker: Worker, sha: str) -> None:
-    """Fetch the workspace's commit into the control repository.
-
-    Over `file://`, the workspace's hooks and configuration never run with ralph's push credentials.
-    """
+def _import(tick: Tick, worker: Worker, sha: str) -> bool:
+    """Have the workspace's commit in the control repository; False if it is nowhere to be had."""
     if _have_commit(tick, sha):
-        return
+        return True
     path = Path(worker.workspace_path)
     if not path.exists():
-        raise RalphError(
-            f"{worker.task_id}: workspace {path} is gone and {sha[:10]} is not in the control repository"
-        )
-    ref = f"{INCOMING}/{worker.task_id}"
-    tick.git.run("update-ref", "-d", ref)  # left by a killed tick, maybe: the fetch then creates it anew
-    tick.git.run("fetch", "--quiet", "--no-tags", f"file://{path}", f"{sha}:{ref}")
-    tick.git.run("update-ref", "-d", ref)  # the objects stay; the ref was only the way in
+        return False
+    workspace.import_commit(tick.git, path, task_id=worker.task_id, rev=sha)
+    return True
 
 
 def _bookkeeping_commit(
@@ -339,10 +345,16 @@ def _bookkeeping_commit(
     return commit, Queues(queue, done, tick.queues.queue_name, tick.queues.done_name)
 
 
-def _landing_commit(tick: Tick, verified: str, base_ref: str) -> str:
-    """The commit on the base that landed `verified`: its bookkeeping child, or itself."""
-    children = tick.git.run("rev-list", "--ancestry-path", "--reverse", f"{verified}..{base_ref}").out.split()
-    return children[0] if children else verified
+def _landing_commit(tick: Tick, verified: str) -> str:
+    """The commit on the base that landed `verified`: in tracked mode its bookkeeping child (the first
+    commit on the way from it to the base), untracked the verified commit itself."""
+    assert tick.source is not None
+    if tick.source.mode is Mode.UNTRACKED:
+        return verified
+    path = tick.git.run(
+        "rev-list", "--ancestry-path", "--topo-order", "--reverse", f"{verified}..{tick.base_sha}"
+    ).out.split()
+    return path[0] if path else verified
 
 
 def _landed(
@@ -355,9 +367,9 @@ def _landed(
 ) -> None:
     """Record a landing. `queues` are the files just pushed, when ralph pushed them in this tick."""
     assert tick.source is not None
-    if tick.source.mode is Mode.UNTRACKED:
+    untracked = tick.source.mode is Mode.UNTRACKED
+    if untracked:
         _archive_locally(tick, worker.task_id, followups or [])
-    tick.base_sha = tick.git.run("rev-parse", f"refs/remotes/{tick.checkout.remote}/{tick.base}").out
     path = Path(worker.workspace_path)
     markers.clear_ci_failure(path)
     markers.clear_blocked_push(path)
@@ -369,11 +381,12 @@ def _landed(
     tick.save()
     tick.remove_workspace(worker, landed=True)
     # The task is done now, so what depended on it may start in this tick. The files just pushed are
-    # the base's now: no need to read back (and validate again) a queue of thousands of tasks.
-    if queues is not None:
-        tick.queues = queues
-    else:
+    # the base's now: no need to read back (and validate again) a queue of thousands of tasks; one
+    # landed by an earlier tick is in the queue the fetch read.
+    if untracked:
         tick.read_base()
+    elif queues is not None:
+        tick.queues = queues
 
 
 def _archive_locally(tick: Tick, task_id: str, followups: list[Task]) -> None:

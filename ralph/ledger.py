@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from ralph import proc
 from ralph.checkout import Checkout
 from ralph.config import HooksConfig
 from ralph.errors import RalphError
-from ralph.events import append_event, run_event_hook
+from ralph.events import Notice, append_event, start_event_hook
 from ralph.lock import TickLock
 from ralph.paths import Paths
 from ralph.state import Fingerprint, Lifecycle, State, Worker, fingerprint, load_state, save_state
@@ -35,6 +36,7 @@ class Ledger:
     now: datetime
     on_disk: Fingerprint = None  # the file as loaded; a save refuses to overwrite a different one
     hooks: HooksConfig | None = None  # hooks.on_event runs when a worker lands, fails or is blocked
+    notices: list[Notice] = field(default_factory=list)  # hook runs waiting for the next save
 
     @classmethod
     def load(
@@ -48,6 +50,20 @@ class Ledger:
 
     def save(self) -> None:
         self.on_disk = save_state(self.paths.state, self.state, now=self.now, expect=self.on_disk)
+        # Only a saved change is announced: a process killed before its save never tells the hook of
+        # an ending the state file does not hold (a crash after the save loses the notice instead).
+        notices, self.notices = self.notices, []
+        for n, notice in enumerate(notices):
+            assert self.hooks is not None
+            start_event_hook(
+                list(self.hooks.on_event),
+                notice,
+                paths=self.paths,
+                base_branch=self.state.target_branch,
+                timeout_s=self.hooks.timeout_seconds,
+                now=self.now,
+                n=n,
+            )
 
     def worker_named(self, task_id: str) -> Worker:
         worker = self.state.worker(task_id)
@@ -56,9 +72,17 @@ class Ledger:
         return worker
 
     def transition(
-        self, worker: Worker, to: Lifecycle, detail: str, *, new: bool = False, **fields: object
+        self,
+        worker: Worker,
+        to: Lifecycle,
+        detail: str,
+        *,
+        new: bool = False,
+        announce: bool = True,
+        **fields: object,
     ) -> None:
-        """Move `worker` to `to` and append the change to events.jsonl."""
+        """Move `worker` to `to` and append the change to events.jsonl; an ending is announced to
+        hooks.on_event after the next save, unless `announce` is False (a person's bookkeeping)."""
         previous = None if new else str(worker.lifecycle)
         worker.lifecycle = to
         worker.updated_at = self.now
@@ -74,14 +98,31 @@ class Ledger:
             detail=detail,
             **fields,
         )
-        if to in Lifecycle.terminal() and self.hooks is not None and self.hooks.on_event:
-            run_event_hook(self.hooks, worker=worker, event=_EVENT_NAMES[to], reason=detail)
+        if announce and to in Lifecycle.terminal() and self.hooks is not None and self.hooks.on_event:
+            self.notices.append(
+                Notice(
+                    event=_EVENT_NAMES[to],
+                    task_id=worker.task_id,
+                    workspace=worker.workspace_path,
+                    sha=worker.landed_sha or worker.verified_sha or worker.head_sha or "",
+                    reason=detail,
+                )
+            )
 
     def fail(self, worker: Worker, reason: str, *, retry_after: timedelta | None) -> None:
         """End this attempt. With `retry_after` None the task is retried only when a person asks."""
         worker.last_error = reason
         worker.next_attempt_at = None if retry_after is None else self.now + retry_after
         self.transition(worker, Lifecycle.FAILED, reason)
+
+
+def stop_job(worker: Worker, *, grace_s: float) -> None:
+    """Stop the worker's job, if one runs, with its whole process group; RalphError if it would not stop."""
+    job = worker.job
+    if job is None or worker.lifecycle not in Lifecycle.active():
+        return
+    if not proc.kill_group(job.identity, grace_s=grace_s):
+        raise RalphError(f"{worker.task_id}: its {job.kind} job (pid {job.pid}) would not stop; try again")
 
 
 # A tick holds the lock for seconds; a person's command (cancel, retry, discard) can wait that long.

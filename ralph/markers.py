@@ -12,7 +12,7 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ralph.files import write_atomic
+from ralph.files import FileTooLarge, read_regular, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +23,7 @@ BLOCKED_PUSH = ".ralph/cache/parallel/blocked_push.json"
 # (aider writes them into the checkout it works in).
 EXCLUDES = (".ralph/cache/", "/" + CI_FAILURE_FALLBACK, ".aider*")
 RUNTIME_PATHS = (".ralph/cache", CI_FAILURE_FALLBACK)  # never committed from a workspace
+MAX_MARKER_BYTES = 1024 * 1024  # ours hold a 16 KiB output tail at most
 
 
 @dataclass(frozen=True)
@@ -45,17 +46,18 @@ class BlockedPush:
     generated_at: str
 
 
-def _write(path: Path, doc: object) -> None:
+def _write(path: Path, doc: CiFailure | BlockedPush) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, (json.dumps(asdict(doc), indent=2, ensure_ascii=False) + "\n").encode())  # type: ignore[call-overload]
+    write_json(path, asdict(doc))
 
 
 def _read(path: Path) -> dict[str, object] | None:
+    """A marker's fields. The workspace is the agent's: what is at the path may be a FIFO, a link, or
+    a file of any size, and none of those may hang or flood `ralph status`."""
     try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
+        data = read_regular(path, limit=MAX_MARKER_BYTES)
+        raw = json.loads(data) if data is not None else None
+    except (FileTooLarge, ValueError) as e:
         logger.warning("%s: unreadable marker (%s); ignoring it", path, e)
         return None
     return raw if isinstance(raw, dict) else None

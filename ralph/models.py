@@ -31,18 +31,35 @@ Text = Annotated[str, AfterValidator(no_nul)]
 
 
 def _format_loc(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
+    return _format_rest(loc).removeprefix(".") or "(top level)"
 
 
-def describe_validation_error(
-    error: ValidationError, name_loc: Callable[[tuple[int | str, ...]], str] | None = None
-) -> str:
+def _format_rest(loc: Sequence[int | str]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+
+
+Namer = Callable[[tuple[int | str, ...]], str]
+
+
+def item_namer(raw: object, items: str, id_key: str, label: Callable[[int, str | None], str]) -> Namer:
+    """Name the location of an error in the list `raw[items]` by the item's id where it has one
+    (`task 'RQ-0004' (tasks[3]).status`), so a person finds it in a file of thousands."""
+    listed = raw.get(items) if isinstance(raw, dict) else None
+
+    def name(loc: tuple[int | str, ...]) -> str:
+        if len(loc) < 2 or loc[0] != items or not isinstance(loc[1], int):
+            return _format_loc(loc)
+        index = loc[1]
+        item_id = None
+        if isinstance(listed, list) and index < len(listed) and isinstance(listed[index], dict):
+            candidate = listed[index].get(id_key)
+            item_id = candidate if isinstance(candidate, str) else None
+        return label(index, item_id) + _format_rest(loc[2:])
+
+    return name
+
+
+def describe_validation_error(error: ValidationError, name_loc: Namer | None = None) -> str:
     """Render the first error as `key: problem (got value)`, and how many more there are."""
     errors = error.errors(include_url=False)
     first = errors[0]

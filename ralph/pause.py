@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ralph.clock import format_z
-from ralph.files import write_atomic
+from ralph.files import write_json
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Pause:
 def pause(path: Path, *, now: datetime, reason: str) -> Pause:
     marker = Pause(since=format_z(now), reason=reason, by=os.environ.get("USER") or f"uid {os.getuid()}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, (json.dumps(asdict(marker), indent=2) + "\n").encode())
+    write_json(path, asdict(marker))
     return marker
 
 

@@ -41,9 +41,7 @@ def parse_stat(raw: str) -> Stat:
 def read_stat(pid: int) -> Stat | None:
     try:
         raw = (PROC / str(pid) / "stat").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    except OSError:  # pragma: no cover (a /proc we cannot read)
+    except OSError:  # gone (ENOENT, ESRCH mid-read), or a /proc we cannot read
         return None
     try:
         # The name is raw bytes, cut at 15 (possibly mid-character): strict UTF-8 would fail on it and

@@ -146,9 +146,9 @@ def conflict_remediation_prompt(
         f"# REBASE CONFLICT: resolve it (task {task.id}, remediation {remediation} of {max_remediations})",
         "",
         f"`{base_branch}` moved on while you worked, and your commits for task {task.id} no longer "
-        f"apply cleanly. Run `git fetch origin {base_branch}` and `git rebase origin/{base_branch}`, "
-        "resolve the conflicts keeping both your change and theirs, `git rebase --continue` until it "
-        "is done, and commit. Do not push.",
+        f"apply cleanly. Run `git rebase origin/{base_branch}` (ralph has set `origin/{base_branch}` to "
+        "the commit to rebase onto: do not fetch, which would move it), resolve the conflicts keeping "
+        "both your change and theirs, `git rebase --continue` until it is done, and commit. Do not push.",
         "",
         "## Conflicting paths",
         "",

@@ -20,7 +20,7 @@ from ralph.clock import UtcDatetime, format_z
 from ralph.config import QueueConfig
 from ralph.errors import QueueError, TaskIdError
 from ralph.files import FileTooLarge, read_bounded, write_atomic
-from ralph.models import FileModel, Text, describe_validation_error, no_nul
+from ralph.models import FileModel, Namer, Text, describe_validation_error, item_namer, no_nul
 from ralph.paths import Paths, check_task_id
 from ralph.state import Lifecycle, Worker
 
@@ -180,7 +180,9 @@ def parse_queue_file(data: bytes, source: str) -> QueueFile:
         queue = QueueFile.model_validate_json(text)
     except ValidationError as e:
         if e.errors()[0]["type"] != "json_invalid":
-            raise QueueError(f"{source}: {describe_validation_error(e, _task_namer(text))}") from None
+            raise QueueError(
+                f"{source}: {describe_validation_error(e, _task_namer(_parsed(text)))}"
+            ) from None
         text = strip_jsonc(text)
         try:
             queue = QueueFile.model_validate_json(text)
@@ -189,7 +191,9 @@ def parse_queue_file(data: bytes, source: str) -> QueueFile:
             if first["type"] == "json_invalid":
                 where = _json_error(text, fallback=str(first["msg"]))
                 raise QueueError(f"{source}: not valid JSON: {where}; fix the syntax") from None
-            raise QueueError(f"{source}: {describe_validation_error(e, _task_namer(text))}") from None
+            raise QueueError(
+                f"{source}: {describe_validation_error(e, _task_namer(_parsed(text)))}"
+            ) from None
     strict_problem = _strict_json_problem(text)
     if strict_problem is not None:
         raise QueueError(f"{source}: {strict_problem}")
@@ -269,7 +273,7 @@ def _strict_json_problem(text: str) -> str | None:
     while stack:  # depth first, in document order
         loc, value = stack.pop()
         if isinstance(value, _Duplicated):
-            where = _task_namer(text)(loc)
+            where = _task_namer(raw)(loc)
             return f"{where}: key {value.key!r} appears twice (a bad merge?); keep one, only the last counts"
         children: list[tuple[int | str, Any]] = []
         if isinstance(value, dict):
@@ -280,28 +284,19 @@ def _strict_json_problem(text: str) -> str | None:
     return None  # pragma: no cover (the hook saw one)
 
 
-def _task_namer(text: str) -> Any:
-    """Name `tasks[3].status` as `task RQ-0004 (tasks[3]).status` when the id is readable."""
+def _task_namer(raw: object) -> Namer:
+    """Name `tasks[3].status` as `task 'RQ-0004' (tasks[3]).status` when the id is readable."""
+    return item_namer(
+        raw, "tasks", "id", lambda i, task: f"task {task!r} (tasks[{i}])" if task else f"tasks[{i}]"
+    )
+
+
+def _parsed(text: str) -> object:
+    """`text` as JSON for naming an error's place, or None (pydantic already said what is wrong)."""
     try:
-        raw = json.loads(text)
-        tasks = raw.get("tasks") if isinstance(raw, dict) else None
+        return json.loads(text)
     except (json.JSONDecodeError, RecursionError):
-        tasks = None
-
-    def name(loc: tuple[int | str, ...]) -> str:
-        parts = [str(p) for p in loc]
-        if len(loc) >= 2 and loc[0] == "tasks" and isinstance(loc[1], int):
-            index = loc[1]
-            task_id = None
-            if isinstance(tasks, list) and index < len(tasks) and isinstance(tasks[index], dict):
-                candidate = tasks[index].get("id")
-                task_id = candidate if isinstance(candidate, str) else None
-            label = f"task {task_id!r} (tasks[{index}])" if task_id else f"tasks[{index}]"
-            rest = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc[2:])
-            return f"{label}.{rest}".replace(".[", "[") if rest else label
-        return ".".join(parts) or "(top level)"
-
-    return name
+        return None
 
 
 def load_queue_file(path: Path) -> QueueFile:

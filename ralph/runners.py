@@ -189,12 +189,13 @@ def build(agent: AgentConfig, *, prompt_file: Path, task_id: str, workspace: Pat
     return Invocation(argv=argv, prompt_on_stdin=preset.prompt_on_stdin, env=dict(preset.env))
 
 
-# Set by ralph for every job; any other RALPH_* in ralph's own environment is not the job's business
-# (the Rust ralph's RQ-0942: queue-path variables leaked into CI and wiped the parent's queue).
-JOB_VARIABLES = ("RALPH_TASK_ID", "RALPH_WORKSPACE", "RALPH_BASE_BRANCH")
-
-
 def child_env(*, task_id: str, workspace: str, base_branch: str) -> dict[str, str]:
+    """The environment of a job or hook: ralph's own, but for where git should look and RALPH_*.
+
+    Only the three variables set here are a job's business: any other RALPH_* in ralph's environment
+    stays out (the Rust ralph's RQ-0942: queue-path variables leaked into CI and wiped the parent's
+    queue).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("RALPH_") and k not in REPO_LOCATION_VARS}
     env.update(RALPH_TASK_ID=task_id, RALPH_WORKSPACE=workspace, RALPH_BASE_BRANCH=base_branch)
     return env

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -18,7 +19,7 @@ from ralph import proc
 from ralph.clock import UtcDatetime, format_z
 from ralph.errors import StateError, TaskIdError
 from ralph.files import FileTooLarge, copy_aside, read_bounded, sweep_temp_files, write_atomic
-from ralph.models import FileModel, Text, describe_validation_error
+from ralph.models import FileModel, Namer, Text, describe_validation_error, item_namer
 from ralph.paths import check_task_id
 
 logger = logging.getLogger(__name__)
@@ -132,6 +133,11 @@ class State(FileModel):
 
     def by_task(self) -> dict[str, Worker]:
         return {w.task_id: w for w in self.workers}
+
+    def lifecycle_counts(self) -> dict[str, int]:
+        """How many workers are in each lifecycle, every lifecycle named (0 included)."""
+        counts = Counter(str(w.lifecycle) for w in self.workers)
+        return {str(lc): counts[str(lc)] for lc in Lifecycle}
 
 
 def new_state(*, target_branch: str, remote: str, now: datetime) -> State:
@@ -291,21 +297,10 @@ def parse_state(data: bytes, now: datetime) -> State:
         raise _Corrupt(describe_validation_error(e, _worker_namer(raw))) from None
 
 
-def _worker_namer(raw: dict[str, Any]) -> Callable[[tuple[int | str, ...]], str]:
-    workers = raw.get("workers")
-
-    def name(loc: tuple[int | str, ...]) -> str:
-        if len(loc) >= 2 and loc[0] == "workers" and isinstance(loc[1], int):
-            index = loc[1]
-            task_id = None
-            if isinstance(workers, list) and index < len(workers) and isinstance(workers[index], dict):
-                task_id = workers[index].get("task_id")
-            label = f"workers[{index}]" + (f" ({task_id})" if isinstance(task_id, str) else "")
-            rest = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[2:])
-            return label + rest
-        return ".".join(str(p) for p in loc) or "(top level)"
-
-    return name
+def _worker_namer(raw: dict[str, Any]) -> Namer:
+    return item_namer(
+        raw, "workers", "task_id", lambda i, task: f"workers[{i}]" + (f" ({task})" if task else "")
+    )
 
 
 def _refuse(path: Path, problem: str, now: datetime, under_lock: bool) -> State:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from shutil import rmtree
 from typing import Any
@@ -24,13 +25,13 @@ from ralph import job as jobs
 from ralph import landing, markers, proc, prompts, runners, workspace
 from ralph.bookkeeping import Source, detect_source, fetch_base, read_queues, rev
 from ralph.checkout import Checkout
-from ralph.clock import format_z
+from ralph.clock import format_z, scheduled
 from ralph.config import Config
 from ralph.crash import crashpoint
 from ralph.errors import GitError, PreflightError, RalphError, StateError
-from ralph.files import copy_truncate, rotate, write_atomic
+from ralph.files import copy_truncate, read_tail, rotate, write_atomic
 from ralph.git import Git
-from ralph.ledger import Ledger
+from ralph.ledger import Ledger, stop_job
 from ralph.lock import TickLock
 from ralph.paths import Paths, is_within
 from ralph.pause import read_pause
@@ -119,6 +120,15 @@ class Tick:
     def paths(self) -> Paths:
         return self.checkout.paths
 
+    @property
+    def base_ref(self) -> str:
+        return self.checkout.tracking_ref(self.base)
+
+    @cached_property
+    def identity(self) -> dict[str, str]:
+        """The author and committer of ralph's commits, read when the first commit is made."""
+        return self.git.identity()
+
     def act(self, task_id: str, action: str, detail: str) -> None:
         """Report one action: a line on stderr now, an entry in the --json summary later."""
         self.report.actions.append(Action(task_id, action, detail))
@@ -143,15 +153,18 @@ class Tick:
     def read_base(self) -> None:
         """Read queue and done as the remote base has them now (after a fetch or our own push)."""
         self.source = detect_source(self.checkout, self.git, self.base)
-        self.queues = read_queues(self.checkout, self.git, self.source)
+        self.queues = read_queues(self.checkout, self.source)
         self.queues.validate(self.config.queue)
 
     def fetch(self) -> None:
-        before = self.base_sha
-        self.base_sha = fetch_base(self.git, remote=self.checkout.remote, base=self.base)
+        sha = fetch_base(self.git, remote=self.checkout.remote, base=self.base)
         self.fetched = self.waiting.monotonic()
-        if self.base_sha != before or self.queues is None:
-            self.read_base()  # a queue of thousands of tasks is read and validated only when it moved
+        if sha != self.base_sha or self.queues is None:
+            # A queue of thousands of tasks is read and validated only when the base moved. Until
+            # that read succeeds there are no queues: never the old queue paired with the new sha.
+            self.queues = None
+            self.base_sha = sha
+            self.read_base()
 
     def refetch_if_stale(self, max_age_s: float = 0.1) -> None:
         """Before a push: someone may have pushed since our last look, and a push built on an old base
@@ -179,24 +192,21 @@ class Tick:
                 path,
                 task_id=worker.task_id,
                 control=self.checkout.root,
-                base_branch=self.base,
+                base_ref=self.base_ref,
                 save=not landed,
             )
         except (RalphError, OSError) as e:
             logger.warning("%s: could not remove workspace %s: %s", worker.task_id, path, e)
 
-    def stop_and_shelve(self, worker: Worker) -> None:
-        """Stop the worker's job, if one runs, and save its workspace's commits to the attic."""
-        job = worker.job
-        if job is not None and worker.lifecycle in Lifecycle.active():
-            identity = job.identity
-            if not proc.kill_group(identity, grace_s=self.config.parallel.kill_grace_seconds):
-                raise RalphError(f"{worker.task_id}: its {job.kind} job (pid {job.pid}) would not stop")
+    def stop_and_shelve(self, worker: Worker) -> str | None:
+        """Stop the worker's job, if one runs, and save its workspace's commits to the attic; the ref."""
+        stop_job(worker, grace_s=self.config.parallel.kill_grace_seconds)
         path = Path(worker.workspace_path)
-        if path.exists():
-            workspace.save_to_attic(
-                path, task_id=worker.task_id, control=self.checkout.root, base_branch=self.base
-            )
+        if not path.exists():
+            return None
+        return workspace.save_to_attic(
+            path, task_id=worker.task_id, control=self.checkout.root, base_ref=self.base_ref
+        )
 
     def closed_elsewhere(self, worker: Worker) -> bool:
         """A task someone finished, rejected or removed on the base is not worked on any further.
@@ -214,11 +224,10 @@ class Tick:
             if task
             else f"{worker.task_id} was removed from {where}"
         )
-        self.stop_and_shelve(worker)
+        saved = self.stop_and_shelve(worker)
         self.ledger.fail(worker, f"closed elsewhere: {reason}", retry_after=None)
-        self.act(
-            worker.task_id, "closed_elsewhere", f"stopped: {reason}; its work is kept in refs/ralph/attic/"
-        )
+        kept = f"its work is kept as {saved}" if saved else "it had no unlanded commits"
+        self.act(worker.task_id, "closed_elsewhere", f"stopped: {reason}; {kept}")
         self.save()
         return True
 
@@ -226,8 +235,7 @@ class Tick:
 
     def fail(self, worker: Worker, reason: str) -> None:
         """Give up on this attempt; selection retries after a backoff while attempts are left."""
-        backoff = self.config.agent.retry_backoff_minutes
-        wait = backoff[min(worker.attempt, len(backoff)) - 1]
+        wait = scheduled(self.config.agent.retry_backoff_minutes, worker.attempt)
         self.ledger.fail(worker, reason, retry_after=timedelta(minutes=wait))
         left = self.config.agent.max_attempts - worker.attempt
         retry = "; no attempts left"
@@ -243,16 +251,18 @@ class Tick:
         """Verified work that cannot land: keep the workspace, write the marker, wait for a person."""
         worker.last_error = reason
         worker.next_attempt_at = None
-        markers.write_blocked_push(
-            Path(worker.workspace_path),
-            markers.BlockedPush(
-                task_id=worker.task_id,
-                reason=reason,
-                attempt=worker.push_attempts,
-                max_attempts=self.config.parallel.max_push_attempts,
-                generated_at=format_z(self.now),
-            ),
-        )
+        path = Path(worker.workspace_path)
+        if path.is_dir():  # with the workspace gone, the reason is in state.json alone
+            markers.write_blocked_push(
+                path,
+                markers.BlockedPush(
+                    task_id=worker.task_id,
+                    reason=reason,
+                    attempt=worker.push_attempts,
+                    max_attempts=self.config.parallel.max_push_attempts,
+                    generated_at=format_z(self.now),
+                ),
+            )
         self.ledger.transition(worker, Lifecycle.BLOCKED_PUSH, reason)
         self.act(
             worker.task_id,
@@ -292,7 +302,7 @@ class Tick:
         self._launch(worker, spec, run_dir / f"{stem}.spec.json", Lifecycle.CHECKING, detail, new=False)
 
     def start_agent(
-        self, worker: Worker, task: Task, prompt: str, *, lifecycle: Lifecycle, detail: str, new: bool = False
+        self, worker: Worker, prompt: str, *, lifecycle: Lifecycle, detail: str, new: bool = False
     ) -> None:
         run_dir = self.paths.run_dir(worker.task_id)
         stem = _job_stem(JobKind.AGENT, worker, self.now)
@@ -407,7 +417,7 @@ def run_tick(
         if ledger.on_disk is None or _content(tick.state) != loaded:
             tick.save()
         crashpoint("after-save")
-    tick.report.workers = _lifecycle_counts(tick.state)
+    tick.report.workers = tick.state.lifecycle_counts()
     return tick.report
 
 
@@ -603,7 +613,7 @@ def _agent_finished(tick: Tick, worker: Worker, result: jobs.JobResult) -> None:
         tick.fail(worker, f"workspace {path} is missing or broken")
         return
     task = tick.task(worker.task_id)
-    head = workspace.commit_leftovers(path, message=commit_message(task))
+    head = workspace.commit_leftovers(path, message=commit_message(task), identity=tick.identity)
     crashpoint("after-reap-before-save")
     previous = worker.base_sha if worker.lifecycle is Lifecycle.RUNNING else worker.head_sha
     if head == previous:
@@ -627,7 +637,7 @@ def _ci_finished(tick: Tick, worker: Worker, result: jobs.JobResult) -> None:
         tick.ledger.transition(worker, Lifecycle.INTEGRATING, "CI passed", head=worker.head_sha)
         tick.act(worker.task_id, "ci_passed", f"CI passed on {str(worker.head_sha)[:10]}; landing")
         return
-    output = _read_tail(Path(worker.job.log_path), CI_LOG_TAIL_BYTES)
+    output = _read_log_tail(Path(worker.job.log_path))
     marker = markers.CiFailure(
         task_id=worker.task_id,
         command=list(tick.config.ci.command),
@@ -657,19 +667,16 @@ def _ci_finished(tick: Tick, worker: Worker, result: jobs.JobResult) -> None:
     )
     tick.start_agent(
         worker,
-        task,
         prompt,
         lifecycle=Lifecycle.REMEDIATING,
         detail=f"CI failed ({result.describe()}); remediation {worker.remediations}/{limit}",
     )
 
 
-def _read_tail(path: Path, limit: int) -> str:
+def _read_log_tail(path: Path) -> str:
     try:
         with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - limit))
-            return f.read().decode(errors="replace")
+            return read_tail(f, CI_LOG_TAIL_BYTES)
     except OSError:
         return ""
 
@@ -698,16 +705,28 @@ def _runnable(tick: Tick) -> list[Task]:
 
 
 def _spawn(tick: Tick) -> None:
+    if tick.queues is None:
+        # A landing found the base's queue unreadable after this tick's first read: nothing new
+        # starts from a queue nobody can read (the landing said why, and waits).
+        logger.warning(
+            "not starting new tasks: the queue on %s/%s cannot be read", tick.checkout.remote, tick.base
+        )
+        return
+    for task in _to_start(tick):
+        _start_task(tick, task)
+
+
+def _to_start(tick: Tick) -> list[Task]:
+    """Runnable tasks in queue order, as many as free slots and --max-tasks allow; none while paused."""
     paused = read_pause(tick.paths.pause)
     if paused is not None:
         if _runnable(tick):
             logger.info("not starting new tasks: %s; `ralph resume` to go on", paused.describe())
-        return
+        return []
     limit = tick.free_slots()
     if tick.options.max_tasks:
         limit = min(limit, tick.options.max_tasks)
-    for task in _runnable(tick)[: max(0, limit)]:
-        _start_task(tick, task)
+    return _runnable(tick)[: max(0, limit)]
 
 
 def _start_task(tick: Tick, task: Task) -> None:
@@ -737,13 +756,13 @@ def _start_task(tick: Tick, task: Task) -> None:
         worker.last_error = None
     worker.base_sha = tick.base_sha
     try:
-        with workspace.provisional(path, existed=path.exists()):
-            workspace.prepare(path, task_id=task.id, setup=_workspace_setup(tick), base_sha=tick.base_sha)
+        workspace.prepare(path, task_id=task.id, setup=_workspace_setup(tick), base_sha=tick.base_sha)
+        with workspace.provisional(path):
             prompt = prompts.task_prompt(
                 task, workspace=str(path), base_branch=tick.base, ci_command=tick.config.ci.command
             )
             detail = f"attempt {worker.attempt}/{tick.config.agent.max_attempts} on {tick.base_sha[:10]}"
-            tick.start_agent(worker, task, prompt, lifecycle=Lifecycle.RUNNING, detail=detail, new=new)
+            tick.start_agent(worker, prompt, lifecycle=Lifecycle.RUNNING, detail=detail, new=new)
     except (RalphError, OSError) as e:
         worker.job = None
         tick.fail(worker, f"could not start: {e}")
@@ -755,23 +774,16 @@ def _workspace_setup(tick: Tick) -> workspace.Setup:
         control=tick.checkout.root,
         remote_url=tick.remote_url,
         base_branch=tick.base,
+        base_ref=tick.base_ref,
         allowlist=tuple(tick.config.parallel.ignored_file_allowlist),
         after_create=tuple(tick.config.hooks.after_create),
         hook_timeout_s=tick.config.hooks.timeout_seconds,
-        hook_env=runners.child_env(task_id="", workspace="", base_branch=tick.base),
     )
 
 
 def _content(state: State) -> dict[str, Any]:
     """The state as saved, but for its own timestamp."""
     return state.model_dump(exclude={"updated_at"})
-
-
-def _lifecycle_counts(state: State) -> dict[str, int]:
-    counts = {str(lc): 0 for lc in Lifecycle}
-    for worker in state.workers:
-        counts[str(worker.lifecycle)] += 1
-    return counts
 
 
 # --- dry run ----------------------------------------------------------------------------------------
@@ -792,20 +804,18 @@ def _dry_run(checkout: Checkout, options: TickOptions, now: datetime) -> TickRep
     )
     check_workspace_root(git, checkout.paths)
     runners.resolve_agent(checkout.config.agent, checkout.root)
-    tick.base_sha = rev(git, f"refs/remotes/{checkout.remote}/{base}")
+    tick.base_sha = rev(git, tick.base_ref)
     tick.read_base()
-    limit = tick.free_slots()
-    if options.max_tasks:
-        limit = min(limit, options.max_tasks)
-    runnable = _runnable(tick)
-    for task in runnable[: max(0, limit)]:
+    to_start = _to_start(tick)
+    for task in to_start:
         tick.act(task.id, "would_start", f"would start: {task.title}")
-    if not runnable:
-        logger.info("nothing to start: no runnable task (`ralph queue explain` says why)")
-    elif limit <= 0:
-        logger.info(
-            "nothing to start: all %d worker slots are busy",
-            options.workers or checkout.config.parallel.workers,
-        )
-    tick.report.workers = _lifecycle_counts(state)
+    if not to_start and read_pause(tick.paths.pause) is None:
+        if not _runnable(tick):
+            logger.info("nothing to start: no runnable task (`ralph queue explain` says why)")
+        else:
+            logger.info(
+                "nothing to start: all %d worker slots are busy",
+                options.workers or checkout.config.parallel.workers,
+            )
+    tick.report.workers = state.lifecycle_counts()
     return tick.report

@@ -15,7 +15,6 @@ import fnmatch
 import logging
 import os
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -27,9 +26,11 @@ from shutil import copy2, rmtree
 from typing import IO
 
 from ralph.errors import GitError, RalphError
+from ralph.files import read_regular, read_tail
 from ralph.git import UNTRUSTED, Git
 from ralph.markers import EXCLUDES, RUNTIME_PATHS
 from ralph.paths import is_within
+from ralph.runners import child_env
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 # drivers whose names only the agent knows.
 PUSH_DISABLED = "ralph-push-disabled://the-agent-must-not-push"
 ATTIC = "refs/ralph/attic"
+INCOMING = "refs/ralph/incoming"  # the way in for a workspace's commits; never left behind
 
 # Never copied into a workspace, whatever the allowlist says: git's own files, ralph's runtime (the
 # workspaces themselves live there by default), and trees that are rebuilt, not copied.
@@ -62,7 +64,6 @@ class _UntrustedGit:
 
     def __init__(self, path: Path) -> None:
         self._git = Git(path)
-        self.path = path
 
     def run(self, *args: str, ok: tuple[int, ...] = (0,), input: str | None = None) -> str:
         return self._git.run(*UNTRUSTED, *args, ok=ok, input=input).out
@@ -78,10 +79,10 @@ class Setup:
     control: Path  # the control checkout's root
     remote_url: str  # the real remote, for fetches the agent makes
     base_branch: str
+    base_ref: str  # the control repository's copy of the remote base: refs/remotes/<remote>/<base>
     allowlist: Sequence[str] = ()
     after_create: Sequence[str] = ()
     hook_timeout_s: float = 300
-    hook_env: Mapping[str, str] | None = None
 
 
 def is_valid(path: Path) -> bool:
@@ -108,11 +109,12 @@ def prepare(path: Path, *, task_id: str, setup: Setup, base_sha: str) -> None:
     """
     _refuse_control(path, setup.control)
     if path.is_symlink() or path.exists():
-        remove(path, task_id=task_id, control=setup.control, base_branch=setup.base_branch)
-    _clone(path, setup=setup, base_sha=base_sha)
-    _copy_ignored_files(path, setup)
-    if setup.after_create:
-        _run_hook(path, setup, task_id=task_id)
+        remove(path, task_id=task_id, control=setup.control, base_ref=setup.base_ref)
+    with provisional(path):
+        _clone(path, setup=setup, base_sha=base_sha)
+        _copy_ignored_files(path, setup)
+        if setup.after_create:
+            _run_hook(path, setup, task_id=task_id)
 
 
 def _refuse_control(path: Path, control: Path) -> None:
@@ -147,9 +149,11 @@ def _clone(path: Path, *, setup: Setup, base_sha: str) -> None:
     # The clone mirrored the control repository's local branches as remote branches; only the base
     # branch, at the commit this tick fetched, tells the agent the truth.
     ws.run("symbolic-ref", "--delete", "--quiet", "refs/remotes/origin/HEAD", ok=(0, 1))
-    stale = ws.run("for-each-ref", "--format=delete %(refname)", "refs/remotes/", "refs/heads/")
-    ws.run("update-ref", "--stdin", input=stale + "\n" if stale else "")
-    ws.run("update-ref", f"refs/remotes/origin/{setup.base_branch}", base_sha)
+    tracking = f"refs/remotes/origin/{setup.base_branch}"
+    listed = ws.run("for-each-ref", "--format=%(refname)", "refs/remotes/", "refs/heads/").splitlines()
+    # One transaction; the base's own ref is set, not deleted and set (git refuses both in one go).
+    commands = [f"delete {ref}" for ref in listed if ref != tracking] + [f"update {tracking} {base_sha}"]
+    ws.run("update-ref", "--stdin", input="".join(c + "\n" for c in commands))
     _append_excludes(path, "runtime files, never committed", EXCLUDES)
     # Objects ralph makes later in the control repository (a rebased commit, a newer base) are then
     # visible here without a fetch, which would run under the agent's configuration.
@@ -189,24 +193,27 @@ def head(path: Path) -> str:
 # --- committing what the agent left --------------------------------------------------------------
 
 
-def commit_leftovers(path: Path, *, message: str) -> str:
+def commit_leftovers(path: Path, *, message: str, identity: Mapping[str, str]) -> str:
     """Commit whatever the agent left uncommitted (never ralph's runtime files); return HEAD.
 
     `git add` in the workspace itself would run the clean filter of any driver the agent defined in
     its `.git/config` and named in `.git/info/attributes`. So the index is built by git running on a
     git directory of ralph's own (trusted config: global and system only) over the workspace's work
-    tree and object store; the workspace is then only told its new HEAD and index.
+    tree and object store; the workspace is then only told its new HEAD and index. That git directory
+    cannot see the control repository's config, so the commit's author and committer are passed in
+    (`identity`, from Git.identity in the control repository).
     """
-    parent = head(path)
     ws_dot_git = path / ".git"
-    object_format = ws_git(path).run("rev-parse", "--show-object-format")
+    object_format, parent, parent_tree = (
+        ws_git(path).run("rev-parse", "--show-object-format", "HEAD", "HEAD^{tree}").split()
+    )
     with tempfile.TemporaryDirectory(prefix="ralph-commit-") as tmp:
         git_dir = Path(tmp) / "git"
         index = Path(tmp) / "index"
         Git(Path(tmp)).run("init", "--quiet", "--bare", f"--object-format={object_format}", str(git_dir))
         # The workspace's own excludes (ralph's runtime lines, the files copied in from the control
         # checkout, and whatever the agent added) still decide what is "left over".
-        excludes = _read_regular(ws_dot_git / "info" / "exclude") or b""
+        excludes = read_regular(ws_dot_git / "info" / "exclude") or b""
         (git_dir / "info").mkdir(exist_ok=True)
         (git_dir / "info" / "exclude").write_bytes(
             excludes + b"\n" + "".join(e + "\n" for e in EXCLUDES).encode()
@@ -216,36 +223,29 @@ def commit_leftovers(path: Path, *, message: str) -> str:
             "GIT_WORK_TREE": str(path),
             "GIT_INDEX_FILE": str(index),
             "GIT_OBJECT_DIRECTORY": str(ws_dot_git / "objects"),
+            **identity,
         }
         git = Git(path, env=env)
-        trusted = (
-            "-c",
-            "core.hooksPath=/dev/null",
-            "-c",
-            "core.fsmonitor=false",
-            "-c",
-            "core.splitIndex=false",
-            "-c",
-            "core.untrackedCache=false",
-        )
+        # A split index or an untracked cache would write files beside our temporary index.
+        safe = (*UNTRUSTED, "-c", "core.splitIndex=false", "-c", "core.untrackedCache=false")
         # Start from the workspace's index (its stat data spares re-reading every file); a copy that
         # git cannot use (split, or not an index at all) is replaced by HEAD's tree.
-        current = _read_regular(ws_dot_git / "index")
+        current = read_regular(ws_dot_git / "index")
         staged = False
         if current is not None:
             index.write_bytes(current)
             try:
-                git.run(*trusted, "add", "--all")
+                git.run(*safe, "add", "--all")
                 staged = True
             except GitError as e:
                 logger.debug("%s: the workspace's index is of no use (%s); starting from HEAD", path, e)
         if not staged:
             index.unlink(missing_ok=True)
-            git.run(*trusted, "read-tree", parent)
-            git.run(*trusted, "add", "--all")
+            git.run(*safe, "read-tree", parent)
+            git.run(*safe, "add", "--all")
         # .git/info/exclude keeps ralph's runtime files out, unless the agent changed it or forced them in.
         git.run(
-            *trusted,
+            *safe,
             "--literal-pathspecs",
             "rm",
             "-r",
@@ -255,8 +255,8 @@ def commit_leftovers(path: Path, *, message: str) -> str:
             "--",
             *RUNTIME_PATHS,
         )
-        tree = git.run(*trusted, "write-tree").out
-        if tree == git.run("rev-parse", "--verify", f"{parent}^{{tree}}").out:
+        tree = git.run(*safe, "write-tree").out
+        if tree == parent_tree:
             return parent
         # --no-gpg-sign: nobody is there to unlock a key, and a waiting pinentry would hang the tick.
         commit = git.run("commit-tree", "--no-gpg-sign", tree, "-p", parent, "-m", message).out
@@ -265,18 +265,6 @@ def commit_leftovers(path: Path, *, message: str) -> str:
         ws_git(path).run("update-ref", "-m", "ralph: commit leftovers", "HEAD", commit, parent)
         _replace_file(ws_dot_git / "index", index.read_bytes())
     return commit
-
-
-def _read_regular(path: Path) -> bytes | None:
-    """The bytes of a regular file, not followed through a symlink the agent may have planted."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None  # a FIFO would block, a device would never end
-        return f.read()
 
 
 def _replace_file(path: Path, data: bytes) -> None:
@@ -290,8 +278,8 @@ def _replace_file(path: Path, data: bytes) -> None:
 # --- saving and removing -------------------------------------------------------------------------
 
 
-def save_to_attic(path: Path, *, task_id: str, control: Path, base_branch: str) -> str | None:
-    """Keep the workspace's HEAD in the control repository if it holds commits the base lacks.
+def save_to_attic(path: Path, *, task_id: str, control: Path, base_ref: str) -> str | None:
+    """Keep the workspace's HEAD in the control repository if it holds commits `base_ref` lacks.
 
     Returns the ref it was saved as (`refs/ralph/attic/<TASK>-<n>`, or the existing one already
     holding that commit), or None when there was nothing to keep. The fetch runs in the control
@@ -300,43 +288,51 @@ def save_to_attic(path: Path, *, task_id: str, control: Path, base_branch: str) 
     if path.is_symlink() or not (path / ".git").is_dir():
         return None
     git = Git(control)
-    incoming = f"refs/ralph/incoming/{task_id}"
-    # A killed run may have left the ref: drop it, so that the fetch creates it and needs no force.
-    git.run("update-ref", "-d", incoming)
     try:
-        git.run(
-            "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", f"file://{path}", f"HEAD:{incoming}"
-        )
+        ws_head = import_commit(git, path, task_id=task_id, rev="HEAD")
     except GitError as e:
         if "couldn't find remote ref HEAD" in e.stderr:
             return None  # an unborn or broken HEAD: there is no commit to keep
         logger.warning("%s: could not save the workspace's commits before removing it: %s", task_id, e)
         raise WorkspaceError(f"{task_id}: could not save the work in {path} before removing it: {e}") from e
+    if git.is_ancestor(ws_head, base_ref):
+        return None
+    prefix = f"{ATTIC}/{task_id}-"
+    numbered: dict[int, str] = {}
+    listing = git.run("for-each-ref", "--format=%(objectname) %(refname)", f"{prefix}*").out
+    for line in listing.splitlines():
+        sha, ref = line.split(" ", 1)
+        suffix = ref[len(prefix) :]
+        # `RQ-1-*` also matches the refs of a task named `RQ-1-b`: only `<TASK>-<n>` is ours.
+        if suffix.isdigit():
+            if sha == ws_head:
+                return ref  # saved already (an earlier removal that did not finish)
+            numbered[int(suffix)] = ref
+    ref = f"{prefix}{max(numbered, default=0) + 1}"
+    git.run("update-ref", ref, ws_head, "")  # "" as old value: create only, never overwrite
+    logger.info("%s: saved unlanded work %s as %s", task_id, ws_head[:10], ref)
+    return ref
+
+
+def import_commit(git: Git, path: Path, *, task_id: str, rev: str) -> str:
+    """Fetch `rev` (a name or a sha) of the workspace at `path` into the control repository; its sha.
+
+    Over `file://`, in the control repository: none of the clone's hooks or configuration run with
+    ralph's credentials. The objects stay; the ref they came in by does not.
+    """
+    incoming = f"{INCOMING}/{task_id}"
+    # A killed run may have left the ref: drop it, so that the fetch creates it and needs no force.
+    git.run("update-ref", "-d", incoming)
     try:
-        ws_head = git.run("rev-parse", "--verify", f"{incoming}^{{commit}}").out
-        base_ref = f"refs/remotes/origin/{base_branch}"
-        if git.run("merge-base", "--is-ancestor", ws_head, base_ref, ok=(0, 1)).returncode == 0:
-            return None
-        prefix = f"{ATTIC}/{task_id}-"
-        numbered: dict[int, str] = {}
-        listing = git.run("for-each-ref", "--format=%(objectname) %(refname)", f"{prefix}*").out
-        for line in listing.splitlines():
-            sha, ref = line.split(" ", 1)
-            suffix = ref[len(prefix) :]
-            # `RQ-1-*` also matches the refs of a task named `RQ-1-b`: only `<TASK>-<n>` is ours.
-            if suffix.isdigit():
-                if sha == ws_head:
-                    return ref  # saved already (an earlier removal that did not finish)
-                numbered[int(suffix)] = ref
-        ref = f"{prefix}{max(numbered, default=0) + 1}"
-        git.run("update-ref", ref, ws_head, "")  # "" as old value: create only, never overwrite
-        logger.info("%s: saved unlanded work %s as %s", task_id, ws_head[:10], ref)
-        return ref
+        git.run(
+            "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", f"file://{path}", f"{rev}:{incoming}"
+        )
+        return git.run("rev-parse", "--verify", f"{incoming}^{{commit}}").out
     finally:
         git.run("update-ref", "-d", incoming)
 
 
-def remove(path: Path, *, task_id: str, control: Path, base_branch: str, save: bool = True) -> str | None:
+def remove(path: Path, *, task_id: str, control: Path, base_ref: str, save: bool = True) -> str | None:
     """Delete a workspace after saving any unlanded commits; returns the attic ref if one was made.
 
     If the commits cannot be saved, the workspace is kept and WorkspaceError is raised. `save=False`
@@ -349,7 +345,7 @@ def remove(path: Path, *, task_id: str, control: Path, base_branch: str, save: b
         return None
     if not path.exists():
         return None
-    ref = save_to_attic(path, task_id=task_id, control=control, base_branch=base_branch) if save else None
+    ref = save_to_attic(path, task_id=task_id, control=control, base_ref=base_ref) if save else None
     force_rmtree(path)
     return ref
 
@@ -392,12 +388,13 @@ def _within(candidate: str, root: str) -> bool:
 
 
 @contextlib.contextmanager
-def provisional(path: Path, *, existed: bool) -> Iterator[None]:
-    """Remove a workspace this step created if the step fails before the worker is recorded."""
+def provisional(path: Path) -> Iterator[None]:
+    """Remove the workspace being made at `path` if the step making it fails: it holds no agent's work
+    yet (prepare has saved and removed any older one first)."""
     try:
         yield
     except BaseException:
-        if not existed and (path.exists() or path.is_symlink()):
+        if path.exists() or path.is_symlink():
             try:
                 if path.is_symlink():
                     path.unlink()
@@ -536,10 +533,7 @@ def _run_hook(path: Path, setup: Setup, *, task_id: str) -> None:
     background may keep working in a workspace ralph will hand to an agent or delete).
     """
     argv = list(setup.after_create)
-    env = None
-    if setup.hook_env is not None:
-        # The workspace this hook prepares, whatever the shared environment said.
-        env = {**setup.hook_env, "RALPH_TASK_ID": task_id, "RALPH_WORKSPACE": str(path)}
+    env = child_env(task_id=task_id, workspace=str(path), base_branch=setup.base_branch)
     with tempfile.TemporaryFile() as output:
         try:
             child = subprocess.Popen(
@@ -586,7 +580,5 @@ def _wait_unreaped(pid: int, timeout_s: float) -> bool:
 
 
 def _tail(output: IO[bytes], lines: int = 3) -> str:
-    output.seek(0, os.SEEK_END)
-    output.seek(max(0, output.tell() - 8192))
-    last = output.read().decode(errors="replace").strip().splitlines()[-lines:]
+    last = read_tail(output, 8192).strip().splitlines()[-lines:]
     return " | ".join(line.strip() for line in last) or "no output"

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+from helpers import ralph
+
+if TYPE_CHECKING:
+    from harness import Project
 
 BASE = "main"
 
@@ -78,10 +84,44 @@ def control(clone: Callable[[str], Path]) -> Path:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Iterator[Path]:
+def repo(tmp_path: Path) -> Path:
     """A plain repository with one commit and no remote, for tests that only need a work tree."""
     path = tmp_path / "repo"
     path.mkdir()
     git(path, "init", "-q", "-b", BASE)
     git(path, "commit", "-q", "--allow-empty", "-m", "initial commit")
-    yield path
+    return path
+
+
+@pytest.fixture
+def checkout(control: Path) -> Path:
+    """The control clone after `ralph init` (nothing committed or pushed yet)."""
+    result = ralph(control, "init")
+    assert result.exit_code == 0, result.output
+    return control
+
+
+@pytest.fixture
+def project(origin: Path, control: Path) -> Project:
+    """The control clone set up for ticks with the scripted agent (tests/harness.py)."""
+    # harness imports this module, so it is imported here, once this module is complete.
+    from harness import make_project
+
+    return make_project(origin, control)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """The CLI replaces every root-logger handler and sets levels (ralph/log.py); put back what the
+    test started with, and close the handlers the CLI opened (a --log-file is a real file)."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    quieted = {name: logging.getLogger(name).level for name in ("sh", "filelock")}
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.setLevel(level)
+    root.handlers[:] = handlers
+    for name, old in quieted.items():
+        logging.getLogger(name).setLevel(old)

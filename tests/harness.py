@@ -213,7 +213,11 @@ def make_project(origin: Path, control: Path, **sections: dict[str, Any]) -> Pro
 
 
 def live_wrappers(control: Path) -> dict[str, list[int]]:
-    """Live `python -m ralph.job` processes of this checkout, by task id (from their spec path)."""
+    """Live `python -m ralph.job` processes of this checkout, by task id (from their spec path).
+
+    A wrapper that has written its result is finished, only not yet gone: the next tick may already
+    have read that result and started the task's next job.
+    """
     runs = str(control / ".ralph" / "cache" / "parallel" / "runs") + "/"
     found: dict[str, list[int]] = {}
     for entry in Path("/proc").iterdir():
@@ -229,9 +233,18 @@ def live_wrappers(control: Path) -> dict[str, list[int]]:
         stat = proc.read_stat(int(entry.name))
         if stat is None or stat.state in ("Z", "X"):
             continue
+        if _result_written(Path(args[-1])):
+            continue
         task_id = args[-1][len(runs) :].split("/")[0]
         found.setdefault(task_id, []).append(int(entry.name))
     return found
+
+
+def _result_written(spec_path: Path) -> bool:
+    try:
+        return Path(json.loads(spec_path.read_text())["result_path"]).exists()
+    except OSError:
+        return False
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 30, message: str = "") -> None:
@@ -282,4 +295,24 @@ def install_rival_hook(origin: Path, *, times: int, change: str | None = None) -
 def install_declining_hook(origin: Path, message: str) -> None:
     hook = origin / "hooks" / "pre-receive"
     hook.write_text(f"#!/bin/sh\necho '{message}' >&2\nexit 1\n")
+    hook.chmod(0o755)
+
+
+def install_rewinding_hook(origin: Path, *, to: str) -> None:
+    """A pre-receive hook that rewinds main to `to` while the next push to main waits, then retires.
+
+    The push then loses the server's compare-and-swap on the old tip: the lease at work, against a
+    base someone rewound after ralph last looked.
+    """
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text(
+        "#!/bin/sh\n"
+        "# Test double for a person rewinding main: see tests/harness.py install_rewinding_hook.\n"
+        'grep -q " refs/heads/main$" || exit 0\n'
+        "unset GIT_QUARANTINE_PATH GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES\n"
+        "GIT_DIR=$(pwd); export GIT_DIR\n"
+        f"git update-ref refs/heads/main {to}\n"
+        'rm -f "$0"\n'
+        "exit 0\n"
+    )
     hook.chmod(0o755)

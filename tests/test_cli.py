@@ -10,29 +10,17 @@ import json
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
+from helpers import invoke, ralph
 
 from ralph import __version__
 from ralph.cli import cli
 
-
-def ralph(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """The CLI configures the root logger; put it back so other tests see the logging they expect."""
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    yield
-    root.setLevel(level)
-    root.handlers[:] = handlers
+VERSION_LINE = f"ralph, version {__version__}\n"
 
 
 @pytest.fixture
@@ -49,62 +37,97 @@ def not_a_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.mark.parametrize("flag", ["--version", "-V"])
 def test_version(flag: str) -> None:
-    result = ralph(flag)
+    result = invoke(flag)
     assert result.exit_code == 0
-    assert result.stdout == "ralph, version 0.1.0\n"
+    assert result.stdout == VERSION_LINE
     assert result.stderr == ""
 
 
-def test_version_matches_the_package() -> None:
-    assert __version__ == "0.1.0"
+def command_paths(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and subcommand of the real CLI, e.g. ("queue", "list")."""
+    paths = []
+    for name, command in sorted(group.commands.items()):
+        paths.append((*prefix, name))
+        if isinstance(command, click.Group):
+            paths.extend(command_paths(command, (*prefix, name)))
+    return paths
+
+
+def command_at(path: tuple[str, ...]) -> click.Command:
+    command: click.Command = cli
+    for name in path:
+        assert isinstance(command, click.Group)
+        command = command.commands[name]
+    return command
 
 
 def test_top_level_help_lists_every_command_and_global_option() -> None:
-    result = ralph("--help")
+    result = invoke("--help")
     assert result.exit_code == 0
     assert result.stdout.startswith("Usage: ralph [OPTIONS] COMMAND [ARGS]...")
-    commands = ("init", "task", "queue", "status", "ralph run")
-    for text in (*commands, "-C DIR", "--verbose", "--quiet", "--version"):
-        assert text in result.stdout, text
-    assert ralph("-h").stdout == result.stdout
+    options, commands = result.stdout.split("\nOptions:\n", 1)[1].split("\nCommands:\n", 1)
+    # A command's line is indented by two; a wrapped description continues further in.
+    listed = [line.split()[0] for line in commands.splitlines() if line[:3].strip() and line[:2] == "  "]
+    assert sorted(listed) == sorted(cli.commands)
+    for text in ("-C DIR", "--log-file PATH", "-v, --verbose", "-q, --quiet", "-V, --version", "-h, --help"):
+        assert text in options, text
+    for param in cli.params:
+        for opt in param.opts:
+            assert opt in options, opt
+    assert invoke("-h").stdout == result.stdout
 
 
-@pytest.mark.parametrize(
-    ("argv", "teaches"),
-    [
-        (
-            ["init"],
-            ["--runner [claude|codex|gemini|opencode|aider|command]", "--base BRANCH", "never overwrites"],
-        ),
-        (["task"], ["add"]),
-        (["task", "add"], ["TITLE", "--description", "--depends-on ID", "repeat", "--priority", "medium]"]),
-        (["queue"], ["list", "show", "validate", "explain"]),
-        (["queue", "list"], ["--all", "done archive", "--json", "queue order"]),
-        (["queue", "show"], ["ID", "--json", "done archive"]),
-        (["queue", "validate"], ["--json", "every problem", "exit 1"]),
-        (["queue", "explain"], ["--json", "can start now"]),
-        (["status"], ["--json", "README", "worker"]),
-    ],
-)
-def test_every_command_help_exits_0_and_teaches(argv: list[str], teaches: list[str]) -> None:
-    result = ralph(*argv, "--help")
+# What a command's help must say beyond its usage line and options (checked for every command below).
+TEACHES: dict[tuple[str, ...], list[str]] = {
+    ("init",): ["--runner [claude|codex|gemini|opencode|aider|command]", "--base BRANCH", "never overwrites"],
+    ("task",): ["add"],
+    ("task", "add"): ["TITLE", "--depends-on ID", "repeat", "--priority", "medium]", "--no-push"],
+    ("queue",): ["list", "show", "validate", "explain"],
+    ("queue", "list"): ["done archive", "queue order"],
+    ("queue", "show"): ["ID", "done archive"],
+    ("queue", "validate"): ["every problem", "exit 1"],
+    ("queue", "explain"): ["can start now"],
+    ("status",): ["README", "worker"],
+    ("run",): ["--workers N", "--max-tasks N", "Exits 75", "cron"],
+    ("logs",): ["TASK", "CI log"],
+    ("cancel",): ["TASK", "process group", "not retried"],
+    ("retry",): ["TASK", "refs/ralph/attic/"],
+    ("discard",): ["TASK", "refs/ralph/attic/", "rejected"],
+    ("demo",): ["sandbox", "scripted agent", "No model is called"],
+    ("pause",): ["ralph resume", "in flight"],
+    ("resume",): ["ralph pause"],
+    ("doctor",): ["Read-only", "cron's bare PATH", "Exits 1"],
+}
+
+
+def test_teaches_names_only_real_commands() -> None:
+    assert set(TEACHES) <= set(command_paths())
+
+
+@pytest.mark.parametrize("path", command_paths(), ids=" ".join)
+def test_every_command_help_exits_0_and_teaches(path: tuple[str, ...]) -> None:
+    result = invoke(*path, "--help")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(f"Usage: ralph {' '.join(argv)} ")
+    assert result.stdout.startswith(f"Usage: ralph {' '.join(path)} ")
     # Help text wraps at the terminal width; compare with the wrapping undone.
     flat = " ".join(result.stdout.split())
-    for text in teaches:
+    for param in command_at(path).params:
+        names = param.opts if isinstance(param, click.Option) else [param.human_readable_name]
+        for name in names:
+            assert name in flat, name
+    for text in TEACHES.get(path, []):
         assert text in flat, text
 
 
 def test_priority_help_promises_no_command_that_does_not_exist() -> None:
     # It once said "Recorded for `ralph queue sort`", a command ralph does not have.
-    flat = " ".join(ralph("task", "add", "--help").stdout.split())
+    flat = " ".join(invoke("task", "add", "--help").stdout.split())
     assert "queue sort" not in flat
     assert "queue order, not priority, decides what runs first" in flat
 
 
 def test_no_command_shows_usage() -> None:
-    result = ralph()
+    result = invoke()
     assert result.exit_code == 2
     assert "Commands:" in result.output
 
@@ -114,7 +137,7 @@ def test_no_command_shows_usage() -> None:
 
 def test_python_dash_m_ralph_version() -> None:
     result = subprocess.run([sys.executable, "-m", "ralph", "--version"], capture_output=True, text=True)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "ralph, version 0.1.0\n", "")
+    assert (result.returncode, result.stdout, result.stderr) == (0, VERSION_LINE, "")
 
 
 def test_python_dash_m_ralph_exit_code_and_one_line_error(not_a_repo: Path) -> None:
@@ -135,7 +158,7 @@ def test_installed_entry_point(control: Path) -> None:
     if not script.exists():
         pytest.skip("ralph is not installed as a console script next to this python")
     version = subprocess.run([str(script), "--version"], capture_output=True, text=True)
-    assert (version.returncode, version.stdout) == (0, "ralph, version 0.1.0\n")
+    assert (version.returncode, version.stdout) == (0, VERSION_LINE)
     status = subprocess.run(
         [str(script), "-C", str(control), "status", "--json"], capture_output=True, text=True
     )
@@ -148,7 +171,7 @@ def test_installed_entry_point(control: Path) -> None:
 
 
 def test_ralph_error_is_one_line_on_stderr_and_exit_1(not_a_repo: Path) -> None:
-    result = ralph("-C", str(not_a_repo), "queue", "list")
+    result = ralph(not_a_repo, "queue", "list")
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr == (
@@ -161,7 +184,7 @@ def test_ralph_error_is_one_line_on_stderr_and_exit_1(not_a_repo: Path) -> None:
 def test_dash_c_to_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
     # It used to reach git, whose failure to chdir escaped as an sh exception: exit 3, "a bug".
     missing = tmp_path / "missing"
-    result = ralph("-C", str(missing), "status")
+    result = ralph(missing, "status")
     assert result.exit_code == 2
     assert f"Directory '{missing}' does not exist." in result.stderr
     assert "Traceback" not in result.output
@@ -170,7 +193,7 @@ def test_dash_c_to_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
 def test_dash_c_to_a_file_is_a_usage_error(tmp_path: Path) -> None:
     file = tmp_path / "file"
     file.write_text("x")
-    result = ralph("-C", str(file), "status")
+    result = ralph(file, "status")
     assert result.exit_code == 2
     assert f"Directory '{file}' is a file." in result.stderr
 
@@ -240,14 +263,14 @@ MIGRATED = "state.json: migrated schema_version 3 to 4\n"
 
 
 def test_info_lines_show_by_default(control: Path, v3_state: Path) -> None:
-    result = ralph("-C", str(control), "status")
+    result = ralph(control, "status")
     assert result.exit_code == 0, result.output
     assert result.stderr == MIGRATED
     assert "RQ-0001  completed" in result.stdout
 
 
 def test_dash_q_hides_info_lines(control: Path, v3_state: Path) -> None:
-    result = ralph("-C", str(control), "-q", "status")
+    result = ralph(control, "-q", "status")
     assert result.exit_code == 0
     assert result.stderr == ""
     assert "RQ-0001  completed" in result.stdout
@@ -255,15 +278,15 @@ def test_dash_q_hides_info_lines(control: Path, v3_state: Path) -> None:
 
 def test_json_is_quiet_like_dash_q(control: Path, v3_state: Path) -> None:
     # Style rule 13: --json forces quiet; the INFO line used to reach stderr.
-    result = ralph("-C", str(control), "status", "--json")
+    result = ralph(control, "status", "--json")
     assert result.exit_code == 0
     assert result.stderr == ""
     assert [w["task_id"] for w in json.loads(result.stdout)["workers"]] == ["RQ-0001"]
 
 
 def test_dash_v_shows_debug_lines(control: Path, v3_state: Path) -> None:
-    quiet = ralph("-C", str(control), "status")
-    verbose = ralph("-C", str(control), "-v", "status")
+    quiet = ralph(control, "status")
+    verbose = ralph(control, "-v", "status")
     assert verbose.exit_code == 0
     assert MIGRATED in verbose.stderr
     # At DEBUG the sh library's log of each git command is shown; at INFO it is not.
@@ -272,13 +295,13 @@ def test_dash_v_shows_debug_lines(control: Path, v3_state: Path) -> None:
 
 
 def test_warnings_show_under_dash_q_and_hide_under_dash_qq(control: Path) -> None:
-    assert ralph("-C", str(control), "init").exit_code == 0
+    assert ralph(control, "init").exit_code == 0
     warning = (
         "ralph: warning: .ralph/config.toml already exists, so --runner/--base were not applied; "
         "edit the file to change them\n"
     )
-    assert ralph("-C", str(control), "-q", "init", "--runner", "codex").stderr == warning
-    assert ralph("-C", str(control), "-qq", "init", "--runner", "codex").stderr == ""
+    assert ralph(control, "-q", "init", "--runner", "codex").stderr == warning
+    assert ralph(control, "-qq", "init", "--runner", "codex").stderr == ""
 
 
 def test_log_lines_after_a_command_go_to_the_current_stderr(
@@ -286,6 +309,6 @@ def test_log_lines_after_a_command_go_to_the_current_stderr(
 ) -> None:
     # The console handler used to keep the stream of set-up time: here CliRunner's, gone after the
     # command, so later log lines vanished (or hit a closed file) instead of reaching stderr.
-    assert ralph("-C", str(control), "status").exit_code == 0
+    assert ralph(control, "status").exit_code == 0
     logging.getLogger("ralph.test").warning("after the command")
     assert capsys.readouterr().err == "ralph: warning: after the command\n"

@@ -3,41 +3,25 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
+from helpers import ralph
 
-from ralph.cli import cli
 from ralph.state import Lifecycle, Worker, new_state, save_state
 
 
-def ralph(checkout: Path, *args: str) -> Result:
-    return CliRunner().invoke(cli, ["-C", str(checkout), *args])
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    yield
-    root.setLevel(level)
-    root.handlers[:] = handlers
-
-
 @pytest.fixture
-def checkout(control: Path) -> Path:
-    """The control clone after `ralph init`, with two tasks: RQ-0002 depends on RQ-0001."""
-    assert ralph(control, "init").exit_code == 0
+def checkout(checkout: Path) -> Path:
+    """conftest's checkout (after `ralph init`) with two tasks: RQ-0002 depends on RQ-0001."""
     first = ["Add a --dry-run flag", "--priority", "high", "-d", "print, do not write"]
-    assert ralph(control, "task", "add", *first).stdout == "RQ-0001\n"
+    assert ralph(checkout, "task", "add", *first).stdout == "RQ-0001\n"
     second = ["Document --dry-run", "--depends-on", "RQ-0001"]
-    assert ralph(control, "task", "add", *second).stdout == "RQ-0002\n"
-    return control
+    assert ralph(checkout, "task", "add", *second).stdout == "RQ-0002\n"
+    return checkout
 
 
 def edit_queue(checkout: Path, name: str = "queue.json") -> tuple[Path, dict[str, Any]]:

@@ -3,43 +3,27 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 from conftest import git
+from helpers import ralph
 
-from ralph.cli import cli
+from ralph.markers import CiFailure, write_ci_failure
 from ralph.state import Job, JobKind, Lifecycle, Worker, new_state, save_state
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def ralph(checkout: Path, *args: str) -> Result:
-    return CliRunner().invoke(cli, ["-C", str(checkout), *args])
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    yield
-    root.setLevel(level)
-    root.handlers[:] = handlers
-
-
 @pytest.fixture
-def checkout(control: Path) -> Path:
-    """The control clone after `ralph init`, with three tasks."""
-    assert ralph(control, "init").exit_code == 0
+def checkout(checkout: Path) -> Path:
+    """conftest's checkout (after `ralph init`) with three tasks."""
     for title in ("Add a --dry-run flag", "Document --dry-run", "Fix the flaky login test"):
-        assert ralph(control, "task", "add", title).exit_code == 0
-    return control
+        assert ralph(checkout, "task", "add", title).exit_code == 0
+    return checkout
 
 
 def state_path(checkout: Path) -> Path:
@@ -313,3 +297,35 @@ def test_the_readme_example_has_exactly_the_real_documents_keys(workers: Path) -
     example_worker = example["workers"][0]
     assert set(example_worker) == set(real["workers"][0]) == WORKER_KEYS
     assert set(example_worker["job"]) == set(real["workers"][0]["job"]) == JOB_KEYS
+
+
+def test_a_ci_failure_marker_in_a_workspace_is_reported(workers: Path) -> None:
+    workspace = workers / ".ralph" / "workspaces" / "RQ-0003"  # the failed worker's, as recorded
+    ci_log = workers / ".ralph" / "cache" / "parallel" / "runs" / "RQ-0003" / "ci.log"
+    marker = CiFailure(
+        task_id="RQ-0003",
+        command=["make", "ci"],
+        exit_code=2,
+        timed_out=False,
+        output_tail="FAILED tests/test_login.py::test_login",
+        log_path=str(ci_log),
+        generated_at="2026-11-21T10:04:00Z",
+    )
+    written = write_ci_failure(workspace, marker)
+    assert written == workspace / ".ralph" / "cache" / "ci-failure-marker"
+
+    by_id = {w["task_id"]: w for w in status_json(workers)["workers"]}
+    assert by_id["RQ-0003"]["ci_failure"] == {
+        "exit_code": 2,
+        "timed_out": False,
+        "generated_at": "2026-11-21T10:04:00Z",
+        "log_path": str(ci_log),
+    }
+    # Workers without a marker (or without a workspace on disk) report none.
+    assert [w["ci_failure"] for t, w in by_id.items() if t != "RQ-0003"] == [None, None, None]
+
+    text = ralph(workers, "status")
+    assert text.exit_code == 0
+    assert f"    CI failed (exit 2) at 2026-11-21T10:04:00Z; remediations 0; log: {ci_log}" in (
+        text.stdout.splitlines()
+    )

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,31 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from conftest import BASE, git
+from helpers import hold_lock, ralph, stop
 
-from ralph.cli import cli
 from ralph.commands import task as task_command
-
-
-def ralph(checkout: Path, *args: str) -> Result:
-    return CliRunner().invoke(cli, ["-C", str(checkout), *args])
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    yield
-    root.setLevel(level)
-    root.handlers[:] = handlers
-
-
-@pytest.fixture
-def checkout(control: Path) -> Path:
-    """The control clone after `ralph init`."""
-    result = ralph(control, "init")
-    assert result.exit_code == 0, result.output
-    return control
 
 
 def queue_file(checkout: Path) -> Path:
@@ -244,34 +221,17 @@ def test_before_init_it_refuses_and_creates_nothing(control: Path) -> None:
 
 # --- the tick lock -------------------------------------------------------------------------------
 
-HOLDER = """
-import sys
-from datetime import UTC, datetime
-from pathlib import Path
-
-from ralph.lock import TickLock
-
-lock = TickLock(Path(sys.argv[1]), now=datetime.now(UTC))
-lock.acquire()
-print("held", flush=True)
-sys.stdin.read()  # hold the lock until the test closes our stdin
-lock.release()
-"""
-
 
 @pytest.fixture
 def lock_holder(checkout: Path) -> Iterator[subprocess.Popen[str]]:
     """Another process holding the tick lock, as a running tick would, until its stdin is closed."""
-    lock = checkout / ".ralph" / "cache" / "parallel" / "state.json.lock"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None and proc.stdin is not None
-    assert proc.stdout.readline() == "held\n"
-    yield proc
-    if not proc.stdin.closed:
-        proc.stdin.close()
-    assert proc.wait(timeout=10) == 0
+    holder, _ = hold_lock(checkout / ".ralph" / "cache" / "parallel" / "state.json.lock")
+    yield holder
+    assert holder.stdin is not None
+    if not holder.stdin.closed:
+        holder.stdin.close()
+    assert holder.wait(timeout=10) == 0
+    stop(holder)
 
 
 def test_lock_held_longer_than_the_wait_exits_75_and_adds_nothing(
@@ -302,3 +262,40 @@ def test_a_lock_released_within_the_wait_lets_the_add_through(
     assert (result.exit_code, result.stdout) == (0, "RQ-0001\n"), result.output
     assert time.monotonic() - started >= 0.4  # it waited for the holder rather than racing it
     assert [t["title"] for t in tasks(checkout)] == ["Patient"]
+
+
+# --- a queue tracked on origin -------------------------------------------------------------------
+
+
+@pytest.fixture
+def pushed(checkout: Path) -> Path:
+    """The checkout after `ralph init`, committed and pushed: the queue is tracked on origin/main."""
+    git(checkout, "add", ".ralph", ".gitignore")
+    git(checkout, "commit", "-q", "-m", "Set up ralph")
+    git(checkout, "push", "-q", "origin", f"HEAD:{BASE}")
+    return checkout
+
+
+def origin_titles(origin: Path) -> list[str]:
+    return [t["title"] for t in json.loads(git(origin, "show", f"{BASE}:.ralph/queue.json"))["tasks"]]
+
+
+def test_a_tracked_queue_gets_the_task_committed_and_pushed(pushed: Path, origin: Path) -> None:
+    before = queue_file(pushed).read_bytes()
+    result = ralph(pushed, "task", "add", "Pushed")
+    assert (result.exit_code, result.stdout) == (0, "RQ-0001\n"), result.output
+    assert result.stderr == "RQ-0001 pushed to origin/main\n"
+    assert origin_titles(origin) == ["Pushed"]
+    assert git(origin, "log", "-1", "--format=%s", BASE) == "ralph: add RQ-0001: Pushed"
+    assert queue_file(pushed).read_bytes() == before  # the working tree is not touched
+
+
+def test_no_push_edits_the_working_tree_and_pushes_nothing(pushed: Path, origin: Path) -> None:
+    refs = git(origin, "for-each-ref")
+    result = ralph(pushed, "task", "add", "Local only", "--no-push")
+    assert (result.exit_code, result.stdout) == (0, "RQ-0001\n"), result.output
+    assert result.stderr == "RQ-0001 written to .ralph/queue.json\n"
+    assert [t["title"] for t in tasks(pushed)] == ["Local only"]
+    assert git(origin, "for-each-ref") == refs  # no branch moved, none created
+    assert origin_titles(origin) == []
+    assert git(pushed, "status", "--porcelain") == " M .ralph/queue.json"

@@ -6,9 +6,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import ralph
 
 from ralph.config import Config, GitConfig, load_config, render_config
-from ralph.errors import ConfigError, ExitCode
+from ralph.errors import ConfigError
 
 # DESIGN §8, verbatim apart from non-default values, so a key the design documents cannot go missing.
 DESIGN_SAMPLE = """\
@@ -83,7 +84,7 @@ def test_render_then_load_is_the_default_config(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, render_config(Config()))) == Config()
 
 
-def test_rendered_config_spells_out_every_key(tmp_path: Path) -> None:
+def test_rendered_config_spells_out_every_key() -> None:
     """`ralph init` writes every key (except an unset base_branch) so a person can see what there is."""
     import tomllib
 
@@ -274,10 +275,28 @@ def test_bad_config_is_refused_with_one_clear_line(tmp_path: Path, case: str) ->
     assert path.read_bytes() == before
 
 
-def test_config_error_exits_1() -> None:
-    """A bad config is the user's to fix (exit 1), not a bug (exit 3)."""
-    assert ConfigError.exit_code is ExitCode.ERROR
-    assert int(ExitCode.ERROR) == 1
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[agent\nrunner = 'claude'\n", "not valid TOML"),
+        ("[parallel]\nworkers = 0\n", "parallel.workers"),
+        ("[agent]\nrunnr = 'claude'\n", "agent.runnr"),
+    ],
+    ids=["syntax", "range", "typo"],
+)
+def test_a_bad_config_is_exit_1_one_line_naming_the_file(repo: Path, text: str, problem: str) -> None:
+    """A bad config is the user's to fix (exit 1, one line), not a bug (exit 3, a traceback)."""
+    config = repo / ".ralph" / "config.toml"
+    config.parent.mkdir()
+    config.write_text(text)
+    result = ralph(repo, "status")
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"ralph: error: {config}: ")
+    assert problem in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+    assert config.read_text() == text
 
 
 def test_unreadable_config_is_a_config_error(tmp_path: Path) -> None:
@@ -338,7 +357,7 @@ def git_accepts_branch(name: str) -> bool:
 
 
 @pytest.mark.parametrize("name", BRANCH_NAMES)
-def test_base_branch_validation_agrees_with_git(tmp_path: Path, name: str) -> None:
+def test_base_branch_validation_agrees_with_git(name: str) -> None:
     """A branch name git would refuse is refused at load time, and one git accepts is not."""
     try:
         GitConfig(base_branch=name)

@@ -17,17 +17,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
-from click.testing import CliRunner
 from conftest import BASE, git
 from harness import SCRIPTED_AGENT, Project, make_project
+from helpers import executable, ralph
 
 from ralph import proc
-from ralph.cli import cli
 from ralph.commands.doctor import (
     CRON_PATH,
     MIN_GIT,
+    MIN_GIT_WHY,
     classify_filesystem,
     doctor,
     filesystem_type,
@@ -139,13 +138,6 @@ def live_identity() -> Iterator[proc.Identity]:
     child.wait()
 
 
-def executable(path: Path, text: str = "#!/bin/sh\nexit 0\n") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    path.chmod(0o755)
-    return path
-
-
 def snapshot(*roots: Path) -> dict[str, bytes | None]:
     """Every file and directory under `roots`, with its bytes (None for a directory or a link)."""
     files: dict[str, bytes | None] = {}
@@ -241,24 +233,68 @@ def test_not_a_repository(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "-C <checkout>" in checks["repository"]["fix"]
 
 
-def test_a_click_command_maps_the_exit_code(project: Project) -> None:
-    """What cli.py will do: call doctor and exit with its code."""
+# --- through the command line ------------------------------------------------------------------------
 
-    @click.command()
-    @click.option("--json", "as_json", is_flag=True)
-    @click.option("--cron", is_flag=True)
-    @click.option("--allow-root", is_flag=True)
-    @click.pass_context
-    def command(ctx: click.Context, as_json: bool, cron: bool, allow_root: bool) -> None:
-        ctx.exit(int(doctor(start=project.control, as_json=as_json, cron=cron, allow_root=allow_root)))
 
-    healthy = CliRunner().invoke(command, ["--allow-root"])
+def test_ralph_doctor_exits_0_when_healthy_and_1_when_a_check_fails(project: Project) -> None:
+    healthy = ralph(project.control, "doctor", "--allow-root")
     assert healthy.exit_code == 0, healthy.output
+    *lines, last = healthy.stdout.splitlines()
+    assert all(line.startswith("ok    ") for line in lines), healthy.stdout
+    assert last == f"doctor: all {len(lines)} checks ok"
     git(project.control, "remote", "remove", "origin")
-    broken = CliRunner().invoke(command, ["--allow-root"])
+    broken = ralph(project.control, "doctor", "--allow-root")
     assert broken.exit_code == 1
-    assert "FAIL  no remote 'origin'" in broken.output
-    assert broken.output.splitlines()[-1].startswith("doctor: ")
+    assert "FAIL  no remote 'origin'" in broken.stdout
+    assert broken.stdout.splitlines()[-1].endswith("fix the FAIL lines first")
+
+
+def test_ralph_doctor_json(project: Project) -> None:
+    healthy = ralph(project.control, "doctor", "--allow-root", "--json")
+    assert healthy.exit_code == 0, healthy.output
+    assert healthy.stderr == ""
+    doc = json.loads(healthy.stdout)
+    assert list(doc) == ["schema", "ok", "checks"]
+    assert (doc["schema"], doc["ok"]) == (1, True)
+    assert {"git", "repository", "origin", "queue", "agent", "ci"} <= {c["name"] for c in doc["checks"]}
+    assert {c["level"] for c in doc["checks"]} == {"ok"}
+    git(project.control, "remote", "remove", "origin")
+    broken = ralph(project.control, "doctor", "--allow-root", "--json")
+    assert broken.exit_code == 1
+    doc = json.loads(broken.stdout)
+    assert doc["ok"] is False
+    origin = next(c for c in doc["checks"] if c["name"] == "origin")
+    assert (origin["ok"], origin["level"]) == (False, "fail")
+    assert origin["detail"].startswith("no remote 'origin'") and origin["fix"]
+
+
+def test_ralph_doctor_cron_resolves_commands_with_crons_path(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if shutil.which("git", path=CRON_PATH) is None:
+        pytest.skip(f"git is not in {CRON_PATH} on this machine")
+    bin_dir = tmp_path / "opt" / "agent" / "bin"
+    executable(bin_dir / "my-agent")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    configure_agent(project, "my-agent")
+    assert ralph(project.control, "doctor", "--allow-root").exit_code == 0
+    cron = ralph(project.control, "doctor", "--allow-root", "--cron", "--json")
+    assert cron.exit_code == 1
+    failed = {c["name"]: c["detail"] for c in json.loads(cron.stdout)["checks"] if c["level"] == "fail"}
+    assert list(failed) == ["agent"]
+    assert f"not on cron's PATH ({CRON_PATH})" in failed["agent"]
+
+
+def test_ralph_doctor_allow_root(project: Project) -> None:
+    plain = ralph(project.control, "doctor", "--json")
+    user = next(c for c in json.loads(plain.stdout)["checks"] if c["name"] == "user")
+    if os.geteuid() == 0:
+        assert plain.exit_code == 1 and user["level"] == "fail"
+        allowed = ralph(project.control, "doctor", "--allow-root")
+        assert allowed.exit_code == 0, allowed.output
+        assert "ok    running as root, allowed by --allow-root" in allowed.stdout
+    else:
+        assert plain.exit_code == 0 and user["level"] == "ok"
 
 
 # --- git and the user ----------------------------------------------------------------------------------
@@ -279,10 +315,35 @@ def test_parse_git_version(text: str, version: tuple[int, int, int] | None) -> N
 
 
 def test_the_minimum_git_runs_what_ralph_runs(repo: Path) -> None:
-    """The feature MIN_GIT is pinned to is one ralph uses: `rev-parse --path-format` (2.31)."""
-    assert MIN_GIT == (2, 31)
+    """The feature MIN_GIT_WHY names, as ralph uses it, works on the git this suite runs with."""
+    assert "rev-parse --path-format=absolute" in MIN_GIT_WHY
     out = git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir")
     assert out == str(repo / ".git")
+
+
+@pytest.mark.parametrize(("version", "level"), [("2.30.0", "fail"), ("2.31.0", "ok"), ("2.45.1", "ok")])
+def test_the_git_version_is_checked(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str, level: str
+) -> None:
+    """A git that reports an older version fails the git check; everything else is the real git."""
+    real = shutil.which("git")
+    assert real is not None
+    fake = executable(
+        tmp_path / "fake-git" / "git",
+        f'#!/bin/sh\n[ "$1" = --version ] && exec echo "git version {version}"\nexec {real} "$@"\n',
+    )
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    result = ralph(project.control, "doctor", "--allow-root", "--json")
+    doc = json.loads(result.stdout)
+    checks = {c["name"]: c for c in doc["checks"]}
+    assert not_ok(checks) == ({"git": "fail"} if level == "fail" else {})
+    assert result.exit_code == (1 if level == "fail" else 0)
+    minimum = ".".join(map(str, MIN_GIT))
+    if level == "fail":
+        assert checks["git"]["detail"] == f"git {version} is older than {minimum}: {MIN_GIT_WHY}"
+        assert checks["git"]["fix"].startswith(f"install git {minimum} or newer")
+    else:
+        assert checks["git"]["detail"] == f"git {version} (>= {minimum}) at {fake}"
 
 
 def test_running_as_root(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
@@ -925,14 +986,14 @@ def test_discard_removes_an_orphan_workspace_and_keeps_its_commits(project: Proj
     ws = project.paths.workspace(task)
     head = git(ws, "rev-parse", "HEAD")
     project.paths.state.unlink()  # the record is gone (state moved aside by hand, say); the clone stays
-    result = CliRunner().invoke(cli, ["-C", str(project.control), "discard", task])
+    result = ralph(project.control, "discard", task)
     assert result.exit_code == 0, result.output
     assert not ws.exists()
     assert git(project.control, "rev-parse", f"refs/ralph/attic/{task}-1") == head
 
 
 def test_a_pause_is_a_warning(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
-    CliRunner().invoke(cli, ["-C", str(project.control), "pause", "--reason", "release day"])
+    assert ralph(project.control, "pause", "--reason", "release day").exit_code == 0
     code, checks = report(project.control, capsys)
     assert code == ExitCode.OK
     assert checks["paused"]["level"] == "warning"

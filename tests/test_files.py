@@ -15,18 +15,13 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import Crash, raising, temp_files
 
 from ralph.files import FileTooLarge, copy_aside, read_bounded, sweep_temp_files, write_atomic
-
-
-class Crash(BaseException):
-    """Stands for the process dying mid-call; BaseException, so `except Exception` cannot swallow it."""
-
 
 ERRORS: list[BaseException] = [
     OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
@@ -37,22 +32,11 @@ ERRORS: list[BaseException] = [
 ERROR_IDS = ["ENOSPC", "EIO", "EXDEV", "crash"]
 
 
-def temp_files(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
-
-
 @pytest.fixture
 def target(tmp_path: Path) -> Path:
     path = tmp_path / "state.json"
     path.write_bytes(b'{"generation": 1}\n')
     return path
-
-
-def raising(error: BaseException) -> Callable[..., Any]:
-    def fail(*args: object, **kwargs: object) -> Any:
-        raise error
-
-    return fail
 
 
 @pytest.mark.parametrize("error", ERRORS, ids=ERROR_IDS)
@@ -345,9 +329,6 @@ def test_sigkill_at_random_moments_never_leaves_a_torn_file(tmp_path: Path) -> N
         assert temp_files(path.parent) == []
         assert sorted(p.name for p in path.parent.iterdir()) == ["state.json"]
 
-    assert kills >= 50
-    print(
-        f"SIGKILL loop: {kills} kills, 0 torn or unparsable files, "
-        f"{swept_by_sweep + swept_by_load} stray temp files swept "
-        f"({swept_by_sweep} by sweep_temp_files, {swept_by_load} by load_state)"
-    )
+    # Some kills must have landed mid-write, or the loop proved nothing about torn files; and both
+    # cleaners (the sweep, and a load under the lock) must have met such a leftover.
+    assert swept_by_sweep > 0 and swept_by_load > 0, (kills, swept_by_sweep, swept_by_load)

@@ -12,12 +12,14 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from harness import wait_until
+from helpers import raw_state
 
 from ralph import job, proc
 from ralph.lock import TickLock
@@ -25,22 +27,6 @@ from ralph.lock import TickLock
 SH = shutil.which("sh") or "/bin/sh"
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.02)
-
-
-def raw_state(pid: int) -> str | None:
-    try:
-        raw = (Path("/proc") / str(pid) / "stat").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return raw[raw.rindex(b")") + 2 :].split()[0].decode()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -122,8 +108,10 @@ def jobs(tmp_path: Path) -> Iterator[Jobs]:
 def wait_result(started: job.StartedJob, timeout_s: float = 20.0) -> job.JobResult:
     """The job's result; fails at once if the wrapper died without writing one."""
     path = Path(started.spec.result_path)
-    wait_for(
-        lambda: path.exists() or not proc.is_alive(started.identity), timeout_s, what=f"{path} or an exit"
+    wait_until(
+        lambda: path.exists() or not proc.is_alive(started.identity),
+        timeout_s,
+        message=f"waiting for {path} or an exit",
     )
     result = job.read_result(path)
     assert result is not None, f"the wrapper exited without a result; its log:\n{log_text(started)}"
@@ -131,7 +119,9 @@ def wait_result(started: job.StartedJob, timeout_s: float = 20.0) -> job.JobResu
 
 
 def wait_wrapper_exit(started: job.StartedJob, timeout_s: float = 20.0) -> None:
-    wait_for(lambda: not proc.is_alive(started.identity), timeout_s, what="the wrapper to exit")
+    wait_until(
+        lambda: not proc.is_alive(started.identity), timeout_s, message="waiting for the wrapper to exit"
+    )
 
 
 def log_text(started: job.StartedJob) -> str:
@@ -157,11 +147,10 @@ def test_nothing_runs_before_confirm_and_the_command_runs_after(jobs: Jobs, tmp_
     started = jobs.start(spec, spec_path)
     assert started.identity == proc.identify(started.identity.pid)
     assert started.identity.pid == started._process.pid
-    assert proc.read_stat(started.identity.pid) == proc.Stat(
-        state=proc.read_stat(started.identity.pid).state,  # type: ignore[union-attr]
-        pgrp=started.identity.pid,  # its own session and group
-        start_ticks=started.identity.start_ticks,
-    )
+    stat = proc.read_stat(started.identity.pid)
+    assert stat is not None
+    assert stat.pgrp == started.identity.pid  # its own session and group
+    assert stat.start_ticks == started.identity.start_ticks
     time.sleep(1.0)  # time enough to misbehave
     assert not marker.exists()
     assert not Path(spec.result_path).exists()
@@ -237,7 +226,7 @@ def test_a_tick_that_dies_before_confirming_leaves_nothing_running(jobs: Jobs, t
     assert tick.returncode == 1, tick.stderr
     pid, ticks, boot = tick.stdout.split()
     identity = proc.Identity(int(pid), int(ticks), boot)
-    wait_for(lambda: not proc.is_alive(identity), 20, what="the orphaned wrapper to exit")
+    wait_until(lambda: not proc.is_alive(identity), 20, message="waiting for the orphaned wrapper to exit")
     time.sleep(0.3)
     assert not marker.exists()
     assert not Path(spec.result_path).exists()
@@ -310,7 +299,10 @@ def test_the_deadline_kills_a_term_ignoring_command_and_its_grandchild(jobs: Job
     began = time.monotonic()
     started = jobs.start(spec, spec_path)
     assert started.confirm()
-    wait_for(lambda: gc_file.exists() and gc_file.read_text().strip() != "", what="the grandchild pid")
+    wait_until(
+        lambda: gc_file.exists() and gc_file.read_text().strip() != "",
+        message="waiting for the grandchild pid",
+    )
     grandchild = proc.identify(int(gc_file.read_text()))
     assert grandchild is not None and proc.is_alive(grandchild)
     assert proc.read_stat(grandchild.pid).pgrp == started.identity.pid  # type: ignore[union-attr]
@@ -464,7 +456,7 @@ def test_no_job_inherits_the_tick_lock(jobs: Jobs, tmp_path: Path) -> None:
         spec, spec_path = jobs.spec([PY, "-c", LIST_FDS, str(out)])
         started = jobs.start(spec, spec_path)
         assert started.confirm()
-        wait_for(out.exists, what="the command to list its descriptors")
+        wait_until(out.exists, message="waiting for the command to list its descriptors")
     finally:
         lock.release()
     in_command = json.loads(out.read_text())
@@ -514,11 +506,11 @@ def test_an_empty_entry_in_the_tick_pythonpath_does_not_import_from_the_workspac
 # --- check() -----------------------------------------------------------------------------------------
 
 
-def test_check_running_overdue_and_lost(jobs: Jobs, tmp_path: Path) -> None:
+def test_check_running_overdue_and_lost(jobs: Jobs) -> None:
     spec, spec_path = jobs.spec([SH, "-c", "exec sleep 100"], timeout_s=60, grace_s=2)
     started = jobs.start(spec, spec_path)
     assert started.confirm()
-    wait_for(lambda: len(command_pids(started)) == 1, what="the command to start")
+    wait_until(lambda: len(command_pids(started)) == 1, message="waiting for the command to start")
     result_path = Path(spec.result_path)
     now = datetime.now(UTC)
 
@@ -532,7 +524,7 @@ def test_check_running_overdue_and_lost(jobs: Jobs, tmp_path: Path) -> None:
 
     # The wrapper dies without a result (OOM killer, kill -9): lost, and its command lives on ...
     os.kill(started.identity.pid, signal.SIGKILL)
-    wait_for(lambda: not proc.is_alive(started.identity), what="the wrapper to die")
+    wait_until(lambda: not proc.is_alive(started.identity), message="waiting for the wrapper to die")
     assert look(now + timedelta(seconds=60)) == (job.Outcome.LOST, None)
     assert not result_path.exists()
     orphans = command_pids(started)
@@ -559,7 +551,7 @@ def test_sigterm_to_the_wrapper_is_passed_on_and_a_result_is_still_written(jobs:
     spec, spec_path = jobs.spec([SH, "-c", "exec sleep 100"], timeout_s=60, grace_s=5)
     started = jobs.start(spec, spec_path)
     assert started.confirm()
-    wait_for(lambda: len(command_pids(started)) == 1, what="the command to start")
+    wait_until(lambda: len(command_pids(started)) == 1, message="waiting for the command to start")
     began = time.monotonic()
     os.kill(started.identity.pid, signal.SIGTERM)  # the wrapper only, as a person or `kill` would
     result = wait_result(started)
@@ -582,7 +574,9 @@ def test_sigterm_before_the_command_starts_means_it_never_runs(jobs: Jobs, tmp_p
     )
     started = jobs.start(spec, spec_path)
     assert started.confirm()
-    wait_for(lambda: "started agent" in log_text(started), what="the wrapper to reach the command")
+    wait_until(
+        lambda: "started agent" in log_text(started), message="waiting for the wrapper to reach the command"
+    )
     time.sleep(0.2)  # it is now blocked opening the FIFO
     os.kill(started.identity.pid, signal.SIGTERM)
     time.sleep(0.2)

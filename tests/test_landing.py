@@ -23,8 +23,10 @@ from harness import (
     Project,
     all_landed,
     install_declining_hook,
+    install_rewinding_hook,
     install_rival_hook,
     make_project,
+    wait_until,
 )
 
 from ralph import clock, markers
@@ -140,6 +142,8 @@ def test_two_workers_on_the_same_line_one_lands_the_other_is_remediated(
     text = prompts[0].read_text()
     assert text.startswith(f"# REBASE CONFLICT: resolve it (task {loser.task_id}, remediation 1 of 3)")
     assert "- `shared.txt`" in text
+    # Onto the base ralph set in the workspace, never a newer one a fetch would bring.
+    assert f"`git rebase origin/{BASE}`" in text and "do not fetch" in text
     events = [e["event"] for e in project.events() if e["task_id"] == loser.task_id]
     assert events == [
         "running",
@@ -212,7 +216,9 @@ def test_a_declining_remote_blocks_after_exactly_one_attempt(project: Project) -
     assert f"{task}: Feature" not in project.origin_log()
 
 
-def test_a_rewound_base_is_not_brought_back(project: Project, clone: Callable[[str], Path]) -> None:
+def test_a_rewound_base_is_not_brought_back(
+    project: Project, clone: Callable[[str], Path], caplog: pytest.LogCaptureFixture
+) -> None:
     """Someone removes a bad commit from main after ralph built on it: ralph lands without it."""
     other = clone("other")
     git(other, "pull", "-q", "origin", BASE)
@@ -241,7 +247,83 @@ def test_a_rewound_base_is_not_brought_back(project: Project, clone: Callable[[s
         != 0
     )
     assert state.workers[0].push_attempts == 0  # seen at the fetch, before any push
+    assert f"origin/{BASE} was rewound: it no longer contains " in caplog.text
     assert project.origin_log()[:2] == [f"ralph: archive {task}", f"{task}: Feature"]
+
+
+def test_a_base_rewound_while_the_push_waits_is_not_brought_back(
+    project: Project, clone: Callable[[str], Path]
+) -> None:
+    """The rewind happens after ralph's last fetch: the lease makes the push lose, and the retry
+    replays only the task's own commit onto the rewound base."""
+    other = clone("other")
+    git(other, "pull", "-q", "origin", BASE)
+    good = git(other, "rev-parse", "HEAD")
+    (other / "bad.txt").write_text("a mistake\n")
+    git(other, "add", "bad.txt")
+    git(other, "commit", "-q", "-m", "a bad commit")
+    git(other, "push", "-q", "origin", f"HEAD:{BASE}")
+    task = project.add("Feature")  # committed on top of the bad commit
+    project.tick()
+    project.wait_for_jobs()
+    project.tick()
+    project.wait_for_jobs()  # CI passed on a tree with bad.txt in it; the next tick pushes
+    # The rewound main a person prepared: the good commit plus the queue, minus the bad commit.
+    git(other, "fetch", "-q", "origin")
+    queue = git(other, "show", f"origin/{BASE}:.ralph/queue.json")
+    git(other, "checkout", "-q", "--detach", good)
+    (other / ".ralph" / "queue.json").write_text(queue + "\n")
+    git(other, "commit", "-q", "-am", "the queue, without the bad commit")
+    git(other, "push", "-q", "origin", "HEAD:refs/heads/rewound")
+    install_rewinding_hook(project.origin, to=git(other, "rev-parse", "HEAD"))
+    state = project.run_until(all_landed(1))
+    assert state.workers[0].push_attempts == 1  # the push that met the rewind lost
+    assert "a bad commit" not in project.origin_log()
+    assert project.origin_log()[:3] == [
+        f"ralph: archive {task}",
+        f"{task}: Feature",
+        "the queue, without the bad commit",
+    ]
+
+
+def test_work_that_rewrote_its_starting_commit_never_rewinds_the_base(
+    origin: Path, control: Path, tmp_path: Path
+) -> None:
+    """An agent that amends the commit it started on: a push with a matching lease would replace
+    main with history that lacks that commit. ralph replays the work onto main instead."""
+    agent = tmp_path / "amending-agent"
+    agent.write_text(
+        "#!/bin/sh\necho amended > amended.txt\ngit add amended.txt\n"
+        "git commit -q --amend -m 'history rewritten by the agent'\n"
+    )
+    agent.chmod(0o755)
+    project = make_project(origin, control, agent={"command": [str(agent)]})
+    task = project.add("Rewrite")
+    before = set(git(origin, "rev-list", BASE).splitlines())
+    state = project.run_until(all_landed(1))
+    after = set(git(origin, "rev-list", BASE).splitlines())
+    assert before <= after  # nothing that was on main has left it
+    assert project.origin_log()[:3] == [
+        f"ralph: archive {task}",
+        "history rewritten by the agent",
+        f"ralph: add {task}: Rewrite",
+    ]
+    assert state.workers[0].landed_sha == git(origin, "rev-parse", BASE)
+
+
+def test_a_push_that_would_drop_commits_is_refused_even_with_a_matching_lease(project: Project) -> None:
+    """--force-with-lease is a forced push when the lease matches: push_with_lease refuses a commit
+    that does not build on the base before anything is sent."""
+    from ralph.git import PushStatus, push_with_lease
+
+    g = open_checkout(project.control).git()
+    g.run("fetch", "-q", "origin")
+    tip = g.run("rev-parse", f"origin/{BASE}").out
+    sideways = g.run("commit-tree", "-p", f"{tip}~1", "-m", "not on top of the tip", f"{tip}^{{tree}}").out
+    result = push_with_lease(g, remote="origin", commit=sideways, branch=BASE, expected=tip, timeout=30)
+    assert result.status is PushStatus.PERMANENT
+    assert f"does not build on {tip[:10]}" in result.message
+    assert git(project.origin, "rev-parse", BASE) == tip
 
 
 def test_the_lease_refuses_a_base_that_moved_since_the_fetch(
@@ -318,6 +400,35 @@ def test_races_retry_within_the_tick_budget_then_on_later_ticks(project: Project
     assert project.worker(task).push_attempts == 4
 
 
+def test_a_broken_queue_on_the_base_holds_verified_work_instead_of_failing_it(
+    project: Project, clone: Callable[[str], Path]
+) -> None:
+    """Someone pushes a queue ralph cannot read while a landing is under way: the CI-passed work
+    waits (and blocks when the attempts run out) instead of being thrown away for a fresh start."""
+    project.configure(parallel={"max_push_attempts": 3})
+    task = project.add("Feature")
+    project.tick()
+    project.wait_for_jobs()
+    project.tick()
+    project.wait_for_jobs()  # CI passed; the next tick lands
+    install_rival_hook(project.origin, times=1, change=".ralph/queue.json")  # a queue of digits
+    tick_with(project, FakeClock().waiting())
+    worker = project.worker(task)
+    assert (worker.lifecycle, worker.attempt, worker.push_attempts) == (Lifecycle.BLOCKED_PUSH, 1, 3)
+    assert worker.last_error is not None and ".ralph/queue.json" in worker.last_error
+    # Someone repairs the queue; a retry lands the work that passed CI (replayed onto the repair).
+    (project.origin / "hooks" / "pre-receive").unlink()
+    other = clone("other")
+    git(other, "checkout", "-q", f"origin/{BASE}~1", "--", ".ralph/queue.json")
+    git(other, "commit", "-qm", "repair the queue")
+    git(other, "push", "-q", "origin", f"HEAD:{BASE}")
+    assert CliRunner().invoke(cli, ["-C", str(project.control), "retry", task]).exit_code == 0
+    project.tick()
+    worker = project.worker(task)
+    assert (worker.lifecycle, worker.attempt) == (Lifecycle.COMPLETED, 1)
+    assert project.origin_log()[:3] == [f"ralph: archive {task}", f"{task}: Feature", "repair the queue"]
+
+
 def test_push_attempts_run_out_into_blocked_push(project: Project) -> None:
     project.configure(parallel={"max_push_attempts": 3})
     task = project.add("Feature")
@@ -335,18 +446,12 @@ def test_push_attempts_run_out_into_blocked_push(project: Project) -> None:
     assert marker is not None and (marker.attempt, marker.max_attempts) == (3, 3)
 
 
-def test_a_task_closed_elsewhere_is_stopped_and_its_work_kept(
+def test_a_task_closed_elsewhere_ends_and_its_work_is_kept(
     project: Project, clone: Callable[[str], Path]
 ) -> None:
-    task = project.add(
-        "Slow",
-        description="scripted-agent: write work.txt done\nscripted-agent: uncommitted\n"
-        "scripted-agent: sleep 2",
-    )
+    task = project.add("Slow", description="scripted-agent: write work.txt done\nscripted-agent: sleep 2")
     project.tick()
-    job = project.worker(task).job
-    assert job is not None
-    project.wait_for_jobs()
+    project.wait_for_jobs()  # the agent committed its work
     # A person rejects the task on main while ralph works on it.
     other = clone("other")
     path = other / ".ralph" / "queue.json"
@@ -355,11 +460,16 @@ def test_a_task_closed_elsewhere_is_stopped_and_its_work_kept(
     path.write_text(json.dumps(doc, indent=2) + "\n")
     git(other, "commit", "-qam", "reject it")
     git(other, "push", "-q", "origin", f"HEAD:{BASE}")
-    project.tick()
+    report = project.tick()
     worker = project.worker(task)
     assert worker.lifecycle is Lifecycle.FAILED
     assert worker.last_error == f"closed elsewhere: {task} is rejected on origin/{BASE}"
     assert worker.next_attempt_at is None
+    [closed] = [a for a in report.actions if a.action == "closed_elsewhere"]
+    assert closed.detail.endswith(f"; its work is kept as refs/ralph/attic/{task}-1")
+    head = git(Path(worker.workspace_path), "rev-parse", "HEAD")
+    assert git(project.control, "rev-parse", f"refs/ralph/attic/{task}-1") == head
+    assert git(project.control, "log", "-1", "--format=%s", head) == f"{task}: Slow"
     project.tick()
     assert project.worker(task).attempt == 1  # not started again
 
@@ -428,19 +538,59 @@ def test_untracked_mode_lands_and_updates_only_this_task_locally(origin: Path, c
 def test_the_event_hook_hears_landed_failed_and_blocked(project: Project, tmp_path: Path) -> None:
     log = tmp_path / "events.txt"
     hook = tmp_path / "on-event.sh"
-    hook.write_text(f'#!/bin/sh\necho "$RALPH_EVENT $RALPH_TASK_ID $RALPH_SHA [$RALPH_REASON]" >> {log}\n')
+    hook.write_text(
+        "#!/bin/sh\n"
+        f'echo "$RALPH_EVENT $RALPH_TASK_ID $RALPH_SHA $RALPH_BASE_BRANCH [$RALPH_REASON]" >> {log}\n'
+    )
     hook.chmod(0o755)
     project.configure(hooks={"on_event": [str(hook)]}, agent={"max_attempts": 1})
     good = project.add("Lands")
     bad = project.add("Fails", description="scripted-agent: fail")
-    state = project.run_until(
-        lambda s: len(s.workers) == 2 and all(w.lifecycle in Lifecycle.terminal() for w in s.workers)
+    proposal = {"version": 1, "source_task_id": "RQ-0003", "tasks": [{"key": "x", "title": ""}]}
+    stuck = project.add(
+        "Blocks",
+        description=f"scripted-agent: write .ralph/cache/followups/RQ-0003.json {json.dumps(proposal)}\n"
+        "scripted-agent: write flag.txt on",
     )
+    state = project.run_until(
+        lambda s: len(s.workers) == 3 and all(w.lifecycle in Lifecycle.terminal() for w in s.workers),
+        workers=3,
+    )
+    # The hook runs detached, after the save: wait for its three lines.
+    wait_until(lambda: log.exists() and len(log.read_text().splitlines()) == 3, message="hook lines")
     lines = log.read_text().splitlines()
-    landed = state.worker(good)
-    assert landed is not None
-    assert f"landed {good} {landed.landed_sha} [landed {str(landed.landed_sha)[:10]} on {BASE}]" in lines
-    assert any(line.startswith(f"failed {bad}  [agent failed (exit 1)") for line in lines)
+    landed, blocked = state.worker(good), state.worker(stuck)
+    assert landed is not None and blocked is not None
+    sha = str(landed.landed_sha)
+    assert f"landed {good} {sha} {BASE} [landed {sha[:10]} on {BASE}]" in lines
+    assert any(line.startswith(f"failed {bad}  {BASE} [agent failed (exit 1)") for line in lines)
+    assert any(
+        line.startswith(f"blocked_push {stuck} {blocked.verified_sha} {BASE} [follow-up proposal ")
+        for line in lines
+    )
+    # `ralph retry` of a failed task is bookkeeping, not another ending: no hook run for it.
+    hook_runs = project.paths.run_dir(bad).glob("hook-*.spec.json")
+    before = len(list(hook_runs))
+    assert CliRunner().invoke(cli, ["-C", str(project.control), "retry", bad]).exit_code == 0
+    assert len(list(project.paths.run_dir(bad).glob("hook-*.spec.json"))) == before == 1
+
+
+def test_a_slow_event_hook_neither_holds_the_tick_nor_outlives_its_timeout(
+    project: Project, tmp_path: Path
+) -> None:
+    hook = tmp_path / "slow-hook.sh"
+    hook.write_text("#!/bin/sh\nsleep 60\n")
+    hook.chmod(0o755)
+    project.configure(hooks={"on_event": [str(hook)], "timeout_seconds": 5})
+    task = project.add("Feature")
+    project.run_until(all_landed(1))
+    results = project.paths.run_dir(task)
+    # The tick that landed it has returned, while the hook it started still sleeps.
+    assert list(results.glob("hook-landed-*.spec.json"))
+    assert not list(results.glob("hook-landed-*.result.json"))
+    wait_until(lambda: bool(list(results.glob("hook-landed-*.result.json"))), timeout=30)
+    [result] = [json.loads(p.read_text()) for p in results.glob("hook-landed-*.result.json")]
+    assert result["timed_out"] is True
 
 
 def test_retry_after_a_block_lands_the_same_verified_commit(project: Project) -> None:
@@ -458,8 +608,12 @@ def test_retry_after_a_block_lands_the_same_verified_commit(project: Project) ->
     assert markers.read_blocked_push(Path(worker.workspace_path)) is None
     project.tick()
     worker = project.worker(task)
-    assert worker.lifecycle is Lifecycle.COMPLETED
-    assert git(project.origin, "rev-parse", f"{worker.landed_sha}~1") == verified
+    assert (worker.lifecycle, worker.attempt) == (Lifecycle.COMPLETED, 1)
+    assert project.origin_log()[:3] == [
+        f"ralph: archive {task}",
+        f"{task}: Feature",
+        f"ralph: add {task}: Feature",
+    ]
 
 
 def test_retry_of_a_failed_task_starts_over_and_keeps_the_old_commits(project: Project) -> None:
@@ -499,21 +653,23 @@ def test_discard_keeps_the_work_and_reject_stops_the_task_for_good(project: Proj
     assert project.state().worker(task) is None  # rejected: never started again
 
 
-def test_landing_code_never_forces() -> None:
-    """No --force and no + refspec on a push anywhere in ralph: either silently disables the lease."""
+def test_ralph_never_forces_a_ref_update() -> None:
+    """No --force and no + refspec anywhere in ralph: on a push either silently disables the lease,
+    and on a fetch it would hide a rewind (fetch_base notices those instead)."""
     force = re.compile(r"--force(?!-with-lease)")
-    plus_refspec = re.compile(r"""["'(]\+[\w{$]""")
+    plus_refspec = re.compile(
+        r"""["']\+(refs/|\{|[A-Za-z_]\w*:)"""
+    )  # "+refs/heads/x:...", f"+{src}:{dst}", "+HEAD:x"
+    assert plus_refspec.search('f"+{source}:{tracking}"') and plus_refspec.search('"+refs/heads/main"')
     pushes = 0
     for path in (REPO / "ralph").rglob("*.py"):
         for n, line in enumerate(path.read_text().splitlines(), 1):
-            if "push" not in line:
-                continue
-            assert not force.search(line), f"{path}:{n}: {line.strip()}"
+            where = f"{path}:{n}: {line.strip()}"
+            assert not force.search(line), where
+            assert not plus_refspec.search(line), where
             if '"push"' in line:
                 pushes += 1
-                assert "--force-with-lease=" in line and not plus_refspec.search(line), (
-                    f"{path}:{n}: {line.strip()}"
-                )
+                assert "--force-with-lease=" in line, where
     assert pushes == 1  # the one push, in git.push_with_lease
 
 

@@ -11,39 +11,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from harness import wait_until
+from helpers import hold_lock, stop
 
 from ralph.errors import ExitCode, LockBusy, PreflightError
 from ralph.lock import TickLock
 
 NOW = datetime(2026, 11, 21, 10, 5, tzinfo=UTC)
-
-# Holds the lock until stdin closes; `spawn <job.py> <report>` first starts a job the way ralph does.
-HOLDER = """
-import subprocess, sys
-from datetime import datetime, UTC
-from pathlib import Path
-from ralph.lock import TickLock
-
-lock = TickLock(Path(sys.argv[1]), now=datetime(2026, 11, 21, 10, 0, tzinfo=UTC))
-lock.acquire()
-if sys.argv[2:3] == ["spawn"]:
-    job = subprocess.Popen(
-        [sys.executable, sys.argv[3], sys.argv[4]],
-        start_new_session=True, stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    print("held", job.pid, flush=True)
-else:
-    print("held", flush=True)
-sys.stdin.read()
-lock.release()
-print("released", flush=True)
-"""
+HELD_SINCE = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)  # what a holder's note says
 
 # A detached job: reports where its descriptors point, then lives on until killed.
 JOB = """
@@ -82,7 +62,7 @@ else:
 @pytest.fixture
 def scripts(tmp_path: Path) -> dict[str, Path]:
     out = {}
-    for name, text in (("holder", HOLDER), ("job", JOB), ("contender", CONTENDER)):
+    for name, text in (("job", JOB), ("contender", CONTENDER)):
         out[name] = tmp_path / f"{name}.py"
         out[name].write_text(text)
     return out
@@ -100,17 +80,11 @@ class Procs:
         self.started: list[subprocess.Popen[str]] = []
         self.pids: list[int] = []
 
-    def holder(self, script: Path, lock_path: Path, *extra: str) -> tuple[subprocess.Popen[str], list[str]]:
-        proc = subprocess.Popen(
-            [sys.executable, str(script), str(lock_path), *extra],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+    def holder(
+        self, lock_path: Path, *, spawn: Sequence[str] = ()
+    ) -> tuple[subprocess.Popen[str], list[str]]:
+        proc, line = hold_lock(lock_path, since=HELD_SINCE, spawn=spawn)
         self.started.append(proc)
-        assert proc.stdout is not None
-        line = proc.stdout.readline().split()
-        assert line[:1] == ["held"], line
         return proc, line
 
     def adopt(self, pid: int) -> None:
@@ -118,12 +92,7 @@ class Procs:
 
     def cleanup(self) -> None:
         for proc in self.started:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-            for stream in (proc.stdin, proc.stdout):
-                if stream:
-                    stream.close()
+            stop(proc)
         for pid in self.pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -147,13 +116,6 @@ def contend(scripts: dict[str, Path], lock_path: Path) -> str:
     return result.stdout.strip()
 
 
-def wait_for(path: Path, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.01)
-
-
 def fd_targets(report: Path) -> list[str]:
     return [line.split(" ", 1)[1] for line in report.read_text().splitlines() if line]
 
@@ -161,7 +123,7 @@ def fd_targets(report: Path) -> list[str]:
 def test_a_held_lock_fails_at_once_naming_the_holder(
     scripts: dict[str, Path], lock_path: Path, procs: Procs
 ) -> None:
-    holder, _ = procs.holder(scripts["holder"], lock_path)
+    holder, _ = procs.holder(lock_path)
     owner_line = lock_path.read_bytes()
     assert owner_line == f"pid {holder.pid} since 2026-11-21T10:00:00Z\n".encode()
 
@@ -184,7 +146,7 @@ def test_a_held_lock_fails_at_once_naming_the_holder(
 def test_the_lock_is_free_at_once_after_its_holder_is_killed(
     scripts: dict[str, Path], lock_path: Path, procs: Procs
 ) -> None:
-    holder, _ = procs.holder(scripts["holder"], lock_path)
+    holder, _ = procs.holder(lock_path)
     with pytest.raises(LockBusy):
         TickLock(lock_path, now=NOW).acquire()
     holder.send_signal(signal.SIGKILL)
@@ -203,15 +165,14 @@ def test_the_lock_is_free_at_once_after_its_holder_is_killed(
 def test_release_keeps_the_lock_file_and_frees_the_lock(
     scripts: dict[str, Path], lock_path: Path, procs: Procs
 ) -> None:
-    holder, _ = procs.holder(scripts["holder"], lock_path)
+    holder, _ = procs.holder(lock_path)
     inode = lock_path.stat().st_ino
     assert holder.stdin is not None and holder.stdout is not None
     holder.stdin.close()
     assert holder.stdout.readline() == "released\n"
     assert holder.wait() == 0
     assert lock_path.stat().st_ino == inode  # same file: never deleted, never replaced
-    with TickLock(lock_path, now=NOW) as lock:
-        assert lock.path == lock_path
+    with TickLock(lock_path, now=NOW):
         assert contend(scripts, lock_path).startswith("busy: ")
     assert lock_path.stat().st_ino == inode
     assert contend(scripts, lock_path) == "acquired"
@@ -226,7 +187,7 @@ def test_the_lock_directory_is_created(tmp_path: Path) -> None:
 
 
 def test_a_job_started_while_the_lock_is_held_does_not_hold_it(
-    scripts: dict[str, Path], lock_path: Path, tmp_path: Path, procs: Procs
+    scripts: dict[str, Path], lock_path: Path, tmp_path: Path
 ) -> None:
     report = tmp_path / "job-fds.txt"
     lock = TickLock(lock_path, now=NOW)
@@ -239,7 +200,7 @@ def test_a_job_started_while_the_lock_is_held_does_not_hold_it(
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(report)
+        wait_until(report.exists, 20, "the job never wrote its report")
         lock.release()
         assert contend(scripts, lock_path) == "acquired"
         assert job.poll() is None  # it was acquired while the job still ran
@@ -257,10 +218,10 @@ def test_a_job_outlives_its_killed_tick_without_keeping_the_lock(
 ) -> None:
     # The flock(1) trap: a child that inherits the lock's descriptor keeps the lock after its parent dies.
     report = tmp_path / "job-fds.txt"
-    holder, line = procs.holder(scripts["holder"], lock_path, "spawn", str(scripts["job"]), str(report))
+    holder, line = procs.holder(lock_path, spawn=(str(scripts["job"]), str(report)))
     job_pid = int(line[1])
     procs.adopt(job_pid)
-    wait_for(report)
+    wait_until(report.exists, 20, "the job never wrote its report")
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     os.kill(job_pid, 0)  # the job still lives
@@ -281,7 +242,7 @@ def test_a_second_instance_in_the_same_process_is_busy_not_a_deadlock(lock_path:
 def test_wait_s_waits_for_a_briefly_held_lock(
     scripts: dict[str, Path], lock_path: Path, procs: Procs
 ) -> None:
-    holder, _ = procs.holder(scripts["holder"], lock_path)
+    holder, _ = procs.holder(lock_path)
     with pytest.raises(LockBusy):
         TickLock(lock_path, now=NOW).acquire()  # held now
 
@@ -305,7 +266,7 @@ def test_wait_s_waits_for_a_briefly_held_lock(
 def test_wait_s_gives_up_on_a_lock_that_stays_held(
     scripts: dict[str, Path], lock_path: Path, procs: Procs
 ) -> None:
-    holder, _ = procs.holder(scripts["holder"], lock_path)
+    holder, _ = procs.holder(lock_path)
     with pytest.raises(LockBusy, match=f"pid {holder.pid} "):
         TickLock(lock_path, now=NOW, wait_s=0.2).acquire()
     assert holder.poll() is None

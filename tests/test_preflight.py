@@ -22,11 +22,11 @@ from ralph.tick import TickOptions, check_workspace_root, run_tick
 
 
 @pytest.fixture
-def project(origin: Path, control: Path) -> Project:
-    p = make_project(origin, control)
-    p.add("A task that would start")
-    pull(p)
-    return p
+def project(project: Project) -> Project:
+    """conftest's project with one task queued on origin, and the control clone up to date."""
+    project.add("A task that would start")
+    pull(project)
+    return project
 
 
 def pull(project: Project) -> None:
@@ -179,11 +179,20 @@ def check(control: Path, workspace_root: str) -> None:
     check_workspace_root(open_checkout(control).git(), Paths.for_root(control, workspace_root))
 
 
-def test_workspace_root_inside_and_ignored(control: Path) -> None:
-    (control / ".gitignore").write_text("build/\n")
-    check(control, "build/workspaces")
-    (control / ".gitignore").write_text(".ralph/workspaces/\n")
-    check(control, ".ralph/workspaces")
+@pytest.mark.parametrize(
+    ("ignore", "root"), [("build/", "build/workspaces"), (".ralph/workspaces/", ".ralph/workspaces")]
+)
+def test_workspace_root_inside_and_ignored(control: Path, ignore: str, root: str) -> None:
+    (control / ".gitignore").write_text(f"{ignore}\n")
+    before = git(control, "status", "--porcelain", "--untracked-files=all", "--ignored")
+    check(control, root)  # accepted: no PreflightError
+    # Read-only: the probe path it asks git about is not created.
+    assert git(control, "status", "--porcelain", "--untracked-files=all", "--ignored") == before
+    assert not (control / root).exists()
+    # It is the ignore line that makes the root acceptable.
+    (control / ".gitignore").write_text("")
+    with pytest.raises(PreflightError, match="inside the repository but not gitignored"):
+        check(control, root)
 
 
 def test_workspace_root_inside_and_not_ignored(control: Path) -> None:
@@ -197,7 +206,14 @@ def test_workspace_root_inside_and_not_ignored(control: Path) -> None:
 
 
 def test_workspace_root_outside_the_repository(control: Path, tmp_path: Path) -> None:
-    check(control, str(tmp_path / "elsewhere" / "workspaces"))
+    # Nothing ignores it, and nothing needs to: git never sees a directory outside the repository.
+    assert not (control / ".gitignore").exists()
+    elsewhere = tmp_path / "elsewhere" / "workspaces"
+    check(control, str(elsewhere))  # accepted: no PreflightError
+    assert not elsewhere.parent.exists()  # checked, not created
+    # The same directory name inside the repository is refused.
+    with pytest.raises(PreflightError, match="inside the repository but not gitignored"):
+        check(control, "elsewhere/workspaces")
 
 
 def test_workspace_root_equal_to_or_above_the_repository_root(control: Path) -> None:

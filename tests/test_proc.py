@@ -9,33 +9,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from harness import wait_until
+from helpers import raw_state
 
 from ralph import proc
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
 SH = shutil.which("sh") or "/bin/sh"
 OTHER_BOOT = "00000000-0000-0000-0000-000000000000"
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.02)
-
-
-def raw_state(pid: int) -> str | None:
-    """Field 3 of /proc/<pid>/stat, parsed independently of ralph.proc."""
-    try:
-        raw = (Path("/proc") / str(pid) / "stat").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return raw[raw.rindex(b")") + 2 :].split()[0].decode()
 
 
 def alive_pid(pid: int) -> bool:
@@ -93,7 +78,9 @@ def spawn() -> Iterator[Spawner]:
 
 
 def read_pid_file(path: Path) -> int:
-    wait_for(lambda: path.exists() and path.read_text().strip() != "", what=f"{path} to be written")
+    wait_until(
+        lambda: path.exists() and path.read_text().strip() != "", message=f"waiting for {path} to be written"
+    )
     return int(path.read_text())
 
 
@@ -124,7 +111,7 @@ def test_the_trap_name_really_shifts_a_naive_split() -> None:
 
 def test_parse_stat_of_a_real_process(spawn: Spawner) -> None:
     child = spawn([SLEEP, "30"])
-    wait_for(lambda: alive_pid(child.pid), what="sleep to start")
+    wait_until(lambda: alive_pid(child.pid), message="waiting for sleep to start")
     raw = (Path("/proc") / str(child.pid) / "stat").read_text()
     stat = proc.parse_stat(raw)
     assert stat.state in ("R", "S")
@@ -149,7 +136,7 @@ def test_a_real_process_named_like_the_trap(spawn: Spawner, tmp_path: Path) -> N
     trap = tmp_path / "x) 1 2 (y"
     trap.symlink_to(SLEEP)
     child = spawn([str(trap), "30"])
-    wait_for(lambda: alive_pid(child.pid), what="the trap-named sleep to start")
+    wait_until(lambda: alive_pid(child.pid), message="waiting for the trap-named sleep to start")
     assert (Path("/proc") / str(child.pid) / "comm").read_text() == "x) 1 2 (y\n"
     stat = proc.read_stat(child.pid)
     assert stat is not None
@@ -170,7 +157,7 @@ def test_a_process_whose_name_is_not_utf8_is_still_seen(spawn: Spawner, tmp_path
     name = os.fsencode(tmp_path) + b"/sl\xffp"
     os.symlink(os.fsencode(SLEEP), name)
     child = spawn([name, b"30"])
-    wait_for(lambda: alive_pid(child.pid), what="the oddly named sleep to start")
+    wait_until(lambda: alive_pid(child.pid), message="waiting for the oddly named sleep to start")
     assert (Path("/proc") / str(child.pid) / "comm").read_bytes() == b"sl\xffp\n"
     identity = proc.identify(child.pid)
     assert identity is not None
@@ -199,7 +186,7 @@ def test_alive_then_zombie_then_reaped(spawn: Spawner) -> None:
 
     assert child.stdin is not None
     child.stdin.close()  # `read` sees EOF and the shell exits; we do not reap it yet
-    wait_for(lambda: raw_state(child.pid) == "Z", what="the child to become a zombie")
+    wait_until(lambda: raw_state(child.pid) == "Z", message="waiting for the child to become a zombie")
     os.kill(child.pid, 0)  # the zombie trap: kill(pid, 0) still succeeds ...
     assert not proc.is_alive(identity)  # ... but it is not alive
     assert proc.is_gone(identity)
@@ -230,7 +217,7 @@ def test_kill_group_kills_the_leader_and_a_grandchild(spawn: Spawner, tmp_path: 
     grandchild = spawn.track(read_pid_file(gc_file))
     identity = proc.identify(leader.pid)
     assert identity is not None
-    wait_for(lambda: len(proc.group_members(leader.pid)) == 3, what="sh and both sleeps")
+    wait_until(lambda: len(proc.group_members(leader.pid)) == 3, message="waiting for sh and both sleeps")
     assert grandchild.pid in proc.group_members(leader.pid)
     assert not proc.is_gone(identity)
 
@@ -249,8 +236,9 @@ def test_a_term_ignoring_grandchild_dies_by_sigkill_after_the_grace(spawn: Spawn
     # The subshell ignores TERM and execs sleep, which keeps the ignored disposition.
     leader = spawn([SH, "-c", f"(trap '' TERM; exec sleep 100) & echo $! > \"{gc_file}\"; wait"])
     gc_pid = read_pid_file(gc_file)
-    wait_for(
-        lambda: (Path("/proc") / str(gc_pid) / "comm").read_text() == "sleep\n", what="the subshell to exec"
+    wait_until(
+        lambda: (Path("/proc") / str(gc_pid) / "comm").read_text() == "sleep\n",
+        message="waiting for the subshell to exec",
     )
     grandchild = spawn.track(gc_pid)
     identity = proc.identify(leader.pid)
@@ -277,8 +265,9 @@ def test_kill_group_with_a_live_leader_and_a_term_ignoring_grandchild(spawn: Spa
     gc_file = tmp_path / "gc"
     leader = spawn([SH, "-c", f"(trap '' TERM; exec sleep 100) & echo $! > \"{gc_file}\"; wait"])
     gc_pid = read_pid_file(gc_file)
-    wait_for(
-        lambda: (Path("/proc") / str(gc_pid) / "comm").read_text() == "sleep\n", what="the subshell to exec"
+    wait_until(
+        lambda: (Path("/proc") / str(gc_pid) / "comm").read_text() == "sleep\n",
+        message="waiting for the subshell to exec",
     )
     grandchild = spawn.track(gc_pid)
     identity = proc.identify(leader.pid)
@@ -302,7 +291,7 @@ def test_members_of_a_dead_leader_are_still_killed(spawn: Spawner, tmp_path: Pat
     grandchild = spawn.track(read_pid_file(gc_file))
     identity = proc.identify(leader.pid)
     assert identity is not None
-    wait_for(lambda: raw_state(leader.pid) == "Z", what="the leader to exit")
+    wait_until(lambda: raw_state(leader.pid) == "Z", message="waiting for the leader to exit")
     if reap_leader:
         assert leader.wait() == 0
         assert proc.read_stat(leader.pid) is None  # the pid is free; the group id lives on in its member
@@ -311,7 +300,7 @@ def test_members_of_a_dead_leader_are_still_killed(spawn: Spawner, tmp_path: Pat
     assert not proc.is_gone(identity)
 
     assert proc.signal_group(identity, signal.SIGTERM) is True
-    wait_for(lambda: not proc.is_alive(grandchild), what="the grandchild to die")
+    wait_until(lambda: not proc.is_alive(grandchild), message="waiting for the grandchild to die")
     assert proc.is_gone(identity)
     assert proc.signal_group(identity, signal.SIGTERM) is False  # nothing of ours is left to signal
     assert proc.kill_group(identity, grace_s=1.0) is True
@@ -331,7 +320,9 @@ def test_a_forking_term_ignoring_member_of_a_leaderless_group_is_killed(
         assert identity is not None
         assert leader.wait() == 0
         pgid = leader.pid
-        wait_for(lambda p=pgid: len(proc.group_members(p)) > 10, what="the loop to fork sleeps")
+        wait_until(
+            lambda p=pgid: len(proc.group_members(p)) > 10, message="waiting for the loop to fork sleeps"
+        )
         assert loop_pid in proc.group_members(leader.pid)
 
         assert proc.kill_group(identity, grace_s=0.2) is True
@@ -406,7 +397,7 @@ def test_signal_group_on_a_live_leader_reaches_the_whole_group(spawn: Spawner, t
     assert identity is not None
     assert proc.signal_group(identity, signal.SIGKILL) is True
     assert leader.wait(timeout=5) == -signal.SIGKILL
-    wait_for(lambda: not proc.is_alive(grandchild), what="the grandchild to die")
+    wait_until(lambda: not proc.is_alive(grandchild), message="waiting for the grandchild to die")
     assert proc.is_gone(identity)
 
 

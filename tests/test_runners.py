@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import SCRIPTED_AGENT, Project, make_project
+from harness import SCRIPTED_AGENT, Project
+from helpers import executable
 
 from ralph.config import AgentConfig
 from ralph.errors import PreflightError
-from ralph.runners import build, child_env, resolve_agent, resolve_ci
+from ralph.runners import PRESETS, build, child_env, resolve_agent, resolve_ci
 from ralph.state import Lifecycle
 
 CLAUDE = ["-p", "--verbose", "--output-format", "stream-json", "--permission-mode", "acceptEdits"]
@@ -37,13 +38,6 @@ AIDER = [
     "--input-history-file",
     "/dev/null",
 ]
-
-
-def executable(path: Path, text: str = "#!/bin/sh\nexit 0\n") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    path.chmod(0o755)
-    return path
 
 
 @pytest.fixture
@@ -95,14 +89,19 @@ CASES = [
 
 
 def test_presets_keep_cli_update_checks_quiet(bin_dir: Path, root: Path) -> None:
-    env = {
-        r: run_build(AgentConfig(runner=r), root, root / "p.md").env for r in ("claude", "opencode", "codex")
-    }  # type: ignore[arg-type]
-    assert env == {
-        "claude": {"DISABLE_AUTOUPDATER": "1"},
-        "opencode": {"OPENCODE_DISABLE_AUTOUPDATE": "1"},
-        "codex": {},
+    invocations = {
+        runner: run_build(AgentConfig(runner=runner), root, root / "p.md")  # type: ignore[arg-type]
+        for runner in PRESETS
     }
+    # claude and opencode are told by their environment, aider by a flag; codex and gemini by nothing.
+    assert {r: i.env for r, i in invocations.items()} == {
+        "claude": {"DISABLE_AUTOUPDATER": "1"},
+        "codex": {},
+        "gemini": {},
+        "opencode": {"OPENCODE_DISABLE_AUTOUPDATE": "1"},
+        "aider": {},
+    }
+    assert "--no-check-update" in invocations["aider"].argv
 
 
 @pytest.mark.parametrize(("runner", "model", "extra", "expected", "stdin"), CASES)
@@ -245,11 +244,10 @@ def test_placeholders_are_expanded_once(bin_dir: Path, root: Path, tmp_path: Pat
     ]
 
 
-def test_task_text_never_reaches_argv(origin: Path, control: Path, tmp_path: Path) -> None:
+def test_task_text_never_reaches_argv(project: Project, tmp_path: Path) -> None:
     """Through a real tick: the scripted agent records the argv and env it was started with."""
     record = tmp_path / "record.json"
     canary = tmp_path / "canary"
-    project: Project = make_project(origin, control)
     title = f"--dangerously-skip-permissions $(touch {canary}) `touch {canary}`; rm -rf ~"
     task_id = project.add(title, description=f"scripted-agent: record {record}\nsecret words in the body")
     project.tick()

@@ -3,45 +3,24 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from click.testing import CliRunner
 from harness import Project, all_landed, make_project
+from helpers import ralph
 
-from ralph.cli import cli
 from ralph.files import copy_truncate, rotate
 from ralph.state import Lifecycle
-
-
-@pytest.fixture
-def project(origin: Path, control: Path) -> Project:
-    return make_project(origin, control)
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            handler.close()
-    root.setLevel(level)
-    root.handlers[:] = handlers
 
 
 def test_a_paused_tick_starts_nothing_but_still_reaps_and_lands(project: Project) -> None:
     first = project.add("In flight")
     project.tick()  # first is running
     second = project.add("Waits for resume")
-    result = CliRunner().invoke(cli, ["-C", str(project.control), "pause", "--reason", "deploy freeze"])
+    result = ralph(project.control, "pause", "--reason", "deploy freeze")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("paused since ")
     assert "deploy freeze" in result.stdout
@@ -49,15 +28,15 @@ def test_a_paused_tick_starts_nothing_but_still_reaps_and_lands(project: Project
         lambda s: s.worker(first) is not None and s.worker(first).lifecycle is Lifecycle.COMPLETED
     )  # type: ignore[union-attr]
     assert state.worker(second) is None  # nothing new started while paused
-    status = CliRunner().invoke(cli, ["-C", str(project.control), "status", "--json"])
+    status = ralph(project.control, "status", "--json")
     paused = json.loads(status.stdout)["paused"]
     assert paused["reason"] == "deploy freeze" and paused["since"].endswith("Z")
-    text = CliRunner().invoke(cli, ["-C", str(project.control), "status"]).stdout
+    text = ralph(project.control, "status").stdout
     assert "PAUSED since" in text and "deploy freeze" in text
-    resumed = CliRunner().invoke(cli, ["-C", str(project.control), "resume"])
+    resumed = ralph(project.control, "resume")
     assert resumed.stdout == "resumed: the next tick starts new tasks again\n"
     project.run_until(all_landed(2))
-    again = CliRunner().invoke(cli, ["-C", str(project.control), "resume"])
+    again = ralph(project.control, "resume")
     assert again.stdout == "not paused: nothing to resume\n"
 
 
@@ -167,7 +146,6 @@ def test_logs_follow_prints_until_the_job_ends(project: Project) -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ},
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
-from conftest import git
+from click.testing import CliRunner
+from conftest import BASE, git
 from harness import Project, all_landed, live_wrappers, make_project
 
+from ralph.cli import cli
+from ralph.commands.task import add as add_task
 from ralph.state import Lifecycle, State
 
 
@@ -69,3 +73,43 @@ def test_a_dependent_task_waits_until_its_dependency_landed(project: Project) ->
         )
         == ""
     )
+
+
+def add(project: Project, title: str, description: str | None = None) -> None:
+    """`ralph task add` without the harness's look at origin (which assumes the remote's name)."""
+    add_task(start=project.control, title=title, description=description, depends_on=[], priority="medium")
+
+
+def test_a_remote_not_named_origin_lands_and_keeps_unlanded_work(project: Project) -> None:
+    project.configure(git={"remote": "upstream"}, agent={"max_attempts": 1, "max_remediations": 0})
+    git(project.control, "remote", "rename", "origin", "upstream")
+    add(project, "Leave a note", "scripted-agent: write notes.md FIXME")  # fails the CI gate
+    add(project, "Lands")
+    state = project.run_until(
+        lambda s: len(s.workers) == 2 and all(w.lifecycle in Lifecycle.terminal() for w in s.workers)
+    )
+    failed, landed = state.worker("RQ-0001"), state.worker("RQ-0002")
+    assert failed is not None and landed is not None
+    assert (failed.lifecycle, landed.lifecycle) == (Lifecycle.FAILED, Lifecycle.COMPLETED)
+    assert git(project.origin, "rev-parse", BASE) == landed.landed_sha
+    result = CliRunner().invoke(cli, ["-C", str(project.control), "discard", "RQ-0001"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "RQ-0001 discarded; its work is kept as refs/ralph/attic/RQ-0001-1\n"
+    assert git(project.control, "rev-parse", "refs/ralph/attic/RQ-0001-1") == failed.head_sha
+
+
+def test_commits_are_by_the_identity_the_control_repository_configures(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Set only in the control repository's own config, as `git config user.email` without --global does."""
+    for role in ("AUTHOR", "COMMITTER"):
+        monkeypatch.delenv(f"GIT_{role}_NAME")
+        monkeypatch.delenv(f"GIT_{role}_EMAIL")
+    (Path(os.environ["HOME"]) / ".gitconfig").write_text("[commit]\n\tgpgsign = false\n")
+    git(project.control, "config", "user.name", "Repo Local")
+    git(project.control, "config", "user.email", "local@example.com")
+    add(project, "Leave it to ralph", "scripted-agent: write notes.md hello\nscripted-agent: uncommitted")
+    state = project.run_until(all_landed(1))
+    verified = state.workers[0].verified_sha or ""
+    who = git(project.origin, "log", "-1", "--format=%an <%ae>|%cn <%ce>", verified)
+    assert who == "Repo Local <local@example.com>|Repo Local <local@example.com>"

@@ -182,6 +182,19 @@ def test_dry_run_says_what_would_start_and_changes_nothing(project: Project) -> 
     assert not project.paths.runs.exists()
 
 
+def test_dry_run_while_paused_would_start_nothing(project: Project) -> None:
+    project.add("One")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["-C", str(project.control), "pause"]).exit_code == 0
+    result = runner.invoke(cli, ["-C", str(project.control), "run", "--allow-root", "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["actions"] == []
+    result = runner.invoke(cli, ["-C", str(project.control), "run", "--allow-root", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "not starting new tasks: paused since " in result.stderr
+    assert "would start" not in result.stderr
+
+
 def test_max_tasks_caps_new_starts_per_tick(project: Project) -> None:
     ids = [project.add(f"Task {n}") for n in range(3)]
     report = project.tick(max_tasks=1)

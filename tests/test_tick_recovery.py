@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from conftest import BASE, git
-from harness import Project, all_landed, live_wrappers, make_project, wait_until
+from harness import Project, all_landed, live_wrappers, wait_until
+from helpers import hold_lock, ralph, stop
 
 from ralph import clock, proc
 from ralph.crash import CRASHPOINTS
 from ralph.state import Job, JobKind, Lifecycle, State, Worker, new_state, save_state
-
-
-@pytest.fixture
-def project(origin: Path, control: Path) -> Project:
-    return make_project(origin, control)
 
 
 def assert_consistent(project: Project) -> State:
@@ -58,16 +54,31 @@ def agent_starts(project: Project, task_id: str) -> int:
     return log.read_text().count(f"started agent for {task_id}") if log.exists() else 0
 
 
-def test_every_crash_point_is_covered() -> None:
-    """Each named point has a recovery test: here, and after-push-before-save in test_landing.py."""
-    assert set(CRASHPOINTS) == {
-        "after-load",
-        "mid-prune",
-        "after-spawn-before-save",
-        "after-reap-before-save",
-        "after-push-before-save",
-        "after-save",
-    }
+# The test that kills a tick at each crash point and checks the next tick repairs what it left.
+HERE, STARTING = "test_tick_recovery.py", "test_a_crash_while_starting_leaves_no_forgotten_or_duplicate_job"
+RECOVERY_TESTS = {
+    "after-load": (HERE, STARTING),
+    "after-spawn-before-save": (HERE, STARTING),
+    "after-save": (HERE, STARTING),
+    "mid-prune": (HERE, "test_a_crash_in_the_middle_of_pruning"),
+    "after-reap-before-save": (HERE, "test_a_crash_after_reaping_before_saving_starts_ci_once"),
+    "after-push-before-save": ("test_landing.py", "test_a_crash_after_the_push_lands_once"),
+}
+
+
+def test_every_crash_point_has_a_recovery_test() -> None:
+    assert set(RECOVERY_TESTS) == set(CRASHPOINTS)
+
+
+@pytest.mark.parametrize("point", CRASHPOINTS)
+def test_each_recovery_test_exists_and_crashes_at_its_point(point: str) -> None:
+    file, name = RECOVERY_TESTS[point]
+    tree = ast.parse((Path(__file__).parent / file).read_text())
+    found = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
+    assert found, f"{file} has no {name}"
+    # The point's name as a literal in the test or its parametrize decorator: the test sets it.
+    literals = {n.value for n in ast.walk(found[0]) if isinstance(n, ast.Constant)}
+    assert point in literals, f"{file}::{name} never crashes at {point}"
 
 
 @pytest.mark.parametrize("point", ["after-load", "after-spawn-before-save", "after-save"])
@@ -137,26 +148,13 @@ def reject_all(project: Project) -> None:
 
 def test_an_overlapping_tick_exits_75_at_once_and_changes_nothing(project: Project) -> None:
     project.add("Something")
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from pathlib import Path; from ralph.lock import TickLock;"
-            "from ralph.clock import now; lock = TickLock(Path(sys.argv[1]), now=now()); lock.acquire();"
-            "print('held', flush=True); time.sleep(30)",
-            str(project.paths.lock),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder, _ = hold_lock(project.paths.lock)
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         started = time.monotonic()
         result = project.tick_process()
         elapsed = time.monotonic() - started
     finally:
-        holder.kill()
-        holder.wait()
+        stop(holder)
     assert result.returncode == 75
     assert "another ralph tick holds" in result.stderr and f"pid {holder.pid}" in result.stderr
     assert elapsed < 1.0, f"a busy tick took {elapsed:.2f}s"
@@ -176,7 +174,8 @@ def test_a_hung_agent_is_killed_with_its_group_at_its_deadline(project: Project)
     pid_file = Path(worker.workspace_path) / ".ralph" / "cache" / "grandchild.pid"
     wait_until(pid_file.exists, timeout=10)
     grandchild = int(pid_file.read_text())
-    assert proc.read_stat(grandchild) is not None and proc.read_stat(grandchild).pgrp == worker.job.pid  # type: ignore[union-attr]
+    stat = proc.read_stat(grandchild)
+    assert stat is not None and stat.pgrp == worker.job.pid
     project.wait_for_jobs(timeout=30)  # the wrapper enforces the deadline: TERM, grace, KILL
     project.tick()
     worker = project.worker(task)
@@ -249,15 +248,11 @@ def test_a_reused_pid_is_dead_and_never_signalled(project: Project) -> None:
 
 
 def test_cancel_stops_the_group_and_the_task_is_not_retried_on_its_own(project: Project) -> None:
-    from click.testing import CliRunner
-
-    from ralph.cli import cli
-
     task = project.add("Long", description="scripted-agent: ignore-term\nscripted-agent: hang")
     project.tick()
     job = project.worker(task).job
     assert job is not None
-    result = CliRunner().invoke(cli, ["-C", str(project.control), "cancel", task])
+    result = ralph(project.control, "cancel", task)
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{task} cancelled; `ralph retry {task}` runs it again\n"
     assert proc.group_members(job.pid) == []
@@ -272,4 +267,4 @@ def test_cancel_stops_the_group_and_the_task_is_not_retried_on_its_own(project: 
     assert project.worker(task).attempt == 1
     events = [e for e in project.events() if e["task_id"] == task]
     assert [e["event"] for e in events] == ["running", "failed"]
-    assert json.loads(json.dumps(events[-1]))["detail"] == "cancelled by `ralph cancel`"
+    assert events[-1]["detail"] == "cancelled by `ralph cancel`"

@@ -33,6 +33,8 @@ from ralph.workspace import (
 )
 
 TASK = "RQ-0001"
+BASE_REF = f"refs/remotes/origin/{BASE}"
+IDENTITY = {"GIT_AUTHOR_NAME": "Ralph", "GIT_AUTHOR_EMAIL": "ralph@example.com"}
 GITIGNORE = ".ralph/cache/\n.ralph/workspaces/\n.env\n.env.*\n*.key\n*.log\nsecrets/\nlinked\n"
 
 
@@ -45,7 +47,9 @@ class Repo:
     tmp: Path
 
     def setup(self, **kwargs: object) -> Setup:
-        return Setup(control=self.control, remote_url=str(self.origin), base_branch=BASE, **kwargs)  # type: ignore[arg-type]
+        return Setup(  # type: ignore[arg-type]
+            control=self.control, remote_url=str(self.origin), base_branch=BASE, base_ref=BASE_REF, **kwargs
+        )
 
     def base(self) -> str:
         return git(self.control, "rev-parse", f"origin/{BASE}")
@@ -181,7 +185,7 @@ def test_a_relative_remote_url_still_names_the_remote_from_the_workspace(repo: R
     prepare(
         ws,
         task_id=TASK,
-        setup=Setup(control=repo.control, remote_url=url, base_branch=BASE),
+        setup=Setup(control=repo.control, remote_url=url, base_branch=BASE, base_ref=BASE_REF),
         base_sha=repo.base(),
     )
     assert git(ws, "remote", "get-url", "origin") == str(repo.origin)
@@ -246,7 +250,7 @@ def test_allowlisted_files_are_copied_but_tracked_ones_come_from_the_base(repo: 
     # agent's commit would carry it to the base branch.
     assert git(ws, "status", "--porcelain", "--untracked-files=all") == ""
     (ws / "src" / "app.py").write_text("print('changed')\n")
-    head = commit_leftovers(ws, message=f"{TASK}: change")
+    head = commit_leftovers(ws, message=f"{TASK}: change", identity=IDENTITY)
     assert git(ws, "show", "--name-only", "--format=", head) == "src/app.py"
 
 
@@ -310,19 +314,23 @@ def test_symlinks_out_of_the_repository_are_not_copied(
 # --- hooks.after_create -----------------------------------------------------------------------------
 
 
-def test_after_create_runs_in_the_workspace_with_the_given_env(repo: Repo) -> None:
+def test_after_create_runs_in_the_workspace_with_a_jobs_env(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
     script = (
         "import json, os; json.dump({'cwd': os.getcwd(), 'env': dict(os.environ)}, open('hook.json', 'w'))"
     )
-    env = {"PATH": os.environ["PATH"], "HOOK_VAR": "yes", "RALPH_TASK_ID": "", "RALPH_WORKSPACE": ""}
-    ws = repo.prepare(after_create=(sys.executable, "-c", script), hook_env=env)
+    monkeypatch.setenv("HOOK_VAR", "yes")
+    monkeypatch.setenv("RALPH_QUEUE", "/somewhere/else.json")  # ralph's own, not the hook's business
+    monkeypatch.setenv("GIT_DIR", str(repo.control / ".git"))  # would point git at another repository
+    ws = repo.prepare(after_create=(sys.executable, "-c", script))
 
     seen = json.loads((ws / "hook.json").read_text())
     assert seen["cwd"] == str(ws)
     assert seen["env"]["HOOK_VAR"] == "yes"
-    assert seen["env"]["RALPH_TASK_ID"] == TASK
-    assert seen["env"]["RALPH_WORKSPACE"] == str(ws)
-    assert "HOME" not in seen["env"]  # exactly the env it was given, nothing inherited
+    assert (seen["env"]["RALPH_TASK_ID"], seen["env"]["RALPH_WORKSPACE"]) == (TASK, str(ws))
+    assert seen["env"]["RALPH_BASE_BRANCH"] == BASE
+    assert "RALPH_QUEUE" not in seen["env"] and "GIT_DIR" not in seen["env"]
 
 
 def test_after_create_failure_carries_the_output_tail(repo: Repo) -> None:
@@ -356,13 +364,16 @@ def test_after_create_not_executable(repo: Repo, tmp_path: Path) -> None:
     assert str(e.value) == f"hooks.after_create: cannot run {str(hook)!r}: Permission denied"
 
 
-def test_after_create_timeout_kills_the_hook_and_its_children(repo: Repo) -> None:
-    hook = ("/bin/sh", "-c", "echo preparing; sleep 60 & echo $! > grandchild.pid; wait")
+def test_after_create_timeout_kills_the_hook_and_its_children(repo: Repo, tmp_path: Path) -> None:
+    # The pid goes outside the workspace: a workspace whose set-up failed is removed.
+    pidfile = tmp_path / "grandchild.pid"
+    hook = ("/bin/sh", "-c", f"echo preparing; sleep 60 & echo $! > {pidfile}; wait")
     started = time.monotonic()
     with pytest.raises(WorkspaceError) as e:
         repo.prepare(after_create=hook, hook_timeout_s=1)
     elapsed = time.monotonic() - started
-    pid = int((repo.ws() / "grandchild.pid").read_text())
+    pid = int(pidfile.read_text())
+    assert not repo.ws().exists()
 
     def alive() -> bool:
         s = proc.read_stat(pid)
@@ -438,7 +449,7 @@ def test_a_workspace_left_mid_rebase_is_replaced_and_its_work_kept(repo: Repo) -
 def test_saving_the_same_head_twice_makes_one_attic_ref(repo: Repo) -> None:
     ws = repo.prepare()
     work = agent_commit(ws)
-    args = {"task_id": TASK, "control": repo.control, "base_branch": BASE}
+    args = {"task_id": TASK, "control": repo.control, "base_ref": BASE_REF}
     assert save_to_attic(ws, **args) == f"refs/ralph/attic/{TASK}-1"  # type: ignore[arg-type]
     assert save_to_attic(ws, **args) == f"refs/ralph/attic/{TASK}-1"  # type: ignore[arg-type]
     assert attic(repo.control) == {f"refs/ralph/attic/{TASK}-1": work}
@@ -448,7 +459,7 @@ def test_attic_numbers_ignore_a_task_whose_id_extends_this_one(repo: Repo) -> No
     git(repo.control, "update-ref", f"refs/ralph/attic/{TASK}-b-7", repo.base())
     ws = repo.prepare()
     work = agent_commit(ws)
-    ref = save_to_attic(ws, task_id=TASK, control=repo.control, base_branch=BASE)
+    ref = save_to_attic(ws, task_id=TASK, control=repo.control, base_ref=BASE_REF)
     assert ref == f"refs/ralph/attic/{TASK}-1"
     assert attic(repo.control)[ref] == work
 
@@ -500,7 +511,7 @@ def test_save_remove_and_prepare_never_run_the_workspaces_hooks_or_config(repo: 
     ws = repo.prepare()
     agent_commit(ws, "README.md", "rewritten by the agent\n")
     plant(ws, canary)
-    ref = save_to_attic(ws, task_id=TASK, control=repo.control, base_branch=BASE)
+    ref = save_to_attic(ws, task_id=TASK, control=repo.control, base_ref=BASE_REF)
     assert ref == f"refs/ralph/attic/{TASK}-1"
     repo.commit_to_origin("moved.txt", "moved\n")
     repo.prepare()  # replaces the planted workspace: README.md goes back to the base's text
@@ -508,7 +519,7 @@ def test_save_remove_and_prepare_never_run_the_workspaces_hooks_or_config(repo: 
     assert (ws / "README.md").read_text() == "hello\n"
     agent_commit(ws, "again.txt")
     plant(ws, canary)
-    assert remove(ws, task_id=TASK, control=repo.control, base_branch=BASE) == f"refs/ralph/attic/{TASK}-2"
+    assert remove(ws, task_id=TASK, control=repo.control, base_ref=BASE_REF) == f"refs/ralph/attic/{TASK}-2"
     assert not canary.exists(), canary.read_text()
     assert not ws.exists()
 
@@ -520,7 +531,7 @@ def test_commit_leftovers_never_runs_the_workspaces_hooks_or_config(repo: Repo, 
     (ws / "README.md").write_text("changed by the agent\n")
     (ws / "new.txt").write_text("new file\n")
     plant(ws, canary)
-    head = commit_leftovers(ws, message=f"{TASK}: leftovers")
+    head = commit_leftovers(ws, message=f"{TASK}: leftovers", identity=IDENTITY)
     assert not canary.exists(), canary.read_text()
     assert head != base
     assert (
@@ -544,10 +555,12 @@ def test_commit_leftovers_commits_untracked_modified_and_deleted_files(repo: Rep
     (ws / "docs" / "new.md").write_text("untracked\n")
     (ws / "build.log").write_text("ignored by .gitignore\n")
 
-    head = commit_leftovers(ws, message=f"{TASK}: Add the docs")
+    head = commit_leftovers(ws, message=f"{TASK}: Add the docs", identity=IDENTITY)
 
     assert git(ws, "rev-parse", "HEAD") == head
     assert git(ws, "log", "-1", "--format=%s%n%P", head) == f"{TASK}: Add the docs\n{base}"
+    # The identity given, over the environment's (the hermetic one names "Test Author").
+    assert git(ws, "log", "-1", "--format=%an <%ae>", head) == "Ralph <ralph@example.com>"
     changes = git(ws, "diff", "--name-status", base, head).splitlines()
     assert changes == ["M\tREADME.md", "A\tdocs/new.md", "D\tsrc/app.py"]
     # What `git commit` leaves: an index matching HEAD, so the CI gate sees a clean tree.
@@ -567,7 +580,7 @@ def test_commit_leftovers_never_commits_runtime_files(repo: Repo) -> None:
     git(ws, "add", "-f", ".ralph/cache/parallel/blocked_push.json", CI_FAILURE_FALLBACK)  # and forced some in
     (ws / "real.txt").write_text("the actual work\n")
 
-    head = commit_leftovers(ws, message=f"{TASK}: work")
+    head = commit_leftovers(ws, message=f"{TASK}: work", identity=IDENTITY)
 
     assert git(ws, "diff", "--name-only", base, head) == "real.txt"
     assert (ws / CI_FAILURE).exists() and (ws / CI_FAILURE_FALLBACK).exists()  # kept, just not committed
@@ -578,7 +591,7 @@ def test_commit_leftovers_with_nothing_to_commit_keeps_head(repo: Repo) -> None:
     base = git(ws, "rev-parse", "HEAD")
     (ws / ".ralph" / "cache").mkdir(parents=True)
     (ws / ".ralph" / "cache" / "note").write_text("runtime only\n")
-    assert commit_leftovers(ws, message=f"{TASK}: nothing") == base
+    assert commit_leftovers(ws, message=f"{TASK}: nothing", identity=IDENTITY) == base
     assert git(ws, "rev-parse", "HEAD") == base
     assert git(ws, "rev-list", "--count", "HEAD") == "2"
 
@@ -597,7 +610,7 @@ def test_commit_leftovers_when_the_agent_broke_its_index(repo: Repo, tmp_path: P
         index.symlink_to(elsewhere)
     (ws / "README.md").write_text("modified\n")
     (ws / "new.txt").write_text("new\n")
-    head = commit_leftovers(ws, message=f"{TASK}: work")
+    head = commit_leftovers(ws, message=f"{TASK}: work", identity=IDENTITY)
     assert git(ws, "diff", "--name-status", base, head).splitlines() == ["M\tREADME.md", "A\tnew.txt"]
     assert git(ws, "status", "--porcelain") == ""
     assert not index.is_symlink()
@@ -607,7 +620,7 @@ def test_commit_leftovers_on_top_of_the_agents_own_commits(repo: Repo) -> None:
     ws = repo.prepare()
     own = agent_commit(ws)
     (ws / "extra.txt").write_text("forgot to commit\n")
-    head = commit_leftovers(ws, message=f"{TASK}: leftovers")
+    head = commit_leftovers(ws, message=f"{TASK}: leftovers", identity=IDENTITY)
     assert git(ws, "rev-parse", f"{head}~1") == own
     assert git(ws, "diff", "--name-only", own, head) == "extra.txt"
 
@@ -621,7 +634,7 @@ def test_commit_leftovers_never_commits_env_files_ignored_only_in_the_control(re
     ws = repo.prepare()
     assert (ws / ".env").read_text() == "SECRET=1\n"
     (ws / "work.txt").write_text("work\n")
-    head = commit_leftovers(ws, message=f"{TASK}: work")
+    head = commit_leftovers(ws, message=f"{TASK}: work", identity=IDENTITY)
     assert git(ws, "ls-tree", "-r", "--name-only", head).splitlines() == [
         ".gitignore",
         "README.md",
@@ -633,33 +646,34 @@ def test_commit_leftovers_never_commits_env_files_ignored_only_in_the_control(re
 # --- provisional and remove -------------------------------------------------------------------------
 
 
-def test_provisional_removes_a_workspace_it_created_when_the_step_fails(repo: Repo) -> None:
-    ws = repo.ws()
-    with pytest.raises(RuntimeError, match="spawn failed"), provisional(ws, existed=False):
-        repo.prepare()
-        assert ws.is_dir()
+def test_provisional_removes_the_workspace_when_the_step_fails(repo: Repo) -> None:
+    ws = repo.prepare()
+    with pytest.raises(RuntimeError, match="spawn failed"), provisional(ws):
         raise RuntimeError("spawn failed")
     assert not ws.exists()
 
 
-def test_provisional_keeps_a_workspace_that_existed(repo: Repo) -> None:
-    ws = repo.prepare()
-    with pytest.raises(RuntimeError), provisional(ws, existed=True):
-        raise RuntimeError("spawn failed")
-    assert is_valid(ws)
-
-
 def test_provisional_keeps_the_workspace_when_the_step_succeeds(repo: Repo) -> None:
-    ws = repo.ws()
-    with provisional(ws, existed=False):
-        repo.prepare()
+    ws = repo.prepare()
+    with provisional(ws):
+        pass
     assert is_valid(ws)
+
+
+def test_a_failed_replacement_leaves_no_half_made_workspace_and_keeps_the_old_work(repo: Repo) -> None:
+    """A retry: the old workspace goes to the attic, then the new one fails in its after_create hook."""
+    ws = repo.prepare()
+    work = agent_commit(ws)
+    with pytest.raises(WorkspaceError, match="hooks.after_create exited 3"):
+        repo.prepare(after_create=(sys.executable, "-c", "raise SystemExit(3)"))
+    assert not ws.exists()
+    assert attic(repo.control) == {f"refs/ralph/attic/{TASK}-1": work}
 
 
 def test_remove_saves_unlanded_work_then_deletes(repo: Repo) -> None:
     ws = repo.prepare()
     work = agent_commit(ws)
-    ref = remove(ws, task_id=TASK, control=repo.control, base_branch=BASE)
+    ref = remove(ws, task_id=TASK, control=repo.control, base_ref=BASE_REF)
     assert ref == f"refs/ralph/attic/{TASK}-1"
     assert attic(repo.control) == {ref: work}
     assert not ws.exists()
@@ -677,7 +691,7 @@ def test_remove_deletes_read_only_files_and_directories(repo: Repo) -> None:
             path.chmod(path.stat().st_mode & ~0o222)
     (ws / "sealed").chmod(0)
     ws.chmod(0o555)
-    assert remove(ws, task_id=TASK, control=repo.control, base_branch=BASE) is None
+    assert remove(ws, task_id=TASK, control=repo.control, base_ref=BASE_REF) is None
     assert not ws.exists()
 
 
@@ -688,7 +702,7 @@ def test_remove_of_a_symlinked_workspace_removes_only_the_link(repo: Repo, tmp_p
     ws = repo.ws()
     ws.parent.mkdir(parents=True)
     ws.symlink_to(target, target_is_directory=True)
-    assert remove(ws, task_id=TASK, control=repo.control, base_branch=BASE) is None
+    assert remove(ws, task_id=TASK, control=repo.control, base_ref=BASE_REF) is None
     assert not ws.is_symlink() and not ws.exists()
     assert (target / "data.txt").read_text() == "keep me\n"
 
@@ -699,7 +713,7 @@ def test_remove_keeps_a_workspace_whose_work_cannot_be_saved(repo: Repo) -> None
     tree = git(ws, "rev-parse", f"{work}^{{tree}}")
     (ws / ".git" / "objects" / tree[:2] / tree[2:]).unlink()  # the commit's tree is gone
     with pytest.raises(WorkspaceError) as e:
-        remove(ws, task_id=TASK, control=repo.control, base_branch=BASE)
+        remove(ws, task_id=TASK, control=repo.control, base_ref=BASE_REF)
     assert str(e.value).startswith(f"{TASK}: could not save the work in {ws} before removing it: ")
     assert ws.is_dir() and (ws / "work.txt").exists()
     assert attic(repo.control) == {}
@@ -708,7 +722,7 @@ def test_remove_keeps_a_workspace_whose_work_cannot_be_saved(repo: Repo) -> None
 def test_the_control_checkout_is_never_a_workspace(repo: Repo) -> None:
     for path in (repo.control, repo.control.parent):
         with pytest.raises(WorkspaceError) as e:
-            remove(path, task_id=TASK, control=repo.control, base_branch=BASE)
+            remove(path, task_id=TASK, control=repo.control, base_ref=BASE_REF)
         assert str(e.value) == (
             f"refusing to use {path} as a workspace: it is or contains the control checkout "
             f"{repo.control}; set parallel.workspace_root to a directory of its own"

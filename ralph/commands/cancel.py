@@ -6,11 +6,10 @@ from pathlib import Path
 
 import click
 
-from ralph import proc
 from ralph.checkout import open_checkout
 from ralph.clock import now as read_clock
 from ralph.errors import ExitCode, RalphError
-from ralph.ledger import edit_state
+from ralph.ledger import edit_state, stop_job
 from ralph.paths import check_task_id
 from ralph.state import Lifecycle
 
@@ -22,13 +21,7 @@ def cancel(*, start: Path, task_id: str) -> ExitCode:
         worker = ledger.worker_named(task_id)
         if worker.lifecycle in Lifecycle.terminal():
             raise RalphError(f"{task_id} is already {worker.lifecycle}; nothing to cancel")
-        job = worker.job if worker.lifecycle in Lifecycle.active() else None
-        if job is not None and not proc.kill_group(
-            job.identity, grace_s=checkout.config.parallel.kill_grace_seconds
-        ):
-            raise RalphError(
-                f"{task_id}: {job.kind} job pid {job.pid} would not die; nothing was changed, try again"
-            )
+        stop_job(worker, grace_s=checkout.config.parallel.kill_grace_seconds)
         ledger.fail(worker, "cancelled by `ralph cancel`", retry_after=None)
         ledger.save()
     click.echo(f"{task_id} cancelled; `ralph retry {task_id}` runs it again")

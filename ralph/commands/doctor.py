@@ -398,7 +398,7 @@ def _check_queue(ctx: _Context) -> Check:
         # refuses them (PreflightError / QueueError); their messages say what to change.
         try:
             source = detect_source(checkout, git, base)
-            queues = read_queues(checkout, git, source)
+            queues = read_queues(checkout, source)
         except PreflightError as e:
             return Check(
                 "queue", "fail", f"queue: {e}", "do what the message says; ticks refuse to run until then"

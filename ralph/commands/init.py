@@ -71,7 +71,7 @@ def init(*, start: Path, runner: str | None, base: str | None) -> ExitCode:
 
 
 def _new_config(git: Git, *, runner: str | None, base: str | None) -> Config:
-    base_branch = base or git.remote_head_branch("origin") or git.current_branch() or "main"
+    base_branch = base or git.default_branch(GitConfig().remote)
     try:
         git_config = GitConfig(base_branch=base_branch)
     except ValidationError:

@@ -48,7 +48,10 @@ def retry(*, start: Path, task_id: str) -> ExitCode:
                 raise RalphError(f"{task_id} is {state}; set it back to todo there first, then retry")
             worker.attempt = 0  # the next start is attempt 1 of a fresh round
             worker.next_attempt_at = now
-            ledger.transition(worker, Lifecycle.FAILED, "retried by `ralph retry`: starting over")
+            # Still failed, only due again: not an ending to announce.
+            ledger.transition(
+                worker, Lifecycle.FAILED, "retried by `ralph retry`: starting over", announce=False
+            )
             message = f"{task_id} starts over on the next tick; earlier commits are kept in refs/ralph/attic/"
         ledger.save()
     click.echo(message)

@@ -22,7 +22,7 @@ from ralph.errors import ExitCode, GitError, PreflightError, QueueError
 from ralph.markers import read_blocked_push, read_ci_failure
 from ralph.pause import read_pause
 from ralph.queue import TaskStatus
-from ralph.state import Lifecycle, State, Worker, load_state
+from ralph.state import Lifecycle, Worker, load_state
 
 
 def status(*, start: Path, as_json: bool) -> ExitCode:
@@ -66,7 +66,7 @@ def build_status(checkout: Checkout, now: datetime) -> dict[str, Any]:
         "archive": archive_counts,
         "queue_error": queue_error,
         "paused": None if (paused := read_pause(checkout.paths.pause)) is None else asdict(paused),
-        "lifecycle_counts": {str(k): v for k, v in _lifecycle_counts(state).items()},
+        "lifecycle_counts": state.lifecycle_counts(),
         "workers": [_worker_doc(w, titles.get(w.task_id), checkout, now) for w in state.workers],
     }
 
@@ -74,11 +74,6 @@ def build_status(checkout: Checkout, now: datetime) -> dict[str, Any]:
 def _count(statuses: Any) -> dict[str, int]:
     counts = Counter(str(s) for s in statuses)
     return {str(s): counts.get(str(s), 0) for s in TaskStatus}
-
-
-def _lifecycle_counts(state: State) -> dict[Lifecycle, int]:
-    counts = Counter(w.lifecycle for w in state.workers)
-    return {lc: counts.get(lc, 0) for lc in Lifecycle}
 
 
 def _worker_doc(worker: Worker, title: str | None, checkout: Checkout, now: datetime) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from ralph.bookkeeping import Mode, NotPublished, detect_source, fetch_base, publish
+from ralph.bookkeeping import NotPublished, Untracked, publish
 from ralph.checkout import Checkout, open_checkout
 from ralph.clock import now as read_clock
 from ralph.clock import to_seconds
@@ -73,39 +73,27 @@ def add(
             priority=priority,
         )
 
-    if push and _tracked(checkout):
-        new = publish(
-            checkout,
-            checkout.git(),
-            checkout.base_branch(),
-            change=append,
-            message=lambda t: f"ralph: add {t.id}: {t.title}",
-        )
-        where = f"pushed to {checkout.remote}/{checkout.base_branch()}"
-    else:
+    git = checkout.git()
+    base = checkout.base_branch()
+    new = None
+    if push and git.run("remote", "get-url", checkout.remote, ok=(0, 2)).returncode == 0:
+        try:
+            new = publish(
+                checkout, git, base, change=append, message=lambda t: f"ralph: add {t.id}: {t.title}"
+            )
+            where = f"pushed to {checkout.remote}/{base}"
+        except (Untracked, NotPublished):
+            pass  # the queue is this host's, or not pushed yet: the working-tree file it is
+        except PreflightError as e:
+            raise PreflightError(
+                f"{e}; to add the task to the working-tree file instead, pass --no-push"
+            ) from None
+    if new is None:
         new = _append_locally(checkout, now, append)
         where = f"written to {checkout.paths.relative(checkout.paths.queue_file())}"
     click.echo(new.id)
     logger.info("%s %s", new.id, where)
     return ExitCode.OK
-
-
-def _tracked(checkout: Checkout) -> bool:
-    """Whether the queue lives on the remote base; a queue not yet pushed is still the working tree's."""
-    git = checkout.git()
-    base = checkout.base_branch()
-    if git.run("remote", "get-url", checkout.remote, ok=(0, 2)).returncode != 0:
-        return False
-    try:
-        fetch_base(git, remote=checkout.remote, base=base)
-    except PreflightError as e:
-        raise PreflightError(
-            f"{e}; to add the task to the working-tree file instead, pass --no-push"
-        ) from None
-    try:
-        return detect_source(checkout, git, base).mode is Mode.TRACKED
-    except NotPublished:
-        return False
 
 
 def _append(

@@ -1,0 +1,54 @@
+"""`ralph demo`: the whole loop in a sandbox, through the real CLI, with the scripted agent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import git
+from helpers import invoke
+
+from ralph import clock
+from ralph.commands.demo import BASE, SAMPLE_TASKS
+from ralph.state import Lifecycle, load_state
+
+
+def test_demo_lands_every_sample_task_on_the_sandbox_origin(tmp_path: Path) -> None:
+    sandbox = tmp_path / "demo"
+    result = invoke("demo", "--dir", str(sandbox))
+    assert result.exit_code == 0, result.output
+    origin, control = sandbox / "origin.git", sandbox / "control"
+    assert result.stdout.startswith(f"ralph demo: sandbox in {sandbox.resolve()}\n")
+    assert f"== {BASE} on origin after " in result.stdout
+
+    state = load_state(
+        control / ".ralph" / "cache" / "parallel" / "state.json",
+        now=clock.now(),
+        target_branch=BASE,
+        remote="origin",
+    )
+    ids = [f"RQ-{n:04d}" for n in range(1, len(SAMPLE_TASKS) + 1)]
+    assert sorted(w.task_id for w in state.workers) == ids
+    assert {w.lifecycle for w in state.workers} <= {Lifecycle.COMPLETED, Lifecycle.BLOCKED_PUSH}
+    landed = [w for w in state.workers if w.lifecycle is Lifecycle.COMPLETED]
+    assert len(landed) == len(SAMPLE_TASKS)  # exit 0 promises every task landed
+
+    # Each landing is on origin's base branch: the task's commit, then the archive commit.
+    subjects = git(origin, "log", "--format=%s", BASE).splitlines()
+    for task_id, (title, _, _) in zip(ids, SAMPLE_TASKS, strict=True):
+        assert f"{task_id}: {title}" in subjects
+        assert subjects.count(f"ralph: archive {task_id}") == 1
+    for worker in landed:
+        assert worker.landed_sha is not None
+        git(origin, "merge-base", "--is-ancestor", worker.landed_sha, BASE)  # fails unless it is
+    archived = json.loads(git(origin, "show", f"{BASE}:.ralph/done.json"))["tasks"]
+    assert sorted(t["id"] for t in archived) == ids
+    assert json.loads(git(origin, "show", f"{BASE}:.ralph/queue.json"))["tasks"] == []
+
+
+def test_demo_refuses_a_directory_that_is_not_empty(tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("mine\n")
+    result = invoke("demo", "--dir", str(tmp_path))
+    assert result.exit_code == 1
+    assert result.stderr == f"ralph: error: --dir {tmp_path} is not empty; give a new or empty directory\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
