@@ -140,7 +140,7 @@ def build(root: Path, n: int, *, runnable: int = 0) -> Project:
     for w in workers:
         w["workspace_path"] = str(project.control / ".ralph" / "workspaces" / w["task_id"])
     state = {
-        "schema_version": 4,
+        "schema_version": 5,
         "target_branch": BASE,
         "remote": "origin",
         "started_at": workers[0]["started_at"] if workers else "2026-01-01T00:00:00Z",

@@ -12,13 +12,18 @@ from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_va
 
 from ralph.constants import RUNNER_NAMES
 from ralph.errors import ConfigError
+from ralph.files import FileTooLarge, read_bounded
 from ralph.models import FileModel, Text, describe_validation_error, no_nul
+from ralph.nesting import TooDeep, check_depth
 from ralph.paths import DEFAULT_WORKSPACE_ROOT
 
 RunnerName = Literal["claude", "codex", "gemini", "opencode", "aider", "command"]
 assert get_args(RunnerName) == RUNNER_NAMES  # one list, spelled twice only for the type checker
 
 PositiveInt = Annotated[int, Field(ge=1)]
+# Upper bounds: a count of 10**9 is a typo, and would only surface as a tick that never ends.
+Count = Annotated[int, Field(ge=1, le=10_000)]
+Slots = Annotated[int, Field(ge=1, le=256)]
 NonEmptyText = Annotated[str, Field(min_length=1), AfterValidator(no_nul)]
 Argv = list[NonEmptyText]
 
@@ -65,9 +70,9 @@ class GitConfig(FileModel):
 
 
 class ParallelConfig(FileModel):
-    workers: PositiveInt = 3
+    workers: Slots = 3
     workspace_root: NonEmptyText = DEFAULT_WORKSPACE_ROOT
-    max_push_attempts: PositiveInt = 50
+    max_push_attempts: Count = 50
     push_backoff_ms: Annotated[list[BackoffMs], Field(min_length=1)] = [500, 2000, 5000, 10000]
     terminal_worker_ttl_hours: Hours = 24
     workspace_retention_hours: Annotated[float, Field(ge=0, le=_YEAR_HOURS, allow_inf_nan=False)] = 24
@@ -76,8 +81,20 @@ class ParallelConfig(FileModel):
     kill_grace_seconds: Annotated[float, Field(gt=0, le=600, allow_inf_nan=False)] = 10
     # Each log ralph keeps (a task's agent.log and ci.log, events.jsonl) is rotated past this size,
     # keeping one older copy (<name>.1): bounded disk use on a host nobody watches.
-    log_max_bytes: Annotated[int, Field(ge=64 * 1024)] = 10 * 1024 * 1024
+    log_max_bytes: Annotated[int, Field(ge=64 * 1024, le=1 << 40)] = 10 * 1024 * 1024
     ignored_file_allowlist: list[NonEmptyText] = []
+
+
+# An environment variable's name, as POSIX shells spell one.
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+Dollars = Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)]
+
+
+class PricePerMtok(FileModel):
+    """US dollars per million tokens, for a runner that reports tokens but not cost."""
+
+    input: Annotated[float, Field(ge=0, le=10_000, allow_inf_nan=False)]
+    output: Annotated[float, Field(ge=0, le=10_000, allow_inf_nan=False)]
 
 
 class AgentConfig(FileModel):
@@ -86,10 +103,15 @@ class AgentConfig(FileModel):
     binary: Text = ""  # empty: the runner's usual executable name, looked up on PATH
     command: Argv = []  # runner = "command": argv with {prompt_file} {task_id} {workspace} {model}
     extra_args: Argv = []  # appended to a preset runner's argv
+    # Set for the agent (wins over a name passed through by sandbox.env_passthrough); a value may name
+    # a variable of ralph's own environment as ${NAME}.
+    env: dict[EnvName, Text] = {}
     timeout_minutes: Minutes = 60
-    max_attempts: PositiveInt = 3
-    max_remediations: Annotated[int, Field(ge=0)] = 3
-    retry_backoff_minutes: Annotated[list[BackoffMinutes], Field(min_length=1)] = [5, 30]
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 3
+    max_remediations: Annotated[int, Field(ge=0, le=100)] = 3
+    retry_backoff_minutes: Annotated[list[BackoffMinutes], Field(min_length=1, max_length=100)] = [5, 30]
+    price_per_mtok: PricePerMtok | None = None  # cost from tokens, when the runner reports no cost
+    max_cost_usd_per_task: Dollars | None = None  # stop a task whose agent runs cost more
 
     @model_validator(mode="after")
     def _command_needs_argv(self) -> AgentConfig:
@@ -103,13 +125,48 @@ class AgentConfig(FileModel):
 class CiConfig(FileModel):
     command: Argv = ["make", "ci"]  # argv, no shell; [] disables the gate
     timeout_minutes: Minutes = 30
-    verify_rebased: bool = True
+    # true: a rebased train is gated again; "overlap": only when outside commits touch its files.
+    verify_rebased: bool | Literal["overlap"] = True
+    max_parallel: Slots | None = None  # gate jobs at once; None: --workers
+    watch_base: bool | None = None  # gate a base tip ralph did not push; None: on when a gate is set
+    base_status_command: Argv = []  # argv told a sha ({sha}); exit 0 green, 1 red, else unknown
 
 
 class HooksConfig(FileModel):
     after_create: Argv = []  # argv run in a new workspace
     on_event: Argv = []  # argv run on landed/failed/blocked with RALPH_* env
     timeout_seconds: Annotated[int, Field(ge=1, le=24 * 3600)] = 300
+
+
+class SandboxConfig(FileModel):
+    mode: Literal["bwrap", "none"] = "bwrap"  # "none" runs jobs as ralph itself: see README "Security"
+    env_passthrough: list[EnvName] = []  # names copied from ralph's environment into every job
+    home_files: list[NonEmptyText] = []  # files under ~ copied into a job's private HOME
+    hide_paths: list[NonEmptyText] = []  # more paths no job may see (~/.aws, say)
+    agent_network: bool = True
+    gate_network: bool = True
+
+
+class LandingConfig(FileModel):
+    squash: bool = True  # one commit per task, its tree the gated one; false keeps ungated commits
+    max_rebuilds: Annotated[int, Field(ge=1, le=1000)] = 5  # outside pushes before "starved"
+    protected_paths: list[NonEmptyText] = []  # globs a task may not change (besides ralph's own)
+    allow_paths: list[NonEmptyText] = []  # globs taken back out of the protected set
+    max_file_bytes: Annotated[int, Field(ge=1, le=1 << 40)] = 10 * 1024 * 1024
+
+
+class RunConfig(FileModel):
+    follow_jobs: bool = True  # a finished job asks for a tick at once
+    offline_spawn: bool = True  # with the remote unreachable, start tasks from the last fetched base
+
+
+class HostsConfig(FileModel):
+    mode: Literal["single", "multi"] = "multi"
+    claim_ttl_minutes: Annotated[float, Field(gt=0, le=_WEEK_MINUTES, allow_inf_nan=False)] = 15
+
+
+class ReportConfig(FileModel):
+    html_path: Text = ""  # rewritten by every tick that changed something; relative to the checkout
 
 
 class QueueConfig(FileModel):
@@ -124,18 +181,31 @@ class Config(FileModel):
     ci: CiConfig = CiConfig()
     hooks: HooksConfig = HooksConfig()
     queue: QueueConfig = QueueConfig()
+    sandbox: SandboxConfig = SandboxConfig()
+    landing: LandingConfig = LandingConfig()
+    run: RunConfig = RunConfig()
+    hosts: HostsConfig = HostsConfig()
+    report: ReportConfig = ReportConfig()
+
+
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 def load_config(path: Path) -> Config:
     """Read `path`; a missing file means every default."""
     try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
+        text = read_bounded(path, MAX_CONFIG_BYTES).decode()
+        check_depth(text, toml=True)
+        raw = tomllib.loads(text)
     except FileNotFoundError:
         return Config()
+    except FileTooLarge as e:
+        raise ConfigError(f"{path}: {e}; a config file is a few kilobytes") from None
+    except TooDeep as e:
+        raise ConfigError(f"{path}: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(
-            f"{path}: not valid TOML: {e}; fix the syntax (see DESIGN §8 for the keys)"
+            f"{path}: not valid TOML: {e}; fix the syntax (README: 'Configuration' lists the keys)"
         ) from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 (byte {e.start}); save it as UTF-8 TOML") from None
@@ -166,7 +236,7 @@ def _known_keys(section: tuple[Any, ...]) -> str:
     for part in section:
         annotation = model.model_fields[str(part)].annotation
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):  # pragma: no cover
-            return "see DESIGN §8 for the keys"
+            return "README: 'Configuration' lists the keys"
         model = annotation
     if not section:
         return f"the sections are: {', '.join(f'[{name}]' for name in model.model_fields)}"

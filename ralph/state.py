@@ -20,11 +20,12 @@ from ralph.clock import UtcDatetime, format_z
 from ralph.errors import StateError, TaskIdError
 from ralph.files import FileTooLarge, copy_aside, read_bounded, sweep_temp_files, write_atomic
 from ralph.models import FileModel, Namer, Text, describe_validation_error, item_namer
+from ralph.nesting import TooDeep, check_depth
 from ralph.paths import check_task_id
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 MAX_STATE_BYTES = 64 * 1024 * 1024
 
 
@@ -75,6 +76,28 @@ class Job(FileModel):
         return proc.Identity(self.pid, self.pid_start_ticks, self.boot_id)
 
 
+class Usage(FileModel):
+    """What one agent run said it spent (README: "Tokens and cost")."""
+
+    attempt: Annotated[int, Field(ge=0)]
+    remediation: Annotated[int, Field(ge=0)] = 0  # 0: the task's own run
+    input_tokens: Annotated[int, Field(ge=0)] = 0
+    cached_input_tokens: Annotated[int, Field(ge=0)] = 0
+    output_tokens: Annotated[int, Field(ge=0)] = 0
+    # As the CLI reported it, or from tokens and agent.price_per_mtok; None: unknown.
+    cost_usd: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+
+
+class RunnerPause(FileModel):
+    """No new agent of `runner` starts before `until`: it reported a usage or rate limit."""
+
+    runner: Text
+    since: UtcDatetime
+    until: UtcDatetime
+    reason: Text
+    strikes: Annotated[int, Field(ge=1)] = 1  # limits in a row without a reset time: the pause doubles
+
+
 class Worker(FileModel):
     task_id: str
     lifecycle: Lifecycle
@@ -93,6 +116,7 @@ class Worker(FileModel):
     next_attempt_at: UtcDatetime | None = None
     job: Job | None = None
     last_error: Text | None = None
+    usage: list[Usage] = []  # one entry per agent run that reported any
 
     @field_validator("task_id")
     @classmethod
@@ -112,12 +136,13 @@ class Worker(FileModel):
 
 
 class State(FileModel):
-    schema_version: Literal[4]
+    schema_version: Literal[5]
     target_branch: Text
     remote: Text
     started_at: UtcDatetime
     updated_at: UtcDatetime
     workers: list[Worker] = []
+    runner_pauses: list[RunnerPause] = []
 
     @model_validator(mode="after")
     def _one_record_per_task(self) -> State:
@@ -207,10 +232,16 @@ def _migrate_v3(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
     }
 
 
+def _migrate_v4(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """v4 -> v5: usage per worker and runner pauses, both empty to begin with."""
+    return {**raw, "schema_version": 5}
+
+
 MIGRATIONS: dict[int, Callable[[dict[str, Any], datetime], dict[str, Any]]] = {
     1: _migrate_v1_v2,
     2: _migrate_v1_v2,
     3: _migrate_v3,
+    4: _migrate_v4,
 }
 
 
@@ -224,10 +255,12 @@ def migrate(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
             f"written by a newer ralph (schema_version {version}; this ralph reads up to {SCHEMA_VERSION}); "
             "upgrade ralph"
         )
+    first = version
     while version < SCHEMA_VERSION:
         raw = MIGRATIONS[version](raw, now)
-        logger.info("state.json: migrated schema_version %s to %s", version, raw["schema_version"])
         version = raw["schema_version"]
+    if version != first:
+        logger.info("state.json: migrated schema_version %s to %s", first, version)
     return raw
 
 
@@ -235,7 +268,8 @@ class _Corrupt(Exception):
     pass
 
 
-_V4_ONLY_KEYS = frozenset({"remote", "updated_at"})
+# Keys the Rust ralph's files never had: a file with them and no version is one of ours.
+_OUR_KEYS = frozenset({"remote", "updated_at"})
 
 
 class _TooNew(StateError):
@@ -276,16 +310,20 @@ def load_state(
 
 def parse_state(data: bytes, now: datetime) -> State:
     try:
+        check_depth(data.decode())
         raw = json.loads(data)
+    except TooDeep as e:
+        raise _Corrupt(str(e)) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise _Corrupt(f"not valid JSON ({e})") from None
     if not isinstance(raw, dict):
         raise _Corrupt("not a JSON object")
-    if "schema_version" not in raw and _V4_ONLY_KEYS & raw.keys():
-        # A missing version means a v1 file to the Rust ralph, whose migration drops every worker; a v4
+    if "schema_version" not in raw and _OUR_KEYS & raw.keys():
+        # A missing version means a v1 file to the Rust ralph, whose migration drops every worker; our
         # file that lost the key in a hand edit must not silently forget its live jobs.
         raise _Corrupt(
-            'schema_version is missing; this is a ralph state file, so put back "schema_version": 4'
+            "schema_version is missing; this is a ralph state file, so put back "
+            f'"schema_version": {SCHEMA_VERSION}'
         )
     version = raw.get("schema_version", 1)
     try:

@@ -259,7 +259,7 @@ def v3_state(control: Path) -> Path:
     return path
 
 
-MIGRATED = "state.json: migrated schema_version 3 to 4\n"
+MIGRATED = "state.json: migrated schema_version 3 to 5\n"
 
 
 def test_info_lines_show_by_default(control: Path, v3_state: Path) -> None:

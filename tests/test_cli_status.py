@@ -254,7 +254,7 @@ def test_a_corrupt_queue_still_shows_the_workers(workers: Path) -> None:
 def test_a_corrupt_state_is_exit_1_one_line_and_no_quarantine_copy(checkout: Path) -> None:
     path = state_path(checkout)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text('{"schema_version": 4, "workers": [')
+    path.write_text('{"schema_version": 5, "workers": [')
     before = sorted(p.name for p in path.parent.iterdir())
     result = ralph(checkout, "status")
     assert result.exit_code == 1
@@ -264,7 +264,7 @@ def test_a_corrupt_state_is_exit_1_one_line_and_no_quarantine_copy(checkout: Pat
     assert "Traceback" not in result.stderr
     # status reads without the lock, so it must not write: the quarantine copy is the tick's job.
     assert sorted(p.name for p in path.parent.iterdir()) == before
-    assert path.read_text() == '{"schema_version": 4, "workers": ['
+    assert path.read_text() == '{"schema_version": 5, "workers": ['
     assert ralph(checkout, "status", "--json").stdout == ""
 
 

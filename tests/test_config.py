@@ -85,15 +85,16 @@ def test_render_then_load_is_the_default_config(tmp_path: Path) -> None:
 
 
 def test_rendered_config_spells_out_every_key() -> None:
-    """`ralph init` writes every key (except an unset base_branch) so a person can see what there is."""
+    """`ralph init` writes every key (but those unset by default: TOML has no null) so a person can see
+    what there is."""
     import tomllib
 
     rendered = tomllib.loads(render_config(Config()).decode())
     for section, model in Config.model_fields.items():
-        expected = set(model.annotation.model_fields)  # type: ignore[union-attr]
-        if section == "git":
-            expected.discard("base_branch")  # None means "ask the remote"; TOML has no null
+        fields = model.annotation.model_fields  # type: ignore[union-attr]
+        expected = {name for name, info in fields.items() if info.default is not None}
         assert set(rendered[section]) == expected, section
+    assert "base_branch" not in rendered["git"]  # None means "ask the remote"
 
 
 def test_non_default_config_round_trips(tmp_path: Path) -> None:
@@ -365,3 +366,42 @@ def test_base_branch_validation_agrees_with_git(name: str) -> None:
     except ValueError:
         accepted = False
     assert accepted == git_accepts_branch(name)
+
+
+# --- bounded input -------------------------------------------------------------------------------
+
+
+def test_a_deeply_nested_array_is_refused_in_one_line(tmp_path: Path) -> None:
+    """tomllib recurses once per level: 3,000 levels would be a RecursionError (a bug, exit 3)."""
+    path = write(tmp_path, "[agent]\nextra_args = " + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}: nested more than 64 levels deep (line 2); flatten it"
+
+
+def test_brackets_inside_strings_and_comments_do_not_count(tmp_path: Path) -> None:
+    text = '[agent]\nmodel = "' + "[" * 100 + '"  # ' + "{" * 100 + "\nextra_args = ['''" + "[" * 100 + "''']\n"
+    assert load_config(write(tmp_path, text)).agent.model == "[" * 100
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[parallel]\nworkers = 1000000000\n", "parallel.workers"),
+        ("[agent]\nmax_remediations = 1000000000\n", "agent.max_remediations"),
+        ("[agent]\nmax_attempts = 1000000000\n", "agent.max_attempts"),
+        ("[parallel]\nmax_push_attempts = 1000000000\n", "parallel.max_push_attempts"),
+        ("[ci]\nmax_parallel = 100000\n", "ci.max_parallel"),
+    ],
+)
+def test_numbers_have_upper_bounds(tmp_path: Path, text: str, key: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value).startswith(f"{path}: {key}: Input should be less than or equal to ")
+
+
+def test_a_huge_config_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = write(tmp_path, "# " + "x" * (2 * 1024 * 1024) + "\n")
+    with pytest.raises(ConfigError, match="over the 1048576-byte limit"):
+        load_config(path)

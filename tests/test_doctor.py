@@ -533,7 +533,7 @@ def test_corrupt_state_is_reported_and_not_quarantined(
 ) -> None:
     state = project.paths.state
     state.parent.mkdir(parents=True)
-    state.write_bytes(b'{"schema_version": 4, "workers": [')
+    state.write_bytes(b'{"schema_version": 5, "workers": [')
     before = sorted(p.name for p in state.parent.iterdir())
     code, checks = report(project.control, capsys)
     assert code == ExitCode.ERROR
@@ -542,7 +542,7 @@ def test_corrupt_state_is_reported_and_not_quarantined(
     assert "ralph doctor" not in checks["state"]["detail"]
     assert "move it aside" in checks["state"]["fix"]
     assert sorted(p.name for p in state.parent.iterdir()) == before  # no state.json.corrupt-* copy
-    assert state.read_bytes() == b'{"schema_version": 4, "workers": ['
+    assert state.read_bytes() == b'{"schema_version": 5, "workers": ['
     assert checks["jobs"]["detail"].startswith("jobs: not checked: state.json is unreadable")
 
 

@@ -131,7 +131,7 @@ def test_rendering_is_stable_pretty_json_with_z_timestamps() -> None:
     data = render_state(full_state())
     text = data.decode()
     assert text.endswith("}\n")
-    assert text.startswith('{\n  "schema_version": 4,\n  "target_branch": "main",\n')
+    assert text.startswith('{\n  "schema_version": 5,\n  "target_branch": "main",\n')
     assert '"started_at": "2026-11-21T10:00:00Z"' in text
     assert '"next_attempt_at": "2026-11-21T10:04:30Z"' in text
     assert '"deadline": "2026-11-21T11:01:00Z"' in text
@@ -148,7 +148,15 @@ def test_rendering_is_stable_pretty_json_with_z_timestamps() -> None:
 
 def test_keys_are_in_the_documented_order() -> None:
     orders = keys_in_order(render_state(full_state()))
-    top = ["schema_version", "target_branch", "remote", "started_at", "updated_at", "workers"]
+    top = [
+        "schema_version",
+        "target_branch",
+        "remote",
+        "started_at",
+        "updated_at",
+        "workers",
+        "runner_pauses",
+    ]
     worker_keys = [
         "task_id",
         "lifecycle",
@@ -166,6 +174,7 @@ def test_keys_are_in_the_documented_order() -> None:
         "next_attempt_at",
         "job",
         "last_error",
+        "usage",
     ]
     job_keys = [
         "kind",
@@ -331,7 +340,7 @@ def test_a_rust_v3_file_migrates(tmp_path: Path) -> None:
     assert path.read_bytes() == RUST_V3  # loading never writes; the tick's next save makes it v4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
 
-    assert (state.schema_version, state.target_branch, state.remote) == (4, "main", "origin")
+    assert (state.schema_version, state.target_branch, state.remote) == (5, "main", "origin")
     assert state.started_at == rust_time("2026-02-20T00:00:00Z")
     assert state.updated_at == NOW
     ws = "/home/ann/.workspaces/app/parallel/"
@@ -401,7 +410,7 @@ def test_a_rust_v3_file_migrates(tmp_path: Path) -> None:
     assert all(w.attempt == 1 and w.job is None for w in state.workers)
 
     save_state(path, state, now=NOW)
-    assert json.loads(path.read_bytes())["schema_version"] == 4
+    assert json.loads(path.read_bytes())["schema_version"] == 5
     assert load_state(path, now=NOW, target_branch="main", remote="origin") == state
 
 
@@ -419,7 +428,7 @@ def test_v1_and_v2_records_are_dropped(tmp_path: Path, version: int | None) -> N
     path.write_text(json.dumps(doc))
     state = load_state(path, now=NOW, target_branch="main", remote="origin", under_lock=True)
     assert state == State(
-        schema_version=4,
+        schema_version=5,
         target_branch="develop",
         remote="origin",
         started_at=datetime(2025, 12, 1, 8, 0, tzinfo=UTC),
@@ -429,18 +438,28 @@ def test_v1_and_v2_records_are_dropped(tmp_path: Path, version: int | None) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
 
 
+def test_a_deeply_nested_file_is_quarantined_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    data = b'{"schema_version": 5, "workers": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    path.write_bytes(data)
+    with pytest.raises(StateError, match="nested more than 64 levels deep"):
+        load_state(path, now=NOW, target_branch="main", remote="origin", under_lock=True)
+    assert path.read_bytes() == data
+    assert len(list(tmp_path.glob("state.json.corrupt-*"))) == 1
+
+
 @pytest.mark.parametrize("under_lock", [True, False])
 def test_a_newer_schema_is_refused_untouched_and_not_quarantined(tmp_path: Path, under_lock: bool) -> None:
     path = tmp_path / "state.json"
     doc = json.loads(render_state(full_state()))
-    doc["schema_version"] = 5
+    doc["schema_version"] = 6
     doc["shiny_new_key"] = {"anything": True}
     data = json.dumps(doc, indent=2).encode()
     path.write_bytes(data)
     with pytest.raises(StateError) as info:
         load_state(path, now=NOW, target_branch="main", remote="origin", under_lock=under_lock)
     assert str(info.value) == (
-        f"{path}: written by a newer ralph (schema_version 5; this ralph reads up to 4); upgrade ralph"
+        f"{path}: written by a newer ralph (schema_version 6; this ralph reads up to 5); upgrade ralph"
     )
     assert path.read_bytes() == data
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
@@ -470,7 +489,7 @@ CORRUPT = {
     ),
     "empty": (b"", "not valid JSON (Expecting value: line 1 column 1 (char 0))"),
     "zero-filled": (b"\x00" * 4096, "not valid JSON ("),
-    "not-utf8": (b'{"schema_version": 4, "target_branch": "\xff"}', "not valid JSON ("),
+    "not-utf8": (b'{"schema_version": 5, "target_branch": "\xff"}', "not valid JSON ("),
     "array": (b"[1, 2, 3]\n", "not a JSON object"),
     "typo-key": (
         with_doc(first_worker(stauts="running")),
@@ -581,7 +600,7 @@ def test_damage_without_the_lock_makes_no_copy(tmp_path: Path, data: bytes, prob
 def test_an_oversized_file_is_refused_before_it_is_read_and_quarantined(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     with open(path, "wb") as f:
-        f.write(b'{"schema_version": 4, "junk": "')
+        f.write(b'{"schema_version": 5, "junk": "')
         f.truncate(MAX_STATE_BYTES + 1)  # sparse: cheap to make, still over the limit
     with pytest.raises(StateError) as info:
         load_state(path, now=NOW, target_branch="main", remote="origin", under_lock=True)
@@ -752,7 +771,7 @@ def test_a_v4_file_that_lost_its_version_is_damage_not_a_v1_file(tmp_path: Path)
     del doc["schema_version"]
     damaged = json.dumps(doc, indent=2).encode()
     path.write_bytes(damaged)
-    with pytest.raises(StateError, match='schema_version is missing; .* put back "schema_version": 4'):
+    with pytest.raises(StateError, match='schema_version is missing; .* put back "schema_version": 5'):
         load_state(path, now=NOW, target_branch="main", remote="origin", under_lock=True)
     assert path.read_bytes() == damaged
 
