@@ -380,7 +380,8 @@ def test_a_deeply_nested_array_is_refused_in_one_line(tmp_path: Path) -> None:
 
 
 def test_brackets_inside_strings_and_comments_do_not_count(tmp_path: Path) -> None:
-    text = '[agent]\nmodel = "' + "[" * 100 + '"  # ' + "{" * 100 + "\nextra_args = ['''" + "[" * 100 + "''']\n"
+    text = '[agent]\nmodel = "' + "[" * 100 + '"  # ' + "{" * 100
+    text += "\nextra_args = ['''" + "[" * 100 + "''']\n"
     assert load_config(write(tmp_path, text)).agent.model == "[" * 100
 
 
