@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -391,4 +392,8 @@ def doctor(ctx: click.Context, cron: bool, allow_root: bool, as_json: bool) -> N
 
 
 def main() -> None:
+    # Everything ralph creates (state, logs, run directories, workspaces, a job's HOME) is the owner's
+    # alone: a transcript can hold secrets, and a group-writable run directory lets another local user
+    # pause ralph or edit a live workspace. Jobs inherit it.
+    os.umask(0o077)
     cli.main(prog_name="ralph")

@@ -100,6 +100,38 @@ def read_regular(path: Path, *, limit: int | None = None) -> bytes | None:
         return f.read() if limit is None else _read_limited(f, limit)
 
 
+def read_beneath(root: Path, rel: str, *, limit: int) -> bytes | None:
+    """The bytes of the regular file `rel` under `root`, opened one component at a time without following
+    any symlink (a linked `.ralph/cache` could otherwise lead out of an agent's workspace) and without
+    blocking on a FIFO. None when a component is missing, a link, or not a regular file / directory;
+    FileTooLarge past `limit`."""
+    parts = [p for p in rel.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        return None
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        for part in parts[:-1]:
+            try:
+                next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError:
+                return None
+            os.close(fd)
+            fd = next_fd
+        try:
+            file_fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+        except OSError:
+            return None
+        with os.fdopen(file_fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(file_fd).st_mode):
+                return None
+            return _read_limited(f, limit)
+    finally:
+        os.close(fd)
+
+
 def _read_limited(f: IO[bytes], limit: int) -> bytes:
     size = os.fstat(f.fileno()).st_size
     if size > limit:

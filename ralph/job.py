@@ -49,10 +49,15 @@ class JobSpec:
     grace_s: float
     created_at: str
     stdin_path: str | None = None
-    # Checked out (forced, detached) in cwd before the command runs: the CI gate judges exactly this
-    # commit. Done here, inside the job, because a checkout runs the filters the workspace's own config
-    # names, which the agent controls: not something the tick should run.
-    checkout: str | None = None
+    # The box the command (and after_create) runs in: ralph.sandbox.Box as a dict; None runs it as
+    # ralph itself (sandbox.mode = "none").
+    box: dict[str, Any] | None = None
+    # A checkout to make at cwd before anything runs (ralph.workspace.prepare): {"setup": Setup as a
+    # dict, "commit": sha, "base_sha": sha}. Made here, in the job, so a tick never waits on a clone.
+    prepare: dict[str, Any] | None = None
+    # hooks.after_create, run in the box in the new checkout before the command, within setup_timeout_s.
+    after_create: list[str] | None = None
+    setup_timeout_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -127,60 +132,41 @@ def _pause(child: subprocess.Popen[bytes], seconds: float) -> None:
     time.sleep(seconds)
 
 
+class _Stopped(Exception):
+    """A SIGTERM arrived before the command could start."""
+
+
 def run_wrapper(spec_path: Path) -> int:
     spec = JobSpec(**json.loads(spec_path.read_text()))
     if sys.stdin.buffer.readline() != GO:
         _log("not started: the tick that created this job did not confirm it (it stopped first)")
         return 0
-    terminated_from_outside = False
+    terminated = [False]
 
     def on_term(signum: int, frame: Any) -> None:
         # `ralph cancel` or the tick's overdue kill: pass it on to the command and its children,
         # then finish as usual so a result is still written.
-        nonlocal terminated_from_outside
-        terminated_from_outside = True
+        terminated[0] = True
         _signal_others(signal.SIGTERM)
 
     # A Python handler, unlike SIG_IGN, is reset to the default in the exec'd command.
     signal.signal(signal.SIGTERM, on_term)
     started = _stamp()
-    _log(f"started {spec.kind} for {spec.task_id}: {json.dumps(spec.argv)} in {spec.cwd}")
-    if spec.checkout and not _check_out(spec, started):
-        return 0
-    what = f"open {spec.stdin_path} for stdin"
-    stdin: IO[bytes] | int = subprocess.DEVNULL
+    boxed = "in a box" if spec.box is not None else "unboxed"
+    _log(f"started {spec.kind} for {spec.task_id}: {json.dumps(spec.argv)} in {spec.cwd} ({boxed})")
     try:
-        if spec.stdin_path:
-            stdin = open(spec.stdin_path, "rb")  # noqa: SIM115 (closed below, once the child has it)
-        if terminated_from_outside:
-            # A TERM before the command existed reached nobody: starting it now would run it to its
-            # deadline. (Opening stdin can block, on a FIFO, which widens this window.)
-            _finish(spec, JobResult(None, None, False, started, _stamp(), error=STOPPED_BEFORE_START))
-            return 0
-        what = f"start {spec.argv[0] if spec.argv else '(empty argv)'}"
-        child = subprocess.Popen(spec.argv, cwd=spec.cwd, env=spec.env, stdin=stdin, stdout=None, stderr=None)
-    except (OSError, ValueError, IndexError) as e:
-        # Not found, not executable, a NUL byte in an argument: a result, not a crash the next tick
-        # would have to call "lost".
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        _finish(spec, JobResult(None, None, False, started, _stamp(), error=f"could not {what}: {reason}"))
+        error = _set_up(spec, terminated)
+    except _Stopped:
+        error = STOPPED_BEFORE_START
+    if error is not None:
+        _finish(spec, JobResult(None, None, False, started, _stamp(), error=error))
         return 0
-    finally:
-        if not isinstance(stdin, int):
-            stdin.close()
-    if terminated_from_outside:
-        # The TERM came while the command was being forked: the child had our handler until exec,
-        # so it never saw it. Say it again.
-        _signal_others(signal.SIGTERM)
-    timed_out = False
-    try:
-        child.wait(timeout=spec.timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        _log(f"deadline of {spec.timeout_s:g}s passed: stopping the process group")
-    # Whatever is left in the group (a hung command, a background grandchild) is garbage now.
-    _stop_group(child, spec.grace_s)
-    code = child.returncode
+    code, timed_out, error = _run(
+        spec, spec.argv, timeout_s=spec.timeout_s, stdin_path=spec.stdin_path, terminated=terminated
+    )
+    if error is not None:
+        _finish(spec, JobResult(None, None, False, started, _stamp(), error=error))
+        return 0
     result = JobResult(
         exit_code=code if code is not None and code >= 0 else None,
         signal=-code if code is not None and code < 0 else None,
@@ -188,24 +174,102 @@ def run_wrapper(spec_path: Path) -> int:
         started_at=started,
         finished_at=_stamp(),
     )
-    if terminated_from_outside:
+    if terminated[0]:
         _log("stopped from outside (SIGTERM)")
     _finish(spec, result)
     return 0
 
 
-def _check_out(spec: JobSpec, started: str) -> bool:
-    from ralph.errors import GitError  # only CI jobs need git: other jobs do not pay for importing sh
-    from ralph.git import UNTRUSTED, Git
+def _set_up(spec: JobSpec, terminated: list[bool]) -> str | None:
+    """Make the checkout and run after_create; the reason the job cannot go on, or None."""
+    if spec.prepare is not None:
+        # Only jobs that make a checkout pay for importing git (and sh).
+        from ralph.errors import RalphError
+        from ralph.workspace import Setup, prepare
 
-    assert spec.checkout is not None
+        try:
+            prepare(
+                Path(spec.cwd),
+                setup=Setup.from_dict(spec.prepare["setup"]),
+                commit=spec.prepare["commit"],
+                base_sha=spec.prepare["base_sha"],
+            )
+        except (RalphError, OSError) as e:
+            return f"could not make the checkout {spec.cwd}: {e}"
+        _log(f"checked out {spec.prepare['commit'][:10]} in {spec.cwd}")
+    if terminated[0]:
+        raise _Stopped
+    if spec.after_create:
+        code, timed_out, error = _run(
+            spec, spec.after_create, timeout_s=spec.setup_timeout_s, stdin_path=None, terminated=terminated
+        )
+        if error is not None:
+            return f"hooks.after_create: {error}"
+        if timed_out:
+            limit = f"{spec.setup_timeout_s:g}s"
+            return f"hooks.after_create timed out after {limit} and was killed: {_log_tail(spec)}"
+        if code != 0:
+            return f"hooks.after_create exited {code}: {_log_tail(spec)}"
+        if terminated[0]:
+            raise _Stopped
+    return None
+
+
+def _run(
+    spec: JobSpec, argv: list[str], *, timeout_s: float, stdin_path: str | None, terminated: list[bool]
+) -> tuple[int | None, bool, str | None]:
+    """Run `argv` (in the box, if any) until it exits or `timeout_s` passes, then stop whatever is left
+    of it: (returncode, timed out, why it could not start)."""
+    command = argv
+    if spec.box is not None:
+        from ralph.sandbox import Box, wrap
+
+        command = wrap(argv, Box.from_dict(spec.box))
+    what = f"open {stdin_path} for stdin"
+    stdin: IO[bytes] | int = subprocess.DEVNULL
     try:
-        # -f: whatever the agent left in the index or the work tree gives way to the commit.
-        Git(Path(spec.cwd)).run(*UNTRUSTED, "checkout", "--quiet", "-f", "--detach", spec.checkout)
-    except GitError as e:
-        _finish(spec, JobResult(None, None, False, started, _stamp(), error=f"could not check out: {e}"))
-        return False
-    return True
+        if stdin_path:
+            stdin = open(stdin_path, "rb")  # noqa: SIM115 (closed below, once the child has it)
+        if terminated[0]:
+            # A TERM before the command existed reached nobody: starting it now would run it to its
+            # deadline. (Opening stdin can block, on a FIFO, which widens this window.)
+            return None, False, STOPPED_BEFORE_START
+        what = f"start {command[0] if command else '(empty argv)'}"
+        child = subprocess.Popen(command, cwd=spec.cwd, env=spec.env, stdin=stdin, stdout=None, stderr=None)
+    except (OSError, ValueError, IndexError) as e:
+        # Not found, not executable, a NUL byte in an argument: a result, not a crash the next tick
+        # would have to call "lost".
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        return None, False, f"could not {what}: {reason}"
+    finally:
+        if not isinstance(stdin, int):
+            stdin.close()
+    if terminated[0]:
+        # The TERM came while the command was being forked: the child had our handler until exec,
+        # so it never saw it. Say it again.
+        _signal_others(signal.SIGTERM)
+    timed_out = False
+    try:
+        child.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _log(f"deadline of {timeout_s:g}s passed: stopping the process group")
+    # Whatever is left in the group (a hung command, a background grandchild) is garbage now.
+    _stop_group(child, spec.grace_s)
+    return child.returncode, timed_out, None
+
+
+def _log_tail(spec: JobSpec, lines: int = 3) -> str:
+    """The last lines of the job's log, for a one-line reason."""
+    try:
+        with open(spec.log_path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 8192))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return "no output"
+    last = [line.strip() for line in text.strip().splitlines() if not line.startswith("[ralph.job ")]
+    return " | ".join(last[-lines:]) or "no output"
 
 
 def _finish(spec: JobSpec, result: JobResult) -> None:
@@ -258,10 +322,10 @@ def start(spec: JobSpec, spec_path: Path) -> StartedJob:
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
     with open(spec.log_path, "ab") as log:
         process = subprocess.Popen(
-            # -P: `-m` would otherwise put the cwd, the agent's workspace, first on sys.path, and a
-            # json.py or ralph/ planted there would run here with the tick's environment.
+            # -P: `-m` would otherwise put the cwd first on sys.path. The wrapper starts in its run
+            # directory: its checkout may not exist yet, and is the agent's to fill when it does.
             [sys.executable, "-P", "-m", "ralph.job", str(spec_path)],
-            cwd=spec.cwd,
+            cwd=spec_path.parent,
             env=env,
             stdin=subprocess.PIPE,
             stdout=log,

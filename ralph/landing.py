@@ -15,20 +15,21 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from datetime import timedelta
 from enum import Enum
 from pathlib import Path
-from shutil import rmtree
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, ValidationError
 
-from ralph import markers, prompts, workspace
+from ralph import markers, prompts, replay, workspace
 from ralph.bookkeeping import Mode, commit_files
 from ralph.clock import scheduled
 from ralph.crash import crashpoint
 from ralph.errors import QueueError, RalphError
-from ralph.git import UNTRUSTED, Git, PushStatus, push_with_lease
+from ralph.files import FileTooLarge, read_beneath
+from ralph.git import Git, PushStatus, push_with_lease
 from ralph.models import FileModel, Text, describe_validation_error
 from ralph.queue import (
     Priority,
@@ -180,65 +181,28 @@ def _attempt(tick: Tick, worker: Worker, *, check_base: bool = True) -> Attempt:
 
 
 def _rebase(tick: Tick, worker: Worker, task: Task) -> bool:
-    """Replay the worker's own commits onto the moved base; False when a job or a person takes over.
+    """Replay the worker's work, as one commit, onto the moved base; False when a job or a person
+    takes over.
 
-    `rebase --onto <new base> <old base>` replays only base_sha..verified, so commits someone removed
-    from the base by rewinding it are never brought back.
+    The replay's merge base is the worker's old base, so commits someone removed from the base by
+    rewinding it are never brought back (ralph.replay).
     """
-    path = Path(worker.workspace_path)
     assert worker.base_sha is not None and worker.verified_sha is not None
-    if not workspace.is_valid(path):
-        tick.block(
-            worker, f"workspace {path} is missing or broken; its verified commit is {worker.verified_sha}"
-        )
-        tick.save()
-        return False
-    scratch = tick.paths.cache / "rebase" / worker.task_id
-    new_head, conflicts = rebase(
-        tick.git, scratch=scratch, onto=tick.base_sha, upstream=worker.base_sha, head=worker.verified_sha
+    replayed = replay.replay(
+        tick.git,
+        old_base=worker.base_sha,
+        head=worker.verified_sha,
+        onto=tick.base_sha,
+        message=prompts.commit_message(task),
     )
-    # The workspace sees the new base through its alternates; the agent rebases onto this ref.
-    ws = workspace.ws_git(path)
-    ws.run("update-ref", f"refs/remotes/origin/{tick.base}", tick.base_sha)
-    if new_head is None:
-        limit = tick.config.agent.max_remediations
-        listed = ", ".join(conflicts) or "(unnamed)"
-        if worker.remediations < limit and not _slot_free(tick, worker, "resolve a rebase conflict"):
-            return False
-        if worker.remediations >= limit:
-            tick.block(
-                worker,
-                f"rebase onto {tick.source.label if tick.source else tick.base} conflicts in "
-                f"{listed}, and {limit} remediations are used up",
-            )
-            tick.save()
-            return False
-        worker.remediations += 1
-        worker.base_sha = tick.base_sha  # the agent is told to rebase onto exactly this
-        worker.verified_sha = None
-        prompt = prompts.conflict_remediation_prompt(
-            task,
-            workspace=str(path),
-            base_branch=tick.base,
-            ci_command=tick.config.ci.command,
-            conflicting_paths=conflicts,
-            remediation=worker.remediations,
-            max_remediations=limit,
-        )
-        tick.start_agent(
-            worker,
-            prompt,
-            lifecycle=Lifecycle.REMEDIATING,
-            detail=f"rebase conflict in {listed}; remediation {worker.remediations}/{limit}",
-        )
-        return False
-    head = new_head
+    if not replayed.clean:
+        return _conflict(tick, worker, task, replayed)
+    head = replayed.commit
     verified = worker.verified_sha
     changed = code_changed(tick.git, verified, head, ignore=_bookkeeping_paths(tick))
-    verify = changed and bool(tick.config.ci.command) and tick.config.ci.verify_rebased
+    verify = changed and bool(tick.config.ci.command) and tick.config.ci.verify_rebased is not False
     if verify and not _slot_free(tick, worker, "verify its rebased work"):
         return False
-    ws.run("update-ref", "--no-deref", "HEAD", head)  # the CI gate checks it out, inside its job
     worker.base_sha = tick.base_sha
     worker.head_sha = head
     if verify:
@@ -252,46 +216,52 @@ def _rebase(tick: Tick, worker: Worker, task: Task) -> bool:
     return True
 
 
+def _conflict(tick: Tick, worker: Worker, task: Task, replayed: replay.Replayed) -> bool:
+    """Hand the conflicted files, markers in place, to a remediation agent in a fresh workspace."""
+    limit = tick.config.agent.max_remediations
+    listed = ", ".join(replayed.conflicts)
+    if worker.remediations >= limit:
+        where = tick.source.label if tick.source else tick.base
+        tick.block(
+            worker, f"replaying onto {where} conflicts in {listed}, and {limit} remediations are used up"
+        )
+        tick.save()
+        return False
+    if not _slot_free(tick, worker, "resolve a merge conflict"):
+        return False
+    worker.remediations += 1
+    worker.base_sha = tick.base_sha
+    worker.head_sha = replayed.commit  # its tree holds the markers: never landed as it is
+    worker.verified_sha = None
+    worker.conflicts = list(replayed.conflicts)
+    path = Path(worker.workspace_path)
+    prompt = prompts.conflict_remediation_prompt(
+        task,
+        workspace=str(path),
+        base_branch=tick.base,
+        ci_command=tick.config.ci.command,
+        conflicting_paths=replayed.conflicts,
+        remediation=worker.remediations,
+        max_remediations=limit,
+        can=tick.abilities(),
+    )
+    tick.start_agent(
+        worker,
+        prompt,
+        lifecycle=Lifecycle.REMEDIATING,
+        detail=f"merge conflict in {listed}; remediation {worker.remediations}/{limit}",
+        checkout_at=replayed.commit,
+    )
+    return False
+
+
 def _slot_free(tick: Tick, worker: Worker, why: str) -> bool:
     """A job to verify or remediate counts toward --workers like any other; without a free slot the
-    worker waits in `integrating` (its rebase thrown away) and tries again next tick."""
+    worker waits in `integrating` and tries again next tick."""
     if tick.free_slots() > 0:
         return True
     logger.info("%s: waiting for a free worker slot to %s", worker.task_id, why)
     return False
-
-
-def rebase(git: Git, *, scratch: Path, onto: str, upstream: str, head: str) -> tuple[str | None, list[str]]:
-    """Replay `upstream..head` onto `onto`: (the new head, []) or (None, the conflicting paths).
-
-    The rebase runs in a throwaway worktree of the control repository, with hooks off: git there
-    follows ralph's own configuration, never a workspace's (whose filters the agent could have set).
-    A conflicted rebase is aborted and its worktree removed, leaving no rebase state anywhere.
-    """
-    _drop_worktree(git, scratch)  # one a killed tick left behind
-    scratch.parent.mkdir(parents=True, exist_ok=True)
-    git.run("worktree", "add", "--quiet", "--detach", str(scratch), head)
-    try:
-        here = Git(scratch)
-        clean = here.run(*_NO_HOOKS, "rebase", "--quiet", "--onto", onto, upstream, ok=tuple(range(256)))
-        if clean.returncode == 0:
-            return here.run("rev-parse", "HEAD").out, []
-        conflicts = here.run("diff", "--name-only", "--diff-filter=U").out.splitlines()
-        here.run(*_NO_HOOKS, "rebase", "--abort", ok=tuple(range(256)))
-        return None, conflicts
-    finally:
-        _drop_worktree(git, scratch)
-
-
-# Nothing may run or wait for a person: no hooks, no editor, no stash of a work tree nobody uses.
-_NO_HOOKS = (*UNTRUSTED, "-c", "core.editor=true", "-c", "rebase.autoStash=false")
-
-
-def _drop_worktree(git: Git, scratch: Path) -> None:
-    """Delete the scratch worktree (it may hold a half-done rebase) and let git forget it."""
-    if scratch.exists():
-        rmtree(scratch, ignore_errors=True)
-        git.run("worktree", "prune")
 
 
 def code_changed(git: Git, before: str, after: str, *, ignore: tuple[str, ...]) -> bool:
@@ -408,6 +378,18 @@ class FollowupError(RalphError):
     """An agent's follow-up proposal is invalid; the work does not land until it is fixed."""
 
 
+def _has_link_on_the_way(root: Path, rel: str) -> bool:
+    """Whether a directory on the way to `rel` under `root` is a symlink (read_beneath stops there)."""
+    here = root
+    for part in rel.split("/")[:-1]:
+        here = here / part
+        if here.is_symlink():
+            return True
+        if not here.is_dir():
+            return False
+    return False
+
+
 class ProposedTask(FileModel):
     key: Text = Field(min_length=1)
     title: Text = Field(min_length=1)
@@ -427,22 +409,41 @@ class Proposal(FileModel):
     tasks: list[ProposedTask]
 
 
+FOLLOWUPS_DIR = ".ralph/cache/followups"
+MAX_PROPOSAL_BYTES = 256 * 1024
+MAX_PROPOSED_TASKS = 20
+
+
 def followups_path(path: Path, task_id: str) -> Path:
-    return path / ".ralph" / "cache" / "followups" / f"{task_id}.json"
+    return path / FOLLOWUPS_DIR / f"{task_id}.json"
 
 
 def read_followups(path: Path, task: Task, tick: Tick) -> list[Task]:
-    """Tasks the agent proposed in `.ralph/cache/followups/<TASK>.json`, as queue entries with new ids."""
+    """Tasks the agent proposed in `.ralph/cache/followups/<TASK>.json`, as queue entries with new ids.
+
+    The file is the agent's: it is read only as a regular file under the workspace, never through a
+    symlink (which could name /dev/zero or a secret), never blocking on a FIFO, and bounded in size
+    and in the number of tasks.
+    """
     file = followups_path(path, task.id)
-    if not file.exists():
-        return []
     where = f"follow-up proposal {file}"
+    rel = f"{FOLLOWUPS_DIR}/{task.id}.json"
     try:
-        proposal = Proposal.model_validate_json(file.read_bytes())
+        data = read_beneath(path, rel, limit=MAX_PROPOSAL_BYTES)
+    except FileTooLarge as e:
+        raise FollowupError(f"{where}: {e}; propose fewer, shorter tasks") from None
+    if data is None:
+        if os.path.lexists(file) or _has_link_on_the_way(path, rel):
+            raise FollowupError(f"{where}: not a regular file (a symlink, a FIFO or a directory); remove it")
+        return []
+    try:
+        proposal = Proposal.model_validate_json(data)
     except ValidationError as e:
         raise FollowupError(f"{where}: {describe_validation_error(e)}") from None
-    except OSError as e:
-        raise FollowupError(f"{where}: cannot read: {e.strerror}") from None
+    if len(proposal.tasks) > MAX_PROPOSED_TASKS:
+        raise FollowupError(
+            f"{where}: {len(proposal.tasks)} tasks proposed; at most {MAX_PROPOSED_TASKS} at once"
+        )
     if proposal.source_task_id != task.id:
         raise FollowupError(f"{where}: source_task_id is {proposal.source_task_id!r}, not {task.id}")
     keys = [t.key for t in proposal.tasks]

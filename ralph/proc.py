@@ -29,13 +29,14 @@ class Stat:
     state: str  # R, S, D, Z, T, ...
     pgrp: int
     start_ticks: int
+    ppid: int = 0
 
 
 def parse_stat(raw: str) -> Stat:
     """Parse /proc/<pid>/stat after the last ')': the command name may itself hold spaces and ')'."""
     fields = raw[raw.rindex(")") + 2 :].split()
-    # After the name: field 3 is fields[0]; field 5 (pgrp) is fields[2]; field 22 (starttime) is fields[19].
-    return Stat(state=fields[0], pgrp=int(fields[2]), start_ticks=int(fields[19]))
+    # After the name: field 3 is fields[0]; 4 (ppid) fields[1]; 5 (pgrp) fields[2]; 22 (starttime) fields[19].
+    return Stat(state=fields[0], pgrp=int(fields[2]), start_ticks=int(fields[19]), ppid=int(fields[1]))
 
 
 def read_stat(pid: int) -> Stat | None:

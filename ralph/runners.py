@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from shutil import which
@@ -19,54 +19,94 @@ from ralph.git import REPO_LOCATION_VARS
 
 
 @dataclass(frozen=True)
+class Abilities:
+    """What an agent can do in the mode its CLI runs in (full autonomy inside ralph's box, each CLI's
+    own restricted mode without it): a prompt asks only for what it can do."""
+
+    run_commands: bool = True
+    commit: bool = True
+
+
+@dataclass(frozen=True)
 class Preset:
     binary: str
-    # After the binary. "{model_flag}" becomes model_flag when agent.model is set (else nothing), and
-    # "{extra_args}" becomes agent.extra_args, so both land before any trailing positional.
+    # After the binary. "{model_flag}" becomes model_flag when agent.model is set (else nothing),
+    # "{permissions}" the flags that say what the agent may do without asking (below), and
+    # "{extra_args}" agent.extra_args, so all three land before any trailing positional.
     argv: tuple[str, ...]
     model_flag: tuple[str, ...]
     prompt_on_stdin: bool
     env: tuple[tuple[str, str], ...] = ()  # set for the agent: nothing may stop to ask or to update
+    # Inside ralph's box the agent may do anything: its CLI's own "never ask, allow everything" mode.
+    boxed: tuple[str, ...] = ()
+    boxed_env: tuple[tuple[str, str], ...] = ()
+    # Without the box (sandbox.mode = "none"), the CLI's own safer mode.
+    unboxed: tuple[str, ...] = ()
+    # Flags that set the same thing: one of them in agent.extra_args replaces the preset's own choice
+    # (some CLIs exit at once when a flag such as --sandbox or --approval-mode is given twice).
+    permission_flags: tuple[str, ...] = ()
+    # What the CLI needs to reach its model: variables passed through from ralph's environment (by
+    # prefix), and files under ~ copied into the job's private HOME (never bound: see ralph/home.py).
+    credential_env: tuple[str, ...] = ()
+    home_files: tuple[str, ...] = ()
+    boxed_can: Abilities = Abilities()
+    unboxed_can: Abilities = Abilities(run_commands=False, commit=False)
 
 
 MODEL = "{model_flag}"
+PERMISSIONS = "{permissions}"
 EXTRA = "{extra_args}"
 
-# Each CLI's documented non-interactive run, checked against its own --help (claude 2.1.197, codex-cli
-# 0.169.0, gemini 0.61.0, opencode 1.18.33, aider 0.86.2; README "Agent runners" says what each flag
-# does). The defaults let the agent edit files in its checkout without asking; what else it may do
-# without asking is each CLI's safer setting, widened with agent.extra_args.
+# Each CLI's documented non-interactive run, checked against its own --help and run end to end against
+# a scripted model (versions and facts: contrib/agents/FACTS.md; README "Agent runners").
 PRESETS: dict[str, Preset] = {
     "claude": Preset(
         binary="claude",
-        # stream-json needs --verbose in -p mode; acceptEdits approves edits, not shell commands.
-        argv=(
-            "-p",
-            "--verbose",
-            "--output-format",
-            "stream-json",
-            "--permission-mode",
-            "acceptEdits",
-            MODEL,
-            EXTRA,
-        ),
+        # stream-json needs --verbose in -p mode.
+        argv=("-p", "--verbose", "--output-format", "stream-json", PERMISSIONS, MODEL, EXTRA),
         model_flag=("--model", "{model}"),
         prompt_on_stdin=True,
         env=(("DISABLE_AUTOUPDATER", "1"),),
+        # It refuses to skip permissions as root unless told it is sandboxed, which it is.
+        boxed=("--dangerously-skip-permissions",),
+        boxed_env=(("IS_SANDBOX", "1"),),
+        # acceptEdits approves edits, not shell commands.
+        unboxed=("--permission-mode", "acceptEdits"),
+        permission_flags=("--permission-mode", "--dangerously-skip-permissions"),
+        credential_env=("ANTHROPIC_", "CLAUDE_CODE_"),
+        home_files=(".claude/.credentials.json", ".claude.json"),
     ),
     "codex": Preset(
         binary="codex",
-        # exec never asks; the workspace-write sandbox lets commands run, offline, inside the checkout.
-        argv=("exec", "--json", "--sandbox", "workspace-write", MODEL, EXTRA, "-"),
+        argv=("exec", "--json", PERMISSIONS, MODEL, EXTRA, "-"),
         model_flag=("--model", "{model}"),
         prompt_on_stdin=True,
+        # Its own sandbox cannot start inside ours; ours is the boundary.
+        boxed=("--dangerously-bypass-approvals-and-sandbox",),
+        # exec never asks; the workspace-write sandbox lets commands run, offline, inside the checkout.
+        unboxed=("--sandbox", "workspace-write"),
+        permission_flags=(
+            "--sandbox",
+            "-s",
+            "--full-auto",
+            "--dangerously-bypass-approvals-and-sandbox",
+            "--yolo",
+        ),
+        credential_env=("OPENAI_", "CODEX_"),
+        home_files=(".codex/auth.json", ".codex/config.toml"),
+        unboxed_can=Abilities(run_commands=True, commit=False),  # its sandbox keeps .git read-only
     ),
     "gemini": Preset(
         binary="gemini",
         # Without --skip-trust a fresh checkout is untrusted and headless gemini exits 55.
-        argv=("--skip-trust", "--approval-mode", "auto_edit", "--output-format", "stream-json", MODEL, EXTRA),
+        argv=("--skip-trust", PERMISSIONS, "--output-format", "stream-json", MODEL, EXTRA),
         model_flag=("--model", "{model}"),
         prompt_on_stdin=True,
+        boxed=("--approval-mode", "yolo"),
+        unboxed=("--approval-mode", "auto_edit"),
+        permission_flags=("--approval-mode", "--yolo", "-y"),
+        credential_env=("GEMINI_", "GOOGLE_"),
+        home_files=(".gemini/settings.json", ".gemini/oauth_creds.json", ".gemini/google_accounts.json"),
     ),
     "opencode": Preset(
         binary="opencode",
@@ -75,6 +115,9 @@ PRESETS: dict[str, Preset] = {
         model_flag=("--model", "{model}"),
         prompt_on_stdin=True,
         env=(("OPENCODE_DISABLE_AUTOUPDATE", "1"),),
+        credential_env=("OPENCODE_", "ANTHROPIC_", "OPENAI_", "GEMINI_", "GOOGLE_", "OPENROUTER_"),
+        home_files=(".local/share/opencode/auth.json", ".config/opencode/opencode.json"),
+        unboxed_can=Abilities(),  # it has no restricted mode
     ),
     "aider": Preset(
         binary="aider",
@@ -103,6 +146,11 @@ PRESETS: dict[str, Preset] = {
         ),
         model_flag=("--model", "{model}"),
         prompt_on_stdin=False,
+        credential_env=("AIDER_", "OPENAI_", "ANTHROPIC_", "GEMINI_", "OPENROUTER_", "DEEPSEEK_"),
+        home_files=(".aider.conf.yml",),
+        # It edits files; with --no-auto-commits and --no-suggest-shell-commands it neither commits nor
+        # runs commands, boxed or not.
+        boxed_can=Abilities(run_commands=False, commit=False),
     ),
 }
 
@@ -164,8 +212,13 @@ def _expand(items: Sequence[str], values: dict[str, str]) -> list[str]:
     return [_PLACEHOLDER.sub(lambda m: values[m.group(1)], item) for item in items]
 
 
-def build(agent: AgentConfig, *, prompt_file: Path, task_id: str, workspace: Path, root: Path) -> Invocation:
-    """The argv for one agent run; placeholders are replaced by paths and ids, never by task text."""
+def build(
+    agent: AgentConfig, *, prompt_file: Path, task_id: str, workspace: Path, root: Path, boxed: bool
+) -> Invocation:
+    """The argv for one agent run; placeholders are replaced by paths and ids, never by task text.
+
+    `boxed`: the agent runs in ralph's sandbox, so the preset gives it its CLI's full autonomy.
+    """
     values = {
         "prompt_file": str(prompt_file),
         "task_id": task_id,
@@ -178,15 +231,45 @@ def build(agent: AgentConfig, *, prompt_file: Path, task_id: str, workspace: Pat
         argv[0] = binary
         return Invocation(argv=argv, prompt_on_stdin=not any("{prompt_file}" in a for a in agent.command))
     preset = PRESETS[agent.runner]
+    widened = any(_names_flag(arg, flag) for arg in agent.extra_args for flag in preset.permission_flags)
     argv = [binary]
     for item in preset.argv:
         if item == MODEL:
             argv += _expand(preset.model_flag, values) if agent.model else []
+        elif item == PERMISSIONS:
+            argv += [] if widened else list(preset.boxed if boxed else preset.unboxed)
         elif item == EXTRA:
             argv += agent.extra_args
         else:
             argv += _expand([item], values)
-    return Invocation(argv=argv, prompt_on_stdin=preset.prompt_on_stdin, env=dict(preset.env))
+    env = dict(preset.env) | (dict(preset.boxed_env) if boxed else {})
+    return Invocation(argv=argv, prompt_on_stdin=preset.prompt_on_stdin, env=env)
+
+
+def _names_flag(arg: str, flag: str) -> bool:
+    """Whether `arg` is `flag`, or `flag=value` for a long flag."""
+    return arg == flag or (flag.startswith("--") and arg.startswith(flag + "="))
+
+
+def credential_names(agent: AgentConfig, environ: Mapping[str, str]) -> list[str]:
+    """The variables of `environ` the runner's CLI reads its key or endpoint from."""
+    if agent.runner == "command":
+        return []
+    prefixes = PRESETS[agent.runner].credential_env
+    return sorted(k for k in environ if k.startswith(prefixes))
+
+
+def abilities(agent: AgentConfig, *, boxed: bool) -> Abilities:
+    """What the runner's agent can do: a `command` runner is the user's own program, trusted to."""
+    if agent.runner == "command":
+        return Abilities()
+    preset = PRESETS[agent.runner]
+    return preset.boxed_can if boxed else preset.unboxed_can
+
+
+def credential_files(agent: AgentConfig) -> tuple[str, ...]:
+    """Files under ~ the runner's CLI logs in with (copied into a job's private HOME)."""
+    return () if agent.runner == "command" else PRESETS[agent.runner].home_files
 
 
 def child_env(*, task_id: str, workspace: str, base_branch: str) -> dict[str, str]:

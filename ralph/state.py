@@ -117,6 +117,8 @@ class Worker(FileModel):
     job: Job | None = None
     last_error: Text | None = None
     usage: list[Usage] = []  # one entry per agent run that reported any
+    # While a remediation agent resolves a merge conflict: the files that held markers in head_sha.
+    conflicts: list[Text] = []
 
     @field_validator("task_id")
     @classmethod

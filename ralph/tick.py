@@ -22,7 +22,7 @@ from shutil import rmtree
 from typing import Any
 
 from ralph import job as jobs
-from ralph import landing, markers, proc, prompts, runners, workspace
+from ralph import landing, markers, policy, proc, prompts, replay, runners, sandbox, workspace
 from ralph.bookkeeping import Source, detect_source, fetch_base, read_queues, rev
 from ralph.checkout import Checkout
 from ralph.clock import format_z, scheduled
@@ -31,6 +31,7 @@ from ralph.crash import crashpoint
 from ralph.errors import GitError, PreflightError, RalphError, StateError
 from ralph.files import copy_truncate, read_tail, rotate, write_atomic
 from ralph.git import Git
+from ralph.launch import Launcher, expand_agent_env
 from ralph.ledger import Ledger, stop_job
 from ralph.lock import TickLock
 from ralph.paths import Paths, is_within
@@ -41,6 +42,8 @@ from ralph.state import Job, JobKind, Lifecycle, State, Worker, load_state, prun
 logger = logging.getLogger(__name__)
 
 CI_LOG_TAIL_BYTES = 256 * 1024
+# How long a job may take to make its checkout before its command starts (a clone of a large repository).
+PREPARE_ALLOWANCE_S = 600
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,14 @@ class Tick:
     def identity(self) -> dict[str, str]:
         """The author and committer of ralph's commits, read when the first commit is made."""
         return self.git.identity()
+
+    @cached_property
+    def launcher(self) -> Launcher:
+        return Launcher(self.checkout, self.git, self.base, self.remote_url, self.identity)
+
+    def abilities(self) -> runners.Abilities:
+        """What the agent can do in the mode its CLI runs in (a prompt asks only for that)."""
+        return runners.abilities(self.config.agent, boxed=self.launcher.boxed)
 
     def act(self, task_id: str, action: str, detail: str) -> None:
         """Report one action: a line on stderr now, an entry in the --json summary later."""
@@ -273,66 +284,57 @@ class Tick:
     # --- starting jobs ---------------------------------------------------------------------------
 
     def start_ci(self, worker: Worker, detail: str) -> None:
-        """The CI gate on head_sha, as a job that checks that commit out first (JobSpec.checkout)."""
+        """The CI gate on head_sha (a commit in the control repository), in a checkout of its own."""
         assert worker.head_sha is not None
         run_dir = self.paths.run_dir(worker.task_id)
         stem = _job_stem(JobKind.CI, worker, self.now)
         log = run_dir / "ci.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_bytes(b"")  # ci.log holds the latest run only: it is what the CI marker quotes
-        # The gate program is the one this checkout's config names, resolved here: a relative path
-        # means the control checkout's copy, which the agent's commits cannot have edited.
-        command = list(self.config.ci.command)
-        command[0] = runners.resolve_ci(command, self.checkout.root) or command[0]
-        spec = jobs.JobSpec(
+        self.remove_gate_checkout(worker.task_id)
+        spec = self.launcher.gate(
             task_id=worker.task_id,
-            kind=str(JobKind.CI),
-            argv=command,
-            checkout=worker.head_sha,
-            cwd=worker.workspace_path,
-            env=runners.child_env(
-                task_id=worker.task_id, workspace=worker.workspace_path, base_branch=self.base
-            ),
-            log_path=str(log),
-            result_path=str(run_dir / f"{stem}.result.json"),
-            timeout_s=self.config.ci.timeout_minutes * 60,
-            grace_s=self.config.parallel.kill_grace_seconds,
-            created_at=format_z(self.now),
+            commit=worker.head_sha,
+            base_sha=worker.base_sha or self.base_sha,
+            stem=stem,
+            now=self.now,
         )
         self._launch(worker, spec, run_dir / f"{stem}.spec.json", Lifecycle.CHECKING, detail, new=False)
 
+    def remove_gate_checkout(self, task_id: str) -> None:
+        gate = self.launcher.gate_dir(task_id)
+        if gate.is_symlink():
+            gate.unlink()
+        elif gate.exists():
+            workspace.force_rmtree(gate)
+
     def start_agent(
-        self, worker: Worker, prompt: str, *, lifecycle: Lifecycle, detail: str, new: bool = False
+        self,
+        worker: Worker,
+        prompt: str,
+        *,
+        lifecycle: Lifecycle,
+        detail: str,
+        new: bool = False,
+        checkout_at: str | None = None,
     ) -> None:
+        """An agent job in the worker's workspace; with `checkout_at` the job first makes the workspace
+        anew at that commit (whatever was there is saved to the attic and removed here)."""
         run_dir = self.paths.run_dir(worker.task_id)
         stem = _job_stem(JobKind.AGENT, worker, self.now)
         prompt_path = run_dir / ("prompt.md" if lifecycle is Lifecycle.RUNNING else f"{stem}.prompt.md")
         prompt_path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(prompt_path, prompt.encode())
-        invocation = runners.build(
-            self.config.agent,
-            prompt_file=prompt_path,
+        ws = Path(worker.workspace_path)
+        if checkout_at is not None:
+            workspace.remove(ws, task_id=worker.task_id, control=self.checkout.root, base_ref=self.base_ref)
+        spec = self.launcher.agent(
             task_id=worker.task_id,
-            workspace=Path(worker.workspace_path),
-            root=self.checkout.root,
-        )
-        spec = jobs.JobSpec(
-            task_id=worker.task_id,
-            kind=str(JobKind.AGENT),
-            argv=invocation.argv,
-            cwd=worker.workspace_path,
-            env={
-                **runners.child_env(
-                    task_id=worker.task_id, workspace=worker.workspace_path, base_branch=self.base
-                ),
-                **invocation.env,
-            },
-            log_path=str(run_dir / "agent.log"),
-            result_path=str(run_dir / f"{stem}.result.json"),
-            timeout_s=self.config.agent.timeout_minutes * 60,
-            grace_s=self.config.parallel.kill_grace_seconds,
-            created_at=format_z(self.now),
-            stdin_path=str(prompt_path) if invocation.prompt_on_stdin else None,
+            ws=ws,
+            prompt_path=prompt_path,
+            stem=stem,
+            now=self.now,
+            checkout_at=None if checkout_at is None else (checkout_at, worker.base_sha or self.base_sha),
         )
         self._launch(worker, spec, run_dir / f"{stem}.spec.json", lifecycle, detail, new=new)
 
@@ -349,13 +351,17 @@ class Tick:
         """Start a job, record it, save, and only then let it run (the two-phase start in ralph.job)."""
         rotate(Path(spec.log_path), self.config.parallel.log_max_bytes)
         started = jobs.start(spec, spec_path)
+        # The job's set-up (its checkout, after_create) comes before the command's own timeout.
+        setup_s = (PREPARE_ALLOWANCE_S if spec.prepare else 0) + (
+            spec.setup_timeout_s if spec.after_create else 0
+        )
         worker.job = Job(
             kind=JobKind(spec.kind),
             pid=started.identity.pid,
             pid_start_ticks=started.identity.start_ticks,
             boot_id=started.identity.boot_id,
             started_at=self.now,
-            deadline=self.now + timedelta(seconds=spec.timeout_s),
+            deadline=self.now + timedelta(seconds=spec.timeout_s + setup_s),
             log_path=spec.log_path,
             result_path=spec.result_path,
         )
@@ -488,10 +494,33 @@ def _preflight(tick: Tick) -> None:
     check_workspace_root(tick.git, tick.paths)
     runners.resolve_agent(tick.config.agent, tick.checkout.root)
     runners.resolve_ci(tick.config.ci.command, tick.checkout.root)
-    if tick.git.run("var", "GIT_COMMITTER_IDENT", ok=(0, 128)).returncode != 0:
+    expand_agent_env(tick.config.agent.env, os.environ)
+    check_identity(tick.git)
+    check_sandbox(tick.config)
+
+
+def check_identity(git: Git) -> None:
+    """ralph's commits use the control checkout's identity (its own config included): it must exist."""
+    for role in ("AUTHOR", "COMMITTER"):
+        result = git.run("var", f"GIT_{role}_IDENT", ok=(0, 128))
+        if result.returncode != 0:
+            said = (result.stderr.strip().splitlines() or ["no identity"])[-1]
+            raise PreflightError(
+                f"git has no {role.lower()} identity for ralph's commits in {git.cwd} ({said}): set one with "
+                '`git config user.name "..."` and `git config user.email ...` there (or --global), '
+                "or GIT_AUTHOR_NAME/GIT_AUTHOR_EMAIL and GIT_COMMITTER_NAME/GIT_COMMITTER_EMAIL"
+            )
+
+
+def check_sandbox(config: Config) -> None:
+    """With sandbox.mode = "bwrap" (the default) a tick never runs a job unboxed: no box, no tick."""
+    if config.sandbox.mode != "bwrap":
+        return
+    found = sandbox.probe()
+    if not found.ok:
         raise PreflightError(
-            "git has no committer identity for ralph's commits: set it with "
-            '`git config --global user.name "..."` and `git config --global user.email ...`'
+            f"sandbox: {found.problem}. Every job runs in a bubblewrap box; to run jobs as ralph itself "
+            'instead (unsafe: README "Security model"), set sandbox.mode = "none" in .ralph/config.toml'
         )
 
 
@@ -599,6 +628,9 @@ def _advance_worker(tick: Tick, worker: Worker) -> None:
 
 def _agent_finished(tick: Tick, worker: Worker, result: jobs.JobResult) -> None:
     what = "agent" if worker.lifecycle is Lifecycle.RUNNING else "remediation agent"
+    if result.error:
+        tick.fail(worker, f"{what} could not start: {result.error}")
+        return
     if result.timed_out:
         tick.fail(worker, f"{what} timed out after {tick.config.agent.timeout_minutes:g} min")
         return
@@ -613,13 +645,35 @@ def _agent_finished(tick: Tick, worker: Worker, result: jobs.JobResult) -> None:
         tick.fail(worker, f"workspace {path} is missing or broken")
         return
     task = tick.task(worker.task_id)
-    head = workspace.commit_leftovers(path, message=commit_message(task), identity=tick.identity)
+    head = workspace.commit_leftovers(path, message=prompts.commit_message(task), identity=tick.identity)
     crashpoint("after-reap-before-save")
     previous = worker.base_sha if worker.lifecycle is Lifecycle.RUNNING else worker.head_sha
     if head == previous:
         tick.fail(worker, f"{what} produced no changes")
         return
+    # From here on the work is judged in ralph's own repository, never in the agent's clone.
+    workspace.import_commit(tick.git, path, task_id=worker.task_id, rev=head)
+    assert worker.base_sha is not None
+    if worker.conflicts:
+        left = replay.markers_left(tick.git, head, tuple(worker.conflicts))
+        if left:
+            tick.fail(worker, f"conflict markers are left in {', '.join(left)} after the remediation")
+            return
+        # The commit with the markers must never land: the resolution is one commit on the base.
+        head = replay.squash(tick.git, base=worker.base_sha, head=head, message=prompts.commit_message(task))
+        worker.conflicts = []
+    assert tick.source is not None
+    problems = policy.problems(
+        tick.git,
+        base=worker.base_sha,
+        head=head,
+        config=tick.config,
+        queue_paths=(tick.source.queue_path, tick.source.done_path),
+    )
     worker.head_sha = head
+    if problems:
+        tick.block(worker, f"{head[:10]} may not land: " + "; ".join(problems))
+        return
     if tick.config.ci.command:
         tick.start_ci(worker, f"committed {head[:10]}; CI gate")
     else:
@@ -631,6 +685,11 @@ def _agent_finished(tick: Tick, worker: Worker, result: jobs.JobResult) -> None:
 def _ci_finished(tick: Tick, worker: Worker, result: jobs.JobResult) -> None:
     path = Path(worker.workspace_path)
     assert worker.job is not None
+    tick.remove_gate_checkout(worker.task_id)
+    if result.error:
+        # The gate never judged the work (its checkout or after_create failed, the program is missing).
+        tick.fail(worker, f"the CI gate could not run: {result.error}")
+        return
     if result.succeeded:
         worker.verified_sha = worker.head_sha
         markers.clear_ci_failure(path)
@@ -647,10 +706,14 @@ def _ci_finished(tick: Tick, worker: Worker, result: jobs.JobResult) -> None:
         log_path=worker.job.log_path,
         generated_at=format_z(tick.now),
     )
-    markers.write_ci_failure(path, marker)
+    if path.is_dir():
+        markers.write_ci_failure(path, marker)
     limit = tick.config.agent.max_remediations
     if worker.remediations >= limit:
         tick.fail(worker, f"CI failed ({result.describe()}) and {limit} remediations are used up")
+        return
+    if not workspace.is_valid(path):
+        tick.fail(worker, f"CI failed ({result.describe()}), and workspace {path} is missing or broken")
         return
     worker.remediations += 1
     task = tick.task(worker.task_id)
@@ -664,6 +727,7 @@ def _ci_finished(tick: Tick, worker: Worker, result: jobs.JobResult) -> None:
         output_tail=marker.output_tail,
         remediation=worker.remediations,
         max_remediations=limit,
+        can=tick.abilities(),
     )
     tick.start_agent(
         worker,
@@ -679,11 +743,6 @@ def _read_log_tail(path: Path) -> str:
             return read_tail(f, CI_LOG_TAIL_BYTES)
     except OSError:
         return ""
-
-
-def commit_message(task: Task) -> str:
-    title = " ".join(prompts.sanitize(task.title).split())
-    return f"{task.id}: {title}"
 
 
 def _job_stem(kind: JobKind, worker: Worker, now: datetime) -> str:
@@ -756,29 +815,21 @@ def _start_task(tick: Tick, task: Task) -> None:
         worker.last_error = None
     worker.base_sha = tick.base_sha
     try:
-        workspace.prepare(path, task_id=task.id, setup=_workspace_setup(tick), base_sha=tick.base_sha)
-        with workspace.provisional(path):
-            prompt = prompts.task_prompt(
-                task, workspace=str(path), base_branch=tick.base, ci_command=tick.config.ci.command
-            )
-            detail = f"attempt {worker.attempt}/{tick.config.agent.max_attempts} on {tick.base_sha[:10]}"
-            tick.start_agent(worker, prompt, lifecycle=Lifecycle.RUNNING, detail=detail, new=new)
+        prompt = prompts.task_prompt(
+            task,
+            workspace=str(path),
+            base_branch=tick.base,
+            ci_command=tick.config.ci.command,
+            can=tick.abilities(),
+        )
+        detail = f"attempt {worker.attempt}/{tick.config.agent.max_attempts} on {tick.base_sha[:10]}"
+        tick.start_agent(
+            worker, prompt, lifecycle=Lifecycle.RUNNING, detail=detail, new=new, checkout_at=tick.base_sha
+        )
     except (RalphError, OSError) as e:
         worker.job = None
         tick.fail(worker, f"could not start: {e}")
         tick.save()
-
-
-def _workspace_setup(tick: Tick) -> workspace.Setup:
-    return workspace.Setup(
-        control=tick.checkout.root,
-        remote_url=tick.remote_url,
-        base_branch=tick.base,
-        base_ref=tick.base_ref,
-        allowlist=tuple(tick.config.parallel.ignored_file_allowlist),
-        after_create=tuple(tick.config.hooks.after_create),
-        hook_timeout_s=tick.config.hooks.timeout_seconds,
-    )
 
 
 def _content(state: State) -> dict[str, Any]:

@@ -1,11 +1,17 @@
-"""Workspaces: one git clone per task, where its agent works (DESIGN §7).
+"""Workspaces: one git clone per task, where its agent works, and the checkouts the CI gate judges
+(DESIGN §7).
 
-A workspace is hard-linked from the control repository (fast), fetches from the real remote, cannot
-push, and starts detached at the base commit the tick fetched. Its `.git` is the agent's to change,
-so ralph treats it as untrusted (reliability §6.5): its config and hooks are never given a chance to
-run. ralph reads from a workspace only with a fetch into the control repository (`file://`, which runs
-none of the clone's hooks or config), commits the agent's leftovers through a git directory of its
-own, and replaces a workspace instead of resetting it in place.
+A checkout is a clone of the control repository that borrows its objects through an alternate (read-only
+inside the job's box: no inode is shared, so an agent that rewrites a file cannot corrupt ralph's
+repository), has no remote at all (the base is a local ref, `origin/<base>`; ralph alone fetches and
+pushes), and starts detached at one commit. Its `.git` is the agent's to change, so ralph treats it as
+untrusted (reliability §6.5): its config and hooks are never given a chance to run. ralph reads from a
+workspace only with a fetch into the control repository (`file://`, which runs none of the clone's
+hooks or config), commits the agent's leftovers through a git directory of its own, and replaces a
+workspace instead of resetting it in place.
+
+Checkouts are made by the job that uses them (ralph.job, outside the box, before the command starts),
+so a tick never waits on a clone or on `hooks.after_create`.
 """
 
 from __future__ import annotations
@@ -14,23 +20,18 @@ import contextlib
 import fnmatch
 import logging
 import os
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from shutil import copy2, rmtree
-from typing import IO
 
 from ralph.errors import GitError, RalphError
-from ralph.files import read_regular, read_tail
+from ralph.files import read_regular
 from ralph.git import UNTRUSTED, Git
 from ralph.markers import EXCLUDES, RUNTIME_PATHS
 from ralph.paths import is_within
-from ralph.runners import child_env
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,6 @@ logger = logging.getLogger(__name__)
 # config runs. Work-tree commands (add, checkout, reset, clean) are never run there at all: they read
 # filter drivers (`filter.<x>.clean`/`smudge`) from the clone's config, and no `-c` can switch off
 # drivers whose names only the agent knows.
-PUSH_DISABLED = "ralph-push-disabled://the-agent-must-not-push"
 ATTIC = "refs/ralph/attic"
 INCOMING = "refs/ralph/incoming"  # the way in for a workspace's commits; never left behind
 
@@ -74,15 +74,22 @@ class _UntrustedGit:
 
 @dataclass(frozen=True)
 class Setup:
-    """What every workspace of a checkout shares."""
+    """What every checkout of a control checkout shares (computed once per tick)."""
 
     control: Path  # the control checkout's root
-    remote_url: str  # the real remote, for fetches the agent makes
     base_branch: str
-    base_ref: str  # the control repository's copy of the remote base: refs/remotes/<remote>/<base>
-    allowlist: Sequence[str] = ()
-    after_create: Sequence[str] = ()
-    hook_timeout_s: float = 300
+    copies: tuple[str, ...] = ()  # ignored files copied in from the control checkout (.env*, allowlist)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"control": str(self.control), "base_branch": self.base_branch, "copies": list(self.copies)}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, object]) -> Setup:
+        copies = raw.get("copies", [])
+        assert isinstance(copies, list)
+        return cls(
+            control=Path(str(raw["control"])), base_branch=str(raw["base_branch"]), copies=tuple(copies)
+        )
 
 
 def is_valid(path: Path) -> bool:
@@ -98,23 +105,20 @@ def is_valid(path: Path) -> bool:
         return False
 
 
-def prepare(path: Path, *, task_id: str, setup: Setup, base_sha: str) -> None:
-    """Make `path` a fresh workspace at `base_sha`, replacing whatever is there.
+def prepare(path: Path, *, setup: Setup, commit: str, base_sha: str) -> None:
+    """Make `path` a new checkout at `commit`, with `origin/<base>` at `base_sha`.
 
-    Work an earlier attempt left there is saved to an attic ref first. An existing clone is never
-    reset in place: its config, hooks, attributes and excludes are the previous agent's, and
-    `checkout`/`reset`/`clean` there would run its filter drivers with ralph's privileges (and hand
-    the next attempt a clone the last one tampered with). A `--local` clone is hard links, as cheap
-    as a reset.
+    `path` must not exist: whatever an earlier attempt left there is saved to the attic and removed
+    by the tick before (`remove`). An existing clone is never reset in place: its config, hooks,
+    attributes and excludes are the previous agent's, and `checkout`/`reset`/`clean` there would run
+    its filter drivers with ralph's privileges. A half-made checkout is removed.
     """
     _refuse_control(path, setup.control)
     if path.is_symlink() or path.exists():
-        remove(path, task_id=task_id, control=setup.control, base_ref=setup.base_ref)
+        raise WorkspaceError(f"{path} already exists; it must be removed (its work saved) first")
     with provisional(path):
-        _clone(path, setup=setup, base_sha=base_sha)
+        _clone(path, setup=setup, commit=commit, base_sha=base_sha)
         _copy_ignored_files(path, setup)
-        if setup.after_create:
-            _run_hook(path, setup, task_id=task_id)
 
 
 def _refuse_control(path: Path, control: Path) -> None:
@@ -127,14 +131,15 @@ def _refuse_control(path: Path, control: Path) -> None:
         )
 
 
-def _clone(path: Path, *, setup: Setup, base_sha: str) -> None:
+def _clone(path: Path, *, setup: Setup, commit: str, base_sha: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     control = Git(setup.control)
-    # --origin: a global clone.defaultRemoteName would otherwise name the remote something else.
+    # --shared: objects through an alternate, never hard links. --origin: a global
+    # clone.defaultRemoteName would otherwise name the remote something else.
     control.run(
         "clone",
         "--quiet",
-        "--local",
+        "--shared",
         "--no-checkout",
         "--origin",
         "origin",
@@ -143,40 +148,35 @@ def _clone(path: Path, *, setup: Setup, base_sha: str) -> None:
         str(path),
     )
     ws = ws_git(path)
-    ws.run("remote", "set-url", "origin", _fetch_url(setup.remote_url, setup.control))
-    ws.run("remote", "set-url", "--push", "origin", PUSH_DISABLED)
-    ws.run("checkout", "--quiet", "--detach", base_sha)
-    # The clone mirrored the control repository's local branches as remote branches; only the base
-    # branch, at the commit this tick fetched, tells the agent the truth.
-    ws.run("symbolic-ref", "--delete", "--quiet", "refs/remotes/origin/HEAD", ok=(0, 1))
+    # No remote at all: the agent has nothing to fetch from or push to (the base is a local ref), and
+    # removing it drops the remote-tracking refs the clone made of the control repository's branches.
+    ws.run("remote", "remove", "origin")
     tracking = f"refs/remotes/origin/{setup.base_branch}"
-    listed = ws.run("for-each-ref", "--format=%(refname)", "refs/remotes/", "refs/heads/").splitlines()
-    # One transaction; the base's own ref is set, not deleted and set (git refuses both in one go).
-    commands = [f"delete {ref}" for ref in listed if ref != tracking] + [f"update {tracking} {base_sha}"]
+    listed = ws.run("for-each-ref", "--format=%(refname)", "refs/heads/").splitlines()
+    commands = [f"delete {ref}" for ref in listed] + [f"update {tracking} {base_sha}"]
     ws.run("update-ref", "--stdin", input="".join(c + "\n" for c in commands))
+    ws.run("checkout", "--quiet", "--detach", commit)
     _append_excludes(path, "runtime files, never committed", EXCLUDES)
-    # Objects ralph makes later in the control repository (a rebased commit, a newer base) are then
-    # visible here without a fetch, which would run under the agent's configuration.
-    alternates = path / ".git" / "objects" / "info" / "alternates"
-    alternates.parent.mkdir(parents=True, exist_ok=True)
-    control_objects = (
-        Path(control.run("rev-parse", "--path-format=absolute", "--git-common-dir").out) / "objects"
-    )
-    alternates.write_text(f"{control_objects}\n")
 
 
-def _fetch_url(url: str, control: Path) -> str:
-    """The remote's URL as the workspace must spell it.
-
-    A relative local path (`git remote add origin ../app.git`) is relative to the control checkout,
-    where ralph runs git; from inside the workspace it would name another directory.
-    """
-    if "://" in url or os.path.isabs(url):
-        return url
-    colon, slash = url.find(":"), url.find("/")
-    if colon > 0 and (slash == -1 or colon < slash):
-        return url  # scp-like `host:path`
-    return os.path.normpath(control / url)
+def object_dirs(control: Path) -> list[str]:
+    """The object directories a checkout of `control` reads through its alternate: the control
+    repository's own, and any it borrows from in turn (bound read-only into a job's box)."""
+    git = Git(control)
+    first = Path(git.run("rev-parse", "--path-format=absolute", "--git-common-dir").out) / "objects"
+    out: list[str] = []
+    todo = [first]
+    while todo and len(out) < 16:  # git itself follows at most 5 levels of alternates
+        objects = todo.pop(0)
+        if str(objects) in out:
+            continue
+        out.append(str(objects))
+        alternates = read_regular(objects / "info" / "alternates") or b""
+        for line in alternates.decode(errors="replace").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                todo.append(Path(line) if os.path.isabs(line) else (objects / line).resolve())
+    return out
 
 
 def _append_excludes(path: Path, why: str, lines: Sequence[str]) -> None:
@@ -410,16 +410,20 @@ def provisional(path: Path) -> Iterator[None]:
 
 def _copy_ignored_files(path: Path, setup: Setup) -> None:
     copied = []
-    for rel in _ignored_files_to_copy(setup, workspace_root=path.parent):
+    for rel in setup.copies:
         src = setup.control / rel
         dst = path / rel
+        problem = _path_problem(rel) or _source_problem(src, setup.control, path.parent)
+        if problem:  # it changed since the tick listed it
+            logger.warning("not copying %s: %s", rel, problem)
+            continue
         if not is_within(dst.parent, path):
             logger.warning("not copying %s: it would land outside the workspace", rel)
             continue
         if dst.is_symlink() or dst.exists():
-            # The base commit has it: copying over it would write through a link, or make the
-            # control checkout's local version look like the agent's change.
-            logger.warning("not copying %s: the workspace already has it from %s", rel, setup.base_branch)
+            # The commit has it: copying over it would write through a link, or make the control
+            # checkout's local version look like the agent's change.
+            logger.warning("not copying %s: the checkout already has it from its commit", rel)
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
         copy2(src, dst, follow_symlinks=False)
@@ -439,14 +443,16 @@ def _escape_ignore(rel: str) -> str:
     return "".join("\\" + c if c in "\\*?[]!# " else c for c in rel)
 
 
-def _ignored_files_to_copy(setup: Setup, *, workspace_root: Path) -> list[str]:
-    root = setup.control
+def ignored_files_to_copy(control: Path, allowlist: Sequence[str], *, workspace_root: Path) -> list[str]:
+    """The control checkout's ignored `.env*` files and `allowlist` matches to copy into every checkout
+    (relative paths); listed once per tick, not once per checkout."""
+    root = control
     listing = (
         Git(root).run("ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory").stdout
     )
     chosen = [rel for rel in listing.split("\0") if rel and not rel.endswith("/") and _is_env_file(rel)]
     tracked: set[str] | None = None
-    for pattern in setup.allowlist:
+    for pattern in allowlist:
         problem = _pattern_problem(pattern)
         if problem:
             logger.warning("parallel.ignored_file_allowlist: %r is refused (%s); skipped", pattern, problem)
@@ -520,65 +526,3 @@ def _source_problem(src: Path, root: Path, workspace_root: Path) -> str | None:
     if is_within(src, workspace_root):
         return "it is inside the workspace root"
     return None
-
-
-# --- hooks.after_create -----------------------------------------------------------------------------
-
-
-def _run_hook(path: Path, setup: Setup, *, task_id: str) -> None:
-    """Run hooks.after_create in the new workspace, bounded by hooks.timeout_seconds.
-
-    It runs in a session of its own, and the whole process group is killed when it times out (a
-    grandchild would otherwise outlive the timeout) and when it exits (nothing it left in the
-    background may keep working in a workspace ralph will hand to an agent or delete).
-    """
-    argv = list(setup.after_create)
-    env = child_env(task_id=task_id, workspace=str(path), base_branch=setup.base_branch)
-    with tempfile.TemporaryFile() as output:
-        try:
-            child = subprocess.Popen(
-                argv,
-                cwd=path,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except FileNotFoundError:
-            raise WorkspaceError(
-                f"hooks.after_create: {argv[0]!r} not found (looked on PATH and in {path}); "
-                "install it or fix hooks.after_create"
-            ) from None
-        except OSError as e:
-            raise WorkspaceError(f"hooks.after_create: cannot run {argv[0]!r}: {e.strerror}") from None
-        finished = _wait_unreaped(child.pid, setup.hook_timeout_s)
-        # The leader is a zombie (or alive) until we reap it, so its pid, which is the group's id,
-        # cannot have been given to anyone else: the signal reaches only the hook's own processes.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGKILL)
-        code = child.wait()
-        tail = _tail(output)
-    if not finished:
-        raise WorkspaceError(
-            f"hooks.after_create timed out after {setup.hook_timeout_s:g}s and was killed: {tail}"
-        )
-    if code != 0:
-        raise WorkspaceError(f"hooks.after_create exited {code}: {tail}")
-
-
-def _wait_unreaped(pid: int, timeout_s: float) -> bool:
-    """Wait up to `timeout_s` for `pid` to exit, leaving it unreaped; True if it exited."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        if info is not None:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(_POLL_S)
-
-
-def _tail(output: IO[bytes], lines: int = 3) -> str:
-    last = read_tail(output, 8192).strip().splitlines()[-lines:]
-    return " | ".join(line.strip() for line in last) or "no output"

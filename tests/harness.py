@@ -6,10 +6,12 @@ Everything is real: git repositories, detached job processes, the scripted agent
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,16 +23,7 @@ from conftest import BASE, git
 from ralph import clock, proc
 from ralph.checkout import open_checkout
 from ralph.commands.task import add as add_task
-from ralph.config import (
-    AgentConfig,
-    CiConfig,
-    Config,
-    GitConfig,
-    HooksConfig,
-    ParallelConfig,
-    QueueConfig,
-    render_config,
-)
+from ralph.config import Config, render_config
 from ralph.queue import empty_queue_file, render_queue_file
 from ralph.state import Lifecycle, State, Worker, load_state
 from ralph.tick import TickOptions, TickReport, run_tick
@@ -63,21 +56,20 @@ class Project:
         """Rewrite .ralph/config.toml with these section overrides, commit and push it."""
         for name, values in sections.items():
             self.settings.setdefault(name, {}).update(values)
-        config = Config(
-            git=GitConfig(**{"base_branch": BASE, **self.settings.get("git", {})}),
-            parallel=ParallelConfig(**{"kill_grace_seconds": 1, **self.settings.get("parallel", {})}),
-            agent=AgentConfig(
-                **{
-                    "runner": "command",
-                    "command": [str(SCRIPTED_AGENT), "{prompt_file}"],
-                    "timeout_minutes": 2,
-                    "retry_backoff_minutes": [0],
-                    **self.settings.get("agent", {}),
-                }
-            ),
-            ci=CiConfig(**{"command": [sys.executable, ".ci-check.py"], **self.settings.get("ci", {})}),
-            hooks=HooksConfig(**self.settings.get("hooks", {})),
-            queue=QueueConfig(**self.settings.get("queue", {})),
+        defaults: dict[str, dict[str, Any]] = {
+            "git": {"base_branch": BASE},
+            "parallel": {"kill_grace_seconds": 1},
+            "agent": {
+                "runner": "command",
+                "command": [str(SCRIPTED_AGENT), "{prompt_file}"],
+                "timeout_minutes": 2,
+                "retry_backoff_minutes": [0],
+            },
+            "ci": {"command": [sys.executable, ".ci-check.py"]},
+        }
+        sections_in_use = {**defaults, **self.settings}
+        config = Config.model_validate(
+            {name: {**defaults.get(name, {}), **self.settings.get(name, {})} for name in sections_in_use}
         )
         (self.control / ".ralph" / "config.toml").write_bytes(render_config(config))
         self.commit_and_push("configure ralph")
@@ -209,6 +201,51 @@ def make_project(origin: Path, control: Path, **sections: dict[str, Any]) -> Pro
     return project
 
 
+# --- what a CI gate saw ------------------------------------------------------------------------------
+
+
+class VerdictRecorder:
+    """A server on 127.0.0.1 to which a test's CI gate reports each verdict, one line per POST.
+
+    A gate runs in its box: the only place it can write to is its own checkout, which ralph deletes.
+    Its network is the way out a test can listen on (and proves sandbox.gate_network works).
+    """
+
+    def __init__(self, record: Path) -> None:
+        self.record = record
+        record.touch()
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with recorder.lock, open(recorder.record, "ab") as f:
+                    f.write(body.rstrip(b"\n") + b"\n")
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.lock = threading.Lock()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# Posts "<tree> pass|fail" for the commit it judged to CI_RECORD_URL (a VerdictRecorder).
+REPORT_VERDICT = """
+import os, urllib.request
+def report(line):
+    urllib.request.urlopen(os.environ["CI_RECORD_URL"], data=line.encode(), timeout=30).read()
+"""
+
+
 # --- processes ---------------------------------------------------------------------------------------
 
 
@@ -237,7 +274,14 @@ def live_wrappers(control: Path) -> dict[str, list[int]]:
             continue
         task_id = args[-1][len(runs) :].split("/")[0]
         found.setdefault(task_id, []).append(int(entry.name))
-    return found
+    # A wrapper's child between fork and exec (git during its checkout, the command) still shows the
+    # wrapper's command line: it is not a second job.
+    return {task_id: [pid for pid in pids if _parent(pid) not in pids] for task_id, pids in found.items()}
+
+
+def _parent(pid: int) -> int | None:
+    stat = proc.read_stat(pid)
+    return None if stat is None else stat.ppid
 
 
 def _result_written(spec_path: Path) -> bool:

@@ -123,3 +123,24 @@ def executable(path: Path, text: str = "#!/bin/sh\nexit 0\n") -> Path:
     path.write_text(text)
     path.chmod(0o755)
     return path
+
+
+def command_line(pid: int) -> list[str]:
+    """/proc/<pid>/cmdline as a list; [] when the process is gone."""
+    try:
+        raw = (Path("/proc") / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def pids_running(argv: Sequence[str]) -> list[int]:
+    """Live processes (zombies excluded) whose command line is exactly `argv`, as this host numbers
+    them (a job's box numbers its own processes from 1)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and command_line(int(entry.name)) == list(argv):
+            state = raw_state(int(entry.name))
+            if state not in (None, "Z", "X"):
+                found.append(int(entry.name))
+    return found

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import pytest
 from conftest import git
 from helpers import invoke
 
@@ -52,3 +54,35 @@ def test_demo_refuses_a_directory_that_is_not_empty(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.stderr == f"ralph: error: --dir {tmp_path} is not empty; give a new or empty directory\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_demo_runs_unboxed_on_a_machine_without_bubblewrap_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Quickstart's first command works on a fresh machine: only the demo may do without the box."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("git", "python3", "sh"):
+        found = shutil.which(name)
+        assert found is not None
+        (bin_dir / name).symlink_to(found)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    sandbox = tmp_path / "demo"
+    result = invoke("demo", "--dir", str(sandbox))
+    assert result.exit_code == 0, result.output
+    assert (
+        "ralph demo: running jobs without a box: bwrap is not installed; install bubblewrap" in result.stderr
+    )
+    assert 'mode = "none"' in (sandbox / "control" / ".ralph" / "config.toml").read_text()
+
+
+def test_demo_boxes_its_jobs_where_bubblewrap_works(tmp_path: Path) -> None:
+    sandbox = tmp_path / "demo"
+    result = invoke("demo", "--dir", str(sandbox))
+    assert result.exit_code == 0, result.output
+    assert "without a box" not in result.stderr
+    assert 'mode = "bwrap"' in (sandbox / "control" / ".ralph" / "config.toml").read_text()
+    log = (
+        sandbox / "control" / ".ralph" / "cache" / "parallel" / "runs" / "RQ-0001" / "agent.log"
+    ).read_text()
+    assert "(in a box)" in log

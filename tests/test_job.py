@@ -23,6 +23,7 @@ from helpers import raw_state
 
 from ralph import job, proc
 from ralph.lock import TickLock
+from ralph.workspace import Setup
 
 SH = shutil.which("sh") or "/bin/sh"
 PY = sys.executable
@@ -633,8 +634,8 @@ def test_the_wrapper_refuses_to_run_by_hand() -> None:
     assert "usage: python -m ralph.job SPEC.json" in done.stderr
 
 
-def test_a_job_checks_its_commit_out_before_the_command_runs(jobs: Jobs, repo: Path) -> None:
-    """The CI gate judges exactly the commit it was given, whatever the work tree held before."""
+def test_a_job_makes_its_checkout_from_the_commit_before_the_command_runs(jobs: Jobs, repo: Path) -> None:
+    """The CI gate judges exactly the commit it was given, in a checkout made from the commit object."""
     (repo / "judged.txt").write_text("first\n")
     subprocess.run(["git", "add", "judged.txt"], cwd=repo, check=True)
     subprocess.run(["git", "commit", "-qm", "first"], cwd=repo, check=True)
@@ -645,25 +646,101 @@ def test_a_job_checks_its_commit_out_before_the_command_runs(jobs: Jobs, repo: P
     subprocess.run(["git", "commit", "-qam", "second"], cwd=repo, check=True)
     (repo / "judged.txt").write_text("an uncommitted edit\n")
     seen = jobs.work / "seen.txt"
+    checkout = jobs.work / "gate"
     copy = f"import shutil; shutil.copy('judged.txt', {str(seen)!r})"
-    spec, spec_path = jobs.spec([sys.executable, "-c", copy], cwd=repo)
-    spec = dataclasses.replace(spec, checkout=first)
+    spec, spec_path = jobs.spec([sys.executable, "-c", copy], cwd=checkout)
+    setup = Setup(control=repo, base_branch="main")
+    spec = dataclasses.replace(spec, prepare={"setup": setup.as_dict(), "commit": first, "base_sha": first})
     started = jobs.start(spec, spec_path)
     assert started.confirm() is True
     result = wait_result(started)
-    assert result.exit_code == 0
+    assert result.exit_code == 0, result
     assert seen.read_text() == "first\n"
     head = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+        ["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True
     ).stdout.strip()
     assert head == first
+    assert (repo / "judged.txt").read_text() == "an uncommitted edit\n"  # the repository is untouched
 
 
 def test_a_commit_that_cannot_be_checked_out_is_an_error_result(jobs: Jobs, repo: Path) -> None:
-    spec, spec_path = jobs.spec([sys.executable, "-c", "raise SystemExit(0)"], cwd=repo)
-    spec = dataclasses.replace(spec, checkout="0" * 40)
+    checkout = jobs.work / "gate"
+    spec, spec_path = jobs.spec([sys.executable, "-c", "raise SystemExit(0)"], cwd=checkout)
+    setup = Setup(control=repo, base_branch="main")
+    spec = dataclasses.replace(
+        spec, prepare={"setup": setup.as_dict(), "commit": "0" * 40, "base_sha": "0" * 40}
+    )
     started = jobs.start(spec, spec_path)
     assert started.confirm() is True
     result = wait_result(started)
     assert result.exit_code is None and result.error is not None
-    assert result.error.startswith("could not check out:")
+    assert result.error.startswith(f"could not make the checkout {checkout}:")
+    assert not checkout.exists()  # a half-made checkout is removed
+
+
+def test_after_create_runs_in_the_new_checkout_before_the_command(jobs: Jobs, repo: Path) -> None:
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+    checkout = jobs.work / "ws"
+    spec, spec_path = jobs.spec([sys.executable, "-c", "print(open('prepared').read())"], cwd=checkout)
+    setup = Setup(control=repo, base_branch="main")
+    spec = dataclasses.replace(
+        spec,
+        prepare={"setup": setup.as_dict(), "commit": head, "base_sha": head},
+        after_create=["/bin/sh", "-c", "echo ready > prepared"],
+        setup_timeout_s=30,
+    )
+    started = jobs.start(spec, spec_path)
+    assert started.confirm() is True
+    result = wait_result(started)
+    assert result.exit_code == 0, result
+    assert "ready" in Path(spec.log_path).read_text()
+
+
+def test_a_failing_after_create_is_an_error_result_with_its_output(jobs: Jobs, repo: Path) -> None:
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+    marker = jobs.work / "command-ran"
+    spec, spec_path = jobs.spec(["/bin/sh", "-c", f"touch {marker}"], cwd=jobs.work / "ws")
+    spec = dataclasses.replace(
+        spec,
+        prepare={
+            "setup": Setup(control=repo, base_branch="main").as_dict(),
+            "commit": head,
+            "base_sha": head,
+        },
+        after_create=["/bin/sh", "-c", "echo npm ERR! missing; exit 3"],
+        setup_timeout_s=30,
+    )
+    started = jobs.start(spec, spec_path)
+    assert started.confirm() is True
+    result = wait_result(started)
+    assert result.error == "hooks.after_create exited 3: npm ERR! missing"
+    assert not marker.exists()
+
+
+def test_after_create_past_its_timeout_is_killed_with_its_children(jobs: Jobs, repo: Path) -> None:
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+    pidfile = jobs.work / "grandchild.pid"
+    spec, spec_path = jobs.spec(["/bin/true"], cwd=jobs.work / "ws")
+    spec = dataclasses.replace(
+        spec,
+        prepare={
+            "setup": Setup(control=repo, base_branch="main").as_dict(),
+            "commit": head,
+            "base_sha": head,
+        },
+        after_create=["/bin/sh", "-c", f"echo preparing; sleep 60 & echo $! > {pidfile}; wait"],
+        setup_timeout_s=1,
+    )
+    started = jobs.start(spec, spec_path)
+    assert started.confirm() is True
+    result = wait_result(started)
+    assert result.error == "hooks.after_create timed out after 1s and was killed: preparing"
+    pid = int(pidfile.read_text())
+    state = raw_state(pid)
+    assert state in (None, "Z"), f"the hook's child {pid} outlived the timeout ({state})"

@@ -11,7 +11,7 @@ import random
 import re
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,9 @@ from click.testing import CliRunner
 from conftest import BASE, git
 from harness import (
     REPO,
+    REPORT_VERDICT,
     Project,
+    VerdictRecorder,
     all_landed,
     install_declining_hook,
     install_rewinding_hook,
@@ -37,18 +39,20 @@ from ralph.state import Lifecycle, State
 from ralph.tick import TickOptions, Waiting, run_tick
 
 # Every CI run records the tree it judged and its verdict, so a test can check what landed.
-RECORDING_CI = """\
-import os, subprocess, sys
+RECORDING_CI = (
+    REPORT_VERDICT
+    + """
+import subprocess, sys
 word = "FIX" + "ME"
 files = subprocess.run(["git", "ls-files", ":!.ralph"], capture_output=True, text=True).stdout.split()
 bad = [f for f in files if word in open(f, errors="replace").read()]
 tree = subprocess.run(["git", "rev-parse", "HEAD^{tree}"], capture_output=True, text=True).stdout.strip()
-with open(os.environ["CI_RECORD"], "a") as f:
-    f.write(f"{tree} {'fail' if bad else 'pass'}\\n")
+report(f"{tree} {'fail' if bad else 'pass'}")
 for f in bad:
     print(f"ci: {word} left in {f}")
 sys.exit(2 if bad else 0)
 """
+)
 
 
 @pytest.fixture
@@ -57,13 +61,14 @@ def project(origin: Path, control: Path) -> Project:
 
 
 @pytest.fixture
-def recorded(project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    record = tmp_path / "ci-record.txt"
-    record.touch()
-    monkeypatch.setenv("CI_RECORD", str(record))
+def recorded(project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    recorder = VerdictRecorder(tmp_path / "ci-record.txt")
+    monkeypatch.setenv("CI_RECORD_URL", recorder.url)
+    project.configure(sandbox={"env_passthrough": ["CI_RECORD_URL"]})
     (project.control / ".ci-check.py").write_text(RECORDING_CI)
     project.commit_and_push("record every CI verdict")
-    return record
+    yield recorder.record
+    recorder.close()
 
 
 def passed_trees(record: Path) -> set[str]:
@@ -140,10 +145,11 @@ def test_two_workers_on_the_same_line_one_lands_the_other_is_remediated(
     prompts = list(project.paths.run_dir(loser.task_id).glob("agent-*-r1-*.prompt.md"))
     assert len(prompts) == 1
     text = prompts[0].read_text()
-    assert text.startswith(f"# REBASE CONFLICT: resolve it (task {loser.task_id}, remediation 1 of 3)")
+    assert text.startswith(f"# MERGE CONFLICT: resolve it (task {loser.task_id}, remediation 1 of 3)")
     assert "- `shared.txt`" in text
-    # Onto the base ralph set in the workspace, never a newer one a fetch would bring.
-    assert f"`git rebase origin/{BASE}`" in text and "do not fetch" in text
+    # The agent only edits files: ralph made the merge, and hands it the markers.
+    assert "Only edit files: do not run git rebase, merge, reset or checkout" in text
+    assert "git fetch" not in text
     events = [e["event"] for e in project.events() if e["task_id"] == loser.task_id]
     assert events == [
         "running",
@@ -303,11 +309,13 @@ def test_work_that_rewrote_its_starting_commit_never_rewinds_the_base(
     state = project.run_until(all_landed(1))
     after = set(git(origin, "rev-list", BASE).splitlines())
     assert before <= after  # nothing that was on main has left it
+    # Replayed as one commit (the task's message) on the base it rewrote.
     assert project.origin_log()[:3] == [
         f"ralph: archive {task}",
-        "history rewritten by the agent",
+        f"{task}: Rewrite",
         f"ralph: add {task}: Rewrite",
     ]
+    assert git(origin, "show", f"{BASE}~1:amended.txt") == "amended"
     assert state.workers[0].landed_sha == git(origin, "rev-parse", BASE)
 
 

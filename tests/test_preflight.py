@@ -256,10 +256,11 @@ def test_a_tick_uses_a_workspace_root_ignored_through_info_exclude(project: Proj
     with open(project.control / ".git" / "info" / "exclude", "a") as f:
         f.write("work/trees/\n")
     project.tick()
+    project.wait_for_jobs()  # the job makes the workspace, then the agent works in it
     (worker,) = project.state().workers
     assert worker.lifecycle is Lifecycle.RUNNING
     assert worker.workspace_path == str(project.control / "work" / "trees" / worker.task_id)
-    assert git(Path(worker.workspace_path), "rev-parse", "HEAD") == git(
+    assert git(Path(worker.workspace_path), "rev-parse", f"origin/{BASE}") == git(
         project.control, "rev-parse", f"origin/{BASE}"
     )
     assert git(project.control, "status", "--porcelain") == ""
@@ -288,6 +289,7 @@ def test_untracked_mode_reads_the_working_tree_and_starts_the_task(origin: Path,
     assert "Local task" in (control / ".ralph" / "queue.json").read_text()
 
     project.tick()
+    project.wait_for_jobs()
 
     (worker,) = project.state().workers
     assert worker.task_id == "RQ-0001"

@@ -87,10 +87,11 @@ def read_pid_file(path: Path) -> int:
 # --- parse_stat --------------------------------------------------------------------------------------
 
 
-def synthetic_stat(pid: int, comm: str, *, state: str, pgrp: int, start_ticks: int) -> str:
+def synthetic_stat(pid: int, comm: str, *, state: str, pgrp: int, start_ticks: int, ppid: int = 1) -> str:
     """A /proc/<pid>/stat line: fields 3..52, each distinct, so a shifted parse reads a wrong value."""
     fields = [str(1000 + n) for n in range(3, 53)]
     fields[0] = state  # field 3
+    fields[1] = str(ppid)  # field 4
     fields[2] = str(pgrp)  # field 5
     fields[19] = str(start_ticks)  # field 22
     return f"{pid} ({comm}) " + " ".join(fields) + "\n"
@@ -98,8 +99,8 @@ def synthetic_stat(pid: int, comm: str, *, state: str, pgrp: int, start_ticks: i
 
 @pytest.mark.parametrize("comm", ["x) 1 2 (y", ") ) )", "a b c d e f g h i", "(", "new\nline)", "sleep"])
 def test_parse_stat_reads_fields_after_the_last_paren(comm: str) -> None:
-    line = synthetic_stat(4242, comm, state="S", pgrp=777, start_ticks=98765)
-    assert proc.parse_stat(line) == proc.Stat(state="S", pgrp=777, start_ticks=98765)
+    line = synthetic_stat(4242, comm, state="S", pgrp=777, start_ticks=98765, ppid=4000)
+    assert proc.parse_stat(line) == proc.Stat(state="S", pgrp=777, start_ticks=98765, ppid=4000)
 
 
 def test_the_trap_name_really_shifts_a_naive_split() -> None:

@@ -14,12 +14,16 @@ from helpers import executable
 
 from ralph.config import AgentConfig
 from ralph.errors import PreflightError
-from ralph.runners import PRESETS, build, child_env, resolve_agent, resolve_ci
+from ralph.runners import PRESETS, Abilities, abilities, build, child_env, resolve_agent, resolve_ci
 from ralph.state import Lifecycle
 
-CLAUDE = ["-p", "--verbose", "--output-format", "stream-json", "--permission-mode", "acceptEdits"]
-CODEX = ["exec", "--json", "--sandbox", "workspace-write"]
-GEMINI = ["--skip-trust", "--approval-mode", "auto_edit", "--output-format", "stream-json"]
+CLAUDE = ["-p", "--verbose", "--output-format", "stream-json"]
+CLAUDE_BOXED = [*CLAUDE, "--dangerously-skip-permissions"]
+CLAUDE_UNBOXED = [*CLAUDE, "--permission-mode", "acceptEdits"]
+CODEX_BOXED = ["exec", "--json", "--dangerously-bypass-approvals-and-sandbox"]
+CODEX_UNBOXED = ["exec", "--json", "--sandbox", "workspace-write"]
+GEMINI_BOXED = ["--skip-trust", "--approval-mode", "yolo", "--output-format", "stream-json"]
+GEMINI_UNBOXED = ["--skip-trust", "--approval-mode", "auto_edit", "--output-format", "stream-json"]
 AIDER = [
     "--yes-always",
     "--no-auto-commits",
@@ -57,31 +61,71 @@ def root(tmp_path: Path) -> Path:
     return path
 
 
-def run_build(agent: AgentConfig, root: Path, prompt: Path, workspace: Path | None = None) -> Any:
-    return build(agent, prompt_file=prompt, task_id="RQ-0007", workspace=workspace or root / "ws", root=root)
+def run_build(
+    agent: AgentConfig, root: Path, prompt: Path, workspace: Path | None = None, *, boxed: bool = True
+) -> Any:
+    return build(
+        agent,
+        prompt_file=prompt,
+        task_id="RQ-0007",
+        workspace=workspace or root / "ws",
+        root=root,
+        boxed=boxed,
+    )
 
 
-# (runner, model, extra_args, expected argv after the binary, prompt on stdin)
+# (runner, model, extra_args, boxed, expected argv after the binary, prompt on stdin)
 CASES = [
-    ("claude", "", [], CLAUDE, True),
-    ("claude", "opus", ["--max-turns", "40"], [*CLAUDE, "--model", "opus", "--max-turns", "40"], True),
-    ("codex", "", [], [*CODEX, "-"], True),
-    ("codex", "gpt-5", ["-c", "x=1"], [*CODEX, "--model", "gpt-5", "-c", "x=1", "-"], True),
-    ("gemini", "", [], GEMINI, True),
-    ("gemini", "gemini-2.5-pro", ["--debug"], [*GEMINI, "--model", "gemini-2.5-pro", "--debug"], True),
-    ("opencode", "", [], ["run", "--format", "json"], True),
+    ("claude", "", [], True, CLAUDE_BOXED, True),
+    ("claude", "", [], False, CLAUDE_UNBOXED, True),
+    (
+        "claude",
+        "opus",
+        ["--max-turns", "40"],
+        True,
+        [*CLAUDE_BOXED, "--model", "opus", "--max-turns", "40"],
+        True,
+    ),
+    # A permission flag of the user's own replaces the preset's (the CLI would refuse both).
+    ("claude", "", ["--permission-mode", "plan"], False, [*CLAUDE, "--permission-mode", "plan"], True),
+    ("codex", "", [], True, [*CODEX_BOXED, "-"], True),
+    ("codex", "", [], False, [*CODEX_UNBOXED, "-"], True),
+    ("codex", "gpt-5", ["-c", "x=1"], True, [*CODEX_BOXED, "--model", "gpt-5", "-c", "x=1", "-"], True),
+    (
+        "codex",
+        "",
+        ["--sandbox", "danger-full-access"],
+        False,
+        ["exec", "--json", "--sandbox", "danger-full-access", "-"],
+        True,
+    ),
+    ("codex", "", ["--sandbox=read-only"], True, ["exec", "--json", "--sandbox=read-only", "-"], True),
+    ("gemini", "", [], True, GEMINI_BOXED, True),
+    ("gemini", "", [], False, GEMINI_UNBOXED, True),
+    ("gemini", "", ["--yolo"], False, ["--skip-trust", "--output-format", "stream-json", "--yolo"], True),
+    (
+        "gemini",
+        "gemini-2.5-pro",
+        ["--debug"],
+        True,
+        [*GEMINI_BOXED, "--model", "gemini-2.5-pro", "--debug"],
+        True,
+    ),
+    ("opencode", "", [], True, ["run", "--format", "json"], True),
     (
         "opencode",
         "anthropic/sonnet",
         ["--agent", "build"],
+        False,
         ["run", "--format", "json", "--model", "anthropic/sonnet", "--agent", "build"],
         True,
     ),
-    ("aider", "", [], ["--message-file", "{prompt}", *AIDER], False),
+    ("aider", "", [], True, ["--message-file", "{prompt}", *AIDER], False),
     (
         "aider",
         "sonnet",
         ["--no-git"],
+        False,
         ["--message-file", "{prompt}", *AIDER, "--model", "sonnet", "--no-git"],
         False,
     ),
@@ -90,7 +134,7 @@ CASES = [
 
 def test_presets_keep_cli_update_checks_quiet(bin_dir: Path, root: Path) -> None:
     invocations = {
-        runner: run_build(AgentConfig(runner=runner), root, root / "p.md")  # type: ignore[arg-type]
+        runner: run_build(AgentConfig(runner=runner), root, root / "p.md", boxed=False)  # type: ignore[arg-type]
         for runner in PRESETS
     }
     # claude and opencode are told by their environment, aider by a flag; codex and gemini by nothing.
@@ -104,13 +148,28 @@ def test_presets_keep_cli_update_checks_quiet(bin_dir: Path, root: Path) -> None
     assert "--no-check-update" in invocations["aider"].argv
 
 
-@pytest.mark.parametrize(("runner", "model", "extra", "expected", "stdin"), CASES)
+def test_claude_is_told_it_is_sandboxed_only_inside_the_box(bin_dir: Path, root: Path) -> None:
+    """As root it refuses to skip permissions unless IS_SANDBOX says a sandbox contains it."""
+    boxed = run_build(AgentConfig(runner="claude"), root, root / "p.md", boxed=True)
+    unboxed = run_build(AgentConfig(runner="claude"), root, root / "p.md", boxed=False)
+    assert boxed.env == {"DISABLE_AUTOUPDATER": "1", "IS_SANDBOX": "1"}
+    assert "IS_SANDBOX" not in unboxed.env
+
+
+@pytest.mark.parametrize(("runner", "model", "extra", "boxed", "expected", "stdin"), CASES)
 def test_preset_argv(
-    bin_dir: Path, root: Path, runner: str, model: str, extra: list[str], expected: list[str], stdin: bool
+    bin_dir: Path,
+    root: Path,
+    runner: str,
+    model: str,
+    extra: list[str],
+    boxed: bool,
+    expected: list[str],
+    stdin: bool,
 ) -> None:
     prompt = root / "prompt.md"
     agent = AgentConfig(runner=runner, model=model, extra_args=extra)  # type: ignore[arg-type]
-    invocation = run_build(agent, root, prompt)
+    invocation = run_build(agent, root, prompt, boxed=boxed)
     want = [str(bin_dir / runner), *(str(prompt) if a == "{prompt}" else a for a in expected)]
     assert invocation.argv == want
     assert invocation.prompt_on_stdin is stdin
@@ -118,10 +177,31 @@ def test_preset_argv(
     assert (str(prompt) in invocation.argv) is (not stdin)
 
 
+@pytest.mark.parametrize(
+    ("runner", "boxed", "run_commands", "commit"),
+    [
+        ("claude", True, True, True),
+        ("claude", False, False, False),
+        ("codex", True, True, True),
+        ("codex", False, True, False),  # its own sandbox runs commands but keeps .git read-only
+        ("gemini", True, True, True),
+        ("gemini", False, False, False),
+        ("opencode", False, True, True),
+        ("aider", True, False, False),
+        ("command", False, True, True),
+    ],
+)
+def test_abilities_follow_the_mode_each_cli_runs_in(
+    runner: str, boxed: bool, run_commands: bool, commit: bool
+) -> None:
+    agent = AgentConfig(runner=runner, command=["x"])  # type: ignore[arg-type]
+    assert abilities(agent, boxed=boxed) == Abilities(run_commands=run_commands, commit=commit)
+
+
 def test_binary_overrides_the_preset_name(bin_dir: Path, root: Path) -> None:
     custom = executable(bin_dir / "claude-nightly")
     invocation = run_build(AgentConfig(runner="claude", binary="claude-nightly"), root, root / "p.md")
-    assert invocation.argv == [str(custom), *CLAUDE]
+    assert invocation.argv == [str(custom), *CLAUDE_BOXED]
 
 
 def test_binary_may_be_an_absolute_or_home_relative_path(
@@ -244,21 +324,25 @@ def test_placeholders_are_expanded_once(bin_dir: Path, root: Path, tmp_path: Pat
     ]
 
 
-def test_task_text_never_reaches_argv(project: Project, tmp_path: Path) -> None:
-    """Through a real tick: the scripted agent records the argv and env it was started with."""
-    record = tmp_path / "record.json"
-    canary = tmp_path / "canary"
+def test_task_text_never_reaches_argv(project: Project) -> None:
+    """Through a real tick: the scripted agent records the argv and env it was started with (in its
+    workspace: inside its box it can write nowhere else)."""
+    canary = "canary-was-touched"  # relative: a shell that ran it would make it in the workspace
     title = f"--dangerously-skip-permissions $(touch {canary}) `touch {canary}`; rm -rf ~"
-    task_id = project.add(title, description=f"scripted-agent: record {record}\nsecret words in the body")
+    task_id = project.add(
+        title, description="scripted-agent: record .ralph/cache/record.json\nsecret words in the body"
+    )
     project.tick()
     project.wait_for_jobs()
-    seen = json.loads(record.read_text())
+    ws = Path(project.worker(task_id).workspace_path)
+    seen = json.loads((ws / ".ralph" / "cache" / "record.json").read_text())
     prompt_file = project.paths.run_dir(task_id) / "prompt.md"
     assert seen["argv"] == [str(SCRIPTED_AGENT), str(prompt_file)]
     assert title in seen["prompt"] and "secret words in the body" in seen["prompt"]
     assert seen["env"]["RALPH_TASK_ID"] == task_id
-    assert seen["cwd"] == project.worker(task_id).workspace_path
-    assert not canary.exists()
+    assert seen["cwd"] == str(ws)
+    assert not (ws / canary).exists()
+    assert not (project.control / canary).exists()
     assert project.worker(task_id).lifecycle is Lifecycle.RUNNING
 
 

@@ -175,6 +175,7 @@ def test_keys_are_in_the_documented_order() -> None:
         "job",
         "last_error",
         "usage",
+        "conflicts",
     ]
     job_keys = [
         "kind",

@@ -101,21 +101,30 @@ def test_a_job_sees_only_ralphs_own_variables_and_task_text_is_data(
     project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RALPH_QUEUE_PATH", "/somewhere/else/queue.json")  # a variable of ralph's own run
-    monkeypatch.setenv("UNRELATED_SETTING", "kept")
-    record = tmp_path / "record.json"
+    monkeypatch.setenv("UNRELATED_SETTING", "not for jobs")
+    monkeypatch.setenv("PASSED_ON", "kept")
+    for credential in ("SSH_AUTH_SOCK", "GIT_ASKPASS", "GH_TOKEN", "GITHUB_TOKEN"):
+        monkeypatch.setenv(credential, "a push credential")
+    project.configure(sandbox={"env_passthrough": ["PASSED_ON"]})
     title = (
         """Fix "quotes" and 'single' $(touch pwned-title) `touch pwned-tick` --dangerously-skip-permissions"""
     )
-    description = f"scripted-agent: record {record}\nthen $(touch pwned-desc); rm -rf / # and\n--help -rf"
+    description = "scripted-agent: record .ralph/cache/record.json\n"
+    description += "then $(touch pwned-desc); rm -rf / # and\n--help -rf"
     task = project.add(title, description=description)
     project.tick()
     project.wait_for_jobs()
-    seen = json.loads(record.read_text())
+    ws = project.paths.workspace(task)
+    seen = json.loads((ws / ".ralph" / "cache" / "record.json").read_text())
     env = seen["env"]
     assert "RALPH_QUEUE_PATH" not in env
-    assert env["UNRELATED_SETTING"] == "kept"
+    assert "UNRELATED_SETTING" not in env  # an allowlist: only what sandbox.env_passthrough names
+    assert env["PASSED_ON"] == "kept"
+    assert [k for k in ("SSH_AUTH_SOCK", "GIT_ASKPASS", "GH_TOKEN", "GITHUB_TOKEN") if k in env] == []
     assert (env["RALPH_TASK_ID"], env["RALPH_BASE_BRANCH"]) == (task, BASE)
-    assert env["RALPH_WORKSPACE"] == str(project.paths.workspace(task))
+    assert env["RALPH_WORKSPACE"] == str(ws)
+    assert env["PWD"] == str(ws) and seen["cwd"] == str(ws)
+    assert env["HOME"] == str(project.paths.run_dir(task) / "home")
     assert {k for k in env if k.startswith("RALPH_")} == {
         "RALPH_TASK_ID",
         "RALPH_WORKSPACE",
@@ -131,7 +140,7 @@ def test_a_job_sees_only_ralphs_own_variables_and_task_text_is_data(
     task_doc = json.loads(block.group(1))
     assert (task_doc["title"], task_doc["description"]) == (title, description)
     # And nothing in it ran anywhere.
-    for place in (project.control, project.paths.workspace(task), Path.cwd(), tmp_path):
+    for place in (project.control, ws, Path.cwd(), tmp_path):
         assert not list(place.glob("pwned*")), place
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import BASE, git
 from harness import Project, all_landed, live_wrappers, wait_until
-from helpers import hold_lock, ralph, stop
+from helpers import hold_lock, pids_running, ralph, stop
 
 from ralph import clock, proc
 from ralph.crash import CRASHPOINTS
@@ -173,9 +173,8 @@ def test_a_hung_agent_is_killed_with_its_group_at_its_deadline(project: Project)
     assert worker.job is not None
     pid_file = Path(worker.workspace_path) / ".ralph" / "cache" / "grandchild.pid"
     wait_until(pid_file.exists, timeout=10)
-    grandchild = int(pid_file.read_text())
-    stat = proc.read_stat(grandchild)
-    assert stat is not None and stat.pgrp == worker.job.pid
+    wait_until(lambda: bool(pids_running(["sleep", "1000"])), timeout=10)
+    (grandchild,) = [p for p in pids_running(["sleep", "1000"]) if p in proc.group_members(worker.job.pid)]
     project.wait_for_jobs(timeout=30)  # the wrapper enforces the deadline: TERM, grace, KILL
     project.tick()
     worker = project.worker(task)

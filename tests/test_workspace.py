@@ -6,26 +6,23 @@ drivers there that write a canary file, and prove ralph never gives them a chanc
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import BASE, git
 
-from ralph import proc
 from ralph.markers import CI_FAILURE, CI_FAILURE_FALLBACK
 from ralph.workspace import (
-    PUSH_DISABLED,
     Setup,
     WorkspaceError,
     commit_leftovers,
+    ignored_files_to_copy,
     is_valid,
+    object_dirs,
     prepare,
     provisional,
     remove,
@@ -46,10 +43,11 @@ class Repo:
     control: Path
     tmp: Path
 
-    def setup(self, **kwargs: object) -> Setup:
-        return Setup(  # type: ignore[arg-type]
-            control=self.control, remote_url=str(self.origin), base_branch=BASE, base_ref=BASE_REF, **kwargs
-        )
+    def setup(self, allowlist: tuple[str, ...] = ()) -> Setup:
+        """What a tick hands every job: the ignored files to copy are listed once, here."""
+        root = self.control / ".ralph" / "workspaces"
+        copies = ignored_files_to_copy(self.control, allowlist, workspace_root=root)
+        return Setup(control=self.control, base_branch=BASE, copies=tuple(copies))
 
     def base(self) -> str:
         return git(self.control, "rev-parse", f"origin/{BASE}")
@@ -57,9 +55,13 @@ class Repo:
     def ws(self, task_id: str = TASK) -> Path:
         return self.control / ".ralph" / "workspaces" / task_id
 
-    def prepare(self, task_id: str = TASK, **kwargs: object) -> Path:
+    def prepare(
+        self, task_id: str = TASK, allowlist: tuple[str, ...] = (), commit: str | None = None
+    ) -> Path:
+        """As a tick and its job do: save and remove what is there, then make the checkout anew."""
         path = self.ws(task_id)
-        prepare(path, task_id=task_id, setup=self.setup(**kwargs), base_sha=self.base())
+        remove(path, task_id=task_id, control=self.control, base_ref=BASE_REF)
+        prepare(path, setup=self.setup(allowlist), commit=commit or self.base(), base_sha=self.base())
         return path
 
     def commit_to_origin(self, name: str, text: str) -> str:
@@ -118,9 +120,7 @@ def test_prepare_clones_the_control_repo_detached_at_the_base(repo: Repo) -> Non
     assert git(ws, "rev-parse", "HEAD") == base
     assert git(ws, "symbolic-ref", "-q", "HEAD", check=False) == ""  # detached
     assert (ws / "news.txt").read_text() == "new on origin\n"
-    assert git(ws, "remote") == "origin"
-    assert git(ws, "remote", "get-url", "origin") == str(repo.origin)
-    assert git(ws, "remote", "get-url", "--push", "origin") == PUSH_DISABLED
+    assert git(ws, "remote") == ""  # no remote at all: the base is a local ref
     # Only the base, at the commit the tick fetched: no stale copies of the control's branches.
     refs = git(ws, "for-each-ref", "--format=%(refname) %(objectname)", "refs/heads/", "refs/remotes/")
     assert refs == f"refs/remotes/origin/{BASE} {base}"
@@ -128,7 +128,7 @@ def test_prepare_clones_the_control_repo_detached_at_the_base(repo: Repo) -> Non
     assert is_valid(ws)
 
 
-def test_the_agent_cannot_push_from_its_workspace_but_can_fetch(repo: Repo) -> None:
+def test_the_workspace_names_no_remote_the_agent_could_push_to_or_fetch_from(repo: Repo) -> None:
     ws = repo.prepare()
     before = git(repo.origin, "for-each-ref", "--format=%(refname) %(objectname)")
     agent_commit(ws)
@@ -136,10 +136,9 @@ def test_the_agent_cannot_push_from_its_workspace_but_can_fetch(repo: Repo) -> N
         pushed = subprocess.run(["git", "push", "origin", refspec], cwd=ws, capture_output=True, text=True)
         assert pushed.returncode != 0, pushed.stdout
     assert git(repo.origin, "for-each-ref", "--format=%(refname) %(objectname)") == before
-    # Fetching from the real remote still works: the agent can see what others landed.
-    new_base = repo.commit_to_origin("later.txt", "later\n")
-    git(ws, "fetch", "-q", "origin")
-    assert git(ws, "rev-parse", f"origin/{BASE}") == new_base
+    assert str(repo.origin) not in (ws / ".git" / "config").read_text()
+    fetched = subprocess.run(["git", "fetch", "origin"], cwd=ws, capture_output=True, text=True)
+    assert fetched.returncode != 0
 
 
 def test_runtime_files_are_excluded_in_the_workspace(repo: Repo) -> None:
@@ -155,18 +154,14 @@ def test_runtime_files_are_excluded_in_the_workspace(repo: Repo) -> None:
     assert git(ws, "status", "--porcelain", "--untracked-files=all") == ""
 
 
-def test_objects_are_hard_linked_from_the_control_repo(repo: Repo) -> None:
+def test_objects_are_borrowed_through_an_alternate_and_share_no_inode(repo: Repo) -> None:
+    """An agent that rewrites a file in its clone must not be able to corrupt the control repository."""
     ws = repo.prepare()
-    control_objects = repo.control / ".git" / "objects"
-    shared = 0
-    for path in control_objects.rglob("*"):
-        if not path.is_file() or path.relative_to(control_objects).parts[0] == "info":
-            continue
-        twin = ws / ".git" / "objects" / path.relative_to(control_objects)
-        assert twin.exists(), twin
-        assert os.stat(twin).st_ino == os.stat(path).st_ino, f"{twin} is a copy, not a hard link"
-        shared += 1
-    assert shared > 0
+    agent_commit(ws)
+    control_inodes = {os.stat(p).st_ino for p in (repo.control / ".git").rglob("*") if p.is_file()}
+    ws_inodes = {os.stat(p).st_ino for p in (ws / ".git").rglob("*") if p.is_file()}
+    assert control_inodes.isdisjoint(ws_inodes)
+    assert object_dirs(repo.control) == [str(repo.control / ".git" / "objects")]
 
 
 def test_objects_made_later_in_the_control_repo_are_visible_without_a_fetch(repo: Repo) -> None:
@@ -178,28 +173,12 @@ def test_objects_made_later_in_the_control_repo_are_visible_without_a_fetch(repo
     assert git(ws, "cat-file", "-t", later) == "commit"
 
 
-def test_a_relative_remote_url_still_names_the_remote_from_the_workspace(repo: Repo) -> None:
-    git(repo.control, "remote", "set-url", "origin", "../origin.git")  # relative to the control checkout
-    url = git(repo.control, "remote", "get-url", "origin")
-    ws = repo.ws()
-    prepare(
-        ws,
-        task_id=TASK,
-        setup=Setup(control=repo.control, remote_url=url, base_branch=BASE, base_ref=BASE_REF),
-        base_sha=repo.base(),
-    )
-    assert git(ws, "remote", "get-url", "origin") == str(repo.origin)
-    new_base = repo.commit_to_origin("later.txt", "later\n")
-    git(ws, "fetch", "-q", "origin")
-    assert git(ws, "rev-parse", f"origin/{BASE}") == new_base
-
-
 def test_a_global_clone_default_remote_name_does_not_rename_origin(repo: Repo) -> None:
     with open(Path(os.environ["HOME"]) / ".gitconfig", "a") as f:
         f.write("[clone]\n\tdefaultRemoteName = upstream\n")
     ws = repo.prepare()
-    assert git(ws, "remote") == "origin"
-    assert git(ws, "remote", "get-url", "--push", "origin") == PUSH_DISABLED
+    assert git(ws, "remote") == ""
+    assert git(ws, "rev-parse", f"origin/{BASE}") == repo.base()
 
 
 # --- .env files and the allowlist -------------------------------------------------------------------
@@ -275,7 +254,7 @@ def test_unsafe_allowlist_entries_are_refused_with_a_warning(
         "must stay inside the repository); skipped",
         "parallel.ignored_file_allowlist: 'nothing-*.txt' matches no file; skipped",
     ]
-    assert git(ws, "remote", "get-url", "--push", "origin") == PUSH_DISABLED
+    assert git(ws, "remote") == ""  # its .git/config is its own, not a copy of the control's
     assert not list(ws.rglob("outside.txt"))
     assert git(ws, "status", "--porcelain", "--untracked-files=all") == ""
 
@@ -283,7 +262,7 @@ def test_unsafe_allowlist_entries_are_refused_with_a_warning(
 def test_a_glob_matching_git_files_copies_none_of_them(repo: Repo, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     ws = repo.prepare(allowlist=("*/config", "*/HEAD"))
-    assert git(ws, "remote", "get-url", "--push", "origin") == PUSH_DISABLED
+    assert git(ws, "remote") == ""  # its .git/config is its own, not a copy of the control's
     assert git(ws, "rev-parse", "HEAD") == repo.base()
     warnings = {r.getMessage() for r in caplog.records if r.levelno == logging.WARNING}
     assert "not copying .git/config: it is inside a .git directory" in warnings
@@ -309,86 +288,6 @@ def test_symlinks_out_of_the_repository_are_not_copied(
     warnings = {r.getMessage() for r in caplog.records if r.levelno == logging.WARNING}
     assert "not copying .env.link: it is a symlink pointing outside the repository" in warnings
     assert "not copying linked/ssh.key: it resolves to a file outside the repository" in warnings
-
-
-# --- hooks.after_create -----------------------------------------------------------------------------
-
-
-def test_after_create_runs_in_the_workspace_with_a_jobs_env(
-    repo: Repo, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    script = (
-        "import json, os; json.dump({'cwd': os.getcwd(), 'env': dict(os.environ)}, open('hook.json', 'w'))"
-    )
-    monkeypatch.setenv("HOOK_VAR", "yes")
-    monkeypatch.setenv("RALPH_QUEUE", "/somewhere/else.json")  # ralph's own, not the hook's business
-    monkeypatch.setenv("GIT_DIR", str(repo.control / ".git"))  # would point git at another repository
-    ws = repo.prepare(after_create=(sys.executable, "-c", script))
-
-    seen = json.loads((ws / "hook.json").read_text())
-    assert seen["cwd"] == str(ws)
-    assert seen["env"]["HOOK_VAR"] == "yes"
-    assert (seen["env"]["RALPH_TASK_ID"], seen["env"]["RALPH_WORKSPACE"]) == (TASK, str(ws))
-    assert seen["env"]["RALPH_BASE_BRANCH"] == BASE
-    assert "RALPH_QUEUE" not in seen["env"] and "GIT_DIR" not in seen["env"]
-
-
-def test_after_create_failure_carries_the_output_tail(repo: Repo) -> None:
-    script = (
-        "import sys; print('installing', flush=True); print('step 2', flush=True); "
-        "print('npm ERR! no such package', file=sys.stderr); sys.exit(3)"
-    )
-    with pytest.raises(WorkspaceError) as e:
-        repo.prepare(after_create=(sys.executable, "-c", script))
-    assert str(e.value) == "hooks.after_create exited 3: installing | step 2 | npm ERR! no such package"
-
-
-def test_after_create_not_found(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Only directories this user may search: an unreadable one on PATH makes a miss "permission denied".
-    usable = [d for d in os.environ["PATH"].split(os.pathsep) if d and os.access(d, os.X_OK)]
-    monkeypatch.setenv("PATH", os.pathsep.join(usable))
-    with pytest.raises(WorkspaceError) as e:
-        repo.prepare(after_create=("ralph-test-no-such-hook", "--flag"))
-    assert str(e.value) == (
-        f"hooks.after_create: 'ralph-test-no-such-hook' not found (looked on PATH and in {repo.ws()}); "
-        "install it or fix hooks.after_create"
-    )
-
-
-def test_after_create_not_executable(repo: Repo, tmp_path: Path) -> None:
-    hook = tmp_path / "setup.sh"
-    hook.write_text("#!/bin/sh\nexit 0\n")
-    hook.chmod(0o644)
-    with pytest.raises(WorkspaceError) as e:
-        repo.prepare(after_create=(str(hook),))
-    assert str(e.value) == f"hooks.after_create: cannot run {str(hook)!r}: Permission denied"
-
-
-def test_after_create_timeout_kills_the_hook_and_its_children(repo: Repo, tmp_path: Path) -> None:
-    # The pid goes outside the workspace: a workspace whose set-up failed is removed.
-    pidfile = tmp_path / "grandchild.pid"
-    hook = ("/bin/sh", "-c", f"echo preparing; sleep 60 & echo $! > {pidfile}; wait")
-    started = time.monotonic()
-    with pytest.raises(WorkspaceError) as e:
-        repo.prepare(after_create=hook, hook_timeout_s=1)
-    elapsed = time.monotonic() - started
-    pid = int(pidfile.read_text())
-    assert not repo.ws().exists()
-
-    def alive() -> bool:
-        s = proc.read_stat(pid)
-        return s is not None and s.state not in ("Z", "X")
-
-    try:
-        deadline = time.monotonic() + 5
-        while alive():
-            assert time.monotonic() < deadline, f"the hook's child {pid} outlived the timeout"
-            time.sleep(0.05)
-    finally:
-        if alive():
-            os.kill(pid, 9)
-    assert str(e.value) == "hooks.after_create timed out after 1s and was killed: preparing"
-    assert elapsed < 5, elapsed
 
 
 # --- reuse, replacement and the attic ---------------------------------------------------------------
@@ -660,16 +559,6 @@ def test_provisional_keeps_the_workspace_when_the_step_succeeds(repo: Repo) -> N
     assert is_valid(ws)
 
 
-def test_a_failed_replacement_leaves_no_half_made_workspace_and_keeps_the_old_work(repo: Repo) -> None:
-    """A retry: the old workspace goes to the attic, then the new one fails in its after_create hook."""
-    ws = repo.prepare()
-    work = agent_commit(ws)
-    with pytest.raises(WorkspaceError, match="hooks.after_create exited 3"):
-        repo.prepare(after_create=(sys.executable, "-c", "raise SystemExit(3)"))
-    assert not ws.exists()
-    assert attic(repo.control) == {f"refs/ralph/attic/{TASK}-1": work}
-
-
 def test_remove_saves_unlanded_work_then_deletes(repo: Repo) -> None:
     ws = repo.prepare()
     work = agent_commit(ws)
@@ -728,6 +617,6 @@ def test_the_control_checkout_is_never_a_workspace(repo: Repo) -> None:
             f"{repo.control}; set parallel.workspace_root to a directory of its own"
         )
         with pytest.raises(WorkspaceError):
-            prepare(path, task_id=TASK, setup=repo.setup(), base_sha=repo.base())
+            prepare(path, setup=repo.setup(), commit=repo.base(), base_sha=repo.base())
     assert git(repo.control, "status", "--porcelain") == ""
     assert (repo.control / "src" / "app.py").exists()

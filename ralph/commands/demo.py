@@ -17,10 +17,10 @@ from pathlib import Path
 
 import click
 
-from ralph import clock
+from ralph import clock, sandbox
 from ralph.checkout import Checkout, open_checkout
 from ralph.commands.status import build_status, render_status
-from ralph.config import AgentConfig, CiConfig, Config, GitConfig, render_config
+from ralph.config import AgentConfig, CiConfig, Config, GitConfig, SandboxConfig, render_config
 from ralph.errors import ExitCode, RalphError
 from ralph.git import Git, PushStatus, push_with_lease
 from ralph.queue import Priority, QueueFile, Task, TaskStatus, empty_queue_file, render_queue_file
@@ -82,8 +82,13 @@ def demo(*, directory: Path | None, workers: int) -> ExitCode:
     root = _sandbox(directory)
     _identify()
     origin, control = root / "origin.git", root / "control"
-    _seed(root, origin, control)
+    boxes = sandbox.probe()
+    _seed(root, origin, control, boxed=boxes.ok)
     click.echo(f"ralph demo: sandbox in {root}")
+    if not boxes.ok:
+        # The one place a job may run unboxed without sandbox.mode = "none" in a person's config: a
+        # throwaway directory, scripted agents, no model, so the Quickstart works on a fresh machine.
+        click.echo(f"ralph demo: running jobs without a box: {boxes.problem}", err=True)
     click.echo(
         f"ralph demo: {len(SAMPLE_TASKS)} tasks queued on origin/{BASE}; ticking with --workers {workers}"
     )
@@ -141,7 +146,7 @@ def _identify() -> None:
         os.environ.setdefault(key, value)
 
 
-def _seed(root: Path, origin: Path, control: Path) -> None:
+def _seed(root: Path, origin: Path, control: Path, *, boxed: bool) -> None:
     Git(root).run("init", "--quiet", "--bare", "--initial-branch", BASE, str(origin))
     Git(root).run("clone", "--quiet", str(origin), str(control))
     git = Git(control)
@@ -160,6 +165,7 @@ def _seed(root: Path, origin: Path, control: Path) -> None:
             retry_backoff_minutes=[0],
         ),
         ci=CiConfig(command=[sys.executable, "ci.py"], timeout_minutes=5),
+        sandbox=SandboxConfig(mode="bwrap" if boxed else "none"),
     )
     (ralph_dir / "config.toml").write_bytes(render_config(config))
     now = clock.to_seconds(clock.now())

@@ -1,0 +1,85 @@
+"""A job's private HOME: the only home directory an agent, its hooks or a CI gate ever sees.
+
+The user's real configuration directories are never bound into a box, writable or not: an injected
+agent must not plant settings or hooks there that run later outside the box. What a CLI needs to
+log in (each preset names its files; sandbox.home_files adds more) is copied in; settings ralph
+writes for a preset go into the copy only. A gate's HOME is made anew for every run, so nothing an
+agent left in its own HOME (a sitecustomize, a git config) can reach the judge of its work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import stat
+from collections.abc import Iterable, Mapping
+from pathlib import Path, PurePosixPath
+
+from ralph.workspace import force_rmtree
+
+logger = logging.getLogger(__name__)
+
+# A credential file is small; anything larger is not what a preset means.
+MAX_COPIED_BYTES = 16 * 1024 * 1024
+
+
+def make_home(home: Path, *, real_home: Path, files: Iterable[str], identity: Mapping[str, str]) -> list[str]:
+    """Make `home` anew (mode 0700) with `files` copied from `real_home` (mode 0600) and a git identity.
+
+    Returns the files copied. A file that is missing is skipped quietly (a preset names every file its
+    CLI may use); one that is not a regular file, too large, or outside `real_home` is skipped with a
+    warning.
+    """
+    if home.is_symlink():
+        home.unlink()
+    elif home.exists():
+        force_rmtree(home)
+    home.mkdir(mode=0o700, parents=True)
+    copied = []
+    for rel in dict.fromkeys(files):
+        problem = _problem(rel)
+        if problem:
+            logger.warning("sandbox.home_files: not copying %r: %s", rel, problem)
+            continue
+        src = real_home / rel
+        try:
+            st = src.stat()
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_COPIED_BYTES:
+            logger.warning("sandbox.home_files: not copying %s: not a regular file of at most 16 MiB", src)
+            continue
+        dst = home / rel
+        dst.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        os.chmod(dst, 0o600)
+        copied.append(rel)
+    _write_gitconfig(home, identity)
+    return copied
+
+
+def _problem(rel: str) -> str | None:
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or rel.startswith("~"):
+        return "paths are relative to the home directory"
+    if ".." in pure.parts or not pure.parts:
+        return "it must name a file inside the home directory"
+    return None
+
+
+def _write_gitconfig(home: Path, identity: Mapping[str, str]) -> None:
+    """The agent commits as ralph does (the control checkout's identity), and never waits on a key."""
+    name = identity.get("GIT_AUTHOR_NAME", "")
+    email = identity.get("GIT_AUTHOR_EMAIL", "")
+    lines = ["[commit]", "\tgpgsign = false", "[tag]", "\tgpgsign = false"]
+    if name and email:
+        lines = ["[user]", f"\tname = {_quote(name)}", f"\temail = {_quote(email)}", *lines]
+    path = home / ".gitconfig"
+    path.write_text("\n".join(lines) + "\n")
+    os.chmod(path, 0o600)
+
+
+def _quote(value: str) -> str:
+    """A git config value in double quotes (a name may hold `#`, `;` or a backslash)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,133 @@
+"""Replaying a task's work onto another base: squashed, in ralph's own repository, never in a workspace.
+
+A task's change is the difference between the base it started from and its verified commit. ralph
+replays that difference, as one commit, onto the base as it is now (or onto the position ahead of it
+in the merge train): a three-way merge whose merge base is the task's old base, so commits someone
+removed from the base by rewinding it never come back, and a conflict is met once, not once per agent
+commit.
+
+With git 2.38 or newer this is `git merge-tree --write-tree`: objects only, no work tree, no index,
+nothing on disk a killed tick could leave half-done. Older git gets a scratch clone in a temporary
+directory (deleted afterwards, and by the next tick's repair if a kill left it) that merges there.
+Either way a conflict yields a tree with the conflict markers in place and the list of conflicted
+paths, which a remediation agent then resolves by editing files only.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from ralph.git import UNTRUSTED, Git
+
+MERGE_TREE_VERSION = (2, 38)
+SCRATCH_PREFIX = "ralph-replay-"
+_MARKER = re.compile(rb"^(<{7}|={7}|>{7})( |$)", re.M)
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """The commit made on the new base, or, on a conflict, one whose tree holds the markers."""
+
+    commit: str
+    conflicts: tuple[str, ...] = ()
+
+    @property
+    def clean(self) -> bool:
+        return not self.conflicts
+
+
+def replay(
+    git: Git, *, old_base: str, head: str, onto: str, message: str, scratch_root: Path | None = None
+) -> Replayed:
+    """`old_base..head` as one commit on `onto`, with `message` (the parent is `onto`).
+
+    When it conflicts, the commit returned has the conflicted files with their markers in its tree
+    (other files merged), and `conflicts` names them; it must never land as it is.
+    """
+    old_tree, onto_tree, head_tree = git.run(
+        "rev-parse", f"{old_base}^{{tree}}", f"{onto}^{{tree}}", f"{head}^{{tree}}"
+    ).out.split()
+    if old_tree == onto_tree:  # nothing to merge: the change applies as it is
+        return Replayed(_commit(git, head_tree, onto, message))
+    # Three commits that exist only to make git's merge base the old base's tree: the merge of O and
+    # T (both children of A) is then exactly "apply A..head onto onto", a cherry-pick of the squash.
+    a = _commit(git, old_tree, None, "ralph: replay base")
+    o = _commit(git, onto_tree, a, "ralph: replay onto")
+    t = _commit(git, head_tree, a, "ralph: replay change")
+    if has_merge_tree(git):
+        tree, conflicts = _merge_tree(git, o, t)
+    else:
+        tree, conflicts = _merge_in_scratch(git, o, t, scratch_root)
+    return Replayed(_commit(git, tree, onto, message), conflicts)
+
+
+def squash(git: Git, *, base: str, head: str, message: str) -> str:
+    """`head`'s tree as one commit on `base`."""
+    return _commit(git, git.run("rev-parse", f"{head}^{{tree}}").out, base, message)
+
+
+def _commit(git: Git, tree: str, parent: str | None, message: str) -> str:
+    parents = ("-p", parent) if parent else ()
+    # --no-gpg-sign: nobody is there to unlock a key, and a waiting pinentry would hang the tick.
+    return git.run("commit-tree", "--no-gpg-sign", tree, *parents, "-m", message).out
+
+
+def has_merge_tree(git: Git) -> bool:
+    """Whether this git has `merge-tree --write-tree` (2.38+)."""
+    return not _FORCE_SCRATCH and _version(git.run("version").out)[:2] >= MERGE_TREE_VERSION
+
+
+@cache
+def _version(raw: str) -> tuple[int, ...]:
+    """`git version 2.39.5` as (2, 39, 5)."""
+    return tuple(int(n) for n in re.findall(r"\d+", raw.split("version", 1)[-1])[:3])
+
+
+# Tests set this to exercise the fallback older git takes on a git that does not need it.
+_FORCE_SCRATCH = False
+
+
+def _merge_tree(git: Git, ours: str, theirs: str) -> tuple[str, tuple[str, ...]]:
+    result = git.run(
+        "merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", ours, theirs, ok=(0, 1)
+    )
+    parts = result.stdout.split("\0")
+    conflicts = tuple(dict.fromkeys(p for p in parts[1:] if p)) if result.returncode == 1 else ()
+    return parts[0], conflicts
+
+
+def _merge_in_scratch(git: Git, ours: str, theirs: str, root: Path | None) -> tuple[str, tuple[str, ...]]:
+    """The same merge in a throwaway clone (git older than 2.38); its tree goes back to `git`."""
+    control = git.run("rev-parse", "--path-format=absolute", "--git-common-dir").out
+    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=root) as tmp:
+        scratch = Path(tmp) / "clone"
+        git.run("clone", "--quiet", "--shared", "--no-checkout", "--", control, str(scratch))
+        here = Git(scratch)
+        safe = (*UNTRUSTED, "-c", "core.editor=true", "-c", "merge.conflictStyle=merge")
+        here.run(*safe, "checkout", "--quiet", "--detach", ours)
+        merged = here.run(*safe, "merge", "--quiet", "--no-commit", "--no-ff", theirs, ok=tuple(range(256)))
+        conflicts: tuple[str, ...] = ()
+        if merged.returncode != 0:
+            listed = here.run("diff", "--name-only", "-z", "--diff-filter=U").stdout.split("\0")
+            conflicts = tuple(p for p in listed if p)
+        here.run(*safe, "add", "--all")
+        tree = here.run("write-tree").out
+        # The tree's new blobs (the files with markers) are in the scratch clone's object store: a
+        # commit of it brings them over.
+        here.run("update-ref", "refs/ralph/replayed", _commit(here, tree, None, "ralph: replayed tree"))
+        git.run("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", str(scratch), "refs/ralph/replayed")
+    return tree, conflicts
+
+
+def markers_left(git: Git, commit: str, paths: tuple[str, ...]) -> list[str]:
+    """Which of `paths` still hold a conflict marker line in `commit`."""
+    left = []
+    for path in paths:
+        result = git.run("cat-file", "blob", f"{commit}:{path}", ok=(0, 128))
+        if result.returncode == 0 and _MARKER.search(result.data):
+            left.append(path)
+    return left
