@@ -75,6 +75,9 @@ class Project:
         self.commit_and_push("configure ralph")
 
     def commit_and_push(self, message: str) -> None:
+        # `ralph task add` moved origin's base with plumbing; catch up first, keeping our edits.
+        git(self.control, "fetch", "-q", "origin")
+        git(self.control, "rebase", "-q", "--autostash", f"origin/{BASE}")
         git(self.control, "add", "-A")
         if git(self.control, "status", "--porcelain"):
             git(self.control, "commit", "-q", "-m", message)

@@ -134,6 +134,16 @@ def command_line(pid: int) -> list[str]:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
+def pids_with(token: str) -> list[int]:
+    """Live processes (zombies excluded) with `token` as one of their command-line words."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        pid = int(entry.name) if entry.name.isdigit() else 0
+        if pid and token in command_line(pid) and raw_state(pid) not in (None, "Z", "X"):
+            found.append(pid)
+    return found
+
+
 def pids_running(argv: Sequence[str]) -> list[int]:
     """Live processes (zombies excluded) whose command line is exactly `argv`, as this host numbers
     them (a job's box numbers its own processes from 1)."""
