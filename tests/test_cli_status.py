@@ -112,6 +112,8 @@ def test_no_state_yet(checkout: Path) -> None:
     result = ralph(checkout, "status")
     assert (result.exit_code, result.stderr) == (0, "")
     assert result.stdout == (
+        "main: 0 landed in 24h, 0 in flight, 0 blocked, 0 failed · no tick recorded yet · "
+        "next runnable RQ-0001 (+2 more)\n"
         f"base: origin/main    repository: {top}\n"
         "queue: 3 todo    done archive: 0 done, 0 rejected\n"
         "workers: none (no tick has run yet)\n"
@@ -138,10 +140,14 @@ def test_workers_table(workers: Path) -> None:
     result = ralph(workers, "status")
     assert (result.exit_code, result.stderr) == (0, "")
     lines = result.stdout.splitlines()
-    assert lines[1] == "queue: 3 todo    done archive: 0 done, 0 rejected"
-    assert re.split(r"\s{2,}", lines[2]) == ["TASK", "LIFECYCLE", "ATTEMPT", "AGE", "JOB", "LAST ERROR"]
-    details = {n: line.strip() for n, line in enumerate(lines[3:]) if line.startswith("    ")}
-    rows = [re.split(r"\s{2,}", line) for line in lines[3:] if not line.startswith("    ")]
+    # RQ-0001 and RQ-0002 are in flight, RQ-0003 failed; RQ-0009 is blocked and in no queue.
+    assert lines[0] == (
+        "main: 0 landed in 24h, 2 in flight, 1 blocked, 1 failed · no tick recorded yet · nothing runnable"
+    )
+    assert lines[2] == "queue: 3 todo    done archive: 0 done, 0 rejected"
+    assert re.split(r"\s{2,}", lines[3]) == ["TASK", "LIFECYCLE", "ATTEMPT", "TIME", "JOB", "COST", "LAST ERROR"]
+    details = {n: line.strip() for n, line in enumerate(lines[4:]) if line.startswith("    ")}
+    rows = [re.split(r"\s{2,}", line) for line in lines[4:] if not line.startswith("    ")]
     assert [row[:3] for row in rows] == [
         ["RQ-0001", "running", "1/3"],
         ["RQ-0002", "checking", "2/3"],
@@ -150,21 +156,25 @@ def test_workers_table(workers: Path) -> None:
     ]
     assert rows[0][3] in ("5m00s", "5m01s", "5m02s")
     assert rows[0][4] in ("agent pid 4242, 5m00s", "agent pid 4242, 5m01s", "agent pid 4242, 5m02s")
-    assert rows[0][5] == "-"
+    assert rows[0][5:] == ["—", "-"]
     assert rows[1][4] in ("ci pid 4343, 1m00s", "ci pid 4343, 1m01s", "ci pid 4343, 1m02s")
     # Under each row with a job: where its log is.
     runs = workers / ".ralph" / "cache" / "parallel" / "runs"
     assert list(details.values()) == [
         f"log: {runs / 'RQ-0001' / 'agent.log'}",
         f"log: {runs / 'RQ-0002' / 'ci.log'}",
+        "no attempts left (3/3): not retried on its own; `ralph retry RQ-0003` starts a fresh round",
     ]
-    # A multi-line error is one row.
-    assert rows[2][4:] == ["-", "CI failed 3 times: make ci exited 2"]
-    assert rows[3][3:] == ["2d00h", "-", "push rejected 50 times"]
+    # A multi-line error is one row; a finished worker's time is from its start to its end.
+    assert rows[2][3:] == ["50m00s", "-", "—", "CI failed 3 times: make ci exited 2"]
+    assert rows[3][3:] == ["1d00h", "-", "—", "push rejected 50 times"]
 
 
 WORKER_KEYS = {
     "task_id",
+    "duration_seconds",
+    "attempts_left",
+    "usage",
     "title",
     "lifecycle",
     "attempt",
@@ -247,8 +257,9 @@ def test_a_corrupt_queue_still_shows_the_workers(workers: Path) -> None:
     text = ralph(workers, "status")
     assert text.exit_code == 0
     lines = text.stdout.splitlines()
-    assert lines[1].startswith(f"queue: unreadable: {queue}: not valid JSON: line 1 column 3")
-    assert lines[3].startswith("RQ-0001  running")
+    assert lines[0].endswith(" · queue unreadable")
+    assert lines[2].startswith(f"queue: unreadable: {queue}: not valid JSON: line 1 column 3")
+    assert lines[4].startswith("RQ-0001  running")
 
 
 def test_a_corrupt_state_is_exit_1_one_line_and_no_quarantine_copy(checkout: Path) -> None:

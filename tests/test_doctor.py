@@ -164,7 +164,7 @@ def test_a_healthy_project_passes_every_check(project: Project, capsys: pytest.C
     # Every check that needs a checkout ran.
     _, checks = report(project.control, capsys)
     assert set(checks) == {
-        "git", "user", "repository", "config", "identity", "origin", "queue", "state", "lock",
+        "git", "user", "repository", "ticks", "config", "identity", "origin", "queue", "state", "lock",
         "workspace_root", "agent", "ci", "systemd", "jobs", "workspaces", "paused",
     }  # fmt: skip
     assert "main is at" in checks["origin"]["detail"]

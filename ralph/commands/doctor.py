@@ -28,13 +28,13 @@ from typing import Any, Final, Literal
 
 import click
 
-from ralph import files, proc, runners, systemd
+from ralph import files, health, proc, runners, systemd
 from ralph import job as jobs
 from ralph.bookkeeping import Mode, detect_source, read_queues
 from ralph.checkout import Checkout
 from ralph.clock import format_z
 from ralph.clock import now as read_clock
-from ralph.commands._output import duration, emit_json
+from ralph.commands._output import duration, emit_json, one_line
 from ralph.config import Config, ParallelConfig, load_config
 from ralph.errors import ExitCode, GitError, PreflightError, QueueError, RalphError
 from ralph.git import Git, find_repository
@@ -107,7 +107,10 @@ def doctor(*, start: Path, as_json: bool, cron: bool, allow_root: bool = False) 
     if as_json:
         emit_json({"ok": ok, "checks": [c.as_dict() for c in checks]})
     else:
-        click.echo("\n".join([*(c.line() for c in checks), summary(checks)]))
+        # Failing ticks are the first thing to read: their error usually names what the other lines check.
+        first = [c for c in checks if c.name == "ticks" and c.level != "ok"]
+        rest = [c for c in checks if c not in first]
+        click.echo("\n".join([*(c.line() for c in [*first, *rest]), summary(checks)]))
     return ExitCode.OK if ok else ExitCode.ERROR
 
 
@@ -517,9 +520,6 @@ _LOCK_SAFETY: Final[dict[files.FilesystemKind, Level]] = {
 }
 
 
-_OWNER = re.compile(r"pid (\d+) since (\S+)")
-
-
 def _check_lock(ctx: _Context) -> Check:
     assert ctx.root is not None
     lock = (ctx.paths or Paths.for_root(ctx.root)).lock
@@ -545,8 +545,8 @@ def _check_lock(ctx: _Context) -> Check:
     holders = proc.lock_holders(lock) if lock.exists() else []
     if not holders:
         return Check("lock", "ok", detail + "; not held")
-    owner = _OWNER.search(lock.read_text(errors="replace"))
-    since = _parse_time(owner.group(2)) if owner and int(owner.group(1)) in holders else None
+    owner = health.read_lock_holder(lock)
+    since = owner.since if owner is not None and owner.pid in holders else None
     pid = holders[0]
     if since is not None and ctx.now - since > LONG_HELD_LOCK:
         return Check(
@@ -558,14 +558,6 @@ def _check_lock(ctx: _Context) -> Check:
             f"stuck, `kill {pid}`: the kernel releases the lock and the next tick carries on",
         )
     return Check("lock", "ok", f"{detail}; held by pid {pid} (a tick or another ralph command is at work)")
-
-
-def _parse_time(text: str) -> datetime | None:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return value if value.tzinfo is not None else None
 
 
 def _check_workspace_root(ctx: _Context) -> Check:
@@ -807,6 +799,40 @@ def _missing_workspace(worker: Worker) -> tuple[Level, str, str]:
     )
 
 
+def _check_ticks(ctx: _Context) -> Check:
+    assert ctx.root is not None
+    found = health.load(ctx.root)
+    last = found.last
+    if last is None:
+        return Check("ticks", "ok", "ticks: none recorded yet (each `ralph run` records how it ended)")
+    ago = duration(ctx.now - last.at)
+    if found.ok:
+        return Check("ticks", "ok", f"ticks: the last one ended {ago} ago (exit {last.exit_code})")
+    problem = one_line(found.problem, 400)
+    if found.verdict == "hung":
+        pid = last.holder.pid if last.holder else "?"
+        return Check(
+            "ticks",
+            "fail",
+            f"{problem} (last tick {ago} ago)",
+            f"see what it is doing (`ps -o pid,etime,args -p {pid}`, `cat /proc/{pid}/stack`); if it is "
+            f"stuck, `kill {pid}`: the kernel releases the lock and the next tick carries on",
+        )
+    if found.verdict == "offline":
+        return Check(
+            "ticks",
+            "warning",
+            f"{problem} (last tick {ago} ago): nothing verified can land meanwhile",
+            "the origin check below says whether the remote answers now; check the network and credentials",
+        )
+    return Check(
+        "ticks",
+        "fail",
+        f"{problem} (last tick {ago} ago)",
+        "fix what the error says (the checks below may name it too); every tick fails until then",
+    )
+
+
 # In the order they are printed: the machine, then the checkout, what a tick needs first coming first.
 def _check_paused(ctx: _Context) -> Check:
     _, paths = _need_config(ctx)
@@ -827,6 +853,7 @@ _MACHINE_CHECKS: Final[tuple[tuple[str, Callable[[_Context], Check]], ...]] = (
     ("repository", _check_repository),
 )
 _CHECKOUT_CHECKS: Final[tuple[tuple[str, Callable[[_Context], Check]], ...]] = (
+    ("ticks", _check_ticks),
     ("config", _check_config),
     ("identity", _check_identity),
     ("origin", _check_origin),

@@ -16,11 +16,13 @@ from typing import Any
 
 import click
 
+from ralph import health as ticks
 from ralph.checkout import Checkout, open_checkout
 from ralph.clock import format_z
 from ralph.clock import now as read_clock
 from ralph.commands._output import duration, emit_json, one_line, table
-from ralph.errors import ExitCode
+from ralph.errors import ConfigError, ExitCode
+from ralph.git import find_repository
 from ralph.history import Spend, describe_spend
 from ralph.markers import read_blocked_push, read_ci_failure
 from ralph.pause import read_pause
@@ -31,14 +33,29 @@ from ralph.text import printable
 
 
 def status(*, start: Path, as_json: bool) -> ExitCode:
-    checkout = open_checkout(start)
     now = read_clock()
+    try:
+        checkout = open_checkout(start)
+    except ConfigError:
+        # The config is broken, so every tick fails too: say how long that has gone on, before the
+        # error itself (one line on stderr, as always).
+        _say_tick_health(start, now, as_json)
+        raise
     doc = build_status(checkout, now)
     if as_json:
         emit_json(doc)
     else:
         click.echo(render_status(doc, now))
     return ExitCode.ERROR if doc["base_error"] or not doc["health"]["ok"] else ExitCode.OK
+
+
+def _say_tick_health(start: Path, now: datetime, as_json: bool) -> None:
+    root = find_repository(start)
+    found = ticks.load(root)
+    if as_json:
+        emit_json({"generated_at": format_z(now), "health": found.as_dict(now)})
+    elif not found.ok:
+        click.echo(alarms({"base_error": None, "health": found.as_dict(now)}, now)[0])
 
 
 def build_status(checkout: Checkout, now: datetime) -> dict[str, Any]:
