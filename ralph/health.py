@@ -255,6 +255,8 @@ def read_ring(path: Path) -> Ring:
 
 
 def _write_ring(path: Path, ring: Ring) -> None:
+    # ralph.files.write_atomic's steps, spelled out here so this module imports nothing of ralph's;
+    # no directory fsync: a ring file lost to a power cut costs a few ticks' history, nothing more.
     data = (json.dumps(ring.as_dict(), indent=2, ensure_ascii=False) + "\n").encode()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -490,7 +492,8 @@ class Recording:
             remote_error=_remote_errors[-1] if _remote_errors else None,
             holder=holder,
         )
-        change = record(root, end, self.facts(root))
+        # A tick that found the lock held read nothing new; the tick holding it remembers the config.
+        change = record(root, end, None if code == 75 else self.facts(root))
         if change is not None:
             self.announce(root, change)
 
