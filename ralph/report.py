@@ -112,6 +112,7 @@ h2 { font-size: 1.1em; margin: 1.6em 0 .5em; }
 table { border-collapse: collapse; background: #fff; }
 th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; }
+td { white-space: nowrap; } td:last-child, #history td:nth-child(4) { white-space: normal; }
 td.num { text-align: right; }
 .note { color: #666; }
 svg { background: #fff; border: 1px solid #ddd; max-width: 100%; height: auto; }
@@ -360,7 +361,7 @@ def timeline_svg(runs: Sequence[TaskRun], now: datetime, since: datetime | None)
                 f'<rect class="phase {phase.kind}{" open" if phase.open else ""}" x="{x1:.1f}" y="{y + 4}" '
                 f'width="{max(x2 - x1, 2.0):.1f}" height="{LANE_H - 8}"><title>{esc(tip)}</title></rect>'
             )
-        end = x(run.at)
+        end = x(now if run.outcome == "in_flight" else run.at)  # one in flight: where it is now
         parts.append(
             f'<g class="lane" data-task="{esc(run.task_id)}" data-outcome="{run.outcome}">'
             f'<text class="id" x="4" y="{y + LANE_H - 7}">{esc(run.task_id)}</text>'
