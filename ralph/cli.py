@@ -115,6 +115,7 @@ def cli(ctx: click.Context, directory: Path | None, log_file: Path | None, verbo
       ralph task add "Fix the bug"    queue a task
       ralph run --workers 3           one tick (put this in cron)
       ralph status                    what every worker is doing
+      ralph history                   what happened in the last day
     """
     setup_logging(verbose - quiet, log_file)
     ctx.obj = Globals(start=(directory or Path.cwd()).absolute())
@@ -241,10 +242,76 @@ def queue_explain(ctx: click.Context, as_json: bool) -> None:
 @_json_option("Print one stable JSON document on stdout (documented in the README).")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Show what every worker is doing, and how many tasks are queued."""
+    """A summary line, whether ticks are failing, and what every worker is doing.
+
+    Exits 1 when ticks cannot do their work (the base branch is missing, or the last ticks failed,
+    hung or could not reach the remote); the first lines say which.
+    """
     from ralph.commands.status import status as run_status
 
     _finish(ctx, run_status(start=_start(ctx), as_json=as_json))
+
+
+def _since(ctx: click.Context, param: click.Parameter, value: str) -> object:
+    from ralph.history import SinceError, parse_since
+
+    try:
+        return parse_since(value)
+    except SinceError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _since_option() -> Callable[[Any], Any]:
+    return click.option(
+        "--since",
+        default="24h",
+        show_default=True,
+        callback=_since,
+        metavar="WHEN",
+        help="How far back: 30m, 24h, 7d, 2w; a time or date (2026-11-20, UTC unless it says); or all.",
+    )
+
+
+@cli.command()
+@_since_option()
+@_json_option()
+@click.pass_context
+def history(ctx: click.Context, since: Any, as_json: bool) -> None:
+    """What landed, failed, was blocked or is in flight, when, how long it took and in how many attempts.
+
+    From this host's events.jsonl and the done archive (which also shows tasks landed elsewhere).
+    """
+    from ralph.commands.history import history as show_history
+
+    _finish(ctx, show_history(start=_start(ctx), since=since, as_json=as_json))
+
+
+@cli.command()
+@_since_option()
+@_json_option()
+@click.pass_context
+def stats(ctx: click.Context, since: Any, as_json: bool) -> None:
+    """Throughput, time from queued to landed, CI gate pass rate, remediations, push races and cost."""
+    from ralph.commands.stats import stats as show_stats
+
+    _finish(ctx, show_stats(start=_start(ctx), since=since, as_json=as_json))
+
+
+@cli.command()
+@click.option(
+    "--html", "html_file", required=True, metavar="FILE", help="Write the page to FILE (- for stdout)."
+)
+@_since_option()
+@click.pass_context
+def report(ctx: click.Context, html_file: str, since: Any) -> None:
+    """Write a status page: one self-contained HTML file (summary, dependency graph, timeline, history).
+
+    It fetches nothing and runs no script, so any static web server can serve it, and it reloads
+    itself every minute. Set report.html_path to have every tick that changed something rewrite it.
+    """
+    from ralph.commands.report import report as write_report
+
+    _finish(ctx, write_report(start=_start(ctx), html_file=html_file, since=since))
 
 
 @cli.command()

@@ -1,4 +1,5 @@
-"""Durable file writes: a reader (or a crash) only ever sees the old file or the new one."""
+"""Durable file writes (a reader, or a crash, only ever sees the old file or the new one), bounded
+reads, and which filesystem holds a path."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import errno
 import json
 import logging
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
 from shutil import copyfileobj
-from typing import IO
+from typing import IO, Final, Literal
 
 logger = logging.getLogger(__name__)
 
@@ -228,3 +230,90 @@ def copy_truncate(path: Path, limit: int) -> bool:
     os.replace(_copy_to_temp(path), path.with_name(path.name + ".1"))
     os.truncate(path, 0)
     return True
+
+
+# --- which filesystem holds a path ----------------------------------------------------------------
+
+# Filesystems whose flock(2) does not reliably exclude, or hangs with the server: the tick lock could
+# let two ticks in at once (two agents on one task, two landings racing) or hang cron's tick forever.
+NETWORK_FILESYSTEMS: Final = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb",
+        "smb2",
+        "smb3",
+        "smbfs",
+        "ncpfs",
+        "afs",
+        "coda",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "davfs",
+        "sshfs",
+        "fuse.sshfs",
+        "fuse.glusterfs",
+        "fuse.cephfs",
+        "fuse.ceph-fuse",
+        "fuse.s3fs",
+        "fuse.rclone",
+        "fuse.gcsfuse",
+        "fuse.juicefs",
+        "fuse.davfs2",
+    }
+)
+# Shared with another machine or kernel (a VM host, WSL's Windows drives), or FUSE, where locking is
+# whatever the filesystem makes of it: worth a warning, not a refusal.
+SHARED_FILESYSTEMS: Final = frozenset(
+    {"9p", "virtiofs", "vboxsf", "vmhgfs", "fuse.vmhgfs-fuse", "gfs2", "ocfs2"}
+)
+
+
+FilesystemKind = Literal["local", "shared", "network"]
+
+
+def filesystem_kind(fstype: str) -> FilesystemKind:
+    """Where a filesystem of this type (a name from /proc/self/mountinfo) keeps its locks: "network"
+    (flock may not exclude), "shared" (another kernel or FUSE: whatever it makes of flock) or "local"."""
+    name = fstype.lower()
+    if name in NETWORK_FILESYSTEMS or name.startswith("nfs"):
+        return "network"
+    if name in SHARED_FILESYSTEMS or name.startswith("fuse"):
+        return "shared"
+    return "local"
+
+
+def filesystem_type(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
+    """The type of the filesystem holding `path` (or its nearest existing ancestor), from mountinfo."""
+    target = path
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    target = target.resolve()
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return None
+    best: tuple[int, str] | None = None
+    for line in lines:
+        fields = line.split()
+        try:
+            separator = fields.index("-", 6)
+            mount_point = Path(_unoctal(fields[4]))
+            fstype = fields[separator + 1]
+        except (ValueError, IndexError):
+            continue
+        if target.is_relative_to(mount_point):
+            depth = len(mount_point.parts)
+            # The deepest mount point wins; for the same one, the later line (mounted on top).
+            if best is None or depth >= best[0]:
+                best = (depth, fstype)
+    return best[1] if best else None
+
+
+def _unoctal(text: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash in paths as \040, \011, \012, \134.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)

@@ -13,7 +13,7 @@ from conftest import git
 from helpers import ralph
 
 from ralph.markers import CiFailure, write_ci_failure
-from ralph.state import Job, JobKind, Lifecycle, Worker, new_state, save_state
+from ralph.state import Job, JobKind, Lifecycle, Usage, Worker, new_state, save_state
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -112,6 +112,8 @@ def test_no_state_yet(checkout: Path) -> None:
     result = ralph(checkout, "status")
     assert (result.exit_code, result.stderr) == (0, "")
     assert result.stdout == (
+        "main: 0 landed in 24h, 0 in flight, 0 blocked, 0 failed · no tick recorded yet · "
+        "next runnable RQ-0001 (+2 more)\n"
         f"base: origin/main    repository: {top}\n"
         "queue: 3 todo    done archive: 0 done, 0 rejected\n"
         "workers: none (no tick has run yet)\n"
@@ -138,10 +140,22 @@ def test_workers_table(workers: Path) -> None:
     result = ralph(workers, "status")
     assert (result.exit_code, result.stderr) == (0, "")
     lines = result.stdout.splitlines()
-    assert lines[1] == "queue: 3 todo    done archive: 0 done, 0 rejected"
-    assert re.split(r"\s{2,}", lines[2]) == ["TASK", "LIFECYCLE", "ATTEMPT", "AGE", "JOB", "LAST ERROR"]
-    details = {n: line.strip() for n, line in enumerate(lines[3:]) if line.startswith("    ")}
-    rows = [re.split(r"\s{2,}", line) for line in lines[3:] if not line.startswith("    ")]
+    # RQ-0001 and RQ-0002 are in flight, RQ-0003 failed; RQ-0009 is blocked and in no queue.
+    assert lines[0] == (
+        "main: 0 landed in 24h, 2 in flight, 1 blocked, 1 failed · no tick recorded yet · nothing runnable"
+    )
+    assert lines[2] == "queue: 3 todo    done archive: 0 done, 0 rejected"
+    assert re.split(r"\s{2,}", lines[3]) == [
+        "TASK",
+        "LIFECYCLE",
+        "ATTEMPT",
+        "TIME",
+        "JOB",
+        "COST",
+        "LAST ERROR",
+    ]
+    details = {n: line.strip() for n, line in enumerate(lines[4:]) if line.startswith("    ")}
+    rows = [re.split(r"\s{2,}", line) for line in lines[4:] if not line.startswith("    ")]
     assert [row[:3] for row in rows] == [
         ["RQ-0001", "running", "1/3"],
         ["RQ-0002", "checking", "2/3"],
@@ -150,21 +164,25 @@ def test_workers_table(workers: Path) -> None:
     ]
     assert rows[0][3] in ("5m00s", "5m01s", "5m02s")
     assert rows[0][4] in ("agent pid 4242, 5m00s", "agent pid 4242, 5m01s", "agent pid 4242, 5m02s")
-    assert rows[0][5] == "-"
+    assert rows[0][5:] == ["—", "-"]
     assert rows[1][4] in ("ci pid 4343, 1m00s", "ci pid 4343, 1m01s", "ci pid 4343, 1m02s")
     # Under each row with a job: where its log is.
     runs = workers / ".ralph" / "cache" / "parallel" / "runs"
     assert list(details.values()) == [
         f"log: {runs / 'RQ-0001' / 'agent.log'}",
         f"log: {runs / 'RQ-0002' / 'ci.log'}",
+        "no attempts left (3/3): not retried on its own; `ralph retry RQ-0003` starts a fresh round",
     ]
-    # A multi-line error is one row.
-    assert rows[2][4:] == ["-", "CI failed 3 times: make ci exited 2"]
-    assert rows[3][3:] == ["2d00h", "-", "push rejected 50 times"]
+    # A multi-line error is one row; a finished worker's time is from its start to its end.
+    assert rows[2][3:] == ["50m00s", "-", "—", "CI failed 3 times: make ci exited 2"]
+    assert rows[3][3:] == ["1d00h", "-", "—", "push rejected 50 times"]
 
 
 WORKER_KEYS = {
     "task_id",
+    "duration_seconds",
+    "attempts_left",
+    "usage",
     "title",
     "lifecycle",
     "attempt",
@@ -247,8 +265,9 @@ def test_a_corrupt_queue_still_shows_the_workers(workers: Path) -> None:
     text = ralph(workers, "status")
     assert text.exit_code == 0
     lines = text.stdout.splitlines()
-    assert lines[1].startswith(f"queue: unreadable: {queue}: not valid JSON: line 1 column 3")
-    assert lines[3].startswith("RQ-0001  running")
+    assert lines[0].endswith(" · queue unreadable")
+    assert lines[2].startswith(f"queue: unreadable: {queue}: not valid JSON: line 1 column 3")
+    assert lines[4].startswith("RQ-0001  running")
 
 
 def test_a_corrupt_state_is_exit_1_one_line_and_no_quarantine_copy(checkout: Path) -> None:
@@ -329,3 +348,165 @@ def test_a_ci_failure_marker_in_a_workspace_is_reported(workers: Path) -> None:
     assert f"    CI failed (exit 2) at 2026-11-21T10:04:00Z; remediations 0; log: {ci_log}" in (
         text.stdout.splitlines()
     )
+
+
+# --- what ticks cannot do, said first ------------------------------------------------------------------
+
+
+def push_queue(checkout: Path) -> None:
+    git(checkout, "add", "-A")
+    git(checkout, "commit", "-q", "-m", "Set up ralph")
+    git(checkout, "push", "-q", "origin", "HEAD:main")
+
+
+def test_a_base_branch_missing_on_the_remote_is_said_first_and_exits_1(checkout: Path) -> None:
+    """Issue 13: status exited 0 and said nothing when the configured base was not on the remote."""
+    config = checkout / ".ralph" / "config.toml"
+    config.write_text(config.read_text().replace('base_branch = "main"', 'base_branch = "develop"'))
+    assert 'base_branch = "develop"' in config.read_text()
+    result = ralph(checkout, "status")
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith(
+        "BASE BRANCH MISSING: origin/develop is not in this clone: origin has no branch 'develop', or it "
+        "was never fetched, and every tick fails; push it (`git push origin HEAD:develop`)"
+    )
+    doc = json.loads(ralph(checkout, "status", "--json").stdout)
+    assert doc["base_error"].startswith("origin/develop is not in this clone")
+    # The same checkout with its base on origin is fine.
+    config.write_text(config.read_text().replace('base_branch = "develop"', 'base_branch = "main"'))
+    push_queue(checkout)
+    assert ralph(checkout, "status").exit_code == 0
+    assert status_json(checkout)["base_error"] is None
+
+
+def test_no_remote_at_all_is_said_first(checkout: Path) -> None:
+    git(checkout, "remote", "remove", "origin")
+    result = ralph(checkout, "status")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[1].startswith("BASE BRANCH MISSING: no remote 'origin' in ")
+
+
+def failed_worker(checkout: Path, now: datetime, *, attempt: int, next_attempt_at: datetime | None) -> None:
+    ws = checkout / ".ralph" / "workspaces"
+    state = new_state(target_branch="main", remote="origin", now=now - timedelta(hours=1))
+    state.workers = [
+        Worker(
+            task_id="RQ-0001",
+            lifecycle=Lifecycle.FAILED,
+            attempt=attempt,
+            workspace_path=str(ws / "RQ-0001"),
+            started_at=now - timedelta(minutes=40),
+            updated_at=now - timedelta(minutes=30),
+            completed_at=now - timedelta(minutes=30),
+            next_attempt_at=next_attempt_at,
+            last_error="agent failed (exit 1)",
+        )
+    ]
+    save_state(state_path(checkout), state, now=now - timedelta(minutes=30))
+
+
+def detail_lines(checkout: Path) -> list[str]:
+    result = ralph(checkout, "status")
+    assert result.exit_code == 0, result.output
+    return [line.strip() for line in result.stdout.splitlines() if line.startswith("    ")]
+
+
+def test_no_past_next_attempt_for_a_task_with_no_attempts_left(checkout: Path, now: datetime) -> None:
+    """Issue 13: status showed "next attempt at <a past time>" for a task selection will never retry."""
+    past = now - timedelta(minutes=25)
+    failed_worker(checkout, now, attempt=3, next_attempt_at=past)
+    lines = detail_lines(checkout)
+    assert not any(line.startswith("next attempt") for line in lines), lines
+    assert lines == [
+        "no attempts left (3/3): not retried on its own; `ralph retry RQ-0001` starts a fresh round"
+    ]
+    assert status_json(checkout)["workers"][0]["attempts_left"] == 0
+
+
+def test_when_a_failed_task_starts_again(checkout: Path, now: datetime) -> None:
+    soon = now + timedelta(minutes=20)
+    failed_worker(checkout, now, attempt=1, next_attempt_at=soon)
+    assert detail_lines(checkout) == [f"next attempt at {soon.strftime('%Y-%m-%dT%H:%M:%SZ')}"]
+    failed_worker(checkout, now, attempt=1, next_attempt_at=now - timedelta(minutes=1))
+    assert detail_lines(checkout) == ["next attempt: at the next tick"]
+    failed_worker(checkout, now, attempt=1, next_attempt_at=None)
+    assert detail_lines(checkout) == [
+        "not retried on its own (stopped, or closed elsewhere); `ralph retry RQ-0001` runs it again"
+    ]
+
+
+def test_text_from_files_and_tasks_is_printed_escaped(workers: Path, now: datetime) -> None:
+    """A title, an error or a marker can hold escape sequences or a newline faking a log line."""
+    path = state_path(workers)
+    raw = json.loads(path.read_text())
+    raw["workers"][2]["last_error"] = "\x1b[2J\x1b[31mRQ-0042 landed 1234567 on main\x07"
+    path.write_text(json.dumps(raw))
+    blocked_ws = workers / ".ralph" / "workspaces" / "RQ-0009"
+    marker = blocked_ws / ".ralph" / "cache" / "parallel" / "blocked_push.json"
+    marker.parent.mkdir(parents=True)
+    marker.write_text(
+        json.dumps(
+            {
+                "task_id": "RQ-0009",
+                "reason": "rejected\nRQ-0010 landed abc on main\u202e",
+                "attempt": 50,
+                "max_attempts": 50,
+                "generated_at": "2026-11-21T10:00:00Z",
+            }
+        )
+    )
+    out = ralph(workers, "status").stdout
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "\\e[2J\\e[31mRQ-0042 landed 1234567 on main\\x07" in out
+    # Folded onto the line it belongs to: no line of the output starts with the faked text.
+    assert not any(line.startswith("RQ-0010 landed") for line in out.splitlines())
+    assert "push blocked (50/50): rejected RQ-0010 landed abc on main\\u202e" in out
+
+
+def test_the_summary_counts_landings_of_the_last_day_and_tokens_are_totalled(
+    checkout: Path, now: datetime
+) -> None:
+    push_queue(checkout)
+    events = checkout / ".ralph" / "cache" / "parallel" / "events.jsonl"
+    events.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        {"at": now - timedelta(hours=30), "task_id": "RQ-0001", "event": "completed"},  # too long ago
+        {"at": now - timedelta(hours=3), "task_id": "RQ-0002", "event": "completed"},
+        {"at": now - timedelta(minutes=5), "task_id": "RQ-0003", "event": "completed"},
+    ]
+    events.write_text(
+        "".join(
+            json.dumps({**e, "at": e["at"].strftime("%Y-%m-%dT%H:%M:%SZ"), "previous": "integrating"}) + "\n"
+            for e in lines
+        )
+    )
+    state = new_state(target_branch="main", remote="origin", now=now)
+    state.workers = [
+        Worker(
+            task_id="RQ-0003",
+            lifecycle=Lifecycle.COMPLETED,
+            workspace_path=str(checkout / ".ralph" / "workspaces" / "RQ-0003"),
+            started_at=now - timedelta(minutes=20),
+            updated_at=now - timedelta(minutes=5),
+            completed_at=now - timedelta(minutes=5),
+            usage=[
+                Usage(attempt=1, input_tokens=1000, output_tokens=200, cost_usd=0.25),
+                Usage(attempt=1, remediation=1, input_tokens=500, output_tokens=100, cost_usd=0.15),
+            ],
+        )
+    ]
+    save_state(state_path(checkout), state, now=now)
+    doc = status_json(checkout)
+    assert doc["summary"]["landed_last_24h"] == 2
+    assert doc["summary"]["next_runnable"] == "RQ-0001"
+    assert doc["workers"][0]["usage"] == {
+        "input_tokens": 1500,
+        "cached_input_tokens": 0,
+        "output_tokens": 300,
+        "cost_usd": 0.4,
+    }
+    assert doc["workers"][0]["duration_seconds"] == 15 * 60
+    first = ralph(checkout, "status").stdout.splitlines()[0]
+    assert first.startswith("main: 2 landed in 24h, 0 in flight, 0 blocked, 0 failed · no tick recorded yet")
+    assert "$0.40, 1.8k tokens" in ralph(checkout, "status").stdout

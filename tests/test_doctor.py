@@ -27,12 +27,8 @@ from ralph.commands.doctor import (
     CRON_PATH,
     MIN_GIT,
     MIN_GIT_WHY,
-    classify_filesystem,
     doctor,
-    filesystem_type,
     parse_git_version,
-    parse_unit,
-    systemd_escape_path,
 )
 from ralph.errors import ExitCode
 from ralph.lock import TickLock
@@ -168,7 +164,7 @@ def test_a_healthy_project_passes_every_check(project: Project, capsys: pytest.C
     # Every check that needs a checkout ran.
     _, checks = report(project.control, capsys)
     assert set(checks) == {
-        "git", "user", "repository", "config", "identity", "origin", "queue", "state", "lock",
+        "git", "user", "repository", "ticks", "config", "identity", "origin", "queue", "state", "lock",
         "workspace_root", "agent", "ci", "systemd", "jobs", "workspaces", "paused",
     }  # fmt: skip
     assert "main is at" in checks["origin"]["detail"]
@@ -581,58 +577,6 @@ def test_workspace_root_not_ignored(project: Project, capsys: pytest.CaptureFixt
     assert "add `.ralph/workspaces/` to .gitignore" in check["fix"]
 
 
-@pytest.mark.parametrize(
-    ("fstype", "level"),
-    [
-        ("ext4", "ok"),
-        ("xfs", "ok"),
-        ("btrfs", "ok"),
-        ("tmpfs", "ok"),
-        ("overlay", "ok"),
-        ("zfs", "ok"),
-        ("nfs", "fail"),
-        ("nfs4", "fail"),
-        ("cifs", "fail"),
-        ("smb2", "fail"),
-        ("smb3", "fail"),
-        ("fuse.sshfs", "fail"),
-        ("ceph", "fail"),
-        ("9p", "warning"),
-        ("fuse.mergerfs", "warning"),
-        ("fuseblk", "warning"),
-    ],
-)
-def test_classify_filesystem(fstype: str, level: str) -> None:
-    assert classify_filesystem(fstype) == level
-
-
-def test_filesystem_type_of_a_real_directory(tmp_path: Path) -> None:
-    fstype = filesystem_type(tmp_path / "not" / "made" / "yet")
-    assert fstype is not None
-    assert fstype == filesystem_type(tmp_path)
-    assert classify_filesystem(fstype) == "ok", f"{tmp_path} is on {fstype}"
-
-
-def test_filesystem_type_takes_the_deepest_mount(tmp_path: Path) -> None:
-    """Read from a mountinfo file of our own, over real directories (the lookup resolves the path)."""
-    srv = tmp_path.resolve() / "srv"
-    for sub in ("my app/.ralph/cache", "my/app", "other"):
-        (srv / sub).mkdir(parents=True)
-    escaped = str(srv).replace(" ", "\\040")
-    mountinfo = tmp_path / "mountinfo"
-    mountinfo.write_text(
-        "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n"
-        f"40 27 0:50 / {escaped} rw,relatime shared:1 - xfs /dev/vdb rw\n"
-        f"41 40 0:51 / {escaped}/my\\040app rw,relatime - nfs4 server:/export rw,vers=4.2\n"
-        f"42 27 0:52 / {escaped}/my rw,relatime - ext4 /dev/vdc rw\n"
-        f"43 42 0:53 / {escaped}/my rw,relatime - fuse.sshfs host:/x rw\n"
-    )
-    assert filesystem_type(srv / "my app" / ".ralph" / "cache" / "parallel", mountinfo) == "nfs4"
-    assert filesystem_type(srv / "my" / "app", mountinfo) == "fuse.sshfs"  # mounted on top of ext4
-    assert filesystem_type(srv / "other", mountinfo) == "xfs"
-    assert filesystem_type(tmp_path, mountinfo) == "ext4"
-
-
 def test_lock_on_a_local_disk(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
     _, checks = report(project.control, capsys)
     assert checks["lock"]["level"] == "ok"
@@ -875,38 +819,6 @@ def test_the_shipped_user_units(origin: Path, capsys: pytest.CaptureFixture[str]
     assert (
         f"systemd unit {template} runs ralph here with KillMode=control-group" in checks["systemd"]["detail"]
     )
-
-
-def test_parse_unit_joins_continuations_and_drops_comments() -> None:
-    text = (
-        "# comment\n[Service]\n; another\n"
-        "ExecStart=/usr/bin/ralph \\\n  -C /srv/app run\nKillMode = process\n"
-    )
-    entries = parse_unit(text)
-    assert [(section, key) for section, key, _ in entries] == [
-        ("Service", "ExecStart"),
-        ("Service", "KillMode"),
-    ]
-    assert entries[0][2].split() == ["/usr/bin/ralph", "-C", "/srv/app", "run"]
-    assert entries[1][2] == "process"
-
-
-@pytest.mark.parametrize(
-    ("path", "escaped"),
-    [
-        ("/srv/app", "srv-app"),
-        ("/home/ralph/my app", "home-ralph-my\\x20app"),
-        ("/", "-"),
-        ("/srv/.x", "srv-.x"),
-    ],
-)
-def test_systemd_escape_path(path: str, escaped: str) -> None:
-    assert systemd_escape_path(Path(path)) == escaped
-    found = shutil.which("systemd-escape")
-    if found:  # where systemd is installed, agree with it
-        assert (
-            subprocess.run([found, "--path", path], capture_output=True, text=True).stdout.strip() == escaped
-        )
 
 
 # --- jobs and workspaces -------------------------------------------------------------------------------

@@ -21,7 +21,15 @@ from typing import Any
 import pytest
 from helpers import Crash, raising, temp_files
 
-from ralph.files import FileTooLarge, copy_aside, read_bounded, sweep_temp_files, write_atomic
+from ralph.files import (
+    FileTooLarge,
+    copy_aside,
+    filesystem_kind,
+    filesystem_type,
+    read_bounded,
+    sweep_temp_files,
+    write_atomic,
+)
 
 ERRORS: list[BaseException] = [
     OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
@@ -332,3 +340,58 @@ def test_sigkill_at_random_moments_never_leaves_a_torn_file(tmp_path: Path) -> N
     # Some kills must have landed mid-write, or the loop proved nothing about torn files; and both
     # cleaners (the sweep, and a load under the lock) must have met such a leftover.
     assert swept_by_sweep > 0 and swept_by_load > 0, (kills, swept_by_sweep, swept_by_load)
+
+
+# --- which filesystem holds a path -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fstype", "kind"),
+    [
+        ("ext4", "local"),
+        ("xfs", "local"),
+        ("btrfs", "local"),
+        ("tmpfs", "local"),
+        ("overlay", "local"),
+        ("zfs", "local"),
+        ("nfs", "network"),
+        ("nfs4", "network"),
+        ("cifs", "network"),
+        ("smb2", "network"),
+        ("smb3", "network"),
+        ("fuse.sshfs", "network"),
+        ("ceph", "network"),
+        ("9p", "shared"),
+        ("fuse.mergerfs", "shared"),
+        ("fuseblk", "shared"),
+    ],
+)
+def test_filesystem_kind(fstype: str, kind: str) -> None:
+    assert filesystem_kind(fstype) == kind
+
+
+def test_filesystem_type_of_a_real_directory(tmp_path: Path) -> None:
+    fstype = filesystem_type(tmp_path / "not" / "made" / "yet")
+    assert fstype is not None
+    assert fstype == filesystem_type(tmp_path)
+    assert filesystem_kind(fstype) == "local", f"{tmp_path} is on {fstype}"
+
+
+def test_filesystem_type_takes_the_deepest_mount(tmp_path: Path) -> None:
+    """Read from a mountinfo file of our own, over real directories (the lookup resolves the path)."""
+    srv = tmp_path.resolve() / "srv"
+    for sub in ("my app/.ralph/cache", "my/app", "other"):
+        (srv / sub).mkdir(parents=True)
+    escaped = str(srv).replace(" ", "\\040")
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n"
+        f"40 27 0:50 / {escaped} rw,relatime shared:1 - xfs /dev/vdb rw\n"
+        f"41 40 0:51 / {escaped}/my\\040app rw,relatime - nfs4 server:/export rw,vers=4.2\n"
+        f"42 27 0:52 / {escaped}/my rw,relatime - ext4 /dev/vdc rw\n"
+        f"43 42 0:53 / {escaped}/my rw,relatime - fuse.sshfs host:/x rw\n"
+    )
+    assert filesystem_type(srv / "my app" / ".ralph" / "cache" / "parallel", mountinfo) == "nfs4"
+    assert filesystem_type(srv / "my" / "app", mountinfo) == "fuse.sshfs"  # mounted on top of ext4
+    assert filesystem_type(srv / "other", mountinfo) == "xfs"
+    assert filesystem_type(tmp_path, mountinfo) == "ext4"

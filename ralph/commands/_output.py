@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import click
+
+# Re-exported from ralph.text, where domain modules use them too; one_line escapes control characters.
+from ralph.text import duration as duration
+from ralph.text import one_line as one_line
 
 JSON_SCHEMA = 1  # the version of every --json document; bumped only on an incompatible change
 
@@ -29,23 +33,3 @@ def age(since: datetime | None, now: datetime) -> str:
     if since is None:
         return "-"
     return duration(now - since)
-
-
-def duration(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    if seconds < 0:
-        return "0s"
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
-
-
-def one_line(text: str | None, limit: int = 80) -> str:
-    if not text:
-        return "-"
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -8,6 +8,10 @@ as; `--cron` looks programs up on the PATH cron gives (/usr/bin:/bin) instead of
 Doctor only looks. It never fetches (it asks the remote with `git ls-remote`), never takes the tick
 lock, never writes or quarantines a file (state.json is read with under_lock=False), so it is safe to
 run while ticks run, and changes nothing if it crashes halfway.
+
+This module is the list of checks and what they say. What they read lives with its noun: unit files
+in ralph.systemd, /proc/locks in ralph.proc, the mount table in ralph.files, PATH lookups in
+ralph.programs.
 """
 
 from __future__ import annotations
@@ -16,27 +20,27 @@ import json
 import os
 import pwd
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from shlex import split
 from typing import Any, Final, Literal
 
 import click
 
+from ralph import files, health, proc, runners, systemd
 from ralph import job as jobs
-from ralph import runners
 from ralph.bookkeeping import Mode, detect_source, read_queues
 from ralph.checkout import Checkout
 from ralph.clock import format_z
 from ralph.clock import now as read_clock
-from ralph.commands._output import duration, emit_json
+from ralph.commands._output import duration, emit_json, one_line
 from ralph.config import Config, ParallelConfig, load_config
 from ralph.errors import ExitCode, GitError, PreflightError, QueueError, RalphError
 from ralph.git import Git, find_repository
 from ralph.paths import Paths
 from ralph.pause import read_pause
+from ralph.programs import CRON_PATH, fragile_reason, interpreter, lookup
 from ralph.queue import Queues, load_local_queues
 from ralph.state import SCHEMA_VERSION, Lifecycle, State, Worker, load_state
 from ralph.tick import check_workspace_root
@@ -53,10 +57,6 @@ MIN_GIT_WHY: Final = (
     "ralph runs `git rev-parse --path-format=absolute` (git 2.31) when it creates a workspace, and "
     "`git fetch --no-write-fetch-head` (2.29) when it saves work to the attic"
 )
-
-# cron's PATH on Debian, Ubuntu and RHEL when the crontab sets none. A systemd service gets more
-# (/usr/local/bin and the sbin directories) but never a home directory or a virtualenv.
-CRON_PATH: Final = "/usr/bin:/bin"
 
 # Long enough for a slow server, short enough that a hung connection does not hang doctor.
 LS_REMOTE_TIMEOUT_S: Final = 20.0
@@ -107,7 +107,10 @@ def doctor(*, start: Path, as_json: bool, cron: bool, allow_root: bool = False) 
     if as_json:
         emit_json({"ok": ok, "checks": [c.as_dict() for c in checks]})
     else:
-        click.echo("\n".join([*(c.line() for c in checks), summary(checks)]))
+        # Failing ticks are the first thing to read: their error usually names what the other lines check.
+        first = [c for c in checks if c.name == "ticks" and c.level != "ok"]
+        rest = [c for c in checks if c not in first]
+        click.echo("\n".join([*(c.line() for c in [*first, *rest]), summary(checks)]))
     return ExitCode.OK if ok else ExitCode.ERROR
 
 
@@ -509,117 +512,18 @@ def _newer_schema(path: Path) -> bool:
     return isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION
 
 
-# Filesystems whose flock(2) does not reliably exclude, or hangs with the server: the tick lock could
-# let two ticks in at once (two agents on one task, two landings racing) or hang cron's tick forever.
-NETWORK_FILESYSTEMS: Final = frozenset(
-    {
-        "nfs",
-        "nfs4",
-        "cifs",
-        "smb",
-        "smb2",
-        "smb3",
-        "smbfs",
-        "ncpfs",
-        "afs",
-        "coda",
-        "ceph",
-        "glusterfs",
-        "lustre",
-        "gpfs",
-        "beegfs",
-        "davfs",
-        "sshfs",
-        "fuse.sshfs",
-        "fuse.glusterfs",
-        "fuse.cephfs",
-        "fuse.ceph-fuse",
-        "fuse.s3fs",
-        "fuse.rclone",
-        "fuse.gcsfuse",
-        "fuse.juicefs",
-        "fuse.davfs2",
-    }
-)
-# Shared with another machine or kernel (a VM host, WSL's Windows drives), or FUSE, where locking is
-# whatever the filesystem makes of it: worth a warning, not a refusal.
-SHARED_FILESYSTEMS: Final = frozenset(
-    {"9p", "virtiofs", "vboxsf", "vmhgfs", "fuse.vmhgfs-fuse", "gfs2", "ocfs2"}
-)
-
-
-def classify_filesystem(fstype: str) -> Level:
-    """How safe the tick lock is on a filesystem of this type (a name from /proc/self/mountinfo)."""
-    name = fstype.lower()
-    if name in NETWORK_FILESYSTEMS or name.startswith("nfs"):
-        return "fail"
-    if name in SHARED_FILESYSTEMS or name.startswith("fuse"):
-        return "warning"
-    return "ok"
-
-
-def filesystem_type(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
-    """The type of the filesystem holding `path` (or its nearest existing ancestor), from mountinfo."""
-    target = path
-    while not target.exists() and target != target.parent:
-        target = target.parent
-    target = target.resolve()
-    try:
-        lines = mountinfo.read_text().splitlines()
-    except OSError:
-        return None
-    best: tuple[int, str] | None = None
-    for line in lines:
-        fields = line.split()
-        try:
-            separator = fields.index("-", 6)
-            mount_point = Path(_unoctal(fields[4]))
-            fstype = fields[separator + 1]
-        except (ValueError, IndexError):
-            continue
-        if target.is_relative_to(mount_point):
-            depth = len(mount_point.parts)
-            # The deepest mount point wins; for the same one, the later line (mounted on top).
-            if best is None or depth >= best[0]:
-                best = (depth, fstype)
-    return best[1] if best else None
-
-
-def _unoctal(text: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash in paths as \040, \011, \012, \134.
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
-
-
-def lock_holders(path: Path, locks: Path = Path("/proc/locks")) -> list[int]:
-    """Pids holding a flock(2) on `path`, from /proc/locks: reading it takes no lock and disturbs no tick."""
-    try:
-        inode = path.stat().st_ino
-        lines = locks.read_text().splitlines()
-    except OSError:
-        return []
-    holders = []
-    for line in lines:
-        # `1: FLOCK  ADVISORY  WRITE 7674 fe:00:2146369 0 EOF`; a waiter's line has `->` after the number.
-        fields = line.split()
-        if len(fields) < 6 or fields[1] != "FLOCK":
-            continue
-        # Matched on the inode alone: on overlayfs the device /proc/locks names is the upper layer's,
-        # not the st_dev stat() reports.
-        try:
-            if int(fields[5].rsplit(":", 1)[1]) == inode:
-                holders.append(int(fields[4]))
-        except (ValueError, IndexError):
-            continue
-    return holders
-
-
-_OWNER = re.compile(r"pid (\d+) since (\S+)")
+# How safe the tick lock is on each kind of filesystem (files.filesystem_kind says which kind).
+_LOCK_SAFETY: Final[dict[files.FilesystemKind, Level]] = {
+    "local": "ok",
+    "shared": "warning",
+    "network": "fail",
+}
 
 
 def _check_lock(ctx: _Context) -> Check:
     assert ctx.root is not None
     lock = (ctx.paths or Paths.for_root(ctx.root)).lock
-    fstype = filesystem_type(lock.parent)
+    fstype = files.filesystem_type(lock.parent)
     if fstype is None:
         return Check(
             "lock",
@@ -627,7 +531,7 @@ def _check_lock(ctx: _Context) -> Check:
             f"lock: cannot tell which filesystem holds {lock.parent} (/proc/self/mountinfo unreadable)",
             "make sure the checkout is on a local disk, not NFS or SMB",
         )
-    level = classify_filesystem(fstype)
+    level = _LOCK_SAFETY[files.filesystem_kind(fstype)]
     if level != "ok":
         kind = "a network filesystem" if level == "fail" else "a shared or FUSE filesystem"
         return Check(
@@ -638,11 +542,11 @@ def _check_lock(ctx: _Context) -> Check:
             "move the checkout to a local disk (ext4, xfs, btrfs, ...)",
         )
     detail = f"lock {ctx.paths.relative(lock) if ctx.paths else lock} on a local filesystem ({fstype})"
-    holders = lock_holders(lock) if lock.exists() else []
+    holders = proc.lock_holders(lock) if lock.exists() else []
     if not holders:
         return Check("lock", "ok", detail + "; not held")
-    owner = _OWNER.search(lock.read_text(errors="replace"))
-    since = _parse_time(owner.group(2)) if owner and int(owner.group(1)) in holders else None
+    owner = health.read_lock_holder(lock)
+    since = owner.since if owner is not None and owner.pid in holders else None
     pid = holders[0]
     if since is not None and ctx.now - since > LONG_HELD_LOCK:
         return Check(
@@ -654,14 +558,6 @@ def _check_lock(ctx: _Context) -> Check:
             f"stuck, `kill {pid}`: the kernel releases the lock and the next tick carries on",
         )
     return Check("lock", "ok", f"{detail}; held by pid {pid} (a tick or another ralph command is at work)")
-
-
-def _parse_time(text: str) -> datetime | None:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return value if value.tzinfo is not None else None
 
 
 def _check_workspace_root(ctx: _Context) -> Check:
@@ -686,41 +582,12 @@ class _Found:
     path: str | None = None  # the executable a tick would run
 
 
-def _lookup(binary: str, root: Path, path_env: str) -> tuple[str | None, Path | None]:
-    """(absolute path, the PATH directory it came from) as runners.resolve_agent finds it, on `path_env`.
-
-    The same rules as a tick, on a PATH of our choosing (cron's, say).
-    """
-    found = runners.find_executable(binary, root, path=path_env)
-    if found is None or "/" in binary:
-        return found, None
-    return found, Path(found).parent
-
-
-def _fragile_reason(directory: Path) -> str | None:
-    """Why a PATH directory will be missing when cron or systemd starts ralph, if it will be."""
-    candidates = {directory, directory.resolve()}
-    home = os.environ.get("HOME", "")
-    if home and home != "/":
-        home_path = Path(home)
-        if any(d.is_relative_to(home_path) or d.is_relative_to(home_path.resolve()) for d in candidates):
-            return f"under your home directory {home}"
-    for d in candidates:
-        if (d.parent / "pyvenv.cfg").is_file():
-            return f"inside the virtualenv {d.parent}"
-    for variable in ("VIRTUAL_ENV", "CONDA_PREFIX"):
-        prefix = os.environ.get(variable)
-        if prefix and any(d.is_relative_to(prefix) for d in candidates):
-            return f"inside ${variable} ({prefix})"
-    return None
-
-
 def _locate(binary: str, root: Path, ctx: _Context, *, what: str, key: str | None) -> _Found:
     """Can a tick started by cron or systemd run `binary`, and if not, what to change."""
     set_key = f", or set {key} to " if key else ""
-    found, via = _lookup(binary, root, ctx.path_env)
+    found, via = lookup(binary, root, ctx.path_env)
     if found is None:
-        mine, mine_dir = _lookup(binary, root, os.environ.get("PATH", os.defpath))
+        mine, mine_dir = lookup(binary, root, os.environ.get("PATH", os.defpath))
         if ctx.cron and mine is not None and mine_dir is not None:
             return _Found(
                 "fail",
@@ -741,7 +608,7 @@ def _locate(binary: str, root: Path, ctx: _Context, *, what: str, key: str | Non
             "install it" + (f", or set {key} to its absolute path" if key else ""),
         )
     if via is not None and not ctx.cron:
-        reason = _fragile_reason(via)
+        reason = fragile_reason(via)
         if reason is not None:
             return _Found(
                 "warning",
@@ -755,34 +622,15 @@ def _locate(binary: str, root: Path, ctx: _Context, *, what: str, key: str | Non
     return _Found("ok", f"{what} {found}", None, found)
 
 
-def _interpreter(executable: str) -> tuple[str, bool] | None:
-    """The program a script's `#!` line starts: (name, looked up on PATH through env) or None."""
-    try:
-        with open(executable, "rb") as f:
-            head = f.read(256)
-    except OSError:
-        return None
-    if not head.startswith(b"#!"):
-        return None
-    words = head[2:].split(b"\n", 1)[0].decode(errors="replace").split()
-    if not words:
-        return None
-    if Path(words[0]).name != "env":
-        return words[0], False
-    # `#!/usr/bin/env -S node --flag` or `#!/usr/bin/env VAR=1 node`: the first word that is neither.
-    rest = [w for w in words[1:] if not w.startswith("-") and "=" not in w]
-    return (rest[0], True) if rest else None
-
-
 def _check_program(ctx: _Context, name: str, binary: str, *, what: str, key: str) -> Check:
     assert ctx.root is not None
     found = _locate(binary, ctx.root, ctx, what=what, key=key)
     if found.path is None:
         return Check(name, found.level, found.detail, found.fix)
     findings = [found]
-    interpreter = _interpreter(found.path)
-    if interpreter is not None:
-        program, through_env = interpreter
+    shebang = interpreter(found.path)
+    if shebang is not None:
+        program, through_env = shebang
         if through_env:
             # An npm-installed agent is `#!/usr/bin/env node`: node must be on the tick's PATH as well,
             # and setting agent.binary to an absolute path does not help with that.
@@ -819,175 +667,9 @@ def _check_ci(ctx: _Context) -> Check:
 # --- systemd ------------------------------------------------------------------------------------------
 
 
-def unit_directories() -> list[Path]:
-    """Where a ralph unit for this checkout would be installed: the user's units, then the system's."""
-    home = Path(os.environ.get("HOME") or "~").expanduser()
-    xdg = Path(os.environ["XDG_CONFIG_HOME"]) if os.environ.get("XDG_CONFIG_HOME") else home / ".config"
-    dirs = [
-        xdg / "systemd/user",
-        home / ".config/systemd/user",
-        Path("/etc/systemd/user"),
-        Path("/etc/systemd/system"),
-    ]
-    return list(dict.fromkeys(dirs))
-
-
-def parse_unit(text: str) -> list[tuple[str, str, str]]:
-    """A unit file as (section, key, value) in order, as systemd reads it: comments dropped,
-    backslash-continued lines joined."""
-    entries = []
-    section = ""
-    pending = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not pending and (not line or line.startswith(("#", ";"))):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        line, pending = pending + line, ""
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1].strip()
-        elif "=" in line:
-            key, value = line.split("=", 1)
-            entries.append((section, key.strip(), value.strip()))
-    return entries
-
-
-def _values(entries: Iterable[tuple[str, str, str]], section: str, key: str) -> list[str]:
-    """Every assignment of `key` in order; an empty one resets the list, as in systemd."""
-    values: list[str] = []
-    for s, k, v in entries:
-        if s == section and k == key:
-            values = [] if not v else [*values, v]
-    return values
-
-
-def systemd_escape_path(path: Path) -> str:
-    """`systemd-escape --path`: the instance name that makes `ralph@<it>.service` mean `path`."""
-    text = str(path).strip("/")
-    if not text:
-        return "-"
-    out = []
-    for i, ch in enumerate(text):
-        if ch == "/":
-            out.append("-")
-        elif ch.isascii() and (ch.isalnum() or ch in ":_.") and not (i == 0 and ch == "."):
-            out.append(ch)
-        else:
-            out.extend(f"\\x{b:02x}" for b in ch.encode())
-    return "".join(out)
-
-
-def _unescape(text: str) -> str:
-    out = bytearray()
-    i = 0
-    while i < len(text):
-        if text[i] == "-":
-            out += b"/"
-            i += 1
-        elif text.startswith("\\x", i) and re.fullmatch(r"[0-9a-fA-F]{2}", text[i + 2 : i + 4]):
-            out.append(int(text[i + 2 : i + 4], 16))
-            i += 4
-        else:
-            out += text[i].encode()
-            i += 1
-    return out.decode(errors="replace")
-
-
-def _expand_specifiers(value: str, *, unit: str, instance: str, home: str) -> str:
-    prefix = unit.split("@", 1)[0].rsplit(".", 1)[0]
-
-    def one(m: re.Match[str]) -> str:
-        c = m.group(1)
-        return {
-            "%": "%",
-            "i": instance,
-            "I": _unescape(instance),
-            "f": "/" + _unescape(instance or prefix),
-            "h": home,
-            "n": unit,
-            "p": prefix,
-        }.get(c, m.group(0))
-
-    return re.sub(r"%(.)", one, value)
-
-
-def _names_checkout(entries: list[tuple[str, str, str]], root: Path, expand: Callable[[str], str]) -> bool:
-    """Whether a unit runs ralph in `root`: its WorkingDirectory=, or a `-C <root>` in ExecStart=."""
-    target = root.resolve()
-    home = os.environ.get("HOME", "/")
-
-    def same(value: str) -> bool:
-        value = expand(value).lstrip("-")  # `-/path`: systemd ignores a missing directory
-        if value == "~" or value.startswith("~/"):
-            value = home + value[1:]
-        return bool(value) and os.path.isabs(value) and Path(value).resolve() == target
-
-    if any(same(v) for v in _values(entries, "Service", "WorkingDirectory")[-1:]):
-        return True
-    for command in _values(entries, "Service", "ExecStart"):
-        try:
-            words = split(command.lstrip("@-:+!"))
-        except ValueError:
-            continue
-        for i, word in enumerate(words):
-            if word == "-C" and i + 1 < len(words) and same(words[i + 1]):
-                return True
-            if word.startswith("-C") and len(word) > 2 and same(word[2:]):
-                return True
-    return False
-
-
-@dataclass(frozen=True)
-class UnitFinding:
-    path: Path
-    kill_mode: str | None  # None: not set, so systemd's default, control-group
-    user_unit: bool
-
-
-def find_units(root: Path, directories: Sequence[Path] | None = None) -> list[UnitFinding]:
-    """ralph service units, in `directories`, that run ralph in `root`, with their effective KillMode."""
-    home = os.environ.get("HOME", "/")
-    found = []
-    for directory in directories if directories is not None else unit_directories():
-        if not directory.is_dir():
-            continue
-        for unit in sorted(directory.glob("*ralph*.service")):
-            name = unit.name
-            instance = systemd_escape_path(root.resolve()) if name.endswith("@.service") else ""
-            instance_name = name.replace("@.service", f"@{instance}.service") if instance else name
-            # Drop-ins override the unit file, in name order: the template's, then the instance's.
-            dropins = [unit.with_name(name + ".d"), unit.with_name(instance_name + ".d")]
-            texts = []
-            try:
-                texts.append(unit.read_text(errors="replace"))
-                for d in dict.fromkeys(dropins):
-                    if d.is_dir():
-                        texts.extend(p.read_text(errors="replace") for p in sorted(d.glob("*.conf")))
-            except OSError:
-                continue
-            entries = [e for text in texts for e in parse_unit(text)]
-
-            def expand(value: str, unit_name: str = instance_name, inst: str = instance) -> str:
-                return _expand_specifiers(value, unit=unit_name, instance=inst, home=home)
-
-            if not _names_checkout(entries, root, expand):
-                continue
-            modes = _values(entries, "Service", "KillMode")
-            found.append(
-                UnitFinding(
-                    path=unit,
-                    kill_mode=modes[-1] if modes else None,
-                    user_unit="/systemd/user" in unit.parent.as_posix(),
-                )
-            )
-    return found
-
-
 def _check_systemd(ctx: _Context) -> Check:
     assert ctx.root is not None
-    units = find_units(ctx.root)
+    units = systemd.find_units(ctx.root)
     if not units:
         return Check("systemd", "ok", "systemd: no unit found for this checkout (cron, or none installed)")
     findings = []
@@ -1117,6 +799,40 @@ def _missing_workspace(worker: Worker) -> tuple[Level, str, str]:
     )
 
 
+def _check_ticks(ctx: _Context) -> Check:
+    assert ctx.root is not None
+    found = health.load(ctx.root)
+    last = found.last
+    if last is None:
+        return Check("ticks", "ok", "ticks: none recorded yet (each `ralph run` records how it ended)")
+    ago = duration(ctx.now - last.at)
+    if found.ok:
+        return Check("ticks", "ok", f"ticks: the last one ended {ago} ago (exit {last.exit_code})")
+    problem = one_line(found.problem, 400)
+    if found.verdict == "hung":
+        pid = last.holder.pid if last.holder else "?"
+        return Check(
+            "ticks",
+            "fail",
+            f"{problem} (last tick {ago} ago)",
+            f"see what it is doing (`ps -o pid,etime,args -p {pid}`, `cat /proc/{pid}/stack`); if it is "
+            f"stuck, `kill {pid}`: the kernel releases the lock and the next tick carries on",
+        )
+    if found.verdict == "offline":
+        return Check(
+            "ticks",
+            "warning",
+            f"{problem} (last tick {ago} ago): nothing verified can land meanwhile",
+            "the origin check below says whether the remote answers now; check the network and credentials",
+        )
+    return Check(
+        "ticks",
+        "fail",
+        f"{problem} (last tick {ago} ago)",
+        "fix what the error says (the checks below may name it too); every tick fails until then",
+    )
+
+
 # In the order they are printed: the machine, then the checkout, what a tick needs first coming first.
 def _check_paused(ctx: _Context) -> Check:
     _, paths = _need_config(ctx)
@@ -1137,6 +853,7 @@ _MACHINE_CHECKS: Final[tuple[tuple[str, Callable[[_Context], Check]], ...]] = (
     ("repository", _check_repository),
 )
 _CHECKOUT_CHECKS: Final[tuple[tuple[str, Callable[[_Context], Check]], ...]] = (
+    ("ticks", _check_ticks),
     ("config", _check_config),
     ("identity", _check_identity),
     ("origin", _check_origin),

@@ -4,19 +4,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ralph import alerts, health
 from ralph.checkout import open_checkout
 from ralph.clock import now as read_clock
 from ralph.commands._output import emit_json
 from ralph.errors import ExitCode
+from ralph.report import refresh_page
 from ralph.tick import TickOptions, run_tick
 
 
 def run(
     *, start: Path, workers: int | None, max_tasks: int, dry_run: bool, allow_root: bool, as_json: bool
 ) -> ExitCode:
-    checkout = open_checkout(start)
     options = TickOptions(workers=workers, max_tasks=max_tasks, dry_run=dry_run, allow_root=allow_root)
+    if dry_run:
+        return _tick(start, options, as_json)
+    # Every tick's end goes to the ring file, however it ends (README: "Tick health").
+    with health.recording(start, facts=alerts.facts, announce=alerts.announce):
+        return _tick(start, options, as_json)
+
+
+def _tick(start: Path, options: TickOptions, as_json: bool) -> ExitCode:
+    checkout = open_checkout(start)
     report = run_tick(checkout, options, read_clock())
+    if not options.dry_run:
+        refresh_page(checkout, changed=bool(report.actions), now=read_clock())
     if as_json:
         emit_json(report.as_dict())
     return ExitCode.OK

@@ -1,6 +1,9 @@
-"""`ralph status`: what every worker is doing, read from state.json without taking the lock.
+"""`ralph status`: a summary line, the health of the ticks, and what every worker is doing.
 
-The state file is replaced atomically, so a reader never sees a torn file and needs no lock.
+Read from state.json, events.jsonl, the tick ring file and the queue as last fetched, without taking
+the lock: each is replaced atomically or appended to, so a reader never sees a torn file. Exits 1
+when ticks cannot do their work (the base branch is missing, or the last ticks failed, hung or could
+not reach the remote); its first lines say which.
 """
 
 from __future__ import annotations
@@ -13,49 +16,64 @@ from typing import Any
 
 import click
 
-from ralph.bookkeeping import current_queues
+from ralph import health as ticks
 from ralph.checkout import Checkout, open_checkout
 from ralph.clock import format_z
 from ralph.clock import now as read_clock
-from ralph.commands._output import age, duration, emit_json, one_line, table
-from ralph.errors import ExitCode, GitError, PreflightError, QueueError
+from ralph.commands._output import duration, emit_json, one_line, table
+from ralph.errors import ConfigError, ExitCode
+from ralph.git import find_repository
+from ralph.history import Spend, describe_spend
 from ralph.markers import read_blocked_push, read_ci_failure
 from ralph.pause import read_pause
 from ralph.queue import TaskStatus
-from ralph.state import Lifecycle, Worker, load_state
+from ralph.state import Lifecycle, Worker
+from ralph.summary import WINDOW, base_problem, look
+from ralph.text import printable
 
 
 def status(*, start: Path, as_json: bool) -> ExitCode:
-    checkout = open_checkout(start)
     now = read_clock()
+    try:
+        checkout = open_checkout(start)
+    except ConfigError:
+        # The config is broken, so every tick fails too: say how long that has gone on, before the
+        # error itself (one line on stderr, as always).
+        _say_tick_health(start, now, as_json)
+        raise
     doc = build_status(checkout, now)
     if as_json:
         emit_json(doc)
     else:
         click.echo(render_status(doc, now))
-    return ExitCode.OK
+    return ExitCode.ERROR if doc["base_error"] or not doc["health"]["ok"] else ExitCode.OK
+
+
+def _say_tick_health(start: Path, now: datetime, as_json: bool) -> None:
+    root = find_repository(start)
+    found = ticks.load(root)
+    if as_json:
+        emit_json({"generated_at": format_z(now), "health": found.as_dict(now)})
+    elif not found.ok:
+        click.echo(alarms({"base_error": None, "health": found.as_dict(now)}, now)[0])
 
 
 def build_status(checkout: Checkout, now: datetime) -> dict[str, Any]:
     """The `ralph status --json` document (README: "ralph status --json")."""
-    state = load_state(
-        checkout.paths.state, now=now, target_branch=checkout.base_branch(), remote=checkout.remote
-    )
+    looked, queue_error = look(checkout, now, since=now - WINDOW)
+    state, queues = looked.state, looked.queues
     titles: dict[str, str] = {}
     queue_counts: dict[str, int] | None = None
     archive_counts: dict[str, int] | None = None
-    queue_error = None
-    try:
-        queues = current_queues(checkout)
-    except (QueueError, PreflightError, GitError) as e:
-        # Status is what a person runs when something looks odd; a bad queue must not hide the workers.
-        queue_error = str(e)
-    else:
+    if queues is not None:
         titles = {t.id: t.title for t in (*queues.queue.tasks, *queues.done.tasks)}
         queue_counts = _count(t.status for t in queues.queue.tasks)
         archive_counts = _count(t.status for t in queues.done.tasks)
     return {
         "generated_at": format_z(now),
+        "summary": looked.summary.as_dict(now),
+        "health": looked.summary.health.as_dict(now),
+        "base_error": base_problem(checkout, looked.base),
         "repository": str(checkout.root),
         "target_branch": state.target_branch,
         "remote": state.remote,
@@ -88,6 +106,9 @@ def _worker_doc(worker: Worker, title: str | None, checkout: Checkout, now: date
         "attempt": worker.attempt,
         "max_attempts": checkout.config.agent.max_attempts,
         "age_seconds": int((now - worker.started_at).total_seconds()),
+        "duration_seconds": int(((worker.completed_at or now) - worker.started_at).total_seconds()),
+        "attempts_left": max(0, checkout.config.agent.max_attempts - worker.attempt),
+        "usage": None if (spend := Spend.of(worker.usage)) is None else spend.as_dict(),
         "started_at": format_z(worker.started_at),
         "updated_at": format_z(worker.updated_at),
         "completed_at": format_z(worker.completed_at) if worker.completed_at else None,
@@ -131,13 +152,20 @@ def _worker_doc(worker: Worker, title: str | None, checkout: Checkout, now: date
 
 
 def render_status(doc: dict[str, Any], now: datetime) -> str:
-    lines = [f"base: {doc['remote']}/{doc['target_branch']}    repository: {doc['repository']}"]
+    """What a person reads: the summary line and any alarm first, then the queue and the workers.
+    Text from files and tasks is printed escaped (ralph.text), never obeyed."""
+    lines = [printable(doc["summary"]["line"])]
+    lines.extend(alarms(doc, now))
+    lines.append(f"base: {doc['remote']}/{doc['target_branch']}    repository: {doc['repository']}")
     if doc["paused"]:
         p = doc["paused"]
-        why = f": {p['reason']}" if p["reason"] else ""
-        lines.append(f"PAUSED since {p['since']} by {p['by']}{why} (no new tasks start; `ralph resume`)")
+        why = f": {one_line(p['reason'], 200)}" if p["reason"] else ""
+        lines.append(
+            f"PAUSED since {one_line(p['since'])} by {one_line(p['by'])}{why} "
+            "(no new tasks start; `ralph resume`)"
+        )
     if doc["queue_error"]:
-        lines.append(f"queue: unreadable: {doc['queue_error']}")
+        lines.append(f"queue: unreadable: {one_line(doc['queue_error'], 400)}")
     elif doc["queue"] is not None:
         q, a = doc["queue"], doc["archive"] or {}
         parts = [f"{n} {s}" for s, n in q.items() if n]
@@ -157,32 +185,50 @@ def render_status(doc: dict[str, Any], now: datetime) -> str:
                 w["task_id"],
                 w["lifecycle"],
                 f"{w['attempt']}/{w['max_attempts']}",
-                age(datetime.fromisoformat(w["started_at"]), now),
+                duration(timedelta(seconds=w["duration_seconds"])),
                 f"{job['kind']} pid {job['pid']}, {duration(timedelta(seconds=job['elapsed_seconds']))}"
                 if job
                 else "-",
+                describe_spend(_spend(w["usage"])),
                 one_line(w["last_error"], 60),
             ]
         )
-    rendered = table(["TASK", "LIFECYCLE", "ATTEMPT", "AGE", "JOB", "LAST ERROR"], rows).splitlines()
+    headers = ["TASK", "LIFECYCLE", "ATTEMPT", "TIME", "JOB", "COST", "LAST ERROR"]
+    rendered = table(headers, rows).splitlines()
     lines.append(rendered[0])
     for w, row in zip(workers, rendered[1:], strict=True):
         lines.append(row)
-        lines.extend(f"    {detail}" for detail in _details(w))
+        lines.extend(f"    {detail}" for detail in _details(w, now))
     return "\n".join(lines)
 
 
-def _details(w: dict[str, Any]) -> list[str]:
-    """The lines under a worker's row: where its log is, and what its markers say."""
+def alarms(doc: dict[str, Any], now: datetime) -> list[str]:
+    """The lines that say ticks cannot do their work, for the top of status (and of the page)."""
+    out = []
+    if doc["base_error"]:
+        out.append(f"BASE BRANCH MISSING: {one_line(doc['base_error'], 400)}")
+    health = doc["health"]
+    if not health["ok"]:
+        since = f" (since {health['since']})" if health["since"] else ""
+        out.append(f"TICKS {health['verdict'].upper()}: {one_line(health['problem'], 400)}{since}")
+    return out
+
+
+def _spend(usage: dict[str, Any] | None) -> Spend | None:
+    return None if usage is None else Spend(**usage)
+
+
+def _details(w: dict[str, Any], now: datetime) -> list[str]:
+    """The lines under a worker's row: where its log is, what its markers say, and what comes next."""
     out = []
     if w["log_path"] and w["lifecycle"] != "completed":
-        out.append(f"log: {w['log_path']}")
+        out.append(f"log: {printable(w['log_path'])}")
     ci = w["ci_failure"]
     if ci:
         how = "timed out" if ci["timed_out"] else f"exit {ci['exit_code']}"
         out.append(
-            f"CI failed ({how}) at {ci['generated_at']}; remediations {w['remediations']}; "
-            f"log: {ci['log_path']}"
+            f"CI failed ({how}) at {one_line(ci['generated_at'])}; remediations {w['remediations']}; "
+            f"log: {one_line(ci['log_path'], 200)}"
         )
     blocked = w["blocked_push"]
     if blocked:
@@ -190,6 +236,26 @@ def _details(w: dict[str, Any]) -> list[str]:
             f"push blocked ({blocked['attempt']}/{blocked['max_attempts']}): "
             f"{one_line(blocked['reason'], 100)}"
         )
-    if w["next_attempt_at"] and w["lifecycle"] in ("integrating", "failed"):
-        out.append(f"next attempt at {w['next_attempt_at']}")
+    out.extend(_next_step(w, now))
     return out
+
+
+def _next_step(w: dict[str, Any], now: datetime) -> list[str]:
+    """When a failed task starts again, or an integrating one tries its push, as selection decides
+    (ralph.queue.why_not_runnable): never a time in the past, nor one for a task with no attempts left."""
+    task, lifecycle, at = w["task_id"], w["lifecycle"], w["next_attempt_at"]
+    due = at is not None and datetime.fromisoformat(at) > now
+    if lifecycle == "integrating":
+        return [f"next push attempt at {at}"] if due else []
+    if lifecycle != "failed":
+        return []
+    if w["attempts_left"] == 0:
+        return [
+            f"no attempts left ({w['attempt']}/{w['max_attempts']}): not retried on its own; "
+            f"`ralph retry {task}` starts a fresh round"
+        ]
+    if at is None:
+        return [f"not retried on its own (stopped, or closed elsewhere); `ralph retry {task}` runs it again"]
+    if due:
+        return [f"next attempt at {at}"]
+    return ["next attempt: at the next tick"]

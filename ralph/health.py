@@ -1,0 +1,523 @@
+"""Tick health: how the last ticks ended, kept in a small ring file, and whether that is healthy.
+
+Every `ralph run` records its end in `.ralph/cache/parallel/ticks.json`: its time, exit code and a
+one-line error, including a tick that failed before it could take the lock (a broken config), one
+that found the lock held (exit 75, with who held it), and one that could not reach the remote even
+though it exited 0 (`note_remote_unreachable`). `ralph status` and `ralph doctor` read it to say,
+first, that ticks are failing; hooks.on_event hears `ticks_failing` once when they start failing and
+`ticks_recovered` once when they run again, not every minute.
+
+Standard library only: the run entry point takes its lock before it imports anything heavy, and a
+tick that failed on a broken install or config is recorded all the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Literal
+
+logger = logging.getLogger(__name__)
+
+RING_SIZE: Final = 50  # tick ends kept, the newest last
+# Failing ticks in a row before hooks.on_event is told: one failed fetch on a flaky network is not
+# worth waking anyone, three in a row (three minutes under a one-minute timer) are.
+ALERT_AFTER: Final = 3
+# A tick that has held the lock this many tick budgets is hung: a healthy one takes about one budget
+# (parallel.tick_budget_s) plus a few bounded git calls.
+HUNG_BUDGETS: Final = 5
+DEFAULT_TICK_BUDGET_S: Final = 45.0  # parallel.tick_budget_s until a tick has remembered the real one
+DEFAULT_HOOK_TIMEOUT_S: Final = 300.0
+# Tick-health hooks log to runs/<this>/hooks.log. A task id is a prefix, a dash and a number, so no
+# task's run directory can have this name.
+HOOK_RUN_DIR: Final = "ticks"
+MAX_ERROR_CHARS: Final = 500
+RING_LOCK_WAIT_S: Final = 5.0
+
+_PARALLEL = Path(".ralph") / "cache" / "parallel"
+_HOLDER = re.compile(r"pid (\d+) since (\S+)")
+
+
+def ticks_file(root: Path) -> Path:
+    return root / _PARALLEL / "ticks.json"
+
+
+def tick_lock_file(root: Path) -> Path:
+    """The tick lock (ralph.lock writes its holder into it as `pid N since TIME`)."""
+    return root / _PARALLEL / "state.json.lock"
+
+
+def find_root(start: Path) -> Path | None:
+    """The checkout holding `start`, found without git: the nearest directory with a `.git`."""
+    try:
+        here = start.resolve()
+    except OSError:
+        return None
+    for directory in (here, *here.parents):
+        if (directory / ".git").exists():
+            return directory
+    return None
+
+
+def _z(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(text: object) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value.astimezone(UTC) if value.tzinfo is not None else None
+
+
+def _flatten(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """One line, bounded; kept as it was otherwise (whoever prints it escapes it: ralph.text)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+# --- who holds the tick lock -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds the tick lock, as its holder wrote it into the lock file."""
+
+    pid: int
+    since: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"pid": self.pid, "since": _z(self.since)}
+
+    @classmethod
+    def from_dict(cls, raw: object) -> Holder | None:
+        if not isinstance(raw, dict):
+            return None
+        pid, since = raw.get("pid"), _parse_time(raw.get("since"))
+        if not isinstance(pid, int) or isinstance(pid, bool) or since is None:
+            return None
+        return cls(pid, since)
+
+
+def read_lock_holder(lock: Path) -> Holder | None:
+    """The last holder the lock file names; None when it names none (or cannot be read)."""
+    try:
+        text = lock.read_text(errors="replace")
+    except OSError:
+        return None
+    found = _HOLDER.search(text)
+    since = _parse_time(found.group(2)) if found else None
+    if found is None or since is None:
+        return None
+    return Holder(int(found.group(1)), since)
+
+
+# --- the ring ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TickEnd:
+    """How one tick ended."""
+
+    at: datetime
+    exit_code: int
+    seconds: float = 0.0
+    error: str | None = None  # one line; None when it succeeded
+    remote_error: str | None = None  # it could not reach the remote (whatever it exited with)
+    holder: Holder | None = None  # exit 75: who held the lock
+
+    @property
+    def failed(self) -> bool:
+        return self.exit_code not in (0, 75)
+
+    @property
+    def locked_out(self) -> bool:
+        return self.exit_code == 75
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "at": _z(self.at),
+            "exit_code": self.exit_code,
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+            "remote_error": self.remote_error,
+            "holder": self.holder.as_dict() if self.holder else None,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: object) -> TickEnd | None:
+        """One entry of the ring file; None for one that is not a tick end (a hand edit, say)."""
+        if not isinstance(raw, dict):
+            return None
+        at, code, seconds = _parse_time(raw.get("at")), raw.get("exit_code"), raw.get("seconds", 0.0)
+        if at is None or not isinstance(code, int) or isinstance(code, bool):
+            return None
+        error, remote = raw.get("error"), raw.get("remote_error")
+        return cls(
+            at=at,
+            exit_code=code,
+            seconds=float(seconds) if isinstance(seconds, int | float) else 0.0,
+            error=error if isinstance(error, str) else None,
+            remote_error=remote if isinstance(remote, str) else None,
+            holder=Holder.from_dict(raw.get("holder")),
+        )
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """What the last tick that could read the config knew: enough to run hooks.on_event when the
+    config itself is what broke."""
+
+    on_event: tuple[str, ...] = ()
+    hook_timeout_s: float = DEFAULT_HOOK_TIMEOUT_S
+    base_branch: str = ""
+    tick_budget_s: float = DEFAULT_TICK_BUDGET_S
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "on_event": list(self.on_event),
+            "hook_timeout_s": self.hook_timeout_s,
+            "base_branch": self.base_branch,
+            "tick_budget_s": self.tick_budget_s,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: object) -> Remembered:
+        if not isinstance(raw, dict):
+            return cls()
+        argv = raw.get("on_event")
+        timeout, base, budget = raw.get("hook_timeout_s"), raw.get("base_branch"), raw.get("tick_budget_s")
+        return cls(
+            on_event=tuple(argv) if isinstance(argv, list) and all(isinstance(a, str) for a in argv) else (),
+            hook_timeout_s=_positive(timeout, DEFAULT_HOOK_TIMEOUT_S),
+            base_branch=base if isinstance(base, str) else "",
+            tick_budget_s=_positive(budget, DEFAULT_TICK_BUDGET_S),
+        )
+
+
+def _positive(value: object, default: float) -> float:
+    """`value` as a number of seconds if it is a sensible one, else `default`."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1e9:
+        return float(value)
+    return default
+
+
+@dataclass
+class Ring:
+    ticks: list[TickEnd] = field(default_factory=list)  # the newest last
+    remembered: Remembered = field(default_factory=Remembered)
+    alerted: str | None = None  # the problem hooks.on_event was told of, until ticks recover
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "remembered": self.remembered.as_dict(),
+            "alerted": self.alerted,
+            "ticks": [t.as_dict() for t in self.ticks],
+        }
+
+
+def read_ring(path: Path) -> Ring:
+    """The ring file; an empty ring when there is none, or when it is unreadable (the next tick's
+    record replaces it: it only ever holds the last few ticks)."""
+    try:
+        raw = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return Ring()
+    except (OSError, ValueError) as e:
+        logger.debug("%s is unreadable (%s); starting a new one", path, e)
+        return Ring()
+    if not isinstance(raw, dict):
+        return Ring()
+    ticks = raw.get("ticks")
+    ends = [t for t in (TickEnd.from_dict(x) for x in ticks) if t] if isinstance(ticks, list) else []
+    alerted = raw.get("alerted")
+    return Ring(
+        ticks=ends[-RING_SIZE:],
+        remembered=Remembered.from_dict(raw.get("remembered")),
+        alerted=alerted if isinstance(alerted, str) else None,
+    )
+
+
+def _write_ring(path: Path, ring: Ring) -> None:
+    # ralph.files.write_atomic's steps, spelled out here so this module imports nothing of ralph's;
+    # no directory fsync: a ring file lost to a power cut costs a few ticks' history, nothing more.
+    data = (json.dumps(ring.as_dict(), indent=2, ensure_ascii=False) + "\n").encode()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _ring_lock(path: Path, wait_s: float = RING_LOCK_WAIT_S) -> Iterator[None]:
+    """Ticks that found the tick lock held record too, beside the one that holds it: a read-modify-write
+    of the ring is serialised by a lock of its own, held for a few milliseconds."""
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+# --- judging the ring -------------------------------------------------------------------------------
+
+Verdict = Literal["ok", "failing", "offline", "hung", "unknown"]
+
+
+@dataclass(frozen=True)
+class Health:
+    verdict: Verdict  # unknown: no tick recorded yet
+    streak: int = 0  # ticks in a row that show it
+    last: TickEnd | None = None  # the newest tick of all
+    since: datetime | None = None  # when the streak began (for hung: since the lock was taken)
+    problem: str | None = None  # one line, for the first lines of status and doctor
+    capped: bool = False  # the streak fills the whole ring: it is at least this long
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict in ("ok", "unknown")
+
+    @property
+    def alarming(self) -> bool:
+        """Worth telling hooks.on_event: a hung tick at once, failures once they repeat."""
+        if self.verdict == "hung":
+            return True
+        return self.verdict in ("failing", "offline") and self.streak >= ALERT_AFTER
+
+    def as_dict(self, now: datetime) -> dict[str, Any]:
+        last = self.last
+        return {
+            "ok": self.ok,
+            "verdict": self.verdict,
+            "problem": self.problem,
+            "streak": self.streak,
+            "since": _z(self.since) if self.since else None,
+            "last_tick_at": _z(last.at) if last else None,
+            "last_tick_seconds_ago": int((now - last.at).total_seconds()) if last else None,
+            "last_exit_code": last.exit_code if last else None,
+            "last_error": last.error if last else None,
+        }
+
+
+def assess(ticks: Sequence[TickEnd], *, tick_budget_s: float = DEFAULT_TICK_BUDGET_S) -> Health:
+    """Judge the recorded ticks, the newest last."""
+    if not ticks:
+        return Health("unknown")
+    last = ticks[-1]
+    hung_after = timedelta(seconds=HUNG_BUDGETS * tick_budget_s)
+    holder = last.holder
+    if last.locked_out and holder is not None and last.at - holder.since > hung_after:
+        streak = 0
+        for tick in reversed(ticks):
+            if not (tick.locked_out and tick.holder == holder):
+                break
+            streak += 1
+        return Health(
+            "hung",
+            streak=streak,
+            last=last,
+            since=holder.since,
+            capped=streak == len(ticks) == RING_SIZE,
+            problem=(
+                f"{_the_last(streak, streak == len(ticks) == RING_SIZE)} found the lock held by pid "
+                f"{holder.pid} since {_z(holder.since)}: a tick that does not finish, so none since has "
+                f"done anything (`ralph doctor` says how to look at it)"
+            ),
+        )
+    # A tick that found the lock held (and not for long) says nothing either way: skip it.
+    considered = [t for t in ticks if not t.locked_out]
+    streak_ticks: list[TickEnd] = []
+    for tick in reversed(considered):
+        if not (tick.failed or tick.remote_error):
+            break
+        streak_ticks.append(tick)
+    if not streak_ticks:
+        return Health("ok", last=last)
+    newest = streak_ticks[0]
+    capped = len(streak_ticks) == len(considered) and len(ticks) == RING_SIZE
+    which = _the_last(len(streak_ticks), capped)
+    if newest.failed:
+        verdict: Verdict = "failing"
+        problem = f"{which} failed: {newest.error or f'exit {newest.exit_code}'}"
+    else:
+        verdict = "offline"
+        problem = f"{which} could not reach the remote: {newest.remote_error}"
+    return Health(
+        verdict,
+        streak=len(streak_ticks),
+        last=last,
+        since=streak_ticks[-1].at,
+        problem=problem,
+        capped=capped,
+    )
+
+
+def _the_last(n: int, capped: bool) -> str:
+    if n == 1:
+        return "the last tick"
+    return f"the last {n}{'+' if capped else ''} ticks"
+
+
+def load(root: Path) -> Health:
+    """The health of the ticks of the checkout at `root`, as recorded."""
+    ring = read_ring(ticks_file(root))
+    return assess(ring.ticks, tick_budget_s=ring.remembered.tick_budget_s)
+
+
+# --- recording a tick's end ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """Ticks started failing, or recovered: what hooks.on_event hears, once."""
+
+    event: Literal["ticks_failing", "ticks_recovered"]
+    reason: str
+    at: datetime
+    remembered: Remembered
+
+
+def record(root: Path, end: TickEnd, remembered: Remembered | None = None) -> Change | None:
+    """Add `end` to the ring (and what the config said, when it could be read); return the change in
+    health that hooks.on_event must hear of, if this tick made one."""
+    path = ticks_file(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _ring_lock(path):
+        ring = read_ring(path)
+        if remembered is not None:
+            ring.remembered = remembered
+        ring.ticks = [*ring.ticks, end][-RING_SIZE:]
+        health = assess(ring.ticks, tick_budget_s=ring.remembered.tick_budget_s)
+        change = None
+        if ring.alerted is None and health.alarming and health.problem:
+            ring.alerted = health.problem
+            change = Change("ticks_failing", health.problem, end.at, ring.remembered)
+        elif ring.alerted is not None and health.verdict == "ok":
+            change = Change(
+                "ticks_recovered", f"ticks run again; before: {ring.alerted}", end.at, ring.remembered
+            )
+            ring.alerted = None
+        _write_ring(path, ring)
+    return change
+
+
+# Set by a tick that could not reach the remote but carried on; read when the tick's end is recorded.
+_remote_errors: list[str] = []
+
+
+def note_remote_unreachable(reason: str) -> None:
+    """Say that this tick could not reach the remote (a fetch or a push failed to connect), even if it
+    goes on and exits 0: ticks that keep doing so are unhealthy, since nothing they verify can land."""
+    _remote_errors.append(_flatten(reason))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Recording:
+    """Records the end of the tick run inside it, however it ends; see `recording`."""
+
+    def __init__(
+        self,
+        start: Path,
+        *,
+        facts: Callable[[Path], Remembered | None],
+        announce: Callable[[Path, Change], None],
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.start = start
+        self.facts = facts
+        self.announce = announce
+        self.clock = clock
+        self._began = 0.0
+
+    def __enter__(self) -> Recording:
+        self._began = time.monotonic()
+        _remote_errors.clear()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # Recording must never change how the tick ends, nor hide why it failed.
+        try:
+            self._record(exc)
+        except Exception as e:
+            logger.warning("could not record this tick's end (%s); `ralph status` will not show it", e)
+
+    def _record(self, exc: BaseException | None) -> None:
+        root = find_root(self.start)
+        if root is None or not (root / ".ralph").is_dir():
+            return  # not a checkout set up for ralph: nothing to record into
+        code, error = _outcome(exc)
+        holder = read_lock_holder(tick_lock_file(root)) if code == 75 else None
+        end = TickEnd(
+            at=self.clock(),
+            exit_code=code,
+            seconds=time.monotonic() - self._began,
+            error=error,
+            remote_error=_remote_errors[-1] if _remote_errors else None,
+            holder=holder,
+        )
+        # A tick that found the lock held read nothing new; the tick holding it remembers the config.
+        change = record(root, end, None if code == 75 else self.facts(root))
+        if change is not None:
+            self.announce(root, change)
+
+
+def recording(
+    start: Path,
+    *,
+    facts: Callable[[Path], Remembered | None],
+    announce: Callable[[Path, Change], None],
+    clock: Callable[[], datetime] = _now,
+) -> Recording:
+    """`with recording(start, ...):` around a tick records how it ended in the ring file of the
+    checkout holding `start`. `facts` reads what the config says (None when it cannot be read);
+    `announce` runs hooks.on_event when the tick changed the health of ticks."""
+    return Recording(start, facts=facts, announce=announce, clock=clock)
+
+
+def _outcome(exc: BaseException | None) -> tuple[int, str | None]:
+    if exc is None:
+        return 0, None
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, "interrupted"
+    code = getattr(exc, "exit_code", None)
+    if isinstance(code, int) and isinstance(exc, Exception):
+        return int(code), _flatten(str(exc)) or type(exc).__name__
+    # Anything else is a bug in ralph (exit 3); its name says more than its message alone.
+    return 3, _flatten(f"internal error (a bug in ralph): {type(exc).__name__}: {exc}")
