@@ -22,7 +22,7 @@ from shutil import rmtree
 from typing import Any
 
 from ralph import job as jobs
-from ralph import landing, markers, proc, prompts, runners, workspace
+from ralph import landing, markers, ownership, proc, prompts, runners, workspace
 from ralph.bookkeeping import Source, detect_source, fetch_base, read_queues, rev
 from ralph.checkout import Checkout
 from ralph.clock import format_z, scheduled
@@ -49,6 +49,8 @@ class TickOptions:
     max_tasks: int = 0  # new starts per tick; 0 = no limit
     dry_run: bool = False
     allow_root: bool = False
+    only: str | None = None  # start this task alone, out of queue order
+    include_draft: bool = False  # drafts may start too (after the todo tasks)
 
 
 @dataclass
@@ -477,6 +479,7 @@ def _preflight(tick: Tick) -> None:
             "running as root: agents would run as root too; run ralph as a dedicated user "
             "(or pass --allow-root inside a throwaway sandbox)"
         )
+    ownership.check(tick.paths)  # set up by `ralph init`; no Rust ralph coordinator at work here
     remote = tick.checkout.remote
     try:
         tick.remote_url = tick.git.run("remote", "get-url", remote).out
@@ -701,6 +704,8 @@ def _runnable(tick: Tick) -> list[Task]:
         tick.state.by_task(),
         tick.now,
         max_attempts=tick.config.agent.max_attempts,
+        include_draft=tick.options.include_draft,
+        only=tick.options.only,
     )
 
 

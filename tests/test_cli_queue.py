@@ -19,7 +19,7 @@ def checkout(checkout: Path) -> Path:
     """conftest's checkout (after `ralph init`) with two tasks: RQ-0002 depends on RQ-0001."""
     first = ["Add a --dry-run flag", "--priority", "high", "-d", "print, do not write"]
     assert ralph(checkout, "task", "add", *first).stdout == "RQ-0001\n"
-    second = ["Document --dry-run", "--depends-on", "RQ-0001"]
+    second = ["Document --dry-run", "--depends-on", "RQ-0001", "--bottom"]
     assert ralph(checkout, "task", "add", *second).stdout == "RQ-0002\n"
     return checkout
 
