@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # A queue file is a few levels deep; a document nested past this is an attack or an accident.
-MAX_DEPTH = 64
+MAX_DEPTH = 128
 
 _WHITESPACE = re.compile(r"[ \t\n\r\ufeff]*")
 _NUMBER = re.compile(
@@ -25,6 +25,14 @@ _NUMBER = re.compile(
 )
 # jsonc-parser's loose property names: words and numbers.
 _LOOSE_KEY = re.compile(r"[A-Za-z0-9_$][A-Za-z0-9_$\-]*")
+# json's own messages for a bad string, by their second word, said the way this module says things.
+_STRING_ERRORS = {
+    "string": "a string is never closed",
+    "control": "a control character inside a string (write it as an escape)",
+    "\\escape": "an invalid escape in a string",
+    "\\uXXXX": "an invalid \\u escape in a string",
+}
+_AFTER_VALUE = frozenset(" \t\n\r,]}/")
 _WORDS = {"true": True, "false": False, "null": None}
 _SINGLE_ESCAPES = {
     "'": "'",
@@ -64,8 +72,15 @@ def _no_constant(token: str) -> Any:
     raise ValueError(f"{token} is not a JSON number")
 
 
+def _finite(token: str) -> float:
+    value = float(token)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{token} is too large for a number")
+    return value
+
+
 # The C decoder, for values written in plain JSON (nearly all of them): a Python parser is ~50x slower.
-_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
 
 
 @dataclass
@@ -163,9 +178,14 @@ class Scanner:
     def value_end(self, pos: int) -> int:
         """Where the value at `pos` ends: read by the C decoder when it is plain JSON, else parsed here."""
         try:
-            return int(_DECODER.raw_decode(self.text, pos)[1])
+            end = int(_DECODER.raw_decode(self.text, pos)[1])
         except ValueError:
             return self.value(pos, 1)[1]
+        # The decoder stops where JSON stops: "0x1E" would be read as 0. Only a value that ends where
+        # a value must end is its.
+        if end < len(self.text) and self.text[end] not in _AFTER_VALUE:
+            return self.value(pos, 1)[1]
+        return end
 
     def _object(self, pos: int, depth: int) -> tuple[dict[str, Any], int]:
         text = self.text
@@ -195,7 +215,7 @@ class Scanner:
         if self.text.startswith(",", pos):
             return self.skip(pos + 1)
         if pos >= len(self.text):
-            raise self.error(f"expected ',' or '{closer}'", pos)
+            raise self.error(f"{'an array' if closer == ']' else 'an object'} is never closed", pos)
         return pos
 
     def _key(self, pos: int) -> tuple[str, int]:
@@ -213,7 +233,7 @@ class Scanner:
         try:
             return json.decoder.scanstring(self.text, pos + 1, True)  # type: ignore[attr-defined,no-any-return]
         except json.JSONDecodeError as e:
-            raise self.error(e.msg.lower().removesuffix(" at"), e.pos) from None
+            raise self.error(_STRING_ERRORS.get(e.msg.split(" ")[1], e.msg.lower()), e.pos) from None
 
     def _single_quoted(self, pos: int) -> tuple[str, int]:
         text = self.text
@@ -278,7 +298,7 @@ class Scanner:
 def loads(text: str) -> Any:
     """Parse JSONC; JsoncError names the line and column of a syntax error."""
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except (json.JSONDecodeError, ValueError, RecursionError):
         pass
     return Scanner(text).document()

@@ -72,7 +72,7 @@ class TimeStyle:
         return text + self.suffix
 
 
-_UPDATED_AT = re.compile(r'"updated_at"\s*:\s*"([^"]*)"')
+_UPDATED_AT = re.compile(r"""["']?updated_at["']?\s*:\s*["']([^"']*)["']""")
 
 
 # --- one file -----------------------------------------------------------------------------------------
@@ -328,7 +328,12 @@ def render_task(
         old = getattr(origin.task, key) if origin is not None and key in written else _MISSING
         if value is None and Task.model_fields[key].default is None and old is not None:
             continue  # cleared: the Rust ralph writes no key for an empty optional value
-        if key in written and old == value and (same_layout or "\n" not in written[key]):
+        if (
+            key in written
+            and old == value
+            and (same_layout or "\n" not in written[key])
+            and _plain(written[key])
+        ):
             text = written[key]
         elif key in _TIME_FIELDS and isinstance(value, datetime):
             text = json.dumps(style.format(value))
@@ -339,6 +344,16 @@ def render_task(
 
 
 _MISSING: Any = object()
+
+
+def _plain(text: str) -> bool:
+    """Whether a value's text is plain JSON: JSONC in it (a comment, a trailing comma, single quotes)
+    is normalised when its task is written again."""
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _render_value(value: Any, indent: str, unit: str, newline: str) -> str:

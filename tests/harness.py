@@ -97,6 +97,7 @@ class Project:
             description=description,
             depends_on=list(depends_on),
             priority="medium",
+            position="bottom",  # the queue in the order the test wrote it
         )
         new = [t for t in self.queue_ids() if t not in before]
         assert len(new) == 1, new

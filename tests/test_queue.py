@@ -399,7 +399,7 @@ BAD_INPUTS: dict[str, tuple[Raw, Raw, list[str]]] = {
     "JSON nested too deeply": (
         b'{"version": 1, "tasks": ' + b"[" * 100_000,
         EMPTY,
-        ["queue.json: not valid JSON: line 1 column", "nested more than 64 levels deep"],
+        ["queue.json: not valid JSON: line 1 column", "nested more than 128 levels deep"],
     ),
     "deep nesting inside a task": (
         b'{"version": 1, "tasks": [{"id": "RQ-0001", "agent": {"runner_cli": '
@@ -942,7 +942,7 @@ def run_ralph(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
-        (b'{"version": 1, "tasks": ' + b"[" * 100_000, "nested more than 64 levels deep"),
+        (b'{"version": 1, "tasks": ' + b"[" * 100_000, "nested more than 128 levels deep"),
         (ralph_bytes(document(task("RQ-0001", status="doing", stauts="todo"))), "stauts: unknown key"),
     ],
     ids=["nested too deeply", "typo"],

@@ -300,6 +300,7 @@ def import_tasks(
         raise QueueError(f"{source}: no tasks in it (a JSON list of tasks, or a Markdown list of titles)")
 
     def insert(edit: QueueEdit) -> list[Task]:
+        edit.validate(checkout.config.queue)  # new ids are only as good as the ids already there
         made: list[Task] = []
         for n, item in enumerate(items, 1):
             made.append(_imported(checkout, edit, item, now=now, where=f"{source}: task {n}: ", taken=made))

@@ -84,6 +84,8 @@ def add(
     elsewhere = () if push else _remote_ids(checkout)
 
     def insert(edit: QueueEdit) -> Task:
+        # A new id is only as good as the ids around it: nothing is added to a queue that is invalid.
+        edit.validate(checkout.config.queue)
         _known(edit, deps, "--depends-on")
         new = edit.new_task(
             checkout.config.queue,
