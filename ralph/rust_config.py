@@ -129,6 +129,7 @@ def translate(raw: dict[str, Any]) -> Translation:
     """Carry over every key that has a meaning here; list the rest."""
     out = Translation()
     _walk(raw, _KEYS, "", out)
+    written = list(_dotted(raw))
     agent = raw.get("agent") if isinstance(raw.get("agent"), dict) else {}
     assert isinstance(agent, dict)
     _runner(agent, out)
@@ -145,7 +146,16 @@ def translate(raw: dict[str, Any]) -> Translation:
             "parallel.workers is not set: the Rust ralph then runs one task at a time (without --parallel); "
             "ralph runs 3 at once unless parallel.workers says otherwise"
         )
+    out.unmapped.sort(key=lambda key: written.index(key) if key in written else len(written))
     return out
+
+
+def _dotted(raw: dict[str, Any], prefix: str = "") -> Any:
+    """Every key of `raw`, nested ones too, dotted, in the order written."""
+    for key, value in raw.items():
+        yield prefix + key
+        if isinstance(value, dict):
+            yield from _dotted(value, f"{prefix}{key}.")
 
 
 def _walk(raw: dict[str, Any], known: dict[str, Any], prefix: str, out: Translation) -> None:

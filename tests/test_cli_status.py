@@ -240,14 +240,14 @@ def test_a_corrupt_queue_still_shows_the_workers(workers: Path) -> None:
     queue.write_text("{ not json")
     doc = status_json(workers)
     assert doc["queue"] is None and doc["archive"] is None
-    assert doc["queue_error"].startswith(f"{queue}: not valid JSON: line 1 column 3")
+    assert doc["queue_error"].startswith(f"{queue}: not valid JSON: line 1 column 7")
     assert [w["task_id"] for w in doc["workers"]] == ["RQ-0001", "RQ-0002", "RQ-0003", "RQ-0009"]
     assert all(w["title"] is None for w in doc["workers"])
 
     text = ralph(workers, "status")
     assert text.exit_code == 0
     lines = text.stdout.splitlines()
-    assert lines[1].startswith(f"queue: unreadable: {queue}: not valid JSON: line 1 column 3")
+    assert lines[1].startswith(f"queue: unreadable: {queue}: not valid JSON: line 1 column 7")
     assert lines[3].startswith("RQ-0001  running")
 
 

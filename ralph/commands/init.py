@@ -57,8 +57,8 @@ def init(*, start: Path, runner: str | None, base: str | None, from_rust: bool =
     else:
         config = _new_config(git, runner=runner, base=base)
         report = []
-    existing = None if rust and not from_rust else _existing_config(paths)
-    queues = existing or config
+    # The queue files are where the configuration in force says (config.toml, or config.jsonc).
+    queues = config if from_rust else _existing_config(paths) or config
     paths = Paths.for_root(root, queue_file=queues.queue.file, done_file=queues.queue.done_file)
 
     paths.ralph_dir.mkdir(exist_ok=True)
