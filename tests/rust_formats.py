@@ -27,7 +27,7 @@ def rust_task(task_id: str, **fields: Any) -> dict[str, Any]:
         "id": task_id,
         "status": "todo",
         "title": f"Unify the wait paths ({task_id})",
-        "description": "Bring subprocess waiting back in line — one strategy, \"quoted\", ünïcode.",
+        "description": 'Bring subprocess waiting back in line — one strategy, "quoted", ünïcode.',
         "priority": "medium",
         "tags": ["runtime", "quality"],
         "scope": ["crates/ralph/src/runutil/", "cargo test"],
@@ -43,7 +43,9 @@ def rust_task(task_id: str, **fields: Any) -> dict[str, Any]:
             "iterations": 1,
             "followup_reasoning_effort": "low",
             "runner_cli": {"sandbox": "disabled"},
-            "phase_overrides": {"phase1": {"runner": "claude", "model": "sonnet", "reasoning_effort": "high"}},
+            "phase_overrides": {
+                "phase1": {"runner": "claude", "model": "sonnet", "reasoning_effort": "high"}
+            },
         },
         "created_at": NINE,
         "updated_at": NINE_LATER,

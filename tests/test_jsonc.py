@@ -14,7 +14,7 @@ from ralph.jsonc import JsoncError, Scanner, loads
     ("text", "value"),
     [
         ('{"a": 1}', {"a": 1}),
-        ("// c\n{/* c */ \"a\": [1, 2,], } // end", {"a": [1, 2]}),
+        ('// c\n{/* c */ "a": [1, 2,], } // end', {"a": [1, 2]}),
         ("{a: 1, b_2: 'x', $c: true, 3: null}", {"a": 1, "b_2": "x", "$c": True, "3": None}),
         ("[1 2 3]", [1, 2, 3]),  # missing commas
         ('{"a": 1 "b": 2}', {"a": 1, "b": 2}),

@@ -36,7 +36,9 @@ def changed_lines(before: bytes, after: bytes) -> tuple[list[str], list[str]]:
 
 
 def edit_of(queue: bytes | None, done: bytes | None = None) -> QueueEdit:
-    return QueueEdit.parse(queue, done, queue_name=".ralph/queue.jsonc", done_name=".ralph/done.jsonc", now=NOW)
+    return QueueEdit.parse(
+        queue, done, queue_name=".ralph/queue.jsonc", done_name=".ralph/done.jsonc", now=NOW
+    )
 
 
 # --- a landing -------------------------------------------------------------------------------------
@@ -86,7 +88,13 @@ def test_a_merge_train_lands_several_each_on_the_previous_output() -> None:
     for task_id in ("RQ-0103", "RQ-0101"):
         queue, done = archive_task(queue, done, task_id, NOW)
     assert [t["id"] for t in json.loads(queue)["tasks"]] == ["RQ-0102"]
-    assert [t["id"] for t in json.loads(done)["tasks"]] == ["RQ-0001", "RQ-0002", "RQ-0003", "RQ-0103", "RQ-0101"]
+    assert [t["id"] for t in json.loads(done)["tasks"]] == [
+        "RQ-0001",
+        "RQ-0002",
+        "RQ-0003",
+        "RQ-0103",
+        "RQ-0101",
+    ]
     assert queue == rust_file(QUEUE[1])
     assert done.startswith(rust_file(*DONE)[: -len("\n  ]\n}")])
 
@@ -184,10 +192,10 @@ def test_a_touched_task_is_normalised_and_only_its_changed_values_get_new_text()
     assert '      "depends_on": ["RQ-0001 "],' in added
     assert '      "estimated_minutes": 30' in added  # 0x1E, which is not JSON, written as JSON
     assert "      id: 'RQ-0002'," in removed
-    block = JSONC[JSONC.index("    {\n      id:") : JSONC.index("    {\n      \"id\": \"RQ-0003\"")]
+    block = JSONC[JSONC.index("    {\n      id:") : JSONC.index('    {\n      "id": "RQ-0003"')]
     assert set(removed) <= set(block.splitlines())
     assert JSONC[: JSONC.index("    {\n      id:")] in queue.decode()
-    assert JSONC[JSONC.index("    {\n      \"id\": \"RQ-0003\"") :] in queue.decode()
+    assert JSONC[JSONC.index('    {\n      "id": "RQ-0003"') :] in queue.decode()
 
 
 def test_an_edit_of_one_value_changes_that_line_and_updated_at_only() -> None:

@@ -56,9 +56,16 @@ def test_config_jsonc_is_honoured_where_config_toml_is_absent(tmp_path: Path) ->
     write(tmp_path)
     config = load_config(tmp_path / ".ralph" / "config.toml")
     assert config.ci.command == ["make", "agent-ci"]
-    assert (config.agent.runner, config.agent.model, config.agent.binary) == ("claude", "sonnet", "/opt/claude/bin/claude")
+    assert (config.agent.runner, config.agent.model, config.agent.binary) == (
+        "claude",
+        "sonnet",
+        "/opt/claude/bin/claude",
+    )
     assert (config.queue.id_prefix, config.queue.id_width) == ("OPS", 3)
-    assert (config.queue.file, config.queue.done_file) == (".ralph/tasks/queue.jsonc", ".ralph/tasks/done.jsonc")
+    assert (config.queue.file, config.queue.done_file) == (
+        ".ralph/tasks/queue.jsonc",
+        ".ralph/tasks/done.jsonc",
+    )
     assert (config.parallel.workers, config.parallel.max_push_attempts) == (2, 10)
     assert config.parallel.push_backoff_ms == [100, 200]
     assert config.parallel.workspace_retention_hours == 12
@@ -101,9 +108,18 @@ def test_the_ci_gate(tmp_path: Path, agent: dict[str, object], ci: list[str]) ->
     ("text", "message"),
     [
         ('{"agent": {"runner": "pi"}}', "agent.runner: 'pi' has no preset here"),
-        ('{"agent": {"runer": "codex"}}', "agent.runer: not a key of the Rust ralph's config either (a typo?)"),
-        ('{"parallel": {"max_push_attempts": 0}}', "parallel.max_push_attempts: Input should be greater than or equal to 1"),
-        ('{"queue": {"file": "../elsewhere.jsonc"}}', "queue.file: '../elsewhere.jsonc' must be a file path relative"),
+        (
+            '{"agent": {"runer": "codex"}}',
+            "agent.runer: not a key of the Rust ralph's config either (a typo?)",
+        ),
+        (
+            '{"parallel": {"max_push_attempts": 0}}',
+            "parallel.max_push_attempts: Input should be greater than or equal to 1",
+        ),
+        (
+            '{"queue": {"file": "../elsewhere.jsonc"}}',
+            "queue.file: '../elsewhere.jsonc' must be a file path relative",
+        ),
         ("{ broken", "not valid JSONC: line 1 column 9: expected ':' after the key 'broken'"),
         ("[]", "must be a JSON object"),
     ],
@@ -127,8 +143,12 @@ def rust_repo(control: Path) -> Path:
     write(control)
     tasks = control / ".ralph" / "tasks"
     tasks.mkdir()
-    (tasks / "queue.jsonc").write_bytes(rust_file(rust_task("OPS-004"), rust_task("OPS-005", depends_on=["OPS-002"])))
-    (tasks / "done.jsonc").write_bytes(rust_file(rust_task("OPS-002", status="done"), rust_task("OPS-003", status="rejected")))
+    (tasks / "queue.jsonc").write_bytes(
+        rust_file(rust_task("OPS-004"), rust_task("OPS-005", depends_on=["OPS-002"]))
+    )
+    (tasks / "done.jsonc").write_bytes(
+        rust_file(rust_task("OPS-002", status="done"), rust_task("OPS-003", status="rejected"))
+    )
     return control
 
 
@@ -172,7 +192,11 @@ def test_init_from_rust_writes_the_equivalent_toml_and_says_what_it_left(rust_re
     toml = load_config(rust_repo / ".ralph" / "config.toml")
     assert toml == load_config(rust_repo / ".ralph" / "config.toml")
     assert toml.ci.command == ["make", "agent-ci"]
-    assert (toml.queue.id_prefix, toml.queue.file, toml.agent.model) == ("OPS", ".ralph/tasks/queue.jsonc", "sonnet")
+    assert (toml.queue.id_prefix, toml.queue.file, toml.agent.model) == (
+        "OPS",
+        ".ralph/tasks/queue.jsonc",
+        "sonnet",
+    )
     assert toml.git.base_branch == "main"
     again = ralph(rust_repo, "init", "--from-rust")
     assert again.exit_code == 1

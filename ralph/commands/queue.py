@@ -355,6 +355,8 @@ def parse_import(data: bytes, source: str) -> list[dict[str, Any]]:
     except UnicodeDecodeError as e:
         raise QueueError(f"{source}: not UTF-8 (byte {e.start})") from None
     stripped = text.lstrip("\ufeff \t\r\n")
+    if not stripped:
+        return []
     if source.endswith((".json", ".jsonc")) or stripped.startswith(("[", "{")):
         return _json_items(text, source)
     return _markdown_items(text)
