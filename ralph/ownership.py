@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ralph import proc
 from ralph.errors import LockBusy, PreflightError
-from ralph.paths import Paths
+from ralph.git import Git
+from ralph.paths import CACHE_IGNORE, Paths
 from ralph.queue import parse_rfc3339
 
 # The Rust ralph makes the directory, then writes `owner`: an owner-less lock this young is being taken.
@@ -115,6 +116,18 @@ def refuse_if_rust_runs(paths: Paths) -> None:
         f"{lock.path} exists but names no process ralph can check (no readable `owner` file); if no "
         f"Rust ralph runs in {paths.root}, remove the directory (`rmdir` it, or `ralph queue unlock` "
         "with the Rust ralph)"
+    )
+
+
+def cache_not_ignored(git: Git, paths: Paths) -> str | None:
+    """A problem when git does not ignore `.ralph/cache/` (the Rust ralph's `init` never adds it): the
+    job specs there hold the agent's environment, and one `git add -A` would commit them. For doctor."""
+    probe = f"{CACHE_IGNORE}__ralph_ignore_probe__"
+    if git.is_ignored(probe):
+        return None
+    return (
+        f"{CACHE_IGNORE} is not ignored by git, yet ralph keeps the jobs' specs (with the agent's "
+        f"environment) there: add `{CACHE_IGNORE}` to .gitignore (`ralph init` does)"
     )
 
 

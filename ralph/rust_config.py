@@ -229,3 +229,10 @@ def unmapped(path: Path) -> list[str]:
         return translate(read(path)).unmapped
     except (ConfigError, FileNotFoundError):
         return []
+
+
+def shadowed(config_toml: Path) -> Path | None:
+    """The config.jsonc beside `config_toml` that is not read because config.toml exists, or None.
+    For doctor: a person may still be editing the file that no longer counts."""
+    rust = config_toml.with_name("config.jsonc")
+    return rust if config_toml.exists() and rust.exists() else None
