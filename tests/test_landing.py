@@ -642,7 +642,8 @@ def test_discard_keeps_the_work_and_reject_stops_the_task_for_good(project: Proj
     result = CliRunner().invoke(cli, ["-C", str(project.control), "discard", task, "--reject"])
     assert result.exit_code == 0, result.output
     assert result.stdout == (
-        f"{task} discarded; its work is kept as refs/ralph/attic/{task}-1; rejected: moved to the done archive\n"
+        f"{task} discarded; its work is kept as refs/ralph/attic/{task}-1; "
+        "rejected: moved to the done archive\n"
     )
     assert not ws.exists()
     assert git(project.control, "rev-parse", f"refs/ralph/attic/{task}-1") == head

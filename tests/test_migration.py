@@ -30,10 +30,17 @@ NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
 
 def v3(*workers: dict[str, object], target: str = "main", comments: bool = False) -> bytes:
-    doc = {"schema_version": 3, "started_at": "2026-02-20T00:00:00Z", "target_branch": target, "workers": list(workers)}
+    doc = {
+        "schema_version": 3,
+        "started_at": "2026-02-20T00:00:00Z",
+        "target_branch": target,
+        "workers": list(workers),
+    }
     text = json.dumps(doc, indent=2)
     if comments:  # the Rust ralph reads its state as JSONC
-        text = "// written by hand\n" + text.replace('"workers": [', '"workers": [ /* one */').rstrip("}") + ",}"
+        text = (
+            "// written by hand\n" + text.replace('"workers": [', '"workers": [ /* one */').rstrip("}") + ",}"
+        )
     return text.encode()
 
 
@@ -43,7 +50,11 @@ def v3(*workers: dict[str, object], target: str = "main", comments: bool = False
 def test_a_v3_record_without_lifecycle_comments_and_offsets_loads(tmp_path: Path) -> None:
     """All three once made the whole file "corrupt" (and a tick a minute copied it aside)."""
     path = tmp_path / "state.json"
-    record = {"task_id": "RQ-0001", "workspace_path": str(tmp_path / "gone"), "started_at": "2026-02-20T02:00:00+02:00"}
+    record = {
+        "task_id": "RQ-0001",
+        "workspace_path": str(tmp_path / "gone"),
+        "started_at": "2026-02-20T02:00:00+02:00",
+    }
     finished = {
         "task_id": "RQ-0002",
         "workspace_path": str(tmp_path / "gone2"),
@@ -79,13 +90,19 @@ def test_a_v3_worker_whose_workspace_is_still_there_is_kept_for_a_person(tmp_pat
     path = tmp_path / "state.json"
     path.write_bytes(
         v3(
-            {"task_id": "RQ-0001", "workspace_path": str(workspace), "lifecycle": "running", "started_at": "2026-02-20T00:00:00Z"}
+            {
+                "task_id": "RQ-0001",
+                "workspace_path": str(workspace),
+                "lifecycle": "running",
+                "started_at": "2026-02-20T00:00:00Z",
+            }
         )
     )
     (worker,) = load_state(path, now=NOW, target_branch="main", remote="origin").workers
     assert worker.lifecycle is Lifecycle.BLOCKED_PUSH  # never pruned, never deleted by a tick
     assert worker.last_error is not None and worker.last_error.startswith(
-        "migrated from the Rust ralph (running when the Rust ralph stopped); its workspace may hold unlanded work"
+        "migrated from the Rust ralph (running when the Rust ralph stopped); "
+        "its workspace may hold unlanded work"
     )
     assert "`ralph retry RQ-0001`" in worker.last_error
 
@@ -105,7 +122,12 @@ def migrated(origin: Path, control: Path, tmp_path: Path) -> tuple[Project, Path
     git(workspace, "add", "work.txt")
     git(workspace, "commit", "-q", "-m", f"{task}: half done")
     head = git(workspace, "rev-parse", "HEAD")
-    record = {"task_id": task, "workspace_path": str(workspace), "lifecycle": "running", "started_at": "2026-02-20T00:00:00Z"}
+    record = {
+        "task_id": task,
+        "workspace_path": str(workspace),
+        "lifecycle": "running",
+        "started_at": "2026-02-20T00:00:00Z",
+    }
     project.paths.state.parent.mkdir(parents=True, exist_ok=True)
     project.paths.state.write_bytes(v3(record))
     return project, workspace, head
@@ -155,8 +177,20 @@ def test_hooks_hear_the_base_branch_even_from_a_migrated_state(project: Project,
     hook.chmod(0o755)
     paths = project.paths
     paths.state.parent.mkdir(parents=True, exist_ok=True)
-    paths.state.write_bytes(v3({"task_id": "RQ-0001", "workspace_path": "", "lifecycle": "blocked_push", "started_at": "2026-02-20T00:00:00Z"}, target=""))
-    ledger = Ledger.load(paths, now=read_clock(), target_branch=BASE, remote="origin", hooks=HooksConfig(on_event=[str(hook)]))
+    paths.state.write_bytes(
+        v3(
+            {
+                "task_id": "RQ-0001",
+                "workspace_path": "",
+                "lifecycle": "blocked_push",
+                "started_at": "2026-02-20T00:00:00Z",
+            },
+            target="",
+        )
+    )
+    ledger = Ledger.load(
+        paths, now=read_clock(), target_branch=BASE, remote="origin", hooks=HooksConfig(on_event=[str(hook)])
+    )
     worker = ledger.state.workers[0]
     ledger.fail(worker, "given up", retry_after=None)
     ledger.save()
@@ -177,8 +211,8 @@ def rust_lock(project: Project, pid: int, since: datetime) -> Path:
     lock = project.control / ".ralph" / "lock"
     lock.mkdir()
     (lock / "owner").write_text(
-        f"pid: {pid}\nstarted_at: {since.strftime('%Y-%m-%dT%H:%M:%S.%f000Z')}\ncommand: ralph run loop --parallel 2\n"
-        "label: run loop\n"
+        f"pid: {pid}\nstarted_at: {since.strftime('%Y-%m-%dT%H:%M:%S.%f000Z')}\n"
+        "command: ralph run loop --parallel 2\nlabel: run loop\n"
     )
     return lock
 
@@ -220,7 +254,9 @@ def test_a_lock_nobody_can_read_stops_the_tick_with_the_fix(project: Project) ->
     lock.mkdir()
     old = time.time() - 3600
     os.utime(lock, (old, old))
-    with pytest.raises(PreflightError, match=r"exists but names no process ralph can check .* remove the directory"):
+    with pytest.raises(
+        PreflightError, match=r"exists but names no process ralph can check .* remove the directory"
+    ):
         tick(project)
 
 
@@ -230,7 +266,9 @@ def test_a_lock_nobody_can_read_stops_the_tick_with_the_fix(project: Project) ->
 def test_a_tick_before_init_says_run_init(control: Path) -> None:
     """It gave a hint about .gitignore instead."""
     result = subprocess.run(
-        [sys.executable, "-m", "ralph", "-C", str(control), "run", "--allow-root"], capture_output=True, text=True
+        [sys.executable, "-m", "ralph", "-C", str(control), "run", "--allow-root"],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 1
     assert result.stderr == (
@@ -252,7 +290,9 @@ def test_explain_does_not_call_a_task_runnable_while_paused(checkout: Path) -> N
     assert ralph(checkout, "pause", "--reason", "freeze").exit_code == 0
     result = ralph(checkout, "queue", "explain")
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("paused since ") and lines[0].endswith(": freeze; no task starts until `ralph resume`")
+    assert lines[0].startswith("paused since ") and lines[0].endswith(
+        ": freeze; no task starts until `ralph resume`"
+    )
     assert "runnable, but ralph is paused since" in lines[2]
     doc = json.loads(ralph(checkout, "queue", "explain", "--json").stdout)
     assert doc["paused"].endswith(": freeze") and doc["tasks"][0]["runnable"] is False
@@ -270,7 +310,10 @@ def test_the_documented_cron_line_logs_an_error_once(origin: Path, tmp_path: Pat
     (checkout / ".ralph" / "queue.json").write_text("{ broken")
     project.commit_and_push("break the queue")
     done = subprocess.run(
-        ["/bin/sh", "-c", command.replace(" run ", " run --allow-root ")], capture_output=True, text=True, timeout=120
+        ["/bin/sh", "-c", command.replace(" run ", " run --allow-root ")],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 1  # ralph's own exit (flock -E 0 only concerns a skipped tick)
     log = (checkout / ".ralph" / "cache" / "ralph.log").read_text()

@@ -534,7 +534,9 @@ def test_id_in_queue_and_done_is_allowed_when_one_is_rejected() -> None:
 def test_a_rejected_task_may_share_its_id_within_one_file_too() -> None:
     """As in the Rust ralph, whose duplicate check skips rejected tasks in each file: a Rust-made queue
     that holds a rejected twin must load here too (it was once refused, stopping every tick)."""
-    assert find_problems(qf(task("RQ-0001", status="rejected"), task("RQ-0001", status="rejected")), qf()) == []
+    assert (
+        find_problems(qf(task("RQ-0001", status="rejected"), task("RQ-0001", status="rejected")), qf()) == []
+    )
     assert find_problems(qf(), qf(done_task("RQ-0001"), task("RQ-0001", status="rejected"))) == []
     assert find_problems(qf(task("RQ-0001"), task("RQ-0001")), qf()) == [
         "queue.json: task RQ-0001: the id appears twice (in queue.json); give one of them a new id"
@@ -757,13 +759,20 @@ def test_doing_tasks_are_resumed_first_without_waiting_again() -> None:
     )
     assert runnable(queue) == ["RQ-0002", "RQ-0004", "RQ-0001", "RQ-0003"]
     # A worker on it still counts: a doing task in flight is not started twice.
-    assert runnable(queue, workers=[worker("RQ-0002", Lifecycle.RUNNING)]) == ["RQ-0004", "RQ-0001", "RQ-0003"]
+    assert runnable(queue, workers=[worker("RQ-0002", Lifecycle.RUNNING)]) == [
+        "RQ-0004",
+        "RQ-0001",
+        "RQ-0003",
+    ]
 
 
 def test_only_selects_one_task_out_of_order_if_it_may_start(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     queue = qf(
-        task("RQ-0001"), task("RQ-0002"), task("RQ-0003", depends_on=["RQ-0001"]), task("RQ-0004", status="draft")
+        task("RQ-0001"),
+        task("RQ-0002"),
+        task("RQ-0003", depends_on=["RQ-0001"]),
+        task("RQ-0004", status="draft"),
     )
 
     def only(task_id: str, **options: Any) -> list[str]:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from freezegun import freeze_time
 from conftest import BASE, git
+from freezegun import freeze_time
 from helpers import ralph
 from rust_formats import schema_problems
 
@@ -351,7 +351,8 @@ def test_validate_checks_the_working_tree_and_the_remote_when_they_differ(pushed
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [
         # Both problems of the working tree, not only the first, then the remote's verdict.
-        ".ralph/queue.json: task 'RQ-0002' (tasks[1]).title: String should have at least 1 character (got '')",
+        ".ralph/queue.json: task 'RQ-0002' (tasks[1]).title: String should have at least 1 character "
+        "(got '')",
         f"origin/{BASE} (as last fetched): ok: 3 tasks in origin/{BASE}:.ralph/queue.json, "
         f"0 tasks in origin/{BASE}:.ralph/done.json",
     ]

@@ -17,7 +17,7 @@ from rust_formats import NINE, NINE_LATER, WHOLE, rust_file, rust_task, schema_p
 
 from ralph.errors import QueueError
 from ralph.queue import Priority, TaskStatus, parse_queue_file
-from ralph.queuedoc import QueueDoc, QueueEdit, TimeStyle, archive_task
+from ralph.queuedoc import QueueEdit, TimeStyle, archive_task
 
 NOW = datetime(2026, 11, 21, 10, 0, 5, 123456, tzinfo=UTC)
 NOW_9 = "2026-11-21T10:00:05.123456000Z"

@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import git
 from helpers import ralph
 from rust_formats import rust_file, rust_task
 
@@ -36,7 +34,9 @@ CONFIG_JSONC = """{
     "phases": 3,
     "git_publish_mode": "commit_and_push",
   },
-  "parallel": {"workers": 2, "max_push_attempts": 10, "push_backoff_ms": [100, 200], "workspace_retention_hours": 12},
+  "parallel": {
+    "workers": 2, "max_push_attempts": 10, "push_backoff_ms": [100, 200], "workspace_retention_hours": 12
+  },
   "loop": {"wait_when_empty": true},
   "profiles": {"fast": {"phases": 1}},
 }
@@ -219,7 +219,8 @@ def test_init_from_rust_without_a_rust_config_is_refused(control: Path) -> None:
     result = ralph(control, "init", "--from-rust")
     assert result.exit_code == 1
     assert result.stderr == (
-        "ralph: error: .ralph/config.jsonc does not exist: --from-rust reads the Rust ralph's config from there\n"
+        "ralph: error: .ralph/config.jsonc does not exist: "
+        "--from-rust reads the Rust ralph's config from there\n"
     )
     assert not (control / ".ralph").exists()
 
@@ -241,8 +242,3 @@ def test_a_real_rust_config_loads(tmp_path: Path) -> None:
         "openai-codex/gpt-5.5:high",
         ["make", "agent-ci"],
     )
-
-
-def unused(*_: object) -> None:
-    """Keep imports used by fixtures elsewhere."""
-    _ = (git, sys)

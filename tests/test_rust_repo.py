@@ -66,11 +66,15 @@ def test_a_landing_in_a_rust_repository_changes_only_the_moved_task(
 ) -> None:
     queue = [
         rust_task("OPS-003", title="Lands", description="Write the task file."),
-        rust_task("OPS-004", depends_on=["OPS-003 "], notes=[""], scheduled_start="2026-01-01T09:00:00+02:00"),
+        rust_task(
+            "OPS-004", depends_on=["OPS-003 "], notes=[""], scheduled_start="2026-01-01T09:00:00+02:00"
+        ),
     ]
     project = rust_project(origin, control, tmp_path, queue)
-    queue_before, done_before = file_at(origin, QUEUE), file_at(origin, DONE)
-    state = project.run_until(lambda s: any(w.lifecycle is Lifecycle.COMPLETED for w in s.workers), timeout=120)
+    done_before = file_at(origin, DONE)
+    state = project.run_until(
+        lambda s: any(w.lifecycle is Lifecycle.COMPLETED for w in s.workers), timeout=120
+    )
     landed = next(w for w in state.workers if w.lifecycle is Lifecycle.COMPLETED)
     assert landed.task_id == "OPS-003"  # its dependent waits, as its depends_on (with a space) says
     archive = git(origin, "log", "--format=%H %s", BASE).splitlines()
@@ -110,7 +114,9 @@ def test_doing_tasks_start_first(origin: Path, control: Path, tmp_path: Path) ->
 )
 def test_a_resumed_doing_task_lands(origin: Path, control: Path, tmp_path: Path) -> None:
     project = rust_project(origin, control, tmp_path, [rust_task("OPS-003", status="doing")])
-    state = project.run_until(lambda s: bool(s.workers) and s.workers[0].lifecycle in Lifecycle.terminal(), timeout=120)
+    state = project.run_until(
+        lambda s: bool(s.workers) and s.workers[0].lifecycle in Lifecycle.terminal(), timeout=120
+    )
     assert state.workers[0].lifecycle is Lifecycle.COMPLETED
 
 
