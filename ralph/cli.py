@@ -307,9 +307,7 @@ def task_rm(ctx: click.Context, task_id: str, no_push: bool) -> None:
 @click.pass_context
 def task_done(ctx: click.Context, task_id: str, note: str | None, no_push: bool) -> None:
     """Mark a queued task done and move it to the done archive now (work done by hand, say)."""
-    from ralph.commands.task import finish
-
-    _finish(ctx, finish(start=_start(ctx), task_id=task_id, status="done", note=note, push=not no_push))
+    _finish_task(ctx, task_id, "done", note, no_push)
 
 
 @task.command("reject")
@@ -319,9 +317,13 @@ def task_done(ctx: click.Context, task_id: str, note: str | None, no_push: bool)
 @click.pass_context
 def task_reject(ctx: click.Context, task_id: str, note: str | None, no_push: bool) -> None:
     """Reject a queued task: moved to the done archive now, never run; a worker on it is stopped."""
+    _finish_task(ctx, task_id, "rejected", note, no_push)
+
+
+def _finish_task(ctx: click.Context, task_id: str, status: str, note: str | None, no_push: bool) -> None:
     from ralph.commands.task import finish
 
-    _finish(ctx, finish(start=_start(ctx), task_id=task_id, status="rejected", note=note, push=not no_push))
+    _finish(ctx, finish(start=_start(ctx), task_id=task_id, status=status, note=note, push=not no_push))
 
 
 @task.command("move")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,23 +158,31 @@ class Scanner:
     def members(self, pos: int) -> tuple[list[Member], int]:
         """The members of the object at `pos` in the order written (a repeated key each time it is
         written), and the position after the object. Values are skipped, not kept."""
-        text = self.text
         found: list[Member] = []
+
+        def skip_value(key: str, key_start: int, value_start: int) -> int:
+            end = self.value_end(value_start)
+            found.append(Member(key, key_start, value_start, end))
+            return end
+
+        return found, self._each_member(pos, skip_value)
+
+    def _each_member(self, pos: int, visit: Callable[[str, int, int], int]) -> int:
+        """Walk the object at `pos`: `visit(key, key_start, value_start)` reads each value and returns
+        where it ends. Returns the position after the object."""
+        text = self.text
         pos = self.skip(pos + 1)
         while True:
             if pos >= len(text):
                 raise self.error("an object is never closed", pos)
             if text[pos] == "}":
-                return found, pos + 1
+                return pos + 1
             key_start = pos
             key, pos = self._key(pos)
             pos = self.skip(pos)
             if not text.startswith(":", pos):
                 raise self.error(f"expected ':' after the key {key!r}", pos)
-            value_start = self.skip(pos + 1)
-            pos = self.value_end(value_start)
-            found.append(Member(key, key_start, value_start, pos))
-            pos = self._separator(pos, "}")
+            pos = self._separator(visit(key, key_start, self.skip(pos + 1)), "}")
 
     def value_end(self, pos: int) -> int:
         """Where the value at `pos` ends: read by the C decoder when it is plain JSON, else parsed here."""
@@ -188,25 +197,16 @@ class Scanner:
         return end
 
     def _object(self, pos: int, depth: int) -> tuple[dict[str, Any], int]:
-        text = self.text
         obj: dict[str, Any] = {}
-        pos = self.skip(pos + 1)
-        while True:
-            if pos >= len(text):
-                raise self.error("an object is never closed", pos)
-            if text[pos] == "}":
-                return obj, pos + 1
-            key_start = pos
-            key, pos = self._key(pos)
-            pos = self.skip(pos)
-            if not text.startswith(":", pos):
-                raise self.error(f"expected ':' after the key {key!r}", pos)
-            pos = self.skip(pos + 1)
-            value, pos = self.value(pos, depth + 1)
+
+        def read_value(key: str, key_start: int, value_start: int) -> int:
+            value, end = self.value(value_start, depth + 1)
             if key in obj:
                 self.duplicates.append((key_start, key))
             obj[key] = value
-            pos = self._separator(pos, "}")
+            return end
+
+        return obj, self._each_member(pos, read_value)
 
     def _separator(self, pos: int, closer: str) -> int:
         """After an item: a comma (a trailing one too), the closer, or (jsonc-parser allows it) nothing

@@ -3,8 +3,10 @@ ralph loads them, its workers' work kept, its running coordinator respected, and
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -327,3 +329,25 @@ def test_every_queue_command_in_cli_help(checkout: Path) -> None:
     flat = " ".join(CliRunner().invoke(cli, ["queue", "--help"]).stdout.split())
     for name in ("import", "sort", "validate"):
         assert f" {name} " in flat
+
+
+def test_every_document_a_message_points_to_exists() -> None:
+    """Two messages pointed to documents that do not exist ("DESIGN §8", "README: 'State file'")."""
+    root = Path(__file__).resolve().parent.parent
+    headings = re.findall(r"^#+ (.+)$", (root / "README.md").read_text(), re.M)
+    for path in sorted((root / "ralph").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
+        for node in ast.walk(tree):
+            text = node.value if isinstance(node, ast.Constant) else None
+            if not isinstance(text, str) or id(node) in docstrings:
+                continue
+            assert "DESIGN" not in text, (path, node.lineno)  # not shipped with ralph
+            for named in re.findall(r"README: '([^']+)'", text):
+                assert any(named in heading for heading in headings), (path, node.lineno, named)
