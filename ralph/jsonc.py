@@ -165,9 +165,9 @@ class Scanner:
             found.append(Member(key, key_start, value_start, end))
             return end
 
-        return found, self._each_member(pos, skip_value)
+        return found, self.each_member(pos, skip_value)
 
-    def _each_member(self, pos: int, visit: Callable[[str, int, int], int]) -> int:
+    def each_member(self, pos: int, visit: Callable[[str, int, int], int]) -> int:
         """Walk the object at `pos`: `visit(key, key_start, value_start)` reads each value and returns
         where it ends. Returns the position after the object."""
         text = self.text
@@ -206,7 +206,7 @@ class Scanner:
             obj[key] = value
             return end
 
-        return obj, self._each_member(pos, read_value)
+        return obj, self.each_member(pos, read_value)
 
     def _separator(self, pos: int, closer: str) -> int:
         """After an item: a comma (a trailing one too), the closer, or (jsonc-parser allows it) nothing

@@ -72,6 +72,8 @@ class TimeStyle:
         return text + self.suffix
 
 
+# After a task's comma: spaces and a `//` comment on the same line stay with that task.
+_SAME_LINE = re.compile(r"[ \t]*(?://[^\n]*)?")
 _UPDATED_AT = re.compile(r"""["']?updated_at["']?\s*:\s*["']([^"']*)["']""")
 
 
@@ -129,8 +131,19 @@ class QueueDoc:
     @classmethod
     def _from_text(cls, text: str, name: str, file: QueueFile, original: bytes | None) -> QueueDoc:
         scanner = jsonc.Scanner(text)
-        start = scanner.skip(0)
-        members, end = scanner.members(start)
+        members: list[jsonc.Member] = []
+        spans: list[tuple[int, int]] = []
+
+        def walk(key: str, key_start: int, value_start: int) -> int:
+            # The tasks are read one by one (where each starts and ends); nothing else is read twice.
+            if key == "tasks" and text.startswith("[", value_start):
+                spans[:], value_end = scanner.elements(value_start)
+            else:
+                value_end = scanner.value_end(value_start)
+            members.append(jsonc.Member(key, key_start, value_start, value_end))
+            return value_end
+
+        end = scanner.each_member(scanner.skip(0), walk)
         newline = "\r\n" if "\r\n" in text else "\n"
         tasks = [m for m in members if m.key == "tasks"]
         if not tasks:
@@ -144,17 +157,16 @@ class QueueDoc:
             tail = "]" + newline + text[cut:].lstrip()
             return cls(name, head, [], "", tail, unit, unit * 2, newline, False, TimeStyle(), original, text)
         member = tasks[-1]  # a key written twice: the last one counts, as in the Rust ralph
+        if tasks[-1] is not tasks[0]:
+            spans[:], _ = scanner.elements(member.value_start)
         unit = _line_indent(text, member.key_start) or "  "
-        spans, array_end = scanner.elements(member.value_start)
+        array_end = member.value_end
         entries: list[_Entry] = []
         boundary = member.value_start + 1
         trailing = False
         for (begin, finish), task in zip(spans, file.tasks, strict=True):
             after = scanner.skip(finish)
-            if text.startswith(",", after):
-                comma_end = re.compile(r"[ \t]*(?://[^\n]*)?").match(text, after + 1).end()  # type: ignore[union-attr]
-            else:
-                comma_end = finish
+            comma_end = _after_same_line(text, after + 1) if text.startswith(",", after) else finish
             lead = text[boundary:begin]
             indent = _line_indent(text, begin)
             body = text[begin:finish]
@@ -274,6 +286,11 @@ class QueueDoc:
                 entry.comma = "," + entry.comma
             elif i == last and not self.trailing_comma and has:
                 entry.comma = entry.comma[:at] + entry.comma[at + 1 :]
+
+
+def _after_same_line(text: str, pos: int) -> int:
+    match = _SAME_LINE.match(text, pos)
+    return match.end() if match else pos
 
 
 def _common_style(text: str) -> TimeStyle:
