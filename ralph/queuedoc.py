@@ -297,7 +297,9 @@ def _common_style(text: str) -> TimeStyle:
     """The time format most of a file's tasks were last written with: what a new task gets."""
     styles = Counter(TimeStyle.of(t) for t in _UPDATED_AT.findall(text))
     styles.pop(None, None)
-    return styles.most_common(1)[0][0] or TimeStyle() if styles else TimeStyle()
+    if not styles:
+        return TimeStyle()
+    return styles.most_common(1)[0][0] or TimeStyle()
 
 
 def _line_indent(text: str, pos: int) -> str:
@@ -332,7 +334,7 @@ def render_task(
         newline,
     )
     present = task.model_fields_set
-    keys = [k for k in written if k in present or k in Task.model_fields]
+    keys = list(written)  # every key a task file may hold is a field (the model refuses others)
     for key in KEY_ORDER:
         if key in present and key not in keys:
             before = [k for k in KEY_ORDER[: KEY_ORDER.index(key)] if k in keys]
