@@ -7,6 +7,8 @@ remote base (a temporary index, no work tree), pushed with a lease.
 Untracked mode: both files are gitignored and live on this host only; ralph reads and writes the
 working-tree files under the tick lock. A mix of the two is refused: it is how sibling tasks got
 lost in the Rust ralph (its RQ-0042/RQ-0056).
+
+Either way a change goes through ralph.queuedoc, so only the lines of the tasks it touches change.
 """
 
 from __future__ import annotations
@@ -17,18 +19,20 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 from typing import TypeVar
 
 from ralph.checkout import Checkout
-from ralph.errors import GitError, PreflightError, QueueError
+from ralph.errors import GitError, LockBusy, PreflightError, QueueError
+from ralph.files import write_atomic
 from ralph.git import Git, PushStatus, push_with_lease
-from ralph.queue import QueueFile, Queues, load_local_queues, parse_queue_file, render_queue_file
+from ralph.lock import TickLock
+from ralph.ownership import refuse_if_rust_runs
+from ralph.queue import QueueFile, Queues, load_local_queues, parse_queue_file, read_queue_bytes
+from ralph.queuedoc import QueueEdit
 
 logger = logging.getLogger(__name__)
-
-QUEUE_NAMES = (".ralph/queue.json", ".ralph/queue.jsonc")
-DONE_NAMES = (".ralph/done.json", ".ralph/done.jsonc")
 
 
 class NotPublished(PreflightError):
@@ -58,9 +62,10 @@ def detect_source(checkout: Checkout, git: Git, base: str) -> Source:
     """Tracked when both files are on the remote base; untracked when both are ignored here."""
     base_ref = checkout.tracking_ref(base)
     label = f"{checkout.remote}/{base}"
-    present = _read_files(git, base_ref, (*QUEUE_NAMES, *DONE_NAMES))
-    queue_tracked = [n for n in QUEUE_NAMES if n in present]
-    done_tracked = [n for n in DONE_NAMES if n in present]
+    queue_names, done_names = checkout.paths.queue_names(), checkout.paths.done_names()
+    present = read_files(git, base_ref, (*queue_names, *done_names))
+    queue_tracked = [n for n in queue_names if n in present]
+    done_tracked = [n for n in done_names if n in present]
     if len(queue_tracked) > 1 or len(done_tracked) > 1:
         raise QueueError(f"{label} has both .json and .jsonc queue files; keep one of each")
     if queue_tracked and done_tracked:
@@ -97,7 +102,7 @@ def _read_blob(source: Source, path: str) -> QueueFile:
     return parse_queue_file(source.blobs[path], f"{source.label}:{path}")
 
 
-def _read_files(git: Git, ref: str, names: tuple[str, ...]) -> dict[str, bytes]:
+def read_files(git: Git, ref: str, names: tuple[str, ...]) -> dict[str, bytes]:
     """The files among `names` that `ref` has, with their contents: one git call for all of them."""
     out = git.run("cat-file", "--batch", input="".join(f"{ref}:{name}\n" for name in names)).data
     found: dict[str, bytes] = {}
@@ -177,15 +182,17 @@ def publish(
     git: Git,
     base: str,
     *,
-    change: Callable[[Queues], T],
+    change: Callable[[QueueEdit], T],
     message: Callable[[T], str],
+    now: datetime,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """Change the queue on the remote base: fetch, apply `change`, commit with plumbing, push with a lease.
 
     When the base moves under us the whole thing is redone from the new base, so a concurrent push
-    (another person, a landing) is never overwritten. Returns what `change` returned. Raises Untracked
-    or NotPublished, before changing anything, when the queue is this host's working-tree files.
+    (another person, a landing) is never overwritten. Returns what `change` returned; a change that
+    changes no byte pushes nothing. Raises Untracked or NotPublished, before changing anything, when
+    the queue is this host's working-tree files.
     """
     remote = checkout.remote
     last = ""
@@ -196,15 +203,18 @@ def publish(
             raise Untracked(
                 f"the queue is not tracked on {source.label}; edit the working-tree files instead"
             )
-        queues = read_queues(checkout, source)
-        before = (render_queue_file(queues.queue), render_queue_file(queues.done))
-        value = change(queues)
-        after = (render_queue_file(queues.queue), render_queue_file(queues.done))
-        files = {
-            p: new
-            for p, old, new in zip((source.queue_path, source.done_path), before, after, strict=True)
-            if old != new
-        }
+        edit = QueueEdit.parse(
+            source.blobs.get(source.queue_path),
+            source.blobs.get(source.done_path),
+            queue_name=f"{source.label}:{source.queue_path}",
+            done_name=f"{source.label}:{source.done_path}",
+            now=now,
+        )
+        value = change(edit)
+        queue, done = edit.changed()
+        files = {p: data for p, data in ((source.queue_path, queue), (source.done_path, done)) if data}
+        if not files:
+            return value
         commit = commit_files(git, parent=base_sha, files=files, message=message(value))
         pushed = push_with_lease(
             git, remote=remote, commit=commit, branch=base, expected=base_sha, timeout=FETCH_TIMEOUT_S
@@ -219,6 +229,88 @@ def publish(
     raise QueueError(
         f"gave up after {PUBLISH_ATTEMPTS} attempts to push the queue change to {remote}/{base}: {last}"
     )
+
+
+# A tick holds the lock for well under a second; waiting a little beats telling a person to retry.
+LOCK_WAIT_S = 10
+
+
+def edit_locally(checkout: Checkout, *, change: Callable[[QueueEdit], T], now: datetime) -> T:
+    """Change the working-tree queue files under the tick lock; the done archive is written first, so
+    a crash between the two writes leaves a task in both files (which validation names), never in
+    neither. Waits for a running Rust ralph, whose coordinator would overwrite the edit."""
+    paths = checkout.paths
+    lock = TickLock(paths.lock, now=now, wait_s=LOCK_WAIT_S)
+    try:
+        lock.acquire()
+    except LockBusy:
+        # The lock's own message is written for a tick ("the next tick will run"); a person changing
+        # the queue needs to hear that nothing changed and what to do.
+        holder = lock.owner()
+        raise LockBusy(
+            f"another ralph process holds {lock.path}"
+            + (f" ({holder})" if holder else "")
+            + f" and did not let go within {LOCK_WAIT_S}s; nothing was changed, try again in a minute"
+        ) from None
+    try:
+        refuse_if_rust_runs(paths)
+        queue_path, done_path = paths.queue_file(), paths.done_file()
+        edit = QueueEdit.parse(
+            read_queue_bytes(queue_path),
+            read_queue_bytes(done_path),
+            queue_name=paths.relative(queue_path),
+            done_name=paths.relative(done_path),
+            now=now,
+        )
+        value = change(edit)
+        queue, done = edit.changed()
+        for path, data in ((done_path, done), (queue_path, queue)):
+            if data is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(path, data)
+    finally:
+        lock.release()
+    return value
+
+
+def change_queue(
+    checkout: Checkout,
+    *,
+    change: Callable[[QueueEdit], T],
+    message: Callable[[T], str],
+    now: datetime,
+    push: bool,
+) -> tuple[T, str]:
+    """One queue change, where the queue lives: one commit pushed with a lease when it is tracked on
+    the remote (and `push`), else the working-tree files. Returns the change's value and where it went.
+
+    Without `push`, the working tree is edited even when the queue is tracked: a person commits it.
+    A change that makes the queue invalid in a new way is refused with nothing written (a queue that
+    was invalid already can still be mended, one change at a time).
+    """
+    config = checkout.config.queue
+
+    def checked(edit: QueueEdit) -> T:
+        before = set(edit.queues.problems(config))
+        value = change(edit)
+        new = [p for p in edit.queues.problems(config) if p not in before]
+        if new:
+            more = f" (and {len(new) - 1} more)" if len(new) > 1 else ""
+            raise QueueError(f"{new[0]}{more}; nothing was changed")
+        return value
+
+    git = checkout.git()
+    base = checkout.base_branch()
+    if push and git.run("remote", "get-url", checkout.remote, ok=(0, 2)).returncode == 0:
+        try:
+            value = publish(checkout, git, base, change=checked, message=message, now=now)
+            return value, f"pushed to {checkout.remote}/{base}"
+        except (Untracked, NotPublished):
+            pass  # the queue is this host's, or not pushed yet: the working-tree file it is
+        except PreflightError as e:
+            raise PreflightError(f"{e}; to change the working-tree files instead, pass --no-push") from None
+    value = edit_locally(checkout, change=checked, now=now)
+    return value, f"written to {checkout.paths.relative(checkout.paths.queue_file())}"
 
 
 def commit_files(git: Git, *, parent: str, files: Mapping[str, bytes], message: str) -> str:

@@ -35,4 +35,7 @@ class Checkout:
 def open_checkout(start: Path) -> Checkout:
     root = find_repository(start)
     config = load_config(Paths.for_root(root).config)
-    return Checkout(root=root, paths=Paths.for_root(root, config.parallel.workspace_root), config=config)
+    paths = Paths.for_root(
+        root, config.parallel.workspace_root, queue_file=config.queue.file, done_file=config.queue.done_file
+    )
+    return Checkout(root=root, paths=paths, config=config)

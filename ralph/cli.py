@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +29,15 @@ class RalphGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except BrokenPipeError:
+            # `ralph queue show ID | head -1`: the reader left, which is no error. Python would flush
+            # stdout again at exit and fail once more, so it is pointed at /dev/null first.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(int(ExitCode.BROKEN_PIPE))
         except RalphError as e:
             prefix = "ralph: " if e.exit_code == ExitCode.LOCKED else "ralph: error: "
-            click.echo(prefix + str(e), err=True)
+            if not _stderr_is_the_log():  # cron's `>>ralph.log 2>&1` beside --log-file: once is enough
+                click.echo(prefix + str(e), err=True)
             if logs_to_file():
                 # With --log-file the log is where a person looks (cron may mail nothing): say it there too.
                 level = logging.INFO if e.exit_code == ExitCode.LOCKED else logging.ERROR
@@ -49,6 +57,18 @@ class RalphGroup(click.Group):
                 err=True,
             )
             ctx.exit(int(ExitCode.INTERNAL))
+
+
+def _stderr_is_the_log() -> bool:
+    """Whether stderr is the very file --log-file writes to (the same inode)."""
+    try:
+        err = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):  # no real descriptor (a test's captured stream)
+        return False
+    return any(
+        isinstance(h, logging.handlers.WatchedFileHandler) and (h.dev, h.ino) == (err.st_dev, err.st_ino)
+        for h in logging.getLogger().handlers
+    )
 
 
 def _clip(text: str, limit: int = 200) -> str:
@@ -124,20 +144,40 @@ def cli(ctx: click.Context, directory: Path | None, log_file: Path | None, verbo
 @cli.command()
 @click.option("--runner", type=click.Choice(RUNNER_NAMES), help="Agent CLI to run (default: claude).")
 @click.option("--base", metavar="BRANCH", help="Branch to land on (default: the remote's HEAD branch).")
+@click.option(
+    "--from-rust",
+    is_flag=True,
+    help="Write config.toml from the Rust ralph's .ralph/config.jsonc, and say what it could not carry over.",
+)
 @click.pass_context
-def init(ctx: click.Context, runner: str | None, base: str | None) -> None:
+def init(ctx: click.Context, runner: str | None, base: str | None, from_rust: bool) -> None:
     """Set up .ralph/ here: config.toml, queue.json, done.json, and .gitignore entries.
 
-    Safe to run again: it never overwrites a file that exists.
+    Safe to run again: it never overwrites a file that exists. In a repository the Rust ralph set
+    up, its .ralph/config.jsonc and queue.jsonc/done.jsonc are used as they are.
     """
     from ralph.commands.init import init as run_init
 
-    _finish(ctx, run_init(start=_start(ctx), runner=runner, base=base))
+    _finish(ctx, run_init(start=_start(ctx), runner=runner, base=base, from_rust=from_rust))
+
+
+_NO_PUSH_HELP = (
+    "Edit the working-tree queue files instead of committing the change to the remote base branch."
+)
+
+
+def _no_push_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--no-push", is_flag=True, help=_NO_PUSH_HELP)(f)
 
 
 @cli.group()
 def task() -> None:
-    """Add tasks to the queue."""
+    """Add and change tasks in the queue.
+
+    Each change is one commit pushed to the base branch with a lease when the queue is tracked there
+    (your working tree is not touched), or an edit of the working-tree files (--no-push, or an
+    untracked queue). Only the lines of the task changed move.
+    """
 
 
 @task.command("add")
@@ -155,14 +195,15 @@ def task() -> None:
     type=click.Choice(["critical", "high", "medium", "low"]),
     default="medium",
     show_default=True,
-    # There is no command that sorts by priority; saying so keeps people from expecting one.
-    help="Recorded for people to read; queue order, not priority, decides what runs first.",
+    help="Queue order, not priority, decides what runs first; `ralph queue sort` orders by priority.",
 )
 @click.option(
-    "--no-push",
-    is_flag=True,
-    help="Edit the working-tree queue file instead of committing the task to the remote base branch.",
+    "--top/--bottom",
+    "top",
+    default=None,
+    help="Put it first / last in the queue [default: first, after a leading doing task, as the Rust ralph].",
 )
+@_no_push_option
 @click.pass_context
 def task_add(
     ctx: click.Context,
@@ -170,9 +211,10 @@ def task_add(
     description: str | None,
     depends_on: tuple[str, ...],
     priority: str,
+    top: bool | None,
     no_push: bool,
 ) -> None:
-    """Append a task titled TITLE to the queue and print its id.
+    """Add a task titled TITLE to the queue and print its id.
 
     When the queue is committed on the base branch (the default), the task is committed on top of
     the remote base and pushed, without touching your working tree; every tick sees it after its
@@ -187,24 +229,176 @@ def task_add(
         depends_on=list(depends_on),
         priority=priority,
         push=not no_push,
+        position=None if top is None else "top" if top else "bottom",
+    )
+    _finish(ctx, code)
+
+
+@task.command("edit")
+@click.argument("task_id", metavar="ID")
+@click.option("--title", help="A new title.")
+@click.option("--description", "-d", help='A new description ("" removes it).')
+@click.option("--priority", type=click.Choice(["critical", "high", "medium", "low"]), help="A new priority.")
+@click.option(
+    "--depends-on",
+    "depends_on",
+    multiple=True,
+    metavar="ID",
+    help="Replace the dependencies; repeat for several.",
+)
+@click.option("--no-depends-on", is_flag=True, help="Remove every dependency.")
+@click.option(
+    "--scheduled-start",
+    metavar="TIME",
+    help='Not before this RFC 3339 time, e.g. 2026-11-21T09:00:00Z ("" removes it).',
+)
+@click.option(
+    "--status",
+    type=click.Choice(["draft", "todo"]),
+    help="draft: kept, but not started; todo: queued to run.",
+)
+@_no_push_option
+@click.pass_context
+def task_edit(
+    ctx: click.Context,
+    task_id: str,
+    title: str | None,
+    description: str | None,
+    priority: str | None,
+    depends_on: tuple[str, ...],
+    no_depends_on: bool,
+    scheduled_start: str | None,
+    status: str | None,
+    no_push: bool,
+) -> None:
+    """Change a queued task: its title, description, priority, dependencies, schedule or status."""
+    from ralph.commands.task import edit
+
+    if depends_on and no_depends_on:
+        raise click.UsageError("--depends-on and --no-depends-on contradict each other; give one")
+    code = edit(
+        start=_start(ctx),
+        task_id=task_id,
+        title=title,
+        description=description,
+        priority=priority,
+        depends_on=[] if no_depends_on else list(depends_on) or None,
+        scheduled_start=scheduled_start,
+        status=status,
+        push=not no_push,
+    )
+    _finish(ctx, code)
+
+
+@task.command("rm")
+@click.argument("task_id", metavar="ID")
+@_no_push_option
+@click.pass_context
+def task_rm(ctx: click.Context, task_id: str, no_push: bool) -> None:
+    """Delete a queued task (refused while another task depends on it; `task reject` keeps a record)."""
+    from ralph.commands.task import remove
+
+    _finish(ctx, remove(start=_start(ctx), task_id=task_id, push=not no_push))
+
+
+@task.command("done")
+@click.argument("task_id", metavar="ID")
+@click.option("--note", help="Add this line to the task's notes.")
+@_no_push_option
+@click.pass_context
+def task_done(ctx: click.Context, task_id: str, note: str | None, no_push: bool) -> None:
+    """Mark a queued task done and move it to the done archive now (work done by hand, say)."""
+    _finish_task(ctx, task_id, "done", note, no_push)
+
+
+@task.command("reject")
+@click.argument("task_id", metavar="ID")
+@click.option("--note", help="Why; added to the task's notes.")
+@_no_push_option
+@click.pass_context
+def task_reject(ctx: click.Context, task_id: str, note: str | None, no_push: bool) -> None:
+    """Reject a queued task: moved to the done archive now, never run; a worker on it is stopped."""
+    _finish_task(ctx, task_id, "rejected", note, no_push)
+
+
+def _finish_task(ctx: click.Context, task_id: str, status: str, note: str | None, no_push: bool) -> None:
+    from ralph.commands.task import finish
+
+    _finish(ctx, finish(start=_start(ctx), task_id=task_id, status=status, note=note, push=not no_push))
+
+
+@task.command("move")
+@click.argument("task_id", metavar="ID")
+@click.option("--top", is_flag=True, help="First in the queue.")
+@click.option("--bottom", is_flag=True, help="Last in the queue.")
+@click.option("--before", metavar="ID", help="Just before this task.")
+@click.option("--after", metavar="ID", help="Just after this task.")
+@_no_push_option
+@click.pass_context
+def task_move(
+    ctx: click.Context,
+    task_id: str,
+    top: bool,
+    bottom: bool,
+    before: str | None,
+    after: str | None,
+    no_push: bool,
+) -> None:
+    """Move a queued task; queue order is the order tasks start in. Give exactly one place."""
+    from ralph.commands.task import move
+
+    code = move(
+        start=_start(ctx),
+        task_id=task_id,
+        top=top,
+        bottom=bottom,
+        before=before,
+        after=after,
+        push=not no_push,
     )
     _finish(ctx, code)
 
 
 @cli.group()
 def queue() -> None:
-    """Inspect and check the task queue."""
+    """Inspect, check, fill and order the task queue."""
 
 
 @queue.command("list")
 @click.option("--all", "include_done", is_flag=True, help="Include the done archive.")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(["draft", "todo", "doing", "done", "rejected"]),
+    help="Only tasks with this status; repeat for several.",
+)
+@click.option(
+    "--tag", "tags", multiple=True, metavar="TAG", help="Only tasks with this tag; repeat for any of several."
+)
+@click.option("--runnable", is_flag=True, help="Only the tasks a tick would start now.")
 @_json_option()
 @click.pass_context
-def queue_list(ctx: click.Context, include_done: bool, as_json: bool) -> None:
+def queue_list(
+    ctx: click.Context,
+    include_done: bool,
+    statuses: tuple[str, ...],
+    tags: tuple[str, ...],
+    runnable: bool,
+    as_json: bool,
+) -> None:
     """List tasks in queue order (the order they will run in)."""
     from ralph.commands.queue import list_tasks
 
-    _finish(ctx, list_tasks(start=_start(ctx), include_done=include_done, as_json=as_json))
+    code = list_tasks(
+        start=_start(ctx),
+        include_done=include_done,
+        as_json=as_json,
+        statuses=statuses,
+        tags=tags,
+        runnable=runnable,
+    )
+    _finish(ctx, code)
 
 
 @queue.command("show")
@@ -219,13 +413,18 @@ def queue_show(ctx: click.Context, task_id: str, as_json: bool) -> None:
 
 
 @queue.command("validate")
+@click.option("--local", is_flag=True, help="Only the working-tree files (for a pre-commit hook).")
 @_json_option()
 @click.pass_context
-def queue_validate(ctx: click.Context, as_json: bool) -> None:
-    """Check queue and done files; exit 1 and list every problem if they are invalid."""
+def queue_validate(ctx: click.Context, local: bool, as_json: bool) -> None:
+    """Check queue and done files; exit 1 and list every problem if they are invalid.
+
+    The working-tree files are checked, and the remote base's (as last fetched) too when they
+    differ: that is what ticks read. Each problem names its file, so you can see which is which.
+    """
     from ralph.commands.queue import validate
 
-    _finish(ctx, validate(start=_start(ctx), as_json=as_json))
+    _finish(ctx, validate(start=_start(ctx), as_json=as_json, local=local))
 
 
 @queue.command("explain")
@@ -236,6 +435,45 @@ def queue_explain(ctx: click.Context, as_json: bool) -> None:
     from ralph.commands.queue import explain
 
     _finish(ctx, explain(start=_start(ctx), as_json=as_json))
+
+
+@queue.command("import")
+@click.argument("source", metavar="FILE")
+@click.option(
+    "--top/--bottom",
+    "top",
+    default=None,
+    help="Put them first / last in the queue [default: first, after a task marked doing].",
+)
+@_no_push_option
+@click.pass_context
+def queue_import(ctx: click.Context, source: str, top: bool | None, no_push: bool) -> None:
+    """Add every task in FILE at once, in its order, and print their ids: all of them, or none.
+
+    \b
+    FILE (or - for stdin) is either JSON, a list of task objects (as in queue.json, ids optional),
+    or a Markdown list: each item a title, the lines indented under it its description, checked
+    items (- [x]) skipped.
+    """
+    from ralph.commands.queue import import_tasks
+
+    code = import_tasks(
+        start=_start(ctx),
+        source=source,
+        push=not no_push,
+        position=None if top is None else "top" if top else "bottom",
+    )
+    _finish(ctx, code)
+
+
+@queue.command("sort")
+@_no_push_option
+@click.pass_context
+def queue_sort(ctx: click.Context, no_push: bool) -> None:
+    """Order the queue by priority, critical first; tasks of equal priority keep their order."""
+    from ralph.commands.queue import sort
+
+    _finish(ctx, sort(start=_start(ctx), push=not no_push))
 
 
 @cli.command()
@@ -330,10 +568,23 @@ def report(ctx: click.Context, html_file: str, since: Any) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Print what would start; change nothing (no lock, no fetch).")
 @click.option("--allow-root", is_flag=True, help="Run as root anyway (only inside a throwaway sandbox).")
+@click.option(
+    "--only",
+    metavar="ID",
+    help="Start this task alone, out of queue order (if it may start: its dependencies met).",
+)
+@click.option("--include-draft", is_flag=True, help="Start draft tasks too, after the todo ones.")
 @_json_option("Print a summary of the tick as one JSON document on stdout.")
 @click.pass_context
 def run(
-    ctx: click.Context, workers: int | None, max_tasks: int, dry_run: bool, allow_root: bool, as_json: bool
+    ctx: click.Context,
+    workers: int | None,
+    max_tasks: int,
+    dry_run: bool,
+    allow_root: bool,
+    only: str | None,
+    include_draft: bool,
+    as_json: bool,
 ) -> None:
     """One tick: advance every worker, start new ones up to --workers, land verified work, exit.
 
@@ -350,6 +601,8 @@ def run(
         dry_run=dry_run,
         allow_root=allow_root,
         as_json=as_json,
+        only=only,
+        include_draft=include_draft,
     )
     _finish(ctx, code)
 

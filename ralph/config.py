@@ -1,15 +1,19 @@
-"""`.ralph/config.toml`: every key optional, unknown keys refused (DESIGN §8)."""
+"""`.ralph/config.toml`: every key optional, unknown keys refused (README: "Configuration").
+
+Where it does not exist, the Rust ralph's `.ralph/config.jsonc` is read instead (ralph.rust_config).
+"""
 
 from __future__ import annotations
 
 import re
 import tomllib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, get_args
 
 import tomli_w
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator, model_validator
 
+from ralph import rust_config
 from ralph.constants import RUNNER_NAMES
 from ralph.errors import ConfigError
 from ralph.files import FileTooLarge, read_bounded
@@ -169,9 +173,29 @@ class ReportConfig(FileModel):
     html_path: Text = ""  # rewritten by every tick that changed something; relative to the checkout
 
 
+def _repo_relative(value: str) -> str:
+    path = PurePosixPath(value)
+    if path.is_absolute() or ".." in path.parts or not path.parts or value.endswith("/"):
+        raise ValueError(f"{value!r} must be a file path relative to the repository root, without '..'")
+    return value
+
+
+RepoPath = Annotated[str, Field(min_length=1), AfterValidator(no_nul), AfterValidator(_repo_relative)]
+
+
 class QueueConfig(FileModel):
     id_prefix: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9]{0,15}$")] = "RQ"
     id_width: Annotated[int, Field(ge=1, le=12)] = 4
+    # Where the queue and its done archive are, relative to the repository root; None: .ralph/queue.json
+    # (or the Rust ralph's .ralph/queue.jsonc when only that exists), and likewise for done.
+    file: RepoPath | None = None
+    done_file: RepoPath | None = None
+
+    @model_validator(mode="after")
+    def _two_files(self) -> QueueConfig:
+        if self.file is not None and self.file == self.done_file:
+            raise ValueError(f"queue.file and queue.done_file are both {self.file!r}; they must differ")
+        return self
 
 
 class Config(FileModel):
@@ -192,12 +216,16 @@ MAX_CONFIG_BYTES = 1024 * 1024
 
 
 def load_config(path: Path) -> Config:
-    """Read `path`; a missing file means every default."""
+    """Read `path`; a missing file means every default, unless the Rust ralph's config.jsonc is beside
+    it: then that is read (config.toml wins when both exist)."""
     try:
         text = read_bounded(path, MAX_CONFIG_BYTES).decode()
         check_depth(text, toml=True)
         raw = tomllib.loads(text)
     except FileNotFoundError:
+        rust = path.with_name(RUST_CONFIG_NAME)
+        if path.name == CONFIG_NAME and rust.exists():
+            return load_rust_config(rust)
         return Config()
     except FileTooLarge as e:
         raise ConfigError(f"{path}: {e}; a config file is a few kilobytes") from None
@@ -227,6 +255,37 @@ def load_config(path: Path) -> Config:
             ) from None
         raise ConfigError(
             f"{path}: {describe_validation_error(e)}; fix that key or remove it for the default"
+        ) from None
+
+
+CONFIG_NAME = "config.toml"
+RUST_CONFIG_NAME = "config.jsonc"
+
+
+def load_rust_config(path: Path) -> Config:
+    """The Rust ralph's config.jsonc as ralph's configuration; ConfigError for what cannot be carried over.
+
+    Keys with no meaning here are left out (`ralph doctor` lists them); a value that cannot be honoured
+    (a runner ralph has no preset for) is refused rather than silently replaced by a default.
+    """
+    translation = rust_config.translate(rust_config.read(path))
+    if translation.problems:
+        more = f" (and {len(translation.problems) - 1} more)" if len(translation.problems) > 1 else ""
+        raise ConfigError(f"{path}: {translation.problems[0]}{more}")
+    return config_from_rust(path, translation)
+
+
+def config_from_rust(path: Path, translation: rust_config.Translation) -> Config:
+    """Validate translated values; an error names the Rust key it came from."""
+    try:
+        return Config.model_validate(translation.values)
+    except ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        ours = ".".join(str(part) for part in first["loc"][:2])
+        source = translation.sources.get(ours, ours)
+        raise ConfigError(
+            f"{path}: {source}: {first['msg'].removeprefix('Value error, ')} (got {first.get('input')!r}); "
+            "fix it there, or write .ralph/config.toml with `ralph init --from-rust` and fix it in that"
         ) from None
 
 

@@ -11,6 +11,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # click's UsageError: bad options or arguments
     INTERNAL = 3  # a bug: the traceback is logged
     LOCKED = 75  # EX_TEMPFAIL: another tick holds the lock; cron and systemd treat it as success
+    BROKEN_PIPE = 141  # stdout's reader went away (`| head`): as a shell reports death by SIGPIPE
     INTERRUPTED = 130
 
 

@@ -24,24 +24,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, ValidationError
 
 from ralph import markers, prompts, replay, workspace
-from ralph.bookkeeping import Mode, commit_files
+from ralph.bookkeeping import Mode, commit_files, read_files
 from ralph.clock import scheduled
 from ralph.crash import crashpoint
 from ralph.errors import QueueError, RalphError
-from ralph.files import FileTooLarge, read_beneath
+from ralph.files import FileTooLarge, read_beneath, write_atomic
 from ralph.git import Git, PushStatus, push_with_lease
 from ralph.models import FileModel, Text, describe_validation_error
-from ralph.queue import (
-    Priority,
-    Queues,
-    Task,
-    TaskStatus,
-    archive,
-    load_local_queues,
-    next_id,
-    render_queue_file,
-    save_queue_file,
-)
+from ralph.queue import Priority, Queues, Task, TaskStatus, next_id, read_queue_bytes
+from ralph.queuedoc import archive_edit
 from ralph.state import Lifecycle, Worker
 
 if TYPE_CHECKING:
@@ -304,15 +295,26 @@ def _bookkeeping_commit(
     assert worker.verified_sha is not None and tick.queues is not None and tick.source is not None
     if tick.source.mode is Mode.UNTRACKED:
         return worker.verified_sha, None
-    # Rebuilt from the base as it is now, so other workers' entries are never touched.
-    queue, done = archive(tick.queues.queue, tick.queues.done, task.id, tick.now.replace(microsecond=0))
-    queue.tasks.extend(followups)
-    files = {tick.source.queue_path: render_queue_file(queue), tick.source.done_path: render_queue_file(done)}
+    # Rebuilt from the base as it is now (read at tick.base_sha, which follows our own pushes), so
+    # other workers' entries are never touched; only this task's lines change (ralph.queuedoc).
+    queue_path, done_path = tick.source.queue_path, tick.source.done_path
+    blobs = read_files(tick.git, tick.base_sha, (queue_path, done_path))
+    edit = archive_edit(
+        blobs.get(queue_path),
+        blobs.get(done_path),
+        task.id,
+        tick.now,
+        followups,
+        queue_name=tick.queues.queue_name,
+        done_name=tick.queues.done_name,
+    )
+    queue_bytes, done_bytes = edit.render()
+    files = {queue_path: queue_bytes, done_path: done_bytes}
     added = f" (+{len(followups)} follow-up{'s' if len(followups) != 1 else ''})" if followups else ""
     commit = commit_files(
         tick.git, parent=worker.verified_sha, files=files, message=f"ralph: archive {task.id}{added}"
     )
-    return commit, Queues(queue, done, tick.queues.queue_name, tick.queues.done_name)
+    return commit, edit.queues
 
 
 def _landing_commit(tick: Tick, verified: str) -> str:
@@ -360,15 +362,24 @@ def _landed(
 
 
 def _archive_locally(tick: Tick, task_id: str, followups: list[Task]) -> None:
-    """Untracked mode: this host's files are the queue; change only this task's record (we hold the lock)."""
-    queues = load_local_queues(tick.paths)
-    queue, done = queues.queue, queues.done
-    if queues.find(task_id) is not None:
-        queue, done = archive(queue, done, task_id, tick.now.replace(microsecond=0))
-    known = {t.id for t in queue.tasks}
-    queue.tasks.extend(t for t in followups if t.id not in known)
-    save_queue_file(tick.paths.done_file(), done)
-    save_queue_file(tick.paths.queue_file(), queue)
+    """Untracked mode: this host's files are the queue; change only this task's lines (we hold the lock)."""
+    queue_path, done_path = tick.paths.queue_file(), tick.paths.done_file()
+    edit = archive_edit(
+        read_queue_bytes(queue_path),
+        read_queue_bytes(done_path),
+        task_id,
+        tick.now,
+        followups,
+        queue_name=tick.paths.relative(queue_path),
+        done_name=tick.paths.relative(done_path),
+        missing_ok=True,  # pushed already: a task someone removed meanwhile is not a reason to fail
+    )
+    queue, done = edit.changed()
+    # The archive first: a crash between the two writes leaves the task in both files (which
+    # validation names), never in neither.
+    for path, data in ((done_path, done), (queue_path, queue)):
+        if data is not None:
+            write_atomic(path, data)
 
 
 # --- follow-up tasks ------------------------------------------------------------------------------------

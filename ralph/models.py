@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic_core import ErrorDetails
 
 
 class FileModel(BaseModel):
@@ -62,7 +63,16 @@ def item_namer(raw: object, items: str, id_key: str, label: Callable[[int, str |
 def describe_validation_error(error: ValidationError, name_loc: Namer | None = None) -> str:
     """Render the first error as `key: problem (got value)`, and how many more there are."""
     errors = error.errors(include_url=False)
-    first = errors[0]
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return _describe(errors[0], name_loc) + more
+
+
+def describe_errors(error: ValidationError, name_loc: Namer | None = None) -> list[str]:
+    """Every error, one `key: problem (got value)` line each: for a command whose job is to list them."""
+    return [_describe(e, name_loc) for e in error.errors(include_url=False)]
+
+
+def _describe(first: ErrorDetails, name_loc: Namer | None) -> str:
     loc = tuple(first["loc"])
     where = name_loc(loc) if name_loc else _format_loc(loc)
     message = first["msg"]
@@ -73,8 +83,7 @@ def describe_validation_error(error: ValidationError, name_loc: Namer | None = N
         message = "unknown key (a typo?)"
     elif first["type"] != "missing" and "input" in first and _worth_quoting(first["input"], message):
         message += f" (got {_short(first['input'])})"
-    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
-    return f"{where}: {message}{more}"
+    return f"{where}: {message}"
 
 
 def _worth_quoting(value: Any, message: str) -> bool:

@@ -7,7 +7,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from ralph.errors import QueueError, TaskIdError
+from ralph.errors import PreflightError, QueueError, TaskIdError
 
 RALPH_DIR = ".ralph"
 DEFAULT_WORKSPACE_ROOT = ".ralph/workspaces"
@@ -76,11 +76,26 @@ class Paths:
 
     root: Path
     workspace_root: Path
+    # queue.file and queue.done_file from the config (relative to the root); None: the usual names.
+    queue_path: str | None = None
+    done_path: str | None = None
 
     @classmethod
-    def for_root(cls, root: Path, workspace_root: str = DEFAULT_WORKSPACE_ROOT) -> Paths:
+    def for_root(
+        cls,
+        root: Path,
+        workspace_root: str = DEFAULT_WORKSPACE_ROOT,
+        *,
+        queue_file: str | None = None,
+        done_file: str | None = None,
+    ) -> Paths:
         ws = Path(workspace_root).expanduser()
-        return cls(root=root, workspace_root=ws if ws.is_absolute() else root / ws)
+        return cls(
+            root=root,
+            workspace_root=ws if ws.is_absolute() else root / ws,
+            queue_path=queue_file,
+            done_path=done_file,
+        )
 
     @property
     def ralph_dir(self) -> Path:
@@ -129,10 +144,41 @@ class Paths:
         return self.workspace_root / check_task_id(task_id)
 
     def queue_file(self) -> Path:
-        return self._json_or_jsonc("queue")
+        return self.root / self.queue_path if self.queue_path else self._json_or_jsonc("queue")
 
     def done_file(self) -> Path:
-        return self._json_or_jsonc("done")
+        return self.root / self.done_path if self.done_path else self._json_or_jsonc("done")
+
+    def queue_names(self) -> tuple[str, ...]:
+        """Where the queue may be, relative to the root: the configured file, else either usual name."""
+        return (
+            (self.queue_path,) if self.queue_path else (f"{RALPH_DIR}/queue.json", f"{RALPH_DIR}/queue.jsonc")
+        )
+
+    def done_names(self) -> tuple[str, ...]:
+        return (self.done_path,) if self.done_path else (f"{RALPH_DIR}/done.json", f"{RALPH_DIR}/done.jsonc")
+
+    @property
+    def rust_config(self) -> Path:
+        """The Rust ralph's configuration, read when config.toml does not exist."""
+        return self.ralph_dir / "config.jsonc"
+
+    @property
+    def rust_lock(self) -> Path:
+        """The Rust ralph's queue lock: a directory, held while its coordinator runs."""
+        return self.ralph_dir / "lock"
+
+    def is_initialised(self) -> bool:
+        """Whether `ralph init` (or the Rust ralph) set this checkout up: a config or a queue file exists."""
+        candidates = [self.config, self.rust_config, *(self.root / n for n in self.queue_names())]
+        return any(p.exists() for p in candidates)
+
+    def require_initialised(self) -> None:
+        if not self.is_initialised():
+            raise PreflightError(
+                f"{self.root} is not set up for ralph (no .ralph/config.toml and no queue file): "
+                "run `ralph init` there, commit and push what it creates"
+            )
 
     def _json_or_jsonc(self, stem: str) -> Path:
         """`<stem>.json`, or the Rust ralph's `<stem>.jsonc` when only that one exists."""

@@ -29,7 +29,19 @@ class Pause:
 
 
 def pause(path: Path, *, now: datetime, reason: str) -> Pause:
-    marker = Pause(since=format_z(now), reason=reason, by=os.environ.get("USER") or f"uid {os.getuid()}")
+    """Pause, or (already paused) keep the first pause: its time, who, and its reason, with a new
+    reason added after it. A second `ralph pause` must not erase why the first person paused."""
+    by = os.environ.get("USER") or f"uid {os.getuid()}"
+    earlier = read_pause(path)
+    if earlier is None:
+        marker = Pause(since=format_z(now), reason=reason, by=by)
+    else:
+        reasons = earlier.reason.split("; ") if earlier.reason else []
+        if reason and reason not in reasons:
+            reasons.append(reason)
+        marker = Pause(since=earlier.since, reason="; ".join(reasons), by=earlier.by)
+        if marker == earlier:
+            return earlier
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, asdict(marker))
     return marker

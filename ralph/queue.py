@@ -6,23 +6,27 @@ Queue order is authoritative: selection walks the file top to bottom, and priori
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, field_validator
 
+from ralph import jsonc
 from ralph.clock import UtcDatetime, format_z
 from ralph.config import QueueConfig
 from ralph.errors import QueueError, TaskIdError
 from ralph.files import FileTooLarge, read_bounded, write_atomic
-from ralph.models import FileModel, Namer, Text, describe_validation_error, item_namer, no_nul
+from ralph.models import FileModel, Namer, Text, describe_errors, item_namer, no_nul
 from ralph.paths import Paths, check_task_id
 from ralph.state import Lifecycle, Worker
+
+logger = logging.getLogger(__name__)
 
 # A queue this large is a mistake or an attack; refuse it before parsing. 10,000 tasks is about 5 MB.
 MAX_QUEUE_BYTES = 32 * 1024 * 1024
@@ -75,10 +79,30 @@ class TaskAgent(FileModel):
     phase_overrides: dict[str, Any] | None = None
 
 
+def _strip(value: Any) -> Any:
+    # The Rust ralph trims ids before it compares them; "RQ-0001 " names RQ-0001 there, and so here.
+    return value.strip() if isinstance(value, str) else value
+
+
+def _refs(value: Any) -> Any:
+    """A list of task ids as the Rust ralph reads it: each trimmed, and an empty one skipped."""
+    if not isinstance(value, list):
+        return value
+    kept = [v for v in value if not (isinstance(v, str) and not v.strip())]
+    return [v.strip() if isinstance(v, str) else v for v in kept]
+
+
+# Trimmed before the check, like the Rust ralph; an id still unsafe in a path or a ref is refused.
+TaskId = Annotated[str, BeforeValidator(_strip), AfterValidator(_task_ref)]
+TaskRefs = Annotated[list[TaskRef], BeforeValidator(_refs)]
+
+
 class Task(FileModel):
+    """One task, its fields in the Rust ralph's order (the order it writes them in)."""
+
     # List and dict defaults are factories: pydantic deep-copies a literal [] or {} default for every
     # task that omits the field, a quarter of the validation time of a 10,000-task queue.
-    id: TaskRef
+    id: TaskId
     status: TaskStatus = TaskStatus.TODO
     title: NonEmpty
     description: Text | None = None
@@ -87,19 +111,22 @@ class Task(FileModel):
     scope: list[NonEmpty] = Field(default_factory=list)
     evidence: list[NonEmpty] = Field(default_factory=list)
     plan: list[NonEmpty] = Field(default_factory=list)
-    notes: list[NonEmpty] = Field(default_factory=list)
+    # The Rust ralph checks the four lists above for empty items, but not notes: `[""]` is valid there.
+    notes: list[Text] = Field(default_factory=list)
     request: Text | None = None
     agent: TaskAgent | None = None
     created_at: UtcDatetime
     updated_at: UtcDatetime
     completed_at: UtcDatetime | None = None
-    started_at: UtcDatetime | None = None
-    scheduled_start: UtcDatetime | None = None
+    # Neither is checked by the Rust ralph when it loads a queue: started_at is informational, and
+    # scheduled_start is parsed at selection (any RFC 3339 offset; unparseable means "not scheduled").
+    started_at: Text | None = None
     estimated_minutes: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
     actual_minutes: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
-    depends_on: list[TaskRef] = Field(default_factory=list)
-    blocks: list[TaskRef] = Field(default_factory=list)
-    relates_to: list[TaskRef] = Field(default_factory=list)
+    scheduled_start: Text | None = None
+    depends_on: TaskRefs = Field(default_factory=list)
+    blocks: TaskRefs = Field(default_factory=list)
+    relates_to: TaskRefs = Field(default_factory=list)
     duplicates: Text | None = None
     custom_fields: dict[Text, Text] = Field(default_factory=dict)
     parent_id: Text | None = None
@@ -112,7 +139,8 @@ class Task(FileModel):
             return value
         out = {}
         for key, item in value.items():
-            if isinstance(key, str) and (not key or any(c.isspace() for c in key)):
+            # Checked as the Rust ralph checks it: the key trimmed must be non-empty, without whitespace.
+            if isinstance(key, str) and (not key.strip() or any(c.isspace() for c in key.strip())):
                 raise ValueError(f"custom_fields key {key!r} must be non-empty and contain no whitespace")
             if isinstance(item, bool):
                 item = "true" if item else "false"
@@ -120,6 +148,24 @@ class Task(FileModel):
                 item = str(item)
             out[key] = item
         return out
+
+    @property
+    def scheduled_at(self) -> datetime | None:
+        """scheduled_start as a UTC time, or None when unset or unparseable (the Rust ralph then runs it)."""
+        return parse_rfc3339(self.scheduled_start)
+
+
+def parse_rfc3339(value: str | None) -> datetime | None:
+    """An RFC 3339 date-time with any offset, in UTC; None for anything else."""
+    if not value or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().upper())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None or "T" not in value.strip().upper():
+        return None
+    return parsed.astimezone(UTC)
 
 
 class QueueFile(FileModel):
@@ -141,22 +187,6 @@ def empty_queue_file() -> QueueFile:
 
 # --- reading and writing -------------------------------------------------------------------------
 
-_JSONC_COMMENT = re.compile(r'"(?:\\.|[^"\\])*"|//[^\n]*|/\*.*?\*/', re.S)
-_JSONC_TRAILING_COMMA = re.compile(r'"(?:\\.|[^"\\])*"|,(?=\s*[}\]])', re.S)
-
-
-def _blank(match: re.Match[str]) -> str:
-    text = match.group(0)
-    if text.startswith('"'):
-        return text
-    # Keep newlines so a later error still points at the right line.
-    return "".join("\n" if c == "\n" else " " for c in text)
-
-
-def strip_jsonc(text: str) -> str:
-    """Turn JSONC (comments, trailing commas) into JSON without moving any line or column."""
-    return _JSONC_TRAILING_COMMA.sub(_blank, _JSONC_COMMENT.sub(_blank, text))
-
 
 def _too_large(source: str, size: int) -> QueueError:
     # Exact bytes, not rounded megabytes: "33.6 MB is over the 34 MB limit" read as a contradiction.
@@ -168,57 +198,56 @@ def _too_large(source: str, size: int) -> QueueError:
 
 def parse_queue_file(data: bytes, source: str) -> QueueFile:
     """Parse queue or done bytes from a file or a git blob; `source` names it in errors."""
+    queue, problems = read_queue_file(data, source)
+    if queue is None:
+        raise QueueError(_first_of(problems))
+    return queue
+
+
+def read_queue_file(data: bytes, source: str) -> tuple[QueueFile | None, list[str]]:
+    """The parsed file, or None and every problem that keeps it from parsing, one line each.
+
+    Plain JSON is read by pydantic's own parser (fast); anything else as the Rust ralph reads it
+    (ralph.jsonc: comments, trailing commas, unquoted keys, ...).
+    """
     if len(data) > MAX_QUEUE_BYTES:  # a blob from origin/<base> did not pass through read_bounded
-        raise _too_large(source, len(data))
+        return None, [str(_too_large(source, len(data)))]
     if b"\0" in data:
-        raise QueueError(f"{source}: contains NUL bytes, so it is not a JSON text file; restore it from git")
+        return None, [f"{source}: contains NUL bytes, so it is not a JSON text file; restore it from git"]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise QueueError(f"{source}: not UTF-8 (byte {e.start}); save it as UTF-8 JSON") from None
+        return None, [f"{source}: not UTF-8 (byte {e.start}); save it as UTF-8 JSON"]
     try:
         queue = QueueFile.model_validate_json(text)
     except ValidationError as e:
         if e.errors()[0]["type"] != "json_invalid":
-            raise QueueError(
-                f"{source}: {describe_validation_error(e, _task_namer(_parsed(text)))}"
-            ) from None
-        text = strip_jsonc(text)
+            return None, _listed(source, e, _parsed(text))
         try:
-            queue = QueueFile.model_validate_json(text)
-        except ValidationError as e:
-            first = e.errors(include_url=False)[0]
-            if first["type"] == "json_invalid":
-                where = _json_error(text, fallback=str(first["msg"]))
-                raise QueueError(f"{source}: not valid JSON: {where}; fix the syntax") from None
-            raise QueueError(
-                f"{source}: {describe_validation_error(e, _task_namer(_parsed(text)))}"
-            ) from None
-    strict_problem = _strict_json_problem(text)
-    if strict_problem is not None:
-        raise QueueError(f"{source}: {strict_problem}")
-    return queue
+            raw = jsonc.loads(text)
+        except jsonc.JsoncError as err:
+            return None, [f"{source}: not valid JSON: {err}; fix the syntax"]
+        try:
+            queue = QueueFile.model_validate_json(json.dumps(raw))
+        except ValidationError as err:
+            if err.errors()[0]["type"] == "json_invalid":  # pydantic's recursion limit: deeper than ours
+                return None, [f"{source}: not valid JSON: nested too deeply for a queue file; fix the syntax"]
+            return None, _listed(source, err, raw)
+        return queue, []
+    problem = _not_finite(text)
+    if problem is not None:
+        return None, [f"{source}: {problem}"]
+    return queue, []
 
 
-def _json_error(text: str, *, fallback: str) -> str:
-    """Where the syntax error is; `text` has had its comments blanked, so lines and columns still match.
-
-    pydantic's own message has no line number, so json.loads is asked again; when it disagrees (pydantic
-    stops at a nesting depth json accepts) pydantic's message is used.
-    """
-    try:
-        json.loads(text)
-    except json.JSONDecodeError as e:
-        return f"line {e.lineno} column {e.colno}: {e.msg}"
-    except RecursionError:
-        return "nested too deeply"
-    return fallback
+def _first_of(problems: list[str]) -> str:
+    """The first problem, and how many more `ralph queue validate` would list."""
+    more = f" (and {len(problems) - 1} more; `ralph queue validate` lists them)" if len(problems) > 1 else ""
+    return problems[0] + more
 
 
-class _Duplicated(dict[str, Any]):
-    """A JSON object that had a key twice; `key` is the first repeated one."""
-
-    key: str
+def _listed(source: str, error: ValidationError, raw: object) -> list[str]:
+    return [f"{source}: {line}" for line in describe_errors(error, _task_namer(raw))]
 
 
 class _NotFinite(Exception):
@@ -236,52 +265,44 @@ def _not_json_constant(token: str) -> Any:
     raise _NotFinite(token)
 
 
-def _strict_json_problem(text: str) -> str | None:
-    """What pydantic's parser lets through but the Rust ralph refuses, as a message; None if nothing.
+# NaN, Infinity, or an exponent of three digits or more (1e999 overflows a float).
+_MAYBE_NOT_FINITE = re.compile(r"NaN|Infinity|[0-9.][eE][+-]?[0-9]{3}")
 
-    - A key twice in one object: pydantic (like json.loads) keeps the last one, so a `"status"` left
-      twice by a merge would silently change what runs.
-    - NaN, Infinity or a number too large for a float: accepted in free-form objects (`runner_cli`),
-      and written back as `NaN`, which is not JSON at all.
-    """
-    found = False
 
-    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        nonlocal found
-        obj = dict(pairs)
-        if len(obj) == len(pairs):
-            return obj
-        found = True
-        marked = _Duplicated(obj)
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                marked.key = key
-                break
-            seen.add(key)
-        return marked
-
-    try:  # pydantic parsed it already, so it is valid and shallow enough for json.loads
-        raw = json.loads(
-            text, object_pairs_hook=pairs_hook, parse_float=_finite, parse_constant=_not_json_constant
-        )
+def _not_finite(text: str) -> str | None:
+    """NaN, Infinity or a number too large for a float: pydantic's parser accepts them in free-form
+    objects (`runner_cli`), and they would be written back as `NaN`, which is not JSON at all."""
+    if not _MAYBE_NOT_FINITE.search(text):
+        return None  # nothing that could be: a second full parse of a large queue is not free
+    try:  # pydantic parsed it already, so it is valid JSON and shallow enough for json.loads
+        json.loads(text, parse_float=_finite, parse_constant=_not_json_constant)
     except _NotFinite as e:
         return f"{e.args[0]} is not a finite number; JSON (and the Rust ralph) cannot hold it"
-    if not found:
+    except (ValueError, RecursionError):  # pragma: no cover (pydantic parsed it)
         return None
-    stack: list[tuple[tuple[int | str, ...], Any]] = [((), raw)]
-    while stack:  # depth first, in document order
-        loc, value = stack.pop()
-        if isinstance(value, _Duplicated):
-            where = _task_namer(raw)(loc)
-            return f"{where}: key {value.key!r} appears twice (a bad merge?); keep one, only the last counts"
-        children: list[tuple[int | str, Any]] = []
-        if isinstance(value, dict):
-            children = list(value.items())
-        elif isinstance(value, list):
-            children = list(enumerate(value))
-        stack.extend(((*loc, k), v) for k, v in reversed(children))
-    return None  # pragma: no cover (the hook saw one)
+    return None
+
+
+def duplicate_keys(data: bytes, source: str) -> list[str]:
+    """Warnings, one per key written twice in one object: the last one counts (as in the Rust ralph),
+    which a bad merge can make surprising. Empty for a file that does not parse."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return []
+    scanner = jsonc.Scanner(text)
+    try:
+        scanner.document()
+    except jsonc.JsoncError:
+        return []
+    out = []
+    for pos, key in scanner.duplicates:
+        where = jsonc.JsoncError("", text, pos)
+        out.append(
+            f"{source}: line {where.line}: key {key!r} appears twice in one object (a bad merge?); "
+            "only the last counts"
+        )
+    return out
 
 
 def _task_namer(raw: object) -> Namer:
@@ -299,17 +320,22 @@ def _parsed(text: str) -> object:
         return None
 
 
-def load_queue_file(path: Path) -> QueueFile:
-    """Read a queue or done file from disk; a missing file is an empty queue."""
+def read_queue_bytes(path: Path) -> bytes | None:
+    """A queue or done file's bytes, or None when it does not exist; QueueError past the size limit."""
     try:
-        data = read_bounded(path, MAX_QUEUE_BYTES)
+        return read_bounded(path, MAX_QUEUE_BYTES)
     except FileNotFoundError:
-        return empty_queue_file()
+        return None
     except FileTooLarge as e:
         raise _too_large(str(path), e.size) from None
     except OSError as e:
         raise QueueError(f"{path}: cannot read: {e.strerror}") from None
-    return parse_queue_file(data, str(path))
+
+
+def load_queue_file(path: Path) -> QueueFile:
+    """Read a queue or done file from disk; a missing file is an empty queue."""
+    data = read_queue_bytes(path)
+    return empty_queue_file() if data is None else parse_queue_file(data, str(path))
 
 
 def render_queue_file(queue: QueueFile) -> bytes:
@@ -338,54 +364,91 @@ def find_problems(
     queue_name: str = "queue.json",
     done_name: str = "done.json",
 ) -> list[str]:
-    """Every semantic problem of a queue and done pair, as one line each; empty when valid."""
+    """Every semantic problem of a queue and done pair, as one line each; empty when valid.
+
+    The rules are the Rust ralph's: what it refuses is refused, and nothing else.
+    """
     problems: list[str] = []
     pattern = id_pattern(prefix, width)
     seen: dict[str, tuple[str, Task]] = {}  # the first task with each id, and the file it is in
     for name, file in ((queue_name, queue), (done_name, done)):
         # Per file, not only across both: the queue copy of an id that is also rejected in the done
         # archive must not hide the same id twice inside the archive.
-        in_this_file: set[str] = set()
+        in_this_file: dict[str, Task] = {}
         for task in file.tasks:
             where = f"{name}: task {task.id}"
             if not pattern.fullmatch(task.id):
                 problems.append(
                     f"{where}: id should look like {prefix}-{'0' * (width - 1)}1 ({width} digits)"
                 )
-            if task.id in in_this_file:
+            twin = in_this_file.get(task.id)
+            # The Rust ralph lets a rejected task share its id, in one file or across both.
+            if twin is not None and TaskStatus.REJECTED not in (task.status, twin.status):
                 problems.append(f"{where}: the id appears twice (in {name}); give one of them a new id")
-            elif task.id in seen:
+            elif twin is None and task.id in seen:
                 other_name, other = seen[task.id]
-                # The Rust ralph lets a rejected task's id come back in the other file.
                 if TaskStatus.REJECTED not in (task.status, other.status):
                     problems.append(
                         f"{where}: the id appears twice (in {other_name} and {name}); "
                         "give one of them a new id"
                     )
-            else:
-                seen[task.id] = (name, task)
-            in_this_file.add(task.id)
+            seen.setdefault(task.id, (name, task))
+            if twin is None or twin.status is TaskStatus.REJECTED:
+                in_this_file[task.id] = task
             if task.status in TERMINAL_STATUSES and task.completed_at is None:
                 problems.append(f"{where}: status {task.status} needs completed_at")
             if file is done and task.status not in TERMINAL_STATUSES:
                 problems.append(f"{where}: status {task.status} does not belong in the done archive")
     for name, file in ((queue_name, queue), (done_name, done)):
         for task in file.tasks:
-            for field in ("depends_on", "blocks"):
-                for ref in getattr(task, field):
-                    if ref not in seen:
+            refs = {"depends_on": task.depends_on, "blocks": task.blocks, "relates_to": task.relates_to}
+            if task.duplicates and task.duplicates.strip():
+                refs["duplicates"] = [task.duplicates.strip()]
+            for field, ids in refs.items():
+                for ref in ids:
+                    if ref == task.id:
+                        problems.append(f"{name}: task {task.id}: {field} names the task itself")
+                    elif ref not in seen:
                         problems.append(
                             f"{name}: task {task.id}: {field} names {ref}, which is in neither {queue_name} "
                             f"nor {done_name}"
                         )
-                    elif ref == task.id:
-                        problems.append(f"{name}: task {task.id}: {field} names the task itself")
     cycle = find_cycle(t for _, t in seen.values())
     if cycle:
         holders = {seen[i][0] for i in cycle if i in seen}
         files = " and ".join(n for n in (queue_name, done_name) if n in holders) or queue_name
         problems.append(f"{files}: dependency cycle: {' -> '.join(cycle)}; remove one of these dependencies")
     return problems
+
+
+def find_warnings(queue: QueueFile, *, queue_name: str = "queue.json") -> list[str]:
+    """What is valid but probably not meant: a scheduled_start nobody can read runs the task at once."""
+    return [
+        f"{queue_name}: task {t.id}: scheduled_start {t.scheduled_start!r} is not an RFC 3339 time, "
+        "so the task is not held back; write it like 2026-11-21T09:00:00Z"
+        for t in queue.tasks
+        if t.scheduled_start and t.scheduled_start.strip() and t.scheduled_at is None
+    ]
+
+
+# Limits on what a person types into a task (issue 15): long enough for any real task, short enough
+# that a paste by mistake is caught before it reaches every prompt and every queue read.
+MAX_TITLE_CHARS = 500
+MAX_DESCRIPTION_BYTES = 64 * 1024
+
+
+def check_text(title: str, description: str | None, *, where: str = "") -> None:
+    """Refuse a title or description over the limits, in one line naming which and by how much."""
+    if len(title) > MAX_TITLE_CHARS:
+        raise QueueError(
+            f"{where}the title is {len(title):,} characters, over the {MAX_TITLE_CHARS}-character limit; "
+            "keep it to a short line and put the detail in the description"
+        )
+    if description is not None and len(description.encode()) > MAX_DESCRIPTION_BYTES:
+        raise QueueError(
+            f"{where}the description is {len(description.encode()):,} bytes, over the "
+            f"{MAX_DESCRIPTION_BYTES:,}-byte limit; link to a document instead of pasting it"
+        )
 
 
 def find_cycle(tasks: Iterable[Task]) -> list[str] | None:
@@ -421,31 +484,20 @@ def find_cycle(tasks: Iterable[Task]) -> list[str] | None:
     return None
 
 
-def next_id(queue: QueueFile, done: QueueFile, *, prefix: str = "RQ", width: int = 4) -> str:
-    """One past the highest number in use, counting rejected tasks too so an id is never reused."""
+def next_id(
+    queue: QueueFile, done: QueueFile, *, prefix: str = "RQ", width: int = 4, also: Iterable[str] = ()
+) -> str:
+    """One past the highest number in use, counting rejected tasks too so an id is never reused.
+
+    `also`: ids known elsewhere (the remote's files, when the working tree's may be behind).
+    """
     pattern = re.compile(rf"{re.escape(prefix)}-(\d+)", re.IGNORECASE)
     highest = 0
-    for task in (*queue.tasks, *done.tasks):
-        match = pattern.fullmatch(task.id)
+    for task_id in (*(t.id for t in queue.tasks), *(t.id for t in done.tasks), *also):
+        match = pattern.fullmatch(task_id)
         if match:
             highest = max(highest, int(match.group(1)))
-    return f"{prefix}-{highest + 1:0{width}d}"
-
-
-def archive(queue: QueueFile, done: QueueFile, task_id: str, now: datetime) -> tuple[QueueFile, QueueFile]:
-    """The queue and done archive with `task_id` moved to done; a task already archived stays put.
-
-    Only this task's record changes: other tasks, and their order, are left exactly as they were. The
-    files given are not changed (their tasks are shared, not copied: a 10,000-task queue stays cheap).
-    """
-    queued = next((t for t in queue.tasks if t.id == task_id), None)
-    remaining = QueueFile(version=1, tasks=[t for t in queue.tasks if t.id != task_id])
-    if any(t.id == task_id for t in done.tasks):
-        return remaining, done
-    if queued is None:
-        raise QueueError(f"{task_id} is in neither the queue nor the done archive; nothing to archive")
-    finished = queued.model_copy(update={"status": TaskStatus.DONE, "completed_at": now, "updated_at": now})
-    return remaining, QueueFile(version=1, tasks=[*done.tasks, finished])
+    return f"{prefix.upper()}-{highest + 1:0{width}d}"
 
 
 def find_task(queue: QueueFile, done: QueueFile, task_id: str) -> Task | None:
@@ -453,6 +505,11 @@ def find_task(queue: QueueFile, done: QueueFile, task_id: str) -> Task | None:
         if task.id == task_id:
             return task
     return None
+
+
+def insert_index(queue: QueueFile) -> int:
+    """Where a new task goes by default, as in the Rust ralph: the top, or after a leading `doing` task."""
+    return 1 if queue.tasks and queue.tasks[0].status is TaskStatus.DOING else 0
 
 
 # --- selection (DESIGN §4.3) ---------------------------------------------------------------------
@@ -465,16 +522,25 @@ def why_not_runnable(
     workers: Mapping[str, Worker],
     now: datetime,
     max_attempts: int,
+    include_draft: bool = False,
 ) -> str | None:
-    """Why `task` cannot start now, or None when it can. Selection and `queue explain` share this."""
-    if task.status != TaskStatus.TODO:
+    """Why `task` cannot start now, or None when it can. Selection and `queue explain` share this.
+
+    As in the Rust ralph: a `doing` task (one a run started and did not finish) is resumed as it is,
+    without waiting for its dependencies or its schedule again; a `draft` runs only when asked for.
+    """
+    if task.status is TaskStatus.DRAFT and not include_draft:
+        return "status is draft (`ralph run --include-draft` runs drafts)"
+    if task.status not in (TaskStatus.TODO, TaskStatus.DOING, TaskStatus.DRAFT):
         return f"status is {task.status}"
-    waiting = [d for d in task.depends_on if statuses.get(d) not in TERMINAL_STATUSES]
-    if waiting:
-        described = ", ".join(f"{d} ({statuses[d]})" if d in statuses else f"{d} (missing)" for d in waiting)
-        return f"waits for {described}"
-    if task.scheduled_start is not None and task.scheduled_start > now:
-        return f"scheduled to start at {format_z(task.scheduled_start)}"
+    if task.status is not TaskStatus.DOING:
+        waiting = [d for d in task.depends_on if statuses.get(d) not in TERMINAL_STATUSES]
+        if waiting:
+            described = ", ".join(f"{d} ({statuses.get(d, 'missing')})" for d in waiting)
+            return f"waits for {described}"
+        scheduled = task.scheduled_at
+        if scheduled is not None and scheduled > now:
+            return f"scheduled to start at {format_z(scheduled)}"
     worker = workers.get(task.id)
     if worker is None:
         return None
@@ -500,10 +566,22 @@ def why_not_runnable(
     return None
 
 
+def still_wanted(task: Task | None) -> bool:
+    """Whether work on `task` should go on: it is in the queue and not done or rejected there.
+
+    `doing` and `draft` count: a doing task is being resumed, and a draft one was started on purpose.
+    """
+    return task is not None and task.status not in TERMINAL_STATUSES
+
+
 def task_statuses(queue: QueueFile, done: QueueFile) -> dict[str, TaskStatus]:
     statuses = {t.id: t.status for t in done.tasks}
     statuses.update((t.id, t.status) for t in queue.tasks)
     return statuses
+
+
+# Resumed first, then the queue, then (with --include-draft) the drafts: the Rust ralph's order.
+_SELECTION_ORDER = {TaskStatus.DOING: 0, TaskStatus.TODO: 1, TaskStatus.DRAFT: 2}
 
 
 def select_runnable(
@@ -513,14 +591,35 @@ def select_runnable(
     now: datetime,
     *,
     max_attempts: int,
+    include_draft: bool = False,
+    only: str | None = None,
 ) -> list[Task]:
-    """The tasks that may start now, in queue order."""
+    """The tasks that may start now: `doing` ones first, then `todo`, then drafts, each in queue order.
+
+    With `only`, that task alone, out of queue order; why it cannot start is logged.
+    """
     statuses = task_statuses(queue, done)
-    return [
-        t
-        for t in queue.tasks
-        if why_not_runnable(t, statuses=statuses, workers=workers, now=now, max_attempts=max_attempts) is None
-    ]
+    candidates = queue.tasks
+    if only is not None:
+        candidates = [t for t in queue.tasks if t.id == only]
+        if not candidates:
+            logger.info("--only %s: it is not in the queue; nothing to start", only)
+            return []
+    runnable = []
+    for task in candidates:
+        reason = why_not_runnable(
+            task,
+            statuses=statuses,
+            workers=workers,
+            now=now,
+            max_attempts=max_attempts,
+            include_draft=include_draft,
+        )
+        if reason is None:
+            runnable.append(task)
+        elif only is not None:
+            logger.info("--only %s: not starting it: %s", only, reason)
+    return sorted(runnable, key=lambda t: _SELECTION_ORDER[t.status])
 
 
 # --- the pair ------------------------------------------------------------------------------------
@@ -548,12 +647,7 @@ class Queues:
     def validate(self, config: QueueConfig) -> None:
         problems = self.problems(config)
         if problems:
-            more = (
-                f" (and {len(problems) - 1} more; `ralph queue validate` lists them)"
-                if len(problems) > 1
-                else ""
-            )
-            raise QueueError(problems[0] + more)
+            raise QueueError(_first_of(problems))
 
     def find(self, task_id: str) -> Task | None:
         return find_task(self.queue, self.done, task_id)

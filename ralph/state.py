@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import filecmp
+import glob
 import json
 import logging
 import os
@@ -15,7 +18,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticSerializationError
 
-from ralph import proc
+from ralph import jsonc, proc
 from ralph.clock import UtcDatetime, format_z
 from ralph.errors import StateError, TaskIdError
 from ralph.files import FileTooLarge, copy_aside, read_bounded, sweep_temp_files, write_atomic
@@ -191,27 +194,50 @@ def _migrate_v1_v2(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
 
 
 def _migrate_v3(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """Rust ralph v3 -> v4. v3 kept no process identity, so a `running` record can only be a lost job."""
+    """Rust ralph v3 -> v4, read as the Rust ralph reads it, and with nothing it left behind lost.
+
+    Its records may lack `lifecycle` (then `running`), `push_attempts` and `completed_at`, and carry
+    times with any offset, or none it could parse; unknown keys are ignored. v3 kept no process
+    identity, so a `running` record can only be a lost job. A record whose workspace is still on disk
+    (the Rust ralph's workspaces live outside ralph's workspace root, where no tick deletes anything)
+    may hold unlanded commits: it becomes `blocked_push`, kept for a person, and `ralph retry` or
+    `ralph discard` saves those commits to the attic before letting go of it.
+    """
     stamp = format_z(now)
     workers = []
     for old in raw.get("workers") or []:
         if not isinstance(old, dict):
             workers.append(old)  # let validation name the problem
             continue
-        lifecycle = old.get("lifecycle")
-        started = old.get("started_at") or stamp
+        lifecycle = old.get("lifecycle") or "running"  # the Rust ralph's default
+        started = _rust_time(old.get("started_at")) or stamp
+        completed = _rust_time(old.get("completed_at"))
+        workspace = old.get("workspace_path") or ""
         record: dict[str, Any] = {
             "task_id": old.get("task_id"),
             "lifecycle": lifecycle,
             "attempt": 1,
-            "workspace_path": old.get("workspace_path") or "",
+            "workspace_path": workspace,
             "started_at": started,
-            "updated_at": old.get("completed_at") or started,
-            "completed_at": old.get("completed_at"),
+            "updated_at": completed or started,
+            "completed_at": completed,
             "push_attempts": old.get("push_attempts") or 0,
             "last_error": old.get("last_error"),
         }
-        if lifecycle in ("running", "integrating"):
+        kept = bool(workspace) and lifecycle != "completed" and Path(workspace).is_dir()
+        if kept:
+            what = record["last_error"] or f"{lifecycle} when the Rust ralph stopped"
+            record.update(
+                lifecycle="blocked_push",
+                completed_at=completed or stamp,
+                updated_at=completed or stamp,
+                last_error=(
+                    f"migrated from the Rust ralph ({what}); its workspace may hold unlanded work: "
+                    f"`ralph retry {old.get('task_id')}` starts over, `ralph discard` lets it go "
+                    "(either saves its commits to refs/ralph/attic/ first)"
+                ),
+            )
+        elif lifecycle in ("running", "integrating"):
             record.update(
                 lifecycle="failed",
                 completed_at=stamp,
@@ -220,6 +246,7 @@ def _migrate_v3(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
             )
         elif lifecycle in ("completed", "failed", "blocked_push") and not record["completed_at"]:
             record["completed_at"] = started
+            record["updated_at"] = started
         if record["lifecycle"] == "failed":
             # The Rust ralph retries a failed task on its next run; so do we (None means "only on request").
             record["next_attempt_at"] = stamp
@@ -228,10 +255,24 @@ def _migrate_v3(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
         "schema_version": 4,
         "target_branch": raw.get("target_branch") or "",
         "remote": "origin",
-        "started_at": raw.get("started_at") or stamp,
+        "started_at": _rust_time(raw.get("started_at")) or stamp,
         "updated_at": stamp,
         "workers": workers,
     }
+
+
+def _rust_time(value: Any) -> str | None:
+    """A time of a Rust ralph state file, as RFC 3339 UTC; None when absent or unreadable (the Rust ralph
+    stores them as plain strings and only prunes a record whose time it cannot parse)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().upper())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _migrate_v4(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
@@ -302,12 +343,16 @@ def load_state(
     except OSError as e:
         raise StateError(f"{path}: cannot read: {e.strerror}") from None
     try:
-        return parse_state(data, now)
+        state = parse_state(data, now)
     except _Corrupt as e:
         return _refuse(path, str(e), now, under_lock)
     except _TooNew as e:
         # Not damage: the file is fine for the ralph that wrote it, so there is nothing to quarantine.
         raise StateError(f"{path}: {e}") from None
+    if not state.target_branch:
+        # The Rust ralph leaves it empty until its first run; so does a migration of its v1/v2 files.
+        state.target_branch = target_branch
+    return state
 
 
 def parse_state(data: bytes, now: datetime) -> State:
@@ -317,7 +362,9 @@ def parse_state(data: bytes, now: datetime) -> State:
     except TooDeep as e:
         raise _Corrupt(str(e)) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise _Corrupt(f"not valid JSON ({e})") from None
+        raw = _rust_jsonc(data)  # the Rust ralph reads its state file as JSONC
+        if raw is None:
+            raise _Corrupt(f"not valid JSON ({e})") from None
     if not isinstance(raw, dict):
         raise _Corrupt("not a JSON object")
     if "schema_version" not in raw and _OUR_KEYS & raw.keys():
@@ -337,6 +384,17 @@ def parse_state(data: bytes, now: datetime) -> State:
         raise _Corrupt(describe_validation_error(e, _worker_namer(raw))) from None
 
 
+def _rust_jsonc(data: bytes) -> Any:
+    """A Rust ralph state file (version 3 or older) with comments or trailing commas, parsed as it
+    parses it; None for anything else (ralph's own files are plain JSON)."""
+    try:
+        raw = jsonc.loads(data.decode())
+    except (jsonc.JsoncError, UnicodeDecodeError):
+        return None
+    version = raw.get("schema_version", 1) if isinstance(raw, dict) else None
+    return raw if isinstance(version, int) and not isinstance(version, bool) and version <= 3 else None
+
+
 def _worker_namer(raw: dict[str, Any]) -> Namer:
     return item_namer(
         raw, "workers", "task_id", lambda i, task: f"workers[{i}]" + (f" ({task})" if task else "")
@@ -347,7 +405,10 @@ def _refuse(path: Path, problem: str, now: datetime, under_lock: bool) -> State:
     if not under_lock:
         raise StateError(f"{path}: {problem}; `ralph doctor` explains how to repair it")
     try:
-        copy = copy_aside(path, f".corrupt-{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}")
+        # One copy of each damaged version: a tick a minute would otherwise make 1,440 copies a day.
+        copy = _copy_of(path) or copy_aside(
+            path, f".corrupt-{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+        )
     except OSError as e:
         raise StateError(
             f"{path}: {problem}; nothing was started. The file is left as it was, but a copy could not be "
@@ -356,9 +417,19 @@ def _refuse(path: Path, problem: str, now: datetime, under_lock: bool) -> State:
     raise StateError(
         f"{path}: {problem}; nothing was started. "
         f"The file is left as it was and a copy saved as {copy.name}: "
-        "fix the file by hand (README: 'State file'), or move it aside to start afresh, "
+        "fix the file by hand (README: 'state.json' shows every key), or move it aside to start afresh, "
         "which forgets the jobs it records; `ralph doctor` explains"
     )
+
+
+def _copy_of(path: Path) -> Path | None:
+    """An earlier `.corrupt-*` copy with exactly these bytes, if there is one."""
+    size = path.stat().st_size
+    for candidate in sorted(path.parent.glob(glob.escape(path.name) + ".corrupt-*")):
+        with contextlib.suppress(OSError):
+            if candidate.stat().st_size == size and filecmp.cmp(candidate, path, shallow=False):
+                return candidate
+    return None
 
 
 def render_state(state: State) -> bytes:

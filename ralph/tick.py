@@ -22,7 +22,7 @@ from shutil import rmtree
 from typing import Any
 
 from ralph import job as jobs
-from ralph import landing, markers, policy, proc, prompts, replay, runners, sandbox, workspace
+from ralph import landing, markers, ownership, policy, proc, prompts, replay, runners, sandbox, workspace
 from ralph.bookkeeping import Source, detect_source, fetch_base, read_queues, rev
 from ralph.checkout import Checkout
 from ralph.clock import format_z, scheduled
@@ -36,7 +36,7 @@ from ralph.ledger import Ledger, stop_job
 from ralph.lock import TickLock
 from ralph.paths import Paths, is_within
 from ralph.pause import read_pause
-from ralph.queue import Queues, Task, TaskStatus, select_runnable
+from ralph.queue import Queues, Task, select_runnable, still_wanted
 from ralph.state import Job, JobKind, Lifecycle, State, Worker, load_state, prune_terminal
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,8 @@ class TickOptions:
     max_tasks: int = 0  # new starts per tick; 0 = no limit
     dry_run: bool = False
     allow_root: bool = False
+    only: str | None = None  # start this task alone, out of queue order
+    include_draft: bool = False  # drafts may start too (after the todo tasks)
 
 
 @dataclass
@@ -227,7 +229,7 @@ class Tick:
         """
         assert self.queues is not None and self.source is not None
         task = self.queues.find(worker.task_id)
-        if task is not None and task.status is TaskStatus.TODO:
+        if task is not None and still_wanted(task):
             return False
         where = self.source.label
         reason = (
@@ -483,6 +485,7 @@ def _preflight(tick: Tick) -> None:
             "running as root: agents would run as root too; run ralph as a dedicated user "
             "(or pass --allow-root inside a throwaway sandbox)"
         )
+    ownership.check(tick.paths)  # set up by `ralph init`; no Rust ralph coordinator at work here
     remote = tick.checkout.remote
     try:
         tick.remote_url = tick.git.run("remote", "get-url", remote).out
@@ -760,6 +763,8 @@ def _runnable(tick: Tick) -> list[Task]:
         tick.state.by_task(),
         tick.now,
         max_attempts=tick.config.agent.max_attempts,
+        include_draft=tick.options.include_draft,
+        only=tick.options.only,
     )
 
 

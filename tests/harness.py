@@ -75,9 +75,13 @@ class Project:
         self.commit_and_push("configure ralph")
 
     def commit_and_push(self, message: str) -> None:
-        # `ralph task add` moved origin's base with plumbing; catch up first, keeping our edits.
+        # `ralph task add` may have moved origin's base with plumbing; catch up first, keeping our edits.
         git(self.control, "fetch", "-q", "origin")
-        git(self.control, "rebase", "-q", "--autostash", f"origin/{BASE}")
+        behind = subprocess.run(
+            ["git", "merge-base", "--is-ancestor", f"origin/{BASE}", "HEAD"], cwd=self.control
+        )
+        if behind.returncode:
+            git(self.control, "rebase", "-q", "--autostash", f"origin/{BASE}")
         git(self.control, "add", "-A")
         if git(self.control, "status", "--porcelain"):
             git(self.control, "commit", "-q", "-m", message)
@@ -92,6 +96,7 @@ class Project:
             description=description,
             depends_on=list(depends_on),
             priority="medium",
+            position="bottom",  # the queue in the order the test wrote it
         )
         new = [t for t in self.queue_ids() if t not in before]
         assert len(new) == 1, new

@@ -119,11 +119,11 @@ def test_every_command_help_exits_0_and_teaches(path: tuple[str, ...]) -> None:
         assert text in flat, text
 
 
-def test_priority_help_promises_no_command_that_does_not_exist() -> None:
-    # It once said "Recorded for `ralph queue sort`", a command ralph does not have.
+def test_priority_help_names_the_command_that_sorts_by_priority() -> None:
+    # It once named `ralph queue sort` before ralph had it; now it has, and the help must say so.
     flat = " ".join(invoke("task", "add", "--help").stdout.split())
-    assert "queue sort" not in flat
-    assert "queue order, not priority, decides what runs first" in flat
+    assert "Queue order, not priority, decides what runs first; `ralph queue sort` orders by priority" in flat
+    assert invoke("queue", "sort", "--help").exit_code == 0
 
 
 def test_no_command_shows_usage() -> None:

@@ -19,7 +19,7 @@ def checkout(checkout: Path) -> Path:
     """conftest's checkout (after `ralph init`) with two tasks: RQ-0002 depends on RQ-0001."""
     first = ["Add a --dry-run flag", "--priority", "high", "-d", "print, do not write"]
     assert ralph(checkout, "task", "add", *first).stdout == "RQ-0001\n"
-    second = ["Document --dry-run", "--depends-on", "RQ-0001"]
+    second = ["Document --dry-run", "--depends-on", "RQ-0001", "--bottom"]
     assert ralph(checkout, "task", "add", *second).stdout == "RQ-0002\n"
     return checkout
 
@@ -197,7 +197,17 @@ def test_validate_counts_in_the_singular_for_one(checkout: Path) -> None:
 
 def test_validate_json_of_a_valid_queue(checkout: Path) -> None:
     doc = json_doc(ralph(checkout, "queue", "validate", "--json"))
-    assert doc == {"schema": 1, "valid": True, "problems": [], "queue_tasks": 2, "done_tasks": 0}
+    sources = doc.pop("sources")
+    assert doc == {
+        "schema": 1,
+        "valid": True,
+        "problems": [],
+        "warnings": [],
+        "queue_tasks": 2,
+        "done_tasks": 0,
+    }
+    # Nothing was pushed yet: the working tree is the only place checked.
+    assert [(s["name"], s["valid"], s["queue_tasks"]) for s in sources] == [("working tree", True, 2)]
 
 
 INVALID_PROBLEMS = [
@@ -241,12 +251,12 @@ def test_validate_reports_a_file_that_does_not_parse_as_a_problem(checkout: Path
     path.write_text(path.read_text()[:40])
     result = ralph(checkout, "queue", "validate")
     assert result.exit_code == 1
-    assert result.stdout.startswith(f"{path}: not valid JSON: line ")
+    assert result.stdout.startswith(".ralph/queue.json: not valid JSON: line ")
     assert result.stdout.count("\n") == 1
     doc = json_doc(ralph(checkout, "queue", "validate", "--json"))
     assert doc["valid"] is False
     assert len(doc["problems"]) == 1 and "not valid JSON" in doc["problems"][0]
-    assert (doc["queue_tasks"], doc["done_tasks"]) == (None, None)
+    assert (doc["queue_tasks"], doc["done_tasks"]) == (None, 0)  # the done archive still parses
 
 
 def test_validate_uses_the_configured_id_pattern(checkout: Path) -> None:
@@ -312,7 +322,8 @@ def test_explain_a_failed_worker_with_attempts_used_up(checkout: Path) -> None:
         "RQ-0001  attempts used up (3/3): agent exited 1 without a commit"
     )
     doc = json_doc(ralph(checkout, "queue", "explain", "--json"))
-    assert set(doc) == {"schema", "generated_at", "tasks"}
+    assert set(doc) == {"schema", "generated_at", "paused", "tasks"}
+    assert doc["paused"] is None
     assert doc["tasks"][0] == {
         "id": "RQ-0001",
         "title": "Add a --dry-run flag",

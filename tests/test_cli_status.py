@@ -22,7 +22,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def checkout(checkout: Path) -> Path:
     """conftest's checkout (after `ralph init`) with three tasks."""
     for title in ("Add a --dry-run flag", "Document --dry-run", "Fix the flaky login test"):
-        assert ralph(checkout, "task", "add", title).exit_code == 0
+        assert ralph(checkout, "task", "add", "--bottom", title).exit_code == 0
     return checkout
 
 
@@ -258,7 +258,7 @@ def test_a_corrupt_queue_still_shows_the_workers(workers: Path) -> None:
     queue.write_text("{ not json")
     doc = status_json(workers)
     assert doc["queue"] is None and doc["archive"] is None
-    assert doc["queue_error"].startswith(f"{queue}: not valid JSON: line 1 column 3")
+    assert doc["queue_error"].startswith(f"{queue}: not valid JSON: line 1 column 7")
     assert [w["task_id"] for w in doc["workers"]] == ["RQ-0001", "RQ-0002", "RQ-0003", "RQ-0009"]
     assert all(w["title"] is None for w in doc["workers"])
 
@@ -266,7 +266,7 @@ def test_a_corrupt_queue_still_shows_the_workers(workers: Path) -> None:
     assert text.exit_code == 0
     lines = text.stdout.splitlines()
     assert lines[0].endswith(" · queue unreadable")
-    assert lines[2].startswith(f"queue: unreadable: {queue}: not valid JSON: line 1 column 3")
+    assert lines[2].startswith(f"queue: unreadable: {queue}: not valid JSON: line 1 column 7")
     assert lines[4].startswith("RQ-0001  running")
 
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import BASE, git
 from helpers import hold_lock, ralph, stop
 
-from ralph.commands import task as task_command
+from ralph import bookkeeping
 
 
 def queue_file(checkout: Path) -> Path:
@@ -29,7 +29,7 @@ def tasks(checkout: Path) -> list[dict[str, Any]]:
     return result
 
 
-def test_add_prints_the_new_id_and_appends_in_order(checkout: Path) -> None:
+def test_add_prints_the_new_id_and_puts_it_first_as_the_rust_ralph_does(checkout: Path) -> None:
     before = datetime.now(UTC).replace(microsecond=0)
     first = ralph(checkout, "task", "add", "Fix the login bug")
     second = ralph(checkout, "task", "add", "Write the changelog")
@@ -39,11 +39,12 @@ def test_add_prints_the_new_id_and_appends_in_order(checkout: Path) -> None:
     assert (second.exit_code, second.stdout) == (0, "RQ-0002\n")
 
     recorded = tasks(checkout)
+    # The newest first (the Rust ralph's order, which its users asked for); --bottom appends.
     assert [(t["id"], t["title"]) for t in recorded] == [
-        ("RQ-0001", "Fix the login bug"),
         ("RQ-0002", "Write the changelog"),
+        ("RQ-0001", "Fix the login bug"),
     ]
-    task = recorded[0]
+    task = recorded[1]
     # Keys not given stay absent: no "description": null, no "depends_on": [].
     assert set(task) == {"id", "status", "title", "priority", "created_at", "updated_at"}
     assert (task["status"], task["priority"]) == ("todo", "medium")
@@ -73,7 +74,7 @@ def test_description_priority_and_dependencies_are_recorded(checkout: Path) -> N
         "RQ-0002",
     )
     assert (result.exit_code, result.stdout) == (0, "RQ-0003\n")
-    third = tasks(checkout)[2]
+    third = tasks(checkout)[0]
     assert third["title"] == "Third"
     assert third["description"] == "tests/test_login.py fails one run in ten"
     assert third["priority"] == "high"
@@ -174,7 +175,7 @@ def test_truncated_queue_file_is_refused_and_left_as_it_is(checkout: Path) -> No
     queue_file(checkout).write_bytes(full[: len(full) // 2])
     result = ralph(checkout, "task", "add", "Another")
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"ralph: error: {queue_file(checkout)}: not valid JSON: line ")
+    assert result.stderr.startswith("ralph: error: .ralph/queue.json: not valid JSON: line ")
     assert result.stderr.endswith("; fix the syntax\n")
     assert result.stderr.count("\n") == 1
     assert queue_file(checkout).read_bytes() == full[: len(full) // 2]
@@ -214,7 +215,8 @@ def test_before_init_it_refuses_and_creates_nothing(control: Path) -> None:
     result = ralph(control, "task", "add", "Too early")
     assert result.exit_code == 1
     assert result.stderr == (
-        f"ralph: error: {control} has no .ralph/ directory; run `ralph init` there first\n"
+        f"ralph: error: {control} is not set up for ralph (no .ralph/config.toml and no queue file): "
+        "run `ralph init` there, commit and push what it creates\n"
     )
     assert not (control / ".ralph").exists()
 
@@ -237,7 +239,7 @@ def lock_holder(checkout: Path) -> Iterator[subprocess.Popen[str]]:
 def test_lock_held_longer_than_the_wait_exits_75_and_adds_nothing(
     checkout: Path, lock_holder: subprocess.Popen[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(task_command, "LOCK_WAIT_S", 0.3)
+    monkeypatch.setattr(bookkeeping, "LOCK_WAIT_S", 0.3)
     before = queue_file(checkout).read_bytes()
     result = ralph(checkout, "task", "add", "Blocked")
     assert result.exit_code == 75
@@ -246,7 +248,7 @@ def test_lock_held_longer_than_the_wait_exits_75_and_adds_nothing(
     holder = f"(pid {lock_holder.pid} since "
     assert result.stderr.startswith(f"ralph: another ralph process holds {lock} {holder}")
     assert result.stderr.endswith(
-        ") and did not let go within 0.3s; the task was not added, try again in a minute\n"
+        ") and did not let go within 0.3s; nothing was changed, try again in a minute\n"
     )
     assert queue_file(checkout).read_bytes() == before
 

@@ -649,14 +649,15 @@ def test_discard_keeps_the_work_and_reject_stops_the_task_for_good(project: Proj
     ws = Path(state.workers[0].workspace_path)
     result = CliRunner().invoke(cli, ["-C", str(project.control), "discard", task, "--reject"])
     assert result.exit_code == 0, result.output
-    assert (
-        result.stdout
-        == f"{task} discarded; its work is kept as refs/ralph/attic/{task}-1; marked rejected in the queue\n"
+    assert result.stdout == (
+        f"{task} discarded; its work is kept as refs/ralph/attic/{task}-1; "
+        "rejected: moved to the done archive\n"
     )
     assert not ws.exists()
     assert git(project.control, "rev-parse", f"refs/ralph/attic/{task}-1") == head
     assert project.state().worker(task) is None
-    assert [t["status"] for t in project.origin_tasks("queue")] == ["rejected"]
+    assert project.origin_tasks("queue") == []  # moved to the archive at once, not left for a landing
+    assert [(t["id"], t["status"]) for t in project.origin_tasks("done")] == [(task, "rejected")]
     project.tick()
     assert project.state().worker(task) is None  # rejected: never started again
 

@@ -6,6 +6,7 @@ import copy
 import errno
 import json
 import os
+import re
 import stat
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -32,6 +33,7 @@ from ralph.state import (
     save_state,
 )
 
+README = Path(__file__).resolve().parent.parent / "README.md"
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 21, 10, 5, tzinfo=UTC)
 STAMP = "20261121T100500Z"  # NOW as it appears in a quarantine copy's name
@@ -573,14 +575,44 @@ def test_damage_is_quarantined_never_reset(tmp_path: Path, data: bytes, problem:
     assert corrupt_copies(tmp_path) == [first]
     assert first.read_bytes() == data
 
-    # The same second again: a second copy, the first one untouched.
-    with pytest.raises(StateError) as again:
-        load_state(path, now=NOW, target_branch="main", remote="origin", under_lock=True)
-    second = tmp_path / f"state.json.corrupt-{STAMP}.2"
-    assert f"a copy saved as {second.name}:" in str(again.value)
-    assert corrupt_copies(tmp_path) == [first, second]
-    assert first.read_bytes() == second.read_bytes() == path.read_bytes() == data
+    # Every later tick (cron: one a minute) names the same copy instead of making another: the
+    # defect was ~1,440 identical copies a day.
+    for _ in range(3):
+        with pytest.raises(StateError) as again:
+            load_state(
+                path, now=NOW + timedelta(minutes=1), target_branch="main", remote="origin", under_lock=True
+            )
+        assert f"a copy saved as {first.name}:" in str(again.value)
+    assert corrupt_copies(tmp_path) == [first]
+    assert first.read_bytes() == path.read_bytes() == data
     assert temp_files(tmp_path) == []
+
+
+def test_a_file_damaged_differently_gets_a_copy_of_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_bytes(b"{ broken")
+    for data, minute in ((b"{ broken", 0), (b"{ broken", 1), (b"[]", 2), (b"{ broken", 3)):
+        path.write_bytes(data)
+        with pytest.raises(StateError):
+            load_state(
+                path,
+                now=NOW + timedelta(minutes=minute),
+                target_branch="main",
+                remote="origin",
+                under_lock=True,
+            )
+    copies = corrupt_copies(tmp_path)
+    assert [c.read_bytes() for c in copies] == [b"{ broken", b"[]"]
+
+
+def test_the_repair_hint_names_a_readme_section_that_exists(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_bytes(b"{ broken")
+    with pytest.raises(StateError) as info:
+        load_state(path, now=NOW, target_branch="main", remote="origin", under_lock=True)
+    sections = re.findall(r"^#+ (.+)$", README.read_text(), re.M)
+    named = re.search(r"README: '([^']+)'", str(info.value))
+    assert named is not None and any(named.group(1) in section for section in sections), named
 
 
 @pytest.mark.parametrize(("data", "problem"), CORRUPT.values(), ids=CORRUPT.keys())

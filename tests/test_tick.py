@@ -94,7 +94,10 @@ def test_a_remote_not_named_origin_lands_and_keeps_unlanded_work(project: Projec
     assert git(project.origin, "rev-parse", BASE) == landed.landed_sha
     result = CliRunner().invoke(cli, ["-C", str(project.control), "discard", "RQ-0001"])
     assert result.exit_code == 0, result.output
-    assert result.stdout == "RQ-0001 discarded; its work is kept as refs/ralph/attic/RQ-0001-1\n"
+    assert result.stdout == (
+        "RQ-0001 discarded; its work is kept as refs/ralph/attic/RQ-0001-1; parked as a draft in the queue, "
+        "so no tick starts it again: `ralph task edit RQ-0001 --status todo` queues it again\n"
+    )
     assert git(project.control, "rev-parse", "refs/ralph/attic/RQ-0001-1") == failed.head_sha
 
 

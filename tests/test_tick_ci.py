@@ -15,8 +15,7 @@ from ralph import clock, markers
 from ralph.bookkeeping import publish
 from ralph.checkout import open_checkout
 from ralph.cli import cli
-from ralph.commands.task import _append
-from ralph.queue import Queues
+from ralph.queuedoc import QueueEdit
 from ralph.state import Lifecycle
 
 
@@ -240,7 +239,7 @@ def test_task_add_retries_when_the_base_moves_under_it(project: Project, clone: 
     other = clone("other")  # type: ignore[operator]
     calls = 0
 
-    def append_after_a_rival_push(queues: Queues) -> str:
+    def append_after_a_rival_push(edit: QueueEdit) -> str:
         nonlocal calls
         calls += 1
         if calls == 1:
@@ -249,15 +248,8 @@ def test_task_add_retries_when_the_base_moves_under_it(project: Project, clone: 
             git(other, "add", "rival.txt")
             git(other, "commit", "-q", "-m", "a rival commit")
             git(other, "push", "-q", "origin", f"HEAD:{BASE}")
-        new = _append(
-            queues,
-            checkout.config.queue,
-            now=clock.now().replace(microsecond=0),
-            title="Raced",
-            description=None,
-            depends_on=[],
-            priority="medium",
-        )
+        new = edit.new_task(checkout.config.queue, title="Raced")
+        edit.add(new)
         return new.id
 
     checkout = open_checkout(project.control)
@@ -267,6 +259,7 @@ def test_task_add_retries_when_the_base_moves_under_it(project: Project, clone: 
         BASE,
         change=append_after_a_rival_push,
         message=lambda task_id: f"ralph: add {task_id}",
+        now=clock.now(),
         sleep=lambda s: None,
     )
     assert calls == 2 and outcome == "RQ-0001"

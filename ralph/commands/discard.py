@@ -1,8 +1,13 @@
 """`ralph discard TASK [--reject]`: let go of a task's worker, keeping its work in the attic.
 
 The worker's job is stopped, its workspace's commits are saved to `refs/ralph/attic/<TASK>-<n>`, the
-workspace is removed and the record dropped. Without --reject the task stays in the queue and may be
-started afresh; with --reject it is marked rejected in the queue first, so it never runs again.
+workspace is removed and the record dropped. So that the next tick does not simply start the task
+again, the queue says so first: without --reject the task is parked as a `draft` (it stays queued but
+nothing starts it; `ralph task edit TASK --status todo` queues it again), with --reject it is moved to
+the done archive as rejected, for good.
+
+A workspace outside the workspace root (one the Rust ralph made, say) is never deleted: a tick would
+not delete it either. Its commits are saved all the same, and the message names it.
 """
 
 from __future__ import annotations
@@ -13,13 +18,14 @@ from pathlib import Path
 import click
 
 from ralph import workspace
-from ralph.bookkeeping import NotPublished, Untracked, publish
+from ralph.bookkeeping import change_queue
 from ralph.checkout import Checkout, open_checkout
 from ralph.clock import now as read_clock
-from ralph.errors import ExitCode, QueueError, RalphError
+from ralph.errors import ExitCode, RalphError
 from ralph.ledger import edit_state, stop_job
-from ralph.paths import check_task_id
-from ralph.queue import Queues, TaskStatus, load_local_queues, save_queue_file
+from ralph.paths import check_task_id, is_within
+from ralph.queue import TERMINAL_STATUSES, TaskStatus
+from ralph.queuedoc import QueueEdit
 
 
 def discard(*, start: Path, task_id: str, reject: bool) -> ExitCode:
@@ -28,6 +34,7 @@ def discard(*, start: Path, task_id: str, reject: bool) -> ExitCode:
     now = read_clock()
     base = checkout.base_branch()
     saved = None
+    kept_in_place = None
     with edit_state(checkout, now=now) as ledger:
         worker = ledger.state.worker(task_id)
         # A workspace no record owns (an orphan `ralph doctor` found) is discarded the same way.
@@ -35,53 +42,61 @@ def discard(*, start: Path, task_id: str, reject: bool) -> ExitCode:
         if worker is None and not path.exists() and not reject:
             raise RalphError(
                 f"no worker for {task_id} and no workspace at {path}; nothing to discard "
-                "(`--reject` marks it rejected in the queue)"
+                f"(`ralph task reject {task_id}` closes the task in the queue)"
             )
-        if reject:
-            # First, and under the lock: if the queue cannot say "rejected", nothing is let go, and
-            # no tick can start the task again between the two.
-            _reject_in_queue(checkout, base, task_id, now)
+        # First, and under the lock: if the queue cannot say so, nothing is let go, and no tick can
+        # start the task again between the two.
+        in_queue = _close_in_queue(checkout, task_id, now, reject=reject)
         if worker is not None:
             stop_job(worker, grace_s=checkout.config.parallel.kill_grace_seconds)
-        if path.exists():
-            saved = workspace.remove(
-                path,
-                task_id=task_id,
-                control=checkout.root,
-                base_ref=checkout.tracking_ref(base),
-            )
+        base_ref = checkout.tracking_ref(base)
+        if path.is_symlink() or not path.exists() or is_within(path, checkout.paths.workspace_root):
+            saved = workspace.remove(path, task_id=task_id, control=checkout.root, base_ref=base_ref)
+        else:
+            saved = workspace.save_to_attic(path, task_id=task_id, control=checkout.root, base_ref=base_ref)
+            kept_in_place = path
         if worker is not None:
             ledger.state.workers = [w for w in ledger.state.workers if w.task_id != task_id]
             ledger.save()
-    kept = f"; its work is kept as {saved}" if saved else ""
-    rejected = "; marked rejected in the queue" if reject else ""
-    click.echo(f"{task_id} discarded{kept}{rejected}")
+    parts = [f"{task_id} discarded"]
+    if saved:
+        parts.append(f"its work is kept as {saved}")
+    if kept_in_place is not None:
+        parts.append(f"its workspace {kept_in_place} is outside the workspace root and was left in place")
+    parts.append(in_queue)
+    click.echo("; ".join(parts))
     return ExitCode.OK
 
 
-def _reject_in_queue(checkout: Checkout, base: str, task_id: str, now: datetime) -> None:
-    """On the remote base when the queue is tracked there, else in this host's queue file."""
-    try:
-        publish(
-            checkout,
-            checkout.git(),
-            base,
-            change=lambda q: _reject(q, task_id, now),
-            message=lambda _: f"ralph: reject {task_id}",
+def _close_in_queue(checkout: Checkout, task_id: str, now: datetime, *, reject: bool) -> str:
+    """Reject the task (moved to the done archive) or park it as a draft; say what the queue says now."""
+
+    def close(edit: QueueEdit) -> str:
+        task = edit.queue.find(task_id)
+        if task is None:
+            archived = edit.done.find(task_id)
+            if archived is not None:
+                return f"it is {archived.status} in the done archive"
+            if reject:
+                edit.queued(task_id)  # raises: not in either file
+            return "it is not in the queue"
+        if reject:
+            edit.finish(task_id, TaskStatus.REJECTED)
+            return "rejected: moved to the done archive"
+        if task.status in TERMINAL_STATUSES:
+            return f"it is {task.status} in the queue"
+        if task.status is not TaskStatus.DRAFT:
+            edit.update(task_id, status=TaskStatus.DRAFT)
+        return (
+            "parked as a draft in the queue, so no tick starts it again: "
+            f"`ralph task edit {task_id} --status todo` queues it again"
         )
-        return
-    except (Untracked, NotPublished):
-        pass
-    queues = load_local_queues(checkout.paths)
-    _reject(queues, task_id, now)
-    save_queue_file(checkout.paths.queue_file(), queues.queue)
 
-
-def _reject(queues: Queues, task_id: str, now: datetime) -> None:
-    task = next((t for t in queues.queue.tasks if t.id == task_id), None)
-    if task is None:
-        raise QueueError(f"{task_id} is not in {queues.queue_name}; only a queued task can be rejected")
-    stamp = now.replace(microsecond=0)
-    task.status = TaskStatus.REJECTED
-    task.completed_at = stamp
-    task.updated_at = stamp
+    said, _ = change_queue(
+        checkout,
+        change=close,
+        message=lambda _: f"ralph: {'reject' if reject else 'park'} {task_id} (discarded)",
+        now=now,
+        push=True,
+    )
+    return said

@@ -2,7 +2,8 @@
 
 Verified work (a task blocked on its push) goes back to landing with a fresh set of push attempts.
 Anything else starts over with a fresh set of attempts; its workspace's commits are saved to the
-attic before the workspace is reset, so nothing it did is lost.
+attic here, before the next tick resets the workspace, so nothing it did is lost (and the message
+names the ref). A workspace outside the workspace root (the Rust ralph's) is left where it is.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from ralph.checkout import open_checkout
 from ralph.clock import now as read_clock
 from ralph.errors import ExitCode, RalphError
 from ralph.ledger import edit_state
-from ralph.paths import check_task_id
-from ralph.queue import TaskStatus
+from ralph.paths import check_task_id, is_within
+from ralph.queue import still_wanted
 from ralph.state import Lifecycle
 
 
@@ -26,6 +27,7 @@ def retry(*, start: Path, task_id: str) -> ExitCode:
     check_task_id(task_id)
     checkout = open_checkout(start)
     now = read_clock()
+    base = checkout.base_branch()
     with edit_state(checkout, now=now) as ledger:
         worker = ledger.worker_named(task_id)
         if worker.lifecycle not in (Lifecycle.FAILED, Lifecycle.BLOCKED_PUSH):
@@ -33,26 +35,41 @@ def retry(*, start: Path, task_id: str) -> ExitCode:
                 f"{task_id} is {worker.lifecycle}; only failed or blocked_push tasks can be retried"
             )
         path = Path(worker.workspace_path)
+        land = (
+            bool(worker.verified_sha)
+            and workspace.is_valid(path)
+            and workspace.head(path) == worker.verified_sha
+        )
+        if not land:
+            task = current_queues(checkout).find(task_id)
+            if not still_wanted(task):
+                state = "gone from the queue" if task is None else f"{task.status} in the queue"
+                raise RalphError(f"{task_id} is {state}; set it back to todo there first, then retry")
         markers.clear_blocked_push(path)
         worker.push_attempts = 0
         worker.remediations = 0
         worker.last_error = None
-        if worker.verified_sha and workspace.is_valid(path) and workspace.head(path) == worker.verified_sha:
+        if land:
+            assert worker.verified_sha is not None
             worker.next_attempt_at = None
             ledger.transition(worker, Lifecycle.INTEGRATING, "retried by `ralph retry`: landing again")
             message = f"{task_id} goes back to landing {worker.verified_sha[:10]} on the next tick"
         else:
-            task = current_queues(checkout).find(task_id)
-            if task is None or task.status is not TaskStatus.TODO:
-                state = "gone from the queue" if task is None else f"{task.status} in the queue"
-                raise RalphError(f"{task_id} is {state}; set it back to todo there first, then retry")
+            saved = None
+            if path.exists() and not path.is_symlink():
+                saved = workspace.save_to_attic(
+                    path, task_id=task_id, control=checkout.root, base_ref=checkout.tracking_ref(base)
+                )
             worker.attempt = 0  # the next start is attempt 1 of a fresh round
             worker.next_attempt_at = now
             # Still failed, only due again: not an ending to announce.
             ledger.transition(
                 worker, Lifecycle.FAILED, "retried by `ralph retry`: starting over", announce=False
             )
-            message = f"{task_id} starts over on the next tick; earlier commits are kept in refs/ralph/attic/"
+            kept = f"its earlier work is kept as {saved}" if saved else "it had no unlanded commits to keep"
+            if path.exists() and not is_within(path, checkout.paths.workspace_root):
+                kept += f"; {path} is outside the workspace root and is left in place"
+            message = f"{task_id} starts over on the next tick; {kept}"
         ledger.save()
     click.echo(message)
     return ExitCode.OK

@@ -9,14 +9,32 @@ from ralph.checkout import open_checkout
 from ralph.clock import now as read_clock
 from ralph.commands._output import emit_json
 from ralph.errors import ExitCode
+from ralph.paths import check_task_id
 from ralph.report import refresh_page
 from ralph.tick import TickOptions, run_tick
 
 
 def run(
-    *, start: Path, workers: int | None, max_tasks: int, dry_run: bool, allow_root: bool, as_json: bool
+    *,
+    start: Path,
+    workers: int | None,
+    max_tasks: int,
+    dry_run: bool,
+    allow_root: bool,
+    as_json: bool,
+    only: str | None = None,
+    include_draft: bool = False,
 ) -> ExitCode:
-    options = TickOptions(workers=workers, max_tasks=max_tasks, dry_run=dry_run, allow_root=allow_root)
+    if only is not None:
+        check_task_id(only)
+    options = TickOptions(
+        workers=workers,
+        max_tasks=max_tasks,
+        dry_run=dry_run,
+        allow_root=allow_root,
+        only=only,
+        include_draft=include_draft,
+    )
     if dry_run:
         return _tick(start, options, as_json)
     # Every tick's end goes to the ring file, however it ends (README: "Tick health").
