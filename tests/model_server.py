@@ -30,6 +30,7 @@ import argparse
 import base64
 import itertools
 import json
+import shlex
 import sys
 import threading
 import time
@@ -261,7 +262,7 @@ def _write_call(tools: list[Tool], action: WriteFile, call_id: str) -> Call:
         return Call(call_id, patch.name, args={key: text})
     # No file tool offered: write through the shell, byte for byte.
     encoded = base64.b64encode(action.content.encode()).decode()
-    return _shell_call(tools, f"printf %s {encoded} | base64 -d > {action.path}", call_id)
+    return _shell_call(tools, f"printf %s {encoded} | base64 -d > {shlex.quote(action.path)}", call_id)
 
 
 def calls_for(tools: list[Tool], actions: Sequence[Action], ids: Iterator[str]) -> list[Call]:
@@ -818,7 +819,7 @@ class ModelServer:
         self._lock = threading.Lock()
         self._ids = (f"call_{n:03d}" for n in itertools.count(1))
         self._replies = itertools.count(1)
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle
@@ -829,9 +830,10 @@ class ModelServer:
         class Handler(_Handler):
             model_server = server
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="model-server", daemon=True)
+        self._httpd = _Server(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="model-server", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -1080,6 +1082,15 @@ def _tool_results(api: Api | None, body: Any) -> list[str]:
                 if isinstance(part, dict) and "functionResponse" in part:
                     results.append(json.dumps(part["functionResponse"].get("response")))
     return results
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A CLI that gives up closes its connection mid-request: that is its business, not a failure here.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
