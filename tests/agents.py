@@ -125,7 +125,8 @@ def agent_run(name: str, *, url: str, home: Path, prompt: str, prompt_file: Path
     if name == "codex":
         # A provider is the only way to a custom endpoint; a model with metadata gets the standard tools.
         config = (
-            'model = "gpt-5.5"\nmodel_provider = "scripted"\n\n[model_providers.scripted]\nname = "scripted"\n'
+            'model = "gpt-5.5"\nmodel_provider = "scripted"\n\n'
+            '[model_providers.scripted]\nname = "scripted"\n'
             f'base_url = "{url}/v1"\nenv_key = "SCRIPTED_API_KEY"\nwire_api = "responses"\n'
         )
         env.update(CODEX_HOME=str(home / ".codex"), SCRIPTED_API_KEY="sk-scripted")

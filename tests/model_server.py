@@ -2,7 +2,8 @@
 
 Standard library only (http.server and threads). It speaks, with SSE streaming where the CLIs ask for it:
 
-- the Anthropic Messages API: `POST /v1/messages` (Claude Code adds `?beta=true`), `HEAD /`;
+- the Anthropic Messages API: `POST /v1/messages` (Claude Code adds `?beta=true`), and any `HEAD`
+  (Claude Code first sends `HEAD /api/hello`);
 - the OpenAI Responses API: `POST /v1/responses` (Codex);
 - OpenAI Chat Completions: `POST /v1/chat/completions` (opencode, aider);
 - Gemini: `POST /v1beta/models/<model>:generateContent` and `:streamGenerateContent` (Gemini CLI).
@@ -598,13 +599,15 @@ class ErrorReply:
 
 
 ANTHROPIC_RATE_MESSAGE = (
-    "This request would exceed the rate limit for your organization of 50 requests per minute. For details, "
-    "refer to: https://docs.claude.com/en/api/rate-limits. You can see the response headers for current usage. "
+    "This request would exceed the rate limit for your organization of 50 requests per minute. "
+    "For details, refer to: https://docs.claude.com/en/api/rate-limits. "
+    "You can see the response headers for current usage. "
     "Please reduce the prompt length or the maximum tokens requested, or try again later."
 )
 OPENAI_QUOTA_MESSAGE = (
-    "You exceeded your current quota, please check your plan and billing details. For more information on this "
-    "error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors."
+    "You exceeded your current quota, please check your plan and billing details. "
+    "For more information on this error, read the docs: "
+    "https://platform.openai.com/docs/guides/error-codes/api-errors."
 )
 
 
@@ -643,7 +646,10 @@ def anthropic_error(fail: Fail, now: datetime, request_id: str) -> ErrorReply:
         )
         return ErrorReply(429, headers, body("rate_limit_error", "Usage limit reached"))
     if fail.kind == "insufficient_quota":
-        message = "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."
+        message = (
+            "Your credit balance is too low to access the Anthropic API. "
+            "Please go to Plans & Billing to upgrade or purchase credits."
+        )
         return ErrorReply(400, headers, body("invalid_request_error", message))
     if fail.kind == "spend_limit":
         when = (now + timedelta(seconds=fail.reset_in)).strftime("%Y-%m-%d at %H:%M UTC")
@@ -673,8 +679,9 @@ def openai_error(fail: Fail, now: datetime, request_id: str) -> ErrorReply:
             }
         )
         message = (
-            "Rate limit reached for gpt-5 in organization org-test on requests per min (RPM): Limit 500, Used 500, "
-            f"Requested 1. Please try again in {fail.retry_after}s. Visit https://platform.openai.com/account/rate-limits to learn more."
+            "Rate limit reached for gpt-5 in organization org-test on requests per min (RPM): "
+            f"Limit 500, Used 500, Requested 1. Please try again in {fail.retry_after}s. "
+            "Visit https://platform.openai.com/account/rate-limits to learn more."
         )
         return ErrorReply(429, headers, body(message, "requests", "rate_limit_exceeded"))
     if fail.kind in ("insufficient_quota", "spend_limit"):
@@ -746,9 +753,10 @@ def gemini_error(fail: Fail, now: datetime, request_id: str, model: str) -> Erro
             },
         )
     message = (
-        "You exceeded your current quota, please check your plan and billing details. For more information on this error, "
-        "head to: https://ai.google.dev/gemini-api/docs/rate-limits.\n"
-        f"* Quota exceeded for metric: generativelanguage.googleapis.com/{metric}, limit: 50, model: {model}\n"
+        "You exceeded your current quota, please check your plan and billing details. "
+        "For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.\n"
+        f"* Quota exceeded for metric: generativelanguage.googleapis.com/{metric}, "
+        f"limit: 50, model: {model}\n"
         f"Please retry in {delay}s."
     )
     details = [
