@@ -882,11 +882,6 @@ class ModelServer:
                     seen.append(text)
         return seen
 
-    @property
-    def turns_played(self) -> int:
-        with self._lock:
-            return self._position
-
     # -- answering
 
     def _next_turn(self, consumes: bool) -> tuple[int, Turn] | None:
