@@ -107,6 +107,11 @@ class AgentConfig(FileModel):
     binary: Text = ""  # empty: the runner's usual executable name, looked up on PATH
     command: Argv = []  # runner = "command": argv with {prompt_file} {task_id} {workspace} {model}
     extra_args: Argv = []  # appended to a preset runner's argv
+    # A model endpoint (a gateway, a proxy, a local model) every preset is pointed at, without its
+    # /v1: claude and gemini by their variables, codex and opencode by settings written into the job's
+    # private HOME, aider by OPENAI_API_BASE. api_key_env names ralph's variable holding its key.
+    base_url: Annotated[str, Field(pattern=r"^(https?://[^\s]+)?$")] = ""
+    api_key_env: Annotated[str, Field(pattern=r"^([A-Za-z_][A-Za-z0-9_]{0,127})?$")] = ""
     # Set for the agent (wins over a name passed through by sandbox.env_passthrough); a value may name
     # a variable of ralph's own environment as ${NAME}.
     env: dict[EnvName, Text] = {}

@@ -9,12 +9,17 @@ agent left in its own HOME (a sitecustomize, a git config) can reach the judge o
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import stat
+import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
+from typing import Any
+
+import tomli_w
 
 from ralph.workspace import force_rmtree
 
@@ -83,3 +88,83 @@ def _write_gitconfig(home: Path, identity: Mapping[str, str]) -> None:
 def _quote(value: str) -> str:
     """A git config value in double quotes (a name may hold `#`, `;` or a backslash)."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# --- pointing a CLI at its model -------------------------------------------------------------------------
+
+PROVIDER = "ralph"  # the provider ralph adds to a CLI's settings in the job's HOME
+
+
+def point_at_endpoint(
+    home: Path, *, runner: str, base_url: str, key_name: str, key: str | None, model: str
+) -> dict[str, str]:
+    """Write what `runner`'s CLI needs into the job's private `home` to reach `base_url` (the API root,
+    no /v1) with the key in `key_name`; return the variables to set for it. Nothing is written for a
+    runner that needs only variables, and no file of the user's own is touched (these are copies)."""
+    env: dict[str, str] = {}
+    v1 = base_url.rstrip("/") + "/v1" if base_url else ""
+    if runner == "claude":
+        env |= {"ANTHROPIC_BASE_URL": base_url.rstrip("/")} if base_url else {}
+        env |= {"ANTHROPIC_API_KEY": key} if key is not None else {}
+    elif runner == "codex" and base_url:
+        path = home / ".codex" / "config.toml"
+        settings = _read_toml(path)
+        settings["model_provider"] = PROVIDER
+        if model:
+            settings["model"] = model
+        providers = settings.setdefault("model_providers", {})
+        providers[PROVIDER] = {"name": PROVIDER, "base_url": v1, "wire_api": "responses"}
+        if key_name:
+            providers[PROVIDER]["env_key"] = key_name
+        _write(path, tomli_w.dumps(settings))
+    elif runner == "gemini":
+        env |= {"GOOGLE_GEMINI_BASE_URL": base_url.rstrip("/")} if base_url else {}
+        env |= {"GEMINI_API_KEY": key} if key is not None else {}
+        path = home / ".gemini" / "settings.json"
+        settings = _read_json(path)
+        auth = settings.setdefault("security", {}).setdefault("auth", {})
+        # Without an auth type headless gemini exits 41; an API key (ours, or the user's GEMINI_API_KEY)
+        # is the one a job can use.
+        if "selectedType" not in auth:
+            auth["selectedType"] = "gemini-api-key"
+            _write(path, json.dumps(settings, indent=2) + "\n")
+    elif runner == "opencode" and base_url:
+        path = home / ".config" / "opencode" / "opencode.json"
+        settings = _read_json(path)
+        options: dict[str, str] = {"baseURL": v1}
+        if key_name:
+            options["apiKey"] = "{env:" + key_name + "}"
+        name = model or "default"
+        settings.setdefault("provider", {})[PROVIDER] = {
+            "npm": "@ai-sdk/openai-compatible",
+            "name": PROVIDER,
+            "options": options,
+            "models": {name: {"name": name}},
+        }
+        settings["model"] = f"{PROVIDER}/{name}"
+        _write(path, json.dumps(settings, indent=2) + "\n")
+    elif runner == "aider":
+        env |= {"OPENAI_API_BASE": v1} if base_url else {}
+        env |= {"OPENAI_API_KEY": key} if key is not None else {}
+    return env
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # none copied, or one we cannot read: ours alone
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.write_text(text)
+    os.chmod(path, 0o600)

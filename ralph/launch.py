@@ -28,7 +28,7 @@ from ralph.clock import format_z
 from ralph.config import Config
 from ralph.errors import PreflightError
 from ralph.git import Git
-from ralph.home import make_home
+from ralph.home import make_home, point_at_endpoint
 from ralph.job import JobSpec
 
 # Set for every job, and the only RALPH_* a job sees (the Rust ralph's RQ-0942: queue-path variables
@@ -115,14 +115,30 @@ class Launcher:
             root=self.checkout.root,
             boxed=self.boxed,
         )
+        agent = self.config.agent
         passthrough = [
             *self.config.sandbox.env_passthrough,
-            *runners.credential_names(self.config.agent, self.environ),
+            *runners.credential_names(agent, self.environ),
+            *([agent.api_key_env] if agent.api_key_env else []),
         ]
+        endpoint = point_at_endpoint(
+            home,
+            runner=agent.runner,
+            base_url=agent.base_url,
+            key_name=agent.api_key_env,
+            key=self.environ.get(agent.api_key_env) if agent.api_key_env else None,
+            model=agent.model,
+        )
         extra = {
             **self._ralph_env(task_id, ws),
+            # Some CLIs run git with no global config (gemini): the identity travels by environment. A
+            # usage limit's "try again at 10:41 PM" is read as UTC.
+            **self.identity,
+            "TZ": "UTC",
+            **runners.home_env(agent, home),
             **invocation.env,
-            **expand_agent_env(self.config.agent.env, self.environ),
+            **endpoint,
+            **expand_agent_env(agent.env, self.environ),
         }
         box = self._box(
             cwd=ws,

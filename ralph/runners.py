@@ -49,6 +49,8 @@ class Preset:
     # prefix), and files under ~ copied into the job's private HOME (never bound: see ralph/home.py).
     credential_env: tuple[str, ...] = ()
     home_files: tuple[str, ...] = ()
+    # Variables naming a place in the job's private HOME: (name, path relative to it).
+    home_env: tuple[tuple[str, str], ...] = ()
     boxed_can: Abilities = Abilities()
     unboxed_can: Abilities = Abilities(run_commands=False, commit=False)
 
@@ -67,8 +69,8 @@ PRESETS: dict[str, Preset] = {
         model_flag=("--model", "{model}"),
         prompt_on_stdin=True,
         env=(("DISABLE_AUTOUPDATER", "1"),),
-        # It refuses to skip permissions as root unless told it is sandboxed, which it is.
-        boxed=("--dangerously-skip-permissions",),
+        # As root it refuses to skip permissions unless told it is sandboxed, which it is.
+        boxed=("--permission-mode", "bypassPermissions"),
         boxed_env=(("IS_SANDBOX", "1"),),
         # acceptEdits approves edits, not shell commands.
         unboxed=("--permission-mode", "acceptEdits"),
@@ -94,6 +96,9 @@ PRESETS: dict[str, Preset] = {
         ),
         credential_env=("OPENAI_", "CODEX_"),
         home_files=(".codex/auth.json", ".codex/config.toml"),
+        # Its state (1 MB of sqlite and sessions) and its helpers live there; not under /tmp, where its
+        # own sandbox refuses to put them.
+        home_env=(("CODEX_HOME", ".codex"),),
         unboxed_can=Abilities(run_commands=True, commit=False),  # its sandbox keeps .git read-only
     ),
     "gemini": Preset(
@@ -115,6 +120,7 @@ PRESETS: dict[str, Preset] = {
         model_flag=("--model", "{model}"),
         prompt_on_stdin=True,
         env=(("OPENCODE_DISABLE_AUTOUPDATE", "1"),),
+        boxed_env=(("OPENCODE_PERMISSION", '{"*": "allow"}'),),
         credential_env=("OPENCODE_", "ANTHROPIC_", "OPENAI_", "GEMINI_", "GOOGLE_", "OPENROUTER_"),
         home_files=(".local/share/opencode/auth.json", ".config/opencode/opencode.json"),
         unboxed_can=Abilities(),  # it has no restricted mode
@@ -265,6 +271,13 @@ def abilities(agent: AgentConfig, *, boxed: bool) -> Abilities:
         return Abilities()
     preset = PRESETS[agent.runner]
     return preset.boxed_can if boxed else preset.unboxed_can
+
+
+def home_env(agent: AgentConfig, home: Path) -> dict[str, str]:
+    """The preset's variables that name places in the job's private HOME."""
+    if agent.runner == "command":
+        return {}
+    return {name: str(home / rel) for name, rel in PRESETS[agent.runner].home_env}
 
 
 def credential_files(agent: AgentConfig) -> tuple[str, ...]:

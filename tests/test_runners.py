@@ -18,7 +18,7 @@ from ralph.runners import PRESETS, Abilities, abilities, build, child_env, resol
 from ralph.state import Lifecycle
 
 CLAUDE = ["-p", "--verbose", "--output-format", "stream-json"]
-CLAUDE_BOXED = [*CLAUDE, "--dangerously-skip-permissions"]
+CLAUDE_BOXED = [*CLAUDE, "--permission-mode", "bypassPermissions"]
 CLAUDE_UNBOXED = [*CLAUDE, "--permission-mode", "acceptEdits"]
 CODEX_BOXED = ["exec", "--json", "--dangerously-bypass-approvals-and-sandbox"]
 CODEX_UNBOXED = ["exec", "--json", "--sandbox", "workspace-write"]
