@@ -116,3 +116,19 @@ def test_commits_are_by_the_identity_the_control_repository_configures(
     verified = state.workers[0].verified_sha or ""
     who = git(project.origin, "log", "-1", "--format=%an <%ae>|%cn <%ce>", verified)
     assert who == "Repo Local <local@example.com>|Repo Local <local@example.com>"
+
+
+def test_a_missing_identity_fails_the_tick_before_any_agent_starts(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As under cron with a HOME that has no ~/.gitconfig: refused at preflight, every attempt kept."""
+    task = add(project, "Anything")
+    for role in ("AUTHOR", "COMMITTER"):
+        monkeypatch.delenv(f"GIT_{role}_NAME")
+        monkeypatch.delenv(f"GIT_{role}_EMAIL")
+    (Path(os.environ["HOME"]) / ".gitconfig").write_text("[user]\n\tuseConfigOnly = true\n")
+    result = project.tick_process()
+    assert result.returncode == 1
+    assert "git has no author identity for ralph's commits" in result.stderr
+    assert "git config user.name" in result.stderr
+    assert project.state().worker(task) is None  # nothing started, no attempt spent

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -270,3 +271,22 @@ def test_task_add_retries_when_the_base_moves_under_it(project: Project, clone: 
     ]  # on top of the rival: nothing overwritten
     assert git(project.origin, "show", f"{BASE}:rival.txt") == "someone else"
     assert project.queue_ids() == ["RQ-0001"]
+
+
+def test_an_honest_agent_runs_the_gate_itself_in_its_box_commits_and_lands(project: Project) -> None:
+    """Full autonomy inside the box: the agent runs the project's checks and git, as its prompt asks."""
+    task = project.add(
+        "Do it properly",
+        description="scripted-agent: write done.txt finished\n"
+        "scripted-agent: run python3 .ci-check.py && echo the-gate-passed-in-the-box\n"
+        "scripted-agent: run git add done.txt && git commit -qm 'my commit' && echo committed-by-the-agent",
+    )
+    state = project.run_until(all_landed(1))
+    log = (project.paths.run_dir(task) / "agent.log").read_text()
+    assert "(in a box)" in log
+    assert "the-gate-passed-in-the-box" in log and "committed-by-the-agent" in log
+    prompt = (project.paths.run_dir(task) / "prompt.md").read_text()
+    assert f"run the CI command `{sys.executable} .ci-check.py` in this checkout" in prompt
+    assert "Commit your work with git" in prompt
+    assert git(project.origin, "show", f"{BASE}:done.txt") == "finished"
+    assert state.workers[0].landed_sha == git(project.origin, "rev-parse", BASE)
