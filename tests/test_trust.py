@@ -393,3 +393,52 @@ def test_ralph_keeps_its_files_to_its_owner(project: Project, tmp_path: Path, mo
     ]
     loose = [str(p) for p in made if not p.is_symlink() and stat.S_IMODE(p.stat().st_mode) & 0o077]
     assert loose == []
+
+
+# --- what a job is given ----------------------------------------------------------------------------------
+
+
+def test_the_gate_gets_the_env_files_a_workspace_gets(project: Project, tmp_path: Path) -> None:
+    """A gate that needs the ignored .env (a test database URL, say) passes in ralph's own checkout."""
+    (project.control / ".gitignore").write_text(".ralph/cache/\n.ralph/workspaces/\n.env\n")
+    (project.control / ".env").write_text("DATABASE_URL=sqlite://\n")
+    (project.control / ".ci-check.py").write_text(
+        "import sys\nsys.exit(0 if open('.env').read() == 'DATABASE_URL=sqlite://\\n' else 3)\n"
+    )
+    project.commit_and_push("a gate that reads .env")
+    task, state = attack(project, tmp_path, "echo work > work.txt\n")
+    worker = state.worker(task)
+    assert worker is not None and worker.lifecycle is Lifecycle.COMPLETED, worker.last_error
+    assert ".env" not in git(project.origin, "ls-tree", "-r", "--name-only", BASE).split()
+
+
+@pytest.mark.parametrize("network", [True, False])
+def test_sandbox_agent_network_cuts_the_agents_network(
+    project: Project, tmp_path: Path, network: bool
+) -> None:
+    """A server on 127.0.0.1 that the agent tries to reach: reachable only while the config allows."""
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/from-the-agent"
+        fetch = f"python3 -c \"import urllib.request; urllib.request.urlopen('{url}', timeout=5)\"\n"
+        project.configure(sandbox={"agent_network": network})
+        attack(project, tmp_path, fetch + "echo work > work.txt\n")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == (["/from-the-agent"] if network else [])
