@@ -1,3 +1,3 @@
-from ralph.cli import main
+from ralph.entry import main
 
 main()

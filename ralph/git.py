@@ -2,6 +2,10 @@
 
 Commands are argv tuples of plain strings (no keyword-to-flag magic), run without a TTY (no pager, no
 colour), with a timeout, and with failures turned into GitError carrying the command and its stderr.
+
+`sh` is imported when the first Git is made, not with this module: the tick's idle check (ralph.stamp)
+asks the remote one question with `subprocess` alone (`ls_remote_sha`), and a tick with nothing to do
+never pays for importing sh.
 """
 
 from __future__ import annotations
@@ -10,16 +14,19 @@ import contextlib
 import os
 import re
 import shlex
+import subprocess
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from functools import cache
 from pathlib import Path
-from typing import Any
-
-import sh
+from typing import TYPE_CHECKING, Any
 
 from ralph.errors import GitError, PreflightError
+
+if TYPE_CHECKING:
+    import sh as sh_module
 
 DEFAULT_TIMEOUT_S = 120.0
 
@@ -72,6 +79,7 @@ class Git:
 
     def __init__(self, cwd: Path, *, env: Mapping[str, str] | None = None) -> None:
         self.cwd = cwd
+        sh = _sh()
         try:
             command = sh.Command("git")
         except sh.CommandNotFound:
@@ -111,6 +119,7 @@ class Git:
         if env is not None:
             options["_env"] = git_env(env)
         display = "git " + shlex.join(args)
+        sh = _sh()
         expired = threading.Event()
         timer: threading.Timer | None = None
         try:
@@ -192,7 +201,14 @@ class Git:
         return result.out[len(prefix) :] if result.out.startswith(prefix) else None
 
 
-def _expire(cmd: sh.RunningCommand, expired: threading.Event) -> None:
+@cache
+def _sh() -> Any:
+    import sh
+
+    return sh
+
+
+def _expire(cmd: sh_module.RunningCommand, expired: threading.Event) -> None:
     """The timeout of one git call: mark it, then kill git (an exit 0 racing the timer stays a success)."""
     expired.set()
     with contextlib.suppress(OSError):  # it exited between the timer firing and the kill
@@ -290,3 +306,25 @@ def classify_push(returncode: int, stdout: str, stderr: str, ref: str) -> PushRe
         return PushResult(PushStatus.PERMANENT, message)
     # No verdict for our ref: the push never got that far (network, DNS, a remote that hung up).
     return PushResult(PushStatus.TRANSPORT, message)
+
+
+LS_REMOTE_TIMEOUT_S = 30.0
+
+
+def ls_remote_sha(cwd: Path, remote: str, branch: str, *, timeout: float = LS_REMOTE_TIMEOUT_S) -> str | None:
+    """The sha of `branch` on `remote`, asked of the remote itself with `subprocess` (no sh, for the
+    idle check of a tick that may have nothing to do); None when it cannot say."""
+    try:
+        done = subprocess.run(
+            ["git", "ls-remote", "--exit-code", remote, f"refs/heads/{branch}"],
+            cwd=cwd,
+            env=git_env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    words = done.stdout.split() if done.returncode == 0 else []
+    return words[0] if words else None

@@ -447,6 +447,23 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def record_early_end(
+    root: Path,
+    *,
+    code: int,
+    error: str | None,
+    seconds: float,
+    announce: Callable[[Path, Change], None],
+) -> None:
+    """Record a tick that ended in ralph.entry, before the full command line was imported: one that
+    found the lock held (75), or one whose idle stamp said there was nothing to do (0)."""
+    holder = read_lock_holder(tick_lock_file(root)) if code == 75 else None
+    end = TickEnd(at=_now(), exit_code=code, seconds=seconds, error=error and _flatten(error), holder=holder)
+    change = record(root, end, None)
+    if change is not None:
+        announce(root, change)
+
+
 class Recording:
     """Records the end of the tick run inside it, however it ends; see `recording`."""
 

@@ -11,6 +11,7 @@ from types import TracebackType
 from filelock import FileLock, Timeout
 
 from ralph.clock import format_z
+from ralph.entry import take_held
 from ralph.errors import LockBusy, PreflightError
 
 
@@ -25,6 +26,7 @@ class TickLock:
         """`wait_s` 0 (the tick) tries once; a short command that edits files may wait a little."""
         self.path = path
         self._owner = f"pid {os.getpid()} since {format_z(now)}\n".encode()
+        self._handed_over: int | None = None  # taken by ralph.entry before the heavy imports
         self._lock = FileLock(
             path,
             timeout=wait_s,
@@ -45,6 +47,10 @@ class TickLock:
             return ""
 
     def acquire(self) -> None:
+        held = take_held(str(self.path))
+        if held is not None:
+            self._handed_over = held
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._lock.acquire()
@@ -64,6 +70,10 @@ class TickLock:
             raise
 
     def release(self) -> None:
+        if self._handed_over is not None:
+            os.close(self._handed_over)  # closing the last descriptor releases the flock
+            self._handed_over = None
+            return
         self._lock.release()
 
     def __enter__(self) -> TickLock:

@@ -22,8 +22,20 @@ from shutil import rmtree
 from typing import Any
 
 from ralph import job as jobs
-from ralph import landing, markers, ownership, policy, proc, prompts, replay, runners, sandbox, workspace
-from ralph.bookkeeping import Source, detect_source, fetch_base, read_queues, rev
+from ralph import (
+    landing,
+    markers,
+    ownership,
+    policy,
+    proc,
+    prompts,
+    replay,
+    runners,
+    sandbox,
+    stamp,
+    workspace,
+)
+from ralph.bookkeeping import Mode, Source, detect_source, fetch_base, read_queues, rev
 from ralph.checkout import Checkout
 from ralph.clock import format_z, scheduled
 from ralph.config import Config
@@ -413,6 +425,7 @@ def run_tick(
             started=waiting.monotonic(),
         )
         crashpoint("after-load")
+        stamp.clear(checkout.paths.parallel)  # this tick decides anew whether ticks may idle
         loaded = _content(tick.state)
         _retarget(tick)
         _prune(tick)
@@ -425,8 +438,49 @@ def run_tick(
         if ledger.on_disk is None or _content(tick.state) != loaded:
             tick.save()
         crashpoint("after-save")
+        _settle(tick)
     tick.report.workers = tick.state.lifecycle_counts()
     return tick.report
+
+
+def _settle(tick: Tick) -> None:
+    """After the last write: when nothing is in flight and nothing could start, leave the idle stamp
+    the next tick checks before importing anything heavy (ralph.stamp)."""
+    busy = any(w.lifecycle not in Lifecycle.terminal() for w in tick.state.workers)
+    if tick.report.actions or busy or tick.queues is None:
+        return
+    if _runnable(tick) and read_pause(tick.paths.pause) is None:
+        return  # work it could start but did not (no slot, a start that failed): look again next tick
+    watched = [tick.paths.config, tick.paths.rust_config, tick.paths.state, tick.paths.pause]
+    if tick.source is not None and tick.source.mode is Mode.UNTRACKED:
+        watched += [tick.paths.queue_file(), tick.paths.done_file()]
+    stamp.write(
+        tick.paths.parallel,
+        remote=tick.checkout.remote,
+        base=tick.base,
+        base_sha=tick.base_sha,
+        wake_at=_wake_at(tick),
+        watched=watched,
+    )
+
+
+def _wake_at(tick: Tick) -> datetime | None:
+    """The earliest time something falls due without anyone touching a file: a retry after its
+    backoff, a scheduled start, a record's expiry, a runner's pause ending."""
+    config = tick.config
+    times: list[datetime] = []
+    ttl = timedelta(hours=config.parallel.terminal_worker_ttl_hours)
+    retention = timedelta(hours=config.parallel.workspace_retention_hours)
+    for w in tick.state.workers:
+        if w.next_attempt_at is not None and w.attempt < config.agent.max_attempts:
+            times.append(w.next_attempt_at)
+        if w.completed_at is not None and w.lifecycle in (Lifecycle.COMPLETED, Lifecycle.FAILED):
+            times += [w.completed_at + ttl, w.completed_at + retention]
+    times += [p.until for p in tick.state.runner_pauses]
+    assert tick.queues is not None
+    times += [t.scheduled_at for t in tick.queues.queue.tasks if t.scheduled_at is not None]
+    future = [t for t in times if t > tick.now]
+    return min(future, default=None)
 
 
 # --- steps ------------------------------------------------------------------------------------------

@@ -1,0 +1,147 @@
+"""The lock first, and the idle tick: `ralph run` as cron starts it, in its own process.
+
+A tick takes its lock before anything heavy is imported; a tick that finds it held, or whose idle
+stamp says nothing changed, exits without importing click, pydantic or sh.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import BASE, git
+from harness import Project, all_landed
+from helpers import hold_lock, ralph, stop
+
+from ralph import stamp
+from ralph.state import Lifecycle
+
+HEAVY = ("click", "pydantic", "sh", "filelock")
+
+
+def run(project: Project, *args: str, importtime: bool = False) -> subprocess.CompletedProcess[str]:
+    """`python -m ralph -C control run --allow-root`, optionally with -X importtime."""
+    argv = [sys.executable, *(["-X", "importtime"] if importtime else []), "-m", "ralph"]
+    return subprocess.run(
+        [*argv, "-C", str(project.control), "run", "--allow-root", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def imported(stderr: str) -> set[str]:
+    """The top-level packages -X importtime says were imported."""
+    names = set()
+    for line in stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+    return names
+
+
+def ticks(project: Project) -> list[dict[str, object]]:
+    path = project.paths.parallel / "ticks.json"
+    return json.loads(path.read_text())["ticks"] if path.exists() else []
+
+
+def test_an_idle_tick_exits_before_any_heavy_import(project: Project) -> None:
+    first = run(project)
+    assert first.returncode == 0, first.stderr
+    assert stamp.read(project.paths.parallel) is not None  # nothing to do: the tick left its stamp
+    idle = run(project, importtime=True)
+    assert idle.returncode == 0, idle.stderr
+    assert imported(idle.stderr).isdisjoint(HEAVY), sorted(imported(idle.stderr) & set(HEAVY))
+    assert [t["exit_code"] for t in ticks(project)][-2:] == [0, 0]  # both ends recorded
+
+
+def test_new_work_on_the_remote_wakes_the_idle_tick(project: Project) -> None:
+    assert run(project).returncode == 0
+    task = project.add("Something to do")  # moves origin's base
+    woke = run(project, importtime=True)
+    assert woke.returncode == 0, woke.stderr
+    assert "click" in imported(woke.stderr)
+    assert project.worker(task).lifecycle is Lifecycle.RUNNING
+
+
+@pytest.mark.parametrize("change", ["config", "pause", "state"])
+def test_a_local_change_wakes_the_idle_tick(project: Project, change: str) -> None:
+    assert run(project).returncode == 0
+    if change == "config":
+        project.configure(parallel={"workers": 2})  # a commit too: that moves the base as well
+        (project.control / ".ralph" / "config.toml").write_text(
+            (project.control / ".ralph" / "config.toml").read_text() + "\n"
+        )
+        assert run(project).returncode == 0  # the full tick, which leaves a new stamp
+        (project.control / ".ralph" / "config.toml").write_text(
+            (project.control / ".ralph" / "config.toml").read_text() + "\n"
+        )
+    elif change == "pause":
+        assert ralph(project.control, "pause").exit_code == 0
+    else:
+        text = project.paths.state.read_text()
+        project.paths.state.write_text(text.replace('"workers": []', '"workers": [] '))
+    woke = run(project, importtime=True)
+    assert woke.returncode == 0, woke.stderr
+    assert "click" in imported(woke.stderr)
+
+
+def test_a_retry_falling_due_wakes_the_idle_tick(project: Project) -> None:
+    project.configure(agent={"retry_backoff_minutes": [0.05], "max_attempts": 2})  # a 3 s backoff
+    task = project.add("Fails once", description="scripted-agent: fail")
+    state = project.run_until(lambda s: bool(s.workers) and s.workers[0].lifecycle is Lifecycle.FAILED)
+    assert state.workers[0].next_attempt_at is not None
+    assert run(project).returncode == 0
+    saved = stamp.read(project.paths.parallel)
+    assert saved is not None and saved.wake_at is not None
+    project.wait_for_jobs()
+    import time
+
+    time.sleep(3.5)
+    woke = run(project)
+    assert woke.returncode == 0, woke.stderr
+    assert project.worker(task).attempt == 2
+
+
+def test_a_losing_tick_exits_75_before_any_heavy_import(project: Project) -> None:
+    holder, _ = hold_lock(project.paths.lock)
+    try:
+        lost = run(project, importtime=True)
+    finally:
+        stop(holder)
+    assert lost.returncode == 75
+    messages = [line for line in lost.stderr.splitlines() if not line.startswith("import time:")]
+    assert messages == [
+        f"ralph: another ralph tick holds {project.paths.lock} (pid {holder.pid} since "
+        + messages[0].split(" since ", 1)[1]
+    ]
+    assert messages[0].endswith("; nothing was changed, the next tick will run")
+    assert imported(lost.stderr).isdisjoint({"click", "pydantic", "sh"})
+    assert ticks(project)[-1]["exit_code"] == 75
+
+
+def test_the_full_tick_uses_the_lock_the_entry_took(project: Project) -> None:
+    """One flock per tick: the tick runs under the lock the entry took (no second flock on another
+    descriptor of the same file, which would wait on itself), and leaves it free."""
+    task = project.add("Work")
+    result = run(project)
+    assert result.returncode == 0, result.stderr
+    assert project.worker(task).lifecycle is Lifecycle.RUNNING
+    holder, _ = hold_lock(project.paths.lock)  # free again once the tick exited
+    stop(holder)
+    state = project.run_until(all_landed(1))
+    assert state.workers[0].landed_sha == git(project.origin, "rev-parse", BASE)
+
+
+def test_options_it_cannot_read_go_to_the_full_command_line(project: Project) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ralph", "-C", str(project.control), "run", "--allow-root", "--bogus"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "No such option '--bogus'" in result.stderr
+    dry = run(project, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert stamp.read(project.paths.parallel) is None  # a dry run takes no lock and leaves no stamp
