@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from pathlib import Path
 from typing import TypeVar
 
 from ralph.checkout import Checkout
+from ralph.crash import crashpoint
 from ralph.errors import GitError, LockBusy, PreflightError, QueueError
-from ralph.files import write_atomic
+from ralph.files import scratch_dir, write_atomic
 from ralph.git import Git, PushStatus, push_with_lease
 from ralph.lock import TickLock
 from ralph.ownership import refuse_if_rust_runs
@@ -215,7 +216,9 @@ def publish(
         files = {p: data for p, data in ((source.queue_path, queue), (source.done_path, done)) if data}
         if not files:
             return value
-        commit = commit_files(git, parent=base_sha, files=files, message=message(value))
+        commit = commit_files(
+            git, parent=base_sha, files=files, message=message(value), scratch=checkout.paths.scratch
+        )
         pushed = push_with_lease(
             git, remote=remote, commit=commit, branch=base, expected=base_sha, timeout=FETCH_TIMEOUT_S
         )
@@ -313,14 +316,16 @@ def change_queue(
     return value, f"written to {checkout.paths.relative(checkout.paths.queue_file())}"
 
 
-def commit_files(git: Git, *, parent: str, files: Mapping[str, bytes], message: str) -> str:
-    """A commit on top of `parent` that changes `files`, built without a work tree or the real index."""
-    with tempfile.TemporaryDirectory(prefix="ralph-index-") as tmp:
+def commit_files(git: Git, *, parent: str, files: Mapping[str, bytes], message: str, scratch: Path) -> str:
+    """A commit on top of `parent` that changes `files`, built without a work tree or the real index
+    (a temporary one in a scratch directory under `scratch`, which repair sweeps after a kill)."""
+    with scratch_dir(scratch, "index-") as tmp:
         env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
         git.run("read-tree", parent, env=env)
         for path, data in files.items():
             blob = git.run("hash-object", "-w", "--stdin", input=data).out
             git.run("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
+        crashpoint("mid-bookkeeping")
         tree = git.run("write-tree", env=env).out
     return git.run("commit-tree", tree, "-p", parent, "-m", message).out
 

@@ -11,6 +11,10 @@ import os
 CRASHPOINTS = (
     "after-load",
     "mid-prune",
+    "mid-commit",  # ralph's own git directory made, the agent's leftovers staged, nothing committed
+    "mid-import",  # a workspace's commit fetched into refs/ralph/incoming/, the ref not yet dropped
+    "mid-replay",  # the scratch clone of a replay made (git older than 2.38)
+    "mid-bookkeeping",  # the landing commit's temporary index written
     "after-spawn-before-save",
     "after-reap-before-save",
     "after-push-before-save",

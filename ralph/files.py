@@ -10,9 +10,11 @@ import logging
 import os
 import re
 import stat
+import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from shutil import copyfileobj
+from shutil import copyfileobj, rmtree
 from typing import IO, Final, Literal
 
 logger = logging.getLogger(__name__)
@@ -317,3 +319,86 @@ def filesystem_type(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) 
 def _unoctal(text: str) -> str:
     # mountinfo escapes space, tab, newline and backslash in paths as \040, \011, \012, \134.
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+_ExcInfo = tuple[type[BaseException], BaseException, object]
+
+
+def force_rmtree(path: Path) -> None:
+    """rmtree that also removes what the agent or git made read-only (files, and directories)."""
+    retried: set[str] = set()
+
+    def on_error(func: Callable[..., object], failed: str, exc_info: _ExcInfo) -> None:
+        error = exc_info[1]
+        if isinstance(error, FileNotFoundError):
+            return
+        if not isinstance(error, PermissionError) or failed in retried:
+            raise error
+        retried.add(failed)
+        # Removing an entry needs write permission on its directory; listing a directory needs read
+        # permission on it. Symlinks are never followed: rmtree hands us only real entries.
+        parent = os.path.dirname(failed)
+        if parent and _within(parent, str(path)):
+            os.chmod(parent, 0o700)
+        if func is os.rmdir:
+            os.rmdir(failed)
+        elif os.path.isdir(failed) and not os.path.islink(failed):
+            os.chmod(failed, 0o700)
+            rmtree(failed, onerror=on_error)
+        else:
+            os.unlink(failed)
+
+    if sys.version_info >= (3, 12):  # pragma: no cover (onerror is deprecated there)
+        rmtree(path, onexc=lambda f, p, e: on_error(f, p, (type(e), e, None)))
+    else:
+        rmtree(path, onerror=on_error)
+
+
+def _within(candidate: str, root: str) -> bool:
+    return os.path.commonpath([os.path.abspath(candidate), os.path.abspath(root)]) == os.path.abspath(root)
+
+
+# --- scratch directories --------------------------------------------------------------------------------
+
+_SCRATCH_SEPARATOR = "-"
+
+
+@contextlib.contextmanager
+def scratch_dir(root: Path, prefix: str) -> Iterator[Path]:
+    """A temporary directory under `root` (ralph's `.ralph/cache/tmp`), named after this process so a
+    later tick can tell one a killed process left (`sweep_scratch`) from one in use."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}{_SCRATCH_SEPARATOR}{prefix}", dir=root))
+    try:
+        yield path
+    finally:
+        force_rmtree(path)
+
+
+def sweep_scratch(root: Path) -> list[Path]:
+    """Remove the scratch directories under `root` whose process is gone; return them."""
+    removed: list[Path] = []
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        pid_text = entry.name.split(_SCRATCH_SEPARATOR, 1)[0]
+        if pid_text.isdigit() and _alive(int(pid_text)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            force_rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

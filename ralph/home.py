@@ -21,7 +21,7 @@ from typing import Any
 
 import tomli_w
 
-from ralph.workspace import force_rmtree
+from ralph.files import force_rmtree
 
 logger = logging.getLogger(__name__)
 

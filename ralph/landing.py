@@ -181,6 +181,7 @@ def _rebase(tick: Tick, worker: Worker, task: Task) -> bool:
     assert worker.base_sha is not None and worker.verified_sha is not None
     replayed = replay.replay(
         tick.git,
+        scratch=tick.paths.scratch,
         old_base=worker.base_sha,
         head=worker.verified_sha,
         onto=tick.base_sha,
@@ -312,7 +313,11 @@ def _bookkeeping_commit(
     files = {queue_path: queue_bytes, done_path: done_bytes}
     added = f" (+{len(followups)} follow-up{'s' if len(followups) != 1 else ''})" if followups else ""
     commit = commit_files(
-        tick.git, parent=worker.verified_sha, files=files, message=f"ralph: archive {task.id}{added}"
+        tick.git,
+        scratch=tick.paths.scratch,
+        parent=worker.verified_sha,
+        files=files,
+        message=f"ralph: archive {task.id}{added}",
     )
     return commit, edit.queues
 

@@ -114,6 +114,11 @@ class Paths:
         return self.ralph_dir / "cache"
 
     @property
+    def scratch(self) -> Path:
+        """Scratch directories of ralph's own (a git directory, an index, a clone), swept by repair."""
+        return self.cache / "tmp"
+
+    @property
     def parallel(self) -> Path:
         return self.cache / "parallel"
 

@@ -16,15 +16,16 @@ paths, which a remediation agent then resolves by editing files only.
 from __future__ import annotations
 
 import re
-import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from ralph.crash import crashpoint
+from ralph.files import scratch_dir
 from ralph.git import UNTRUSTED, Git
 
 MERGE_TREE_VERSION = (2, 38)
-SCRATCH_PREFIX = "ralph-replay-"
+SCRATCH_PREFIX = "replay-"
 _MARKER = re.compile(rb"^(<{7}|={7}|>{7})( |$)", re.M)
 
 
@@ -40,9 +41,7 @@ class Replayed:
         return not self.conflicts
 
 
-def replay(
-    git: Git, *, old_base: str, head: str, onto: str, message: str, scratch_root: Path | None = None
-) -> Replayed:
+def replay(git: Git, *, old_base: str, head: str, onto: str, message: str, scratch: Path) -> Replayed:
     """`old_base..head` as one commit on `onto`, with `message` (the parent is `onto`).
 
     When it conflicts, the commit returned has the conflicted files with their markers in its tree
@@ -61,7 +60,7 @@ def replay(
     if has_merge_tree(git):
         tree, conflicts = _merge_tree(git, o, t)
     else:
-        tree, conflicts = _merge_in_scratch(git, o, t, scratch_root)
+        tree, conflicts = _merge_in_scratch(git, o, t, scratch)
     return Replayed(_commit(git, tree, onto, message), conflicts)
 
 
@@ -100,13 +99,14 @@ def _merge_tree(git: Git, ours: str, theirs: str) -> tuple[str, tuple[str, ...]]
     return parts[0], conflicts
 
 
-def _merge_in_scratch(git: Git, ours: str, theirs: str, root: Path | None) -> tuple[str, tuple[str, ...]]:
+def _merge_in_scratch(git: Git, ours: str, theirs: str, root: Path) -> tuple[str, tuple[str, ...]]:
     """The same merge in a throwaway clone (git older than 2.38); its tree goes back to `git`."""
     control = git.run("rev-parse", "--path-format=absolute", "--git-common-dir").out
-    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=root) as tmp:
-        scratch = Path(tmp) / "clone"
+    with scratch_dir(root, SCRATCH_PREFIX) as tmp:
+        scratch = tmp / "clone"
         git.run("clone", "--quiet", "--shared", "--no-checkout", "--", control, str(scratch))
         here = Git(scratch)
+        crashpoint("mid-replay")
         safe = (*UNTRUSTED, "-c", "core.editor=true", "-c", "merge.conflictStyle=merge")
         here.run(*safe, "checkout", "--quiet", "--detach", ours)
         merged = here.run(*safe, "merge", "--quiet", "--no-commit", "--no-ff", theirs, ok=tuple(range(256)))

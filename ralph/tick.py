@@ -29,6 +29,7 @@ from ralph import (
     policy,
     proc,
     prompts,
+    repair,
     replay,
     runners,
     sandbox,
@@ -41,9 +42,9 @@ from ralph.clock import format_z, scheduled
 from ralph.config import Config
 from ralph.crash import crashpoint
 from ralph.errors import GitError, PreflightError, RalphError, StateError
-from ralph.files import copy_truncate, read_tail, rotate, write_atomic
+from ralph.files import copy_truncate, force_rmtree, read_tail, rotate, write_atomic
 from ralph.git import Git
-from ralph.launch import Launcher, expand_agent_env
+from ralph.launch import GATES_DIR, Launcher, expand_agent_env
 from ralph.ledger import Ledger, stop_job
 from ralph.lock import TickLock
 from ralph.paths import Paths, is_within
@@ -320,7 +321,7 @@ class Tick:
         if gate.is_symlink():
             gate.unlink()
         elif gate.exists():
-            workspace.force_rmtree(gate)
+            force_rmtree(gate)
 
     def start_agent(
         self,
@@ -426,6 +427,7 @@ def run_tick(
         )
         crashpoint("after-load")
         stamp.clear(checkout.paths.parallel)  # this tick decides anew whether ticks may idle
+        _repair(tick)
         loaded = _content(tick.state)
         _retarget(tick)
         _prune(tick)
@@ -441,6 +443,16 @@ def run_tick(
         _settle(tick)
     tick.report.workers = tick.state.lifecycle_counts()
     return tick.report
+
+
+def _repair(tick: Tick) -> None:
+    """What a killed tick left of ralph's git state goes first, before anything can fail on it."""
+    live = frozenset(
+        tick.launcher.gate_dir(w.task_id).name
+        for w in tick.state.workers
+        if w.lifecycle is Lifecycle.CHECKING
+    )
+    repair.repair(tick.paths, gates=tick.paths.workspace_root / GATES_DIR, live_gates=live)
 
 
 def _settle(tick: Tick) -> None:
@@ -702,7 +714,9 @@ def _agent_finished(tick: Tick, worker: Worker, result: jobs.JobResult) -> None:
         tick.fail(worker, f"workspace {path} is missing or broken")
         return
     task = tick.task(worker.task_id)
-    head = workspace.commit_leftovers(path, message=prompts.commit_message(task), identity=tick.identity)
+    head = workspace.commit_leftovers(
+        path, message=prompts.commit_message(task), identity=tick.identity, scratch=tick.paths.scratch
+    )
     crashpoint("after-reap-before-save")
     previous = worker.base_sha if worker.lifecycle is Lifecycle.RUNNING else worker.head_sha
     if head == previous:

@@ -20,15 +20,14 @@ import contextlib
 import fnmatch
 import logging
 import os
-import sys
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from shutil import copy2, rmtree
+from shutil import copy2
 
+from ralph.crash import crashpoint
 from ralph.errors import GitError, RalphError
-from ralph.files import read_regular
+from ralph.files import force_rmtree, read_regular, scratch_dir
 from ralph.git import UNTRUSTED, Git
 from ralph.markers import EXCLUDES, RUNTIME_PATHS
 from ralph.paths import is_within
@@ -193,7 +192,7 @@ def head(path: Path) -> str:
 # --- committing what the agent left --------------------------------------------------------------
 
 
-def commit_leftovers(path: Path, *, message: str, identity: Mapping[str, str]) -> str:
+def commit_leftovers(path: Path, *, message: str, identity: Mapping[str, str], scratch: Path) -> str:
     """Commit whatever the agent left uncommitted (never ralph's runtime files); return HEAD.
 
     `git add` in the workspace itself would run the clean filter of any driver the agent defined in
@@ -207,10 +206,10 @@ def commit_leftovers(path: Path, *, message: str, identity: Mapping[str, str]) -
     object_format, parent, parent_tree = (
         ws_git(path).run("rev-parse", "--show-object-format", "HEAD", "HEAD^{tree}").split()
     )
-    with tempfile.TemporaryDirectory(prefix="ralph-commit-") as tmp:
-        git_dir = Path(tmp) / "git"
-        index = Path(tmp) / "index"
-        Git(Path(tmp)).run("init", "--quiet", "--bare", f"--object-format={object_format}", str(git_dir))
+    with scratch_dir(scratch, "commit-") as tmp:
+        git_dir = tmp / "git"
+        index = tmp / "index"
+        Git(tmp).run("init", "--quiet", "--bare", f"--object-format={object_format}", str(git_dir))
         # The workspace's own excludes (ralph's runtime lines, the files copied in from the control
         # checkout, and whatever the agent added) still decide what is "left over".
         excludes = read_regular(ws_dot_git / "info" / "exclude") or b""
@@ -255,6 +254,7 @@ def commit_leftovers(path: Path, *, message: str, identity: Mapping[str, str]) -
             "--",
             *RUNTIME_PATHS,
         )
+        crashpoint("mid-commit")
         tree = git.run(*safe, "write-tree").out
         if tree == parent_tree:
             return parent
@@ -327,6 +327,7 @@ def import_commit(git: Git, path: Path, *, task_id: str, rev: str) -> str:
         git.run(
             "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", f"file://{path}", f"{rev}:{incoming}"
         )
+        crashpoint("mid-import")
         return git.run("rev-parse", "--verify", f"{incoming}^{{commit}}").out
     finally:
         git.run("update-ref", "-d", incoming)
@@ -348,43 +349,6 @@ def remove(path: Path, *, task_id: str, control: Path, base_ref: str, save: bool
     ref = save_to_attic(path, task_id=task_id, control=control, base_ref=base_ref) if save else None
     force_rmtree(path)
     return ref
-
-
-_ExcInfo = tuple[type[BaseException], BaseException, object]
-
-
-def force_rmtree(path: Path) -> None:
-    """rmtree that also removes what the agent or git made read-only (files, and directories)."""
-    retried: set[str] = set()
-
-    def on_error(func: Callable[..., object], failed: str, exc_info: _ExcInfo) -> None:
-        error = exc_info[1]
-        if isinstance(error, FileNotFoundError):
-            return
-        if not isinstance(error, PermissionError) or failed in retried:
-            raise error
-        retried.add(failed)
-        # Removing an entry needs write permission on its directory; listing a directory needs read
-        # permission on it. Symlinks are never followed: rmtree hands us only real entries.
-        parent = os.path.dirname(failed)
-        if parent and _within(parent, str(path)):
-            os.chmod(parent, 0o700)
-        if func is os.rmdir:
-            os.rmdir(failed)
-        elif os.path.isdir(failed) and not os.path.islink(failed):
-            os.chmod(failed, 0o700)
-            rmtree(failed, onerror=on_error)
-        else:
-            os.unlink(failed)
-
-    if sys.version_info >= (3, 12):  # pragma: no cover (onerror is deprecated there)
-        rmtree(path, onexc=lambda f, p, e: on_error(f, p, (type(e), e, None)))
-    else:
-        rmtree(path, onerror=on_error)
-
-
-def _within(candidate: str, root: str) -> bool:
-    return os.path.commonpath([os.path.abspath(candidate), os.path.abspath(root)]) == os.path.abspath(root)
 
 
 @contextlib.contextmanager

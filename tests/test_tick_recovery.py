@@ -61,6 +61,10 @@ RECOVERY_TESTS = {
     "after-spawn-before-save": (HERE, STARTING),
     "after-save": (HERE, STARTING),
     "mid-prune": (HERE, "test_a_crash_in_the_middle_of_pruning"),
+    "mid-commit": ("test_repair.py", "test_a_crash_inside_a_git_step_is_repaired_by_the_next_tick"),
+    "mid-import": ("test_repair.py", "test_a_crash_inside_a_git_step_is_repaired_by_the_next_tick"),
+    "mid-bookkeeping": ("test_repair.py", "test_a_crash_inside_a_git_step_is_repaired_by_the_next_tick"),
+    "mid-replay": ("test_repair.py", "test_a_crash_inside_a_scratch_replay_is_repaired"),
     "after-reap-before-save": (HERE, "test_a_crash_after_reaping_before_saving_starts_ci_once"),
     "after-push-before-save": ("test_landing.py", "test_a_crash_after_the_push_lands_once"),
 }

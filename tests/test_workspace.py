@@ -32,6 +32,7 @@ from ralph.workspace import (
 TASK = "RQ-0001"
 BASE_REF = f"refs/remotes/origin/{BASE}"
 IDENTITY = {"GIT_AUTHOR_NAME": "Ralph", "GIT_AUTHOR_EMAIL": "ralph@example.com"}
+SCRATCH = Path(os.environ.get("TMPDIR", "/tmp")) / "ralph-test-scratch"
 GITIGNORE = ".ralph/cache/\n.ralph/workspaces/\n.env\n.env.*\n*.key\n*.log\nsecrets/\nlinked\n"
 
 
@@ -229,7 +230,7 @@ def test_allowlisted_files_are_copied_but_tracked_ones_come_from_the_base(repo: 
     # agent's commit would carry it to the base branch.
     assert git(ws, "status", "--porcelain", "--untracked-files=all") == ""
     (ws / "src" / "app.py").write_text("print('changed')\n")
-    head = commit_leftovers(ws, message=f"{TASK}: change", identity=IDENTITY)
+    head = commit_leftovers(ws, message=f"{TASK}: change", identity=IDENTITY, scratch=SCRATCH)
     assert git(ws, "show", "--name-only", "--format=", head) == "src/app.py"
 
 
@@ -430,7 +431,7 @@ def test_commit_leftovers_never_runs_the_workspaces_hooks_or_config(repo: Repo, 
     (ws / "README.md").write_text("changed by the agent\n")
     (ws / "new.txt").write_text("new file\n")
     plant(ws, canary)
-    head = commit_leftovers(ws, message=f"{TASK}: leftovers", identity=IDENTITY)
+    head = commit_leftovers(ws, message=f"{TASK}: leftovers", identity=IDENTITY, scratch=SCRATCH)
     assert not canary.exists(), canary.read_text()
     assert head != base
     assert (
@@ -454,7 +455,7 @@ def test_commit_leftovers_commits_untracked_modified_and_deleted_files(repo: Rep
     (ws / "docs" / "new.md").write_text("untracked\n")
     (ws / "build.log").write_text("ignored by .gitignore\n")
 
-    head = commit_leftovers(ws, message=f"{TASK}: Add the docs", identity=IDENTITY)
+    head = commit_leftovers(ws, message=f"{TASK}: Add the docs", identity=IDENTITY, scratch=SCRATCH)
 
     assert git(ws, "rev-parse", "HEAD") == head
     assert git(ws, "log", "-1", "--format=%s%n%P", head) == f"{TASK}: Add the docs\n{base}"
@@ -479,7 +480,7 @@ def test_commit_leftovers_never_commits_runtime_files(repo: Repo) -> None:
     git(ws, "add", "-f", ".ralph/cache/parallel/blocked_push.json", CI_FAILURE_FALLBACK)  # and forced some in
     (ws / "real.txt").write_text("the actual work\n")
 
-    head = commit_leftovers(ws, message=f"{TASK}: work", identity=IDENTITY)
+    head = commit_leftovers(ws, message=f"{TASK}: work", identity=IDENTITY, scratch=SCRATCH)
 
     assert git(ws, "diff", "--name-only", base, head) == "real.txt"
     assert (ws / CI_FAILURE).exists() and (ws / CI_FAILURE_FALLBACK).exists()  # kept, just not committed
@@ -490,7 +491,7 @@ def test_commit_leftovers_with_nothing_to_commit_keeps_head(repo: Repo) -> None:
     base = git(ws, "rev-parse", "HEAD")
     (ws / ".ralph" / "cache").mkdir(parents=True)
     (ws / ".ralph" / "cache" / "note").write_text("runtime only\n")
-    assert commit_leftovers(ws, message=f"{TASK}: nothing", identity=IDENTITY) == base
+    assert commit_leftovers(ws, message=f"{TASK}: nothing", identity=IDENTITY, scratch=SCRATCH) == base
     assert git(ws, "rev-parse", "HEAD") == base
     assert git(ws, "rev-list", "--count", "HEAD") == "2"
 
@@ -509,7 +510,7 @@ def test_commit_leftovers_when_the_agent_broke_its_index(repo: Repo, tmp_path: P
         index.symlink_to(elsewhere)
     (ws / "README.md").write_text("modified\n")
     (ws / "new.txt").write_text("new\n")
-    head = commit_leftovers(ws, message=f"{TASK}: work", identity=IDENTITY)
+    head = commit_leftovers(ws, message=f"{TASK}: work", identity=IDENTITY, scratch=SCRATCH)
     assert git(ws, "diff", "--name-status", base, head).splitlines() == ["M\tREADME.md", "A\tnew.txt"]
     assert git(ws, "status", "--porcelain") == ""
     assert not index.is_symlink()
@@ -519,7 +520,7 @@ def test_commit_leftovers_on_top_of_the_agents_own_commits(repo: Repo) -> None:
     ws = repo.prepare()
     own = agent_commit(ws)
     (ws / "extra.txt").write_text("forgot to commit\n")
-    head = commit_leftovers(ws, message=f"{TASK}: leftovers", identity=IDENTITY)
+    head = commit_leftovers(ws, message=f"{TASK}: leftovers", identity=IDENTITY, scratch=SCRATCH)
     assert git(ws, "rev-parse", f"{head}~1") == own
     assert git(ws, "diff", "--name-only", own, head) == "extra.txt"
 
@@ -533,7 +534,7 @@ def test_commit_leftovers_never_commits_env_files_ignored_only_in_the_control(re
     ws = repo.prepare()
     assert (ws / ".env").read_text() == "SECRET=1\n"
     (ws / "work.txt").write_text("work\n")
-    head = commit_leftovers(ws, message=f"{TASK}: work", identity=IDENTITY)
+    head = commit_leftovers(ws, message=f"{TASK}: work", identity=IDENTITY, scratch=SCRATCH)
     assert git(ws, "ls-tree", "-r", "--name-only", head).splitlines() == [
         ".gitignore",
         "README.md",
