@@ -690,7 +690,7 @@ def pause(ctx: click.Context, reason: str) -> None:
 @cli.command()
 @click.pass_context
 def resume(ctx: click.Context) -> None:
-    """Start new tasks again after `ralph pause`."""
+    """Start new tasks again after `ralph pause`, and lift a runner's pause after a usage limit."""
     from ralph.commands.pause import resume as resume_ticks
 
     _finish(ctx, resume_ticks(start=_start(ctx)))

@@ -99,6 +99,8 @@ class PricePerMtok(FileModel):
 
     input: Annotated[float, Field(ge=0, le=10_000, allow_inf_nan=False)]
     output: Annotated[float, Field(ge=0, le=10_000, allow_inf_nan=False)]
+    # Input read from a cache, when the provider prices it apart (None: at the input price).
+    cached_input: Annotated[float, Field(ge=0, le=10_000, allow_inf_nan=False)] | None = None
 
 
 class AgentConfig(FileModel):

@@ -100,6 +100,26 @@ class RunnerPause(FileModel):
     reason: Text
     strikes: Annotated[int, Field(ge=1)] = 1  # limits in a row without a reset time: the pause doubles
 
+    def active(self, now: datetime) -> bool:
+        return now < self.until
+
+    def describe(self, now: datetime) -> str:
+        """`claude paused until 23:41Z: usage limit (5-hour), reset stated by the CLI`."""
+        return f"{self.runner} paused until {short_time(self.until, now)}: {self.reason}"
+
+
+# Without a reset time from the CLI, a runner's pause doubles with every limit in a row, within these.
+FIRST_RUNNER_PAUSE = timedelta(minutes=5)
+LONGEST_RUNNER_PAUSE = timedelta(hours=6)
+# A stated reset already past (a clock skew, a slow tick) still pauses this long: the limit was real.
+SHORTEST_RUNNER_PAUSE = timedelta(minutes=1)
+
+
+def short_time(when: datetime, now: datetime) -> str:
+    """`23:41Z` when it falls on the day of `now` (UTC), else `2026-12-07 23:41Z`."""
+    when = when.astimezone(UTC)
+    return when.strftime("%H:%MZ" if when.date() == now.astimezone(UTC).date() else "%Y-%m-%d %H:%MZ")
+
 
 class Worker(FileModel):
     task_id: str
@@ -163,6 +183,48 @@ class State(FileModel):
 
     def by_task(self) -> dict[str, Worker]:
         return {w.task_id: w for w in self.workers}
+
+    def runner_pause(self, runner: str, now: datetime) -> RunnerPause | None:
+        """The pause that holds `runner`'s new agents back now, if any."""
+        return next((p for p in self.runner_pauses if p.runner == runner and p.active(now)), None)
+
+    def pause_runner(
+        self, runner: str, *, now: datetime, reason: str, reset_at: datetime | None
+    ) -> RunnerPause:
+        """Pause `runner` until the reset its CLI stated; without one for 5 minutes, doubling with every
+        limit in a row (capped at 6 hours). Runs that hit the same limit while it holds add no strike."""
+        earlier = next((p for p in self.runner_pauses if p.runner == runner), None)
+        held = earlier is not None and earlier.active(now)
+        if reset_at is not None:
+            until = max(reset_at, now + SHORTEST_RUNNER_PAUSE)
+            if earlier is not None and held and earlier.until > until:
+                return earlier
+            pause = RunnerPause(
+                runner=runner, since=now, until=until, reason=f"{reason}, reset stated by the CLI", strikes=1
+            )
+        else:
+            if earlier is not None and held:
+                return earlier
+            strikes = earlier.strikes + 1 if earlier is not None else 1
+            wait = min(FIRST_RUNNER_PAUSE * 2 ** min(strikes - 1, 16), LONGEST_RUNNER_PAUSE)
+            minutes = int(wait.total_seconds() // 60)
+            pause = RunnerPause(
+                runner=runner,
+                since=now,
+                until=now + wait,
+                reason=f"{reason}, no reset stated: {minutes} min (limit {strikes} in a row)",
+                strikes=strikes,
+            )
+        self.runner_pauses = [p for p in self.runner_pauses if p.runner != runner] + [pause]
+        return pause
+
+    def forget_runner_pause(self, runner: str, now: datetime) -> bool:
+        """A run of `runner` ended without a limit: a pause that is over is forgotten, and with it its
+        strikes (one still holding stays: that run started before the limit)."""
+        kept = [p for p in self.runner_pauses if p.runner != runner or p.active(now)]
+        changed = len(kept) != len(self.runner_pauses)
+        self.runner_pauses = kept
+        return changed
 
     def lifecycle_counts(self) -> dict[str, int]:
         """How many workers are in each lifecycle, every lifecycle named (0 included)."""

@@ -1,17 +1,24 @@
-"""`ralph pause [--reason TEXT]` and `ralph resume`: stop and restart new work without touching what runs."""
+"""`ralph pause [--reason TEXT]` and `ralph resume`: stop and restart new work without touching what runs.
+
+`ralph resume` also lifts the pauses ticks put on a runner whose agent stopped at a usage or rate
+limit (state.json's runner_pauses).
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import click
 
-from ralph.checkout import open_checkout
+from ralph.checkout import Checkout, open_checkout
 from ralph.clock import now as read_clock
 from ralph.errors import ExitCode
+from ralph.ledger import edit_state
 from ralph.pause import pause as write_pause
 from ralph.pause import read_pause
 from ralph.pause import resume as remove_pause
+from ralph.state import RunnerPause, load_state
 
 
 def pause(*, start: Path, reason: str) -> ExitCode:
@@ -27,9 +34,36 @@ def pause(*, start: Path, reason: str) -> ExitCode:
 
 
 def resume(*, start: Path) -> ExitCode:
+    """Remove the pause file, and lift every runner's pause after a usage or rate limit (with its
+    strikes: the next limit pauses 5 minutes again)."""
     checkout = open_checkout(start)
+    now = read_clock()
+    lifted = _lift_runner_pauses(checkout, now)
     if remove_pause(checkout.paths.pause):
-        click.echo("resumed: the next tick starts new tasks again")
+        said = "resumed: the next tick starts new tasks again"
+    elif lifted:
+        said = "resumed"
     else:
-        click.echo("not paused: nothing to resume")
+        said = "not paused: nothing to resume"
+    for pause in lifted:
+        said += f"\nlifted: {pause.describe(now)}"
+    if lifted:
+        said += (
+            "\nits agents start again on the next tick (the limit may still hold: the pause comes back if so)"
+        )
+    click.echo(said)
     return ExitCode.OK
+
+
+def _lift_runner_pauses(checkout: Checkout, now: datetime) -> list[RunnerPause]:
+    """Clear state.json's runner pauses, under the tick lock; the ones that still held."""
+    base = checkout.base_branch()
+    # A look without the lock first: most resumes find none, and need not wait for a tick.
+    peek = load_state(checkout.paths.state, now=now, target_branch=base, remote=checkout.remote)
+    if not peek.runner_pauses:
+        return []
+    with edit_state(checkout, now=now) as ledger:
+        lifted = [p for p in ledger.state.runner_pauses if p.active(now)]
+        ledger.state.runner_pauses = []
+        ledger.save()
+    return lifted

@@ -27,7 +27,7 @@ from ralph.history import Spend, describe_spend
 from ralph.markers import read_blocked_push, read_ci_failure
 from ralph.pause import read_pause
 from ralph.queue import TaskStatus
-from ralph.state import Lifecycle, Worker
+from ralph.state import Lifecycle, RunnerPause, Worker
 from ralph.summary import WINDOW, base_problem, look
 from ralph.text import printable
 
@@ -84,8 +84,22 @@ def build_status(checkout: Checkout, now: datetime) -> dict[str, Any]:
         "archive": archive_counts,
         "queue_error": queue_error,
         "paused": None if (paused := read_pause(checkout.paths.pause)) is None else asdict(paused),
+        "runner_pauses": [_runner_pause_doc(p, now) for p in state.runner_pauses],
         "lifecycle_counts": state.lifecycle_counts(),
         "workers": [_worker_doc(w, titles.get(w.task_id), checkout, now) for w in state.workers],
+    }
+
+
+def _runner_pause_doc(pause: RunnerPause, now: datetime) -> dict[str, Any]:
+    """A runner's pause after a usage or rate limit; one that is over is kept for its strikes."""
+    return {
+        "runner": pause.runner,
+        "since": format_z(pause.since),
+        "until": format_z(pause.until),
+        "reason": pause.reason,
+        "strikes": pause.strikes,
+        "active": pause.active(now),
+        "line": pause.describe(now),
     }
 
 
@@ -164,6 +178,12 @@ def render_status(doc: dict[str, Any], now: datetime) -> str:
             f"PAUSED since {one_line(p['since'])} by {one_line(p['by'])}{why} "
             "(no new tasks start; `ralph resume`)"
         )
+    for pause in doc["runner_pauses"]:
+        if pause["active"]:
+            lines.append(
+                f"PAUSED: {one_line(pause['line'], 300)} (no new {one_line(pause['runner'])} agent starts; "
+                "`ralph resume` to go on now)"
+            )
     if doc["queue_error"]:
         lines.append(f"queue: unreadable: {one_line(doc['queue_error'], 400)}")
     elif doc["queue"] is not None:

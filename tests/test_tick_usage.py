@@ -1,0 +1,194 @@
+"""Tokens and cost per task, usage limits that pause a runner, and agent.max_cost_usd_per_task, through
+real ticks. The agent is tests/fake_cli.py behind a preset: it does the task's work as the scripted
+agent does, then prints what the real CLI printed in a recorded case (tests/fixtures/agents/)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from harness import Project, all_landed, make_project
+from helpers import ralph
+
+from ralph import clock
+from ralph.checkout import open_checkout
+from ralph.ledger import edit_state
+from ralph.state import Lifecycle
+
+FAKE_CLI = Path(__file__).resolve().parent / "fake_cli.py"
+
+
+@pytest.fixture
+def project(origin: Path, control: Path) -> Project:
+    return make_project(origin, control, agent={"runner": "claude", "binary": str(FAKE_CLI)})
+
+
+def settled(project: Project) -> None:
+    """Tick until the task's agent run has been read (its job's result reaped)."""
+    project.tick()
+    project.wait_for_jobs()
+    project.tick()
+
+
+def test_a_run_s_tokens_and_cost_are_recorded_and_shown(project: Project) -> None:
+    task = project.add("Say hello", description="fake-cli: claude-ok")
+    state = project.run_until(all_landed(1))
+    (entry,) = state.workers[0].usage
+    assert (entry.attempt, entry.remediation) == (1, 0)
+    assert (entry.input_tokens, entry.cached_input_tokens, entry.output_tokens) == (3000, 600, 102)
+    assert entry.cost_usd == pytest.approx(0.01416)
+    (event,) = [e for e in project.events() if e["event"] == "usage"]
+    assert event["task_id"] == task and event["runner"] == "claude" and event["input_tokens"] == 3000
+    assert event["detail"] == "claude reported $0.01, 3.7k tokens"
+    doc = json.loads(ralph(project.control, "status", "--json").stdout)
+    assert doc["workers"][0]["usage"] == {
+        "input_tokens": 3000,
+        "cached_input_tokens": 600,
+        "output_tokens": 102,
+        "cost_usd": 0.01416,
+    }
+    assert "$0.01, 3.7k tokens" in ralph(project.control, "status").stdout
+
+
+def test_remediation_runs_add_their_own_entries(project: Project) -> None:
+    project.configure(agent={"price_per_mtok": {"input": 3.0, "output": 15.0}, "runner": "codex"})
+    project.add(
+        "Leave a note",
+        description="scripted-agent: write notes/todo.md FIXME: say more\n"
+        "fake-cli: codex-ok\nfake-cli: remediate: codex-ok",
+    )
+    state = project.run_until(all_landed(1))
+    usage = state.workers[0].usage
+    assert [(u.attempt, u.remediation) for u in usage] == [(1, 0), (1, 1)]
+    # codex reports no cost: agent.price_per_mtok gives one.
+    assert usage[0].cost_usd == pytest.approx(((3000 + 600) * 3.0 + 102 * 15.0) / 1e6)
+
+
+def test_a_usage_limit_pauses_the_runner_until_its_reset_without_spending_an_attempt(
+    project: Project, caplog: pytest.LogCaptureFixture
+) -> None:
+    limited = project.add(
+        "Hit the limit",
+        description="scripted-agent: no-changes\nfake-cli: claude-usage-limit-plan reset-in 7200",
+    )
+    waiting = project.add("Wait for it")
+    project.configure(parallel={"workers": 1})
+    settled(project)
+    worker = project.worker(limited)
+    assert worker.lifecycle is Lifecycle.FAILED
+    assert worker.attempt == 0  # the next start is attempt 1 again
+    assert worker.last_error is not None and worker.last_error.startswith(
+        "agent stopped at a usage limit (5-hour): You've hit your 5-hour limit"
+    )
+    (pause,) = project.state().runner_pauses
+    assert pause.runner == "claude"
+    assert abs(pause.until - (clock.now() + timedelta(seconds=7200))) < timedelta(seconds=30)
+    assert pause.reason == "usage limit (5-hour), reset stated by the CLI"
+    failed = [e for e in project.events() if e["event"] == "failed"]
+    assert failed[-1]["paused_until"] == pause.until.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # No agent starts while the pause holds: not the limited task, not the next one.
+    caplog.set_level(logging.INFO)
+    report = project.tick()
+    assert not [a for a in report.actions if a.action == "started_agent"]
+    assert any(
+        "not starting new tasks: claude paused until" in r.getMessage()
+        and "usage limit (5-hour), reset stated by the CLI" in r.getMessage()
+        for r in caplog.records
+    )
+    assert project.state().worker(waiting) is None
+    # status shows it, and `ralph resume` lifts it: the task starts again, as attempt 1.
+    status = ralph(project.control, "status")
+    assert "claude paused until" in status.stdout and "reset stated by the CLI" in status.stdout
+    doc = json.loads(ralph(project.control, "status", "--json").stdout)
+    assert [(p["runner"], p["active"]) for p in doc["runner_pauses"]] == [("claude", True)]
+    resumed = ralph(project.control, "resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "claude" in resumed.stdout
+    assert project.state().runner_pauses == []
+    report = project.tick()
+    started = [a for a in report.actions if a.action == "started_agent"]
+    assert [a.task_id for a in started] == [limited]
+    assert "attempt 1/3" in started[0].detail
+
+
+def test_a_limit_without_a_reset_pauses_five_minutes_then_doubles(project: Project) -> None:
+    task = project.add("Rate limited", description="scripted-agent: no-changes\nfake-cli: claude-rate-limit")
+    settled(project)
+    (pause,) = project.state().runner_pauses
+    assert (pause.strikes, pause.until - pause.since) == (1, timedelta(minutes=5))
+    assert pause.reason == "rate limit, no reset stated: 5 min (limit 1 in a row)"
+    # The pause ends; the task runs again and hits the limit again: twice as long.
+    with edit_state(open_checkout(project.control), now=clock.now()) as ledger:
+        ledger.state.runner_pauses[0].until = ledger.now - timedelta(seconds=1)
+        ledger.save()
+    settled(project)
+    (pause,) = project.state().runner_pauses
+    assert (pause.strikes, pause.until - pause.since) == (2, timedelta(minutes=10))
+    assert project.worker(task).attempt == 0
+
+
+def test_a_remediation_stopped_by_a_limit_restarts_the_task_from_scratch(project: Project) -> None:
+    task = project.add(
+        "Leave a note",
+        description="scripted-agent: write notes/todo.md FIXME: say more\n"
+        "fake-cli: claude-ok\nfake-cli: remediate: claude-credit",
+    )
+    project.run_until(lambda s: bool(s.workers) and bool(s.runner_pauses))
+    worker = project.worker(task)
+    assert (worker.lifecycle, worker.attempt, worker.conflicts) == (Lifecycle.FAILED, 0, [])
+    assert project.state().runner_pauses[0].reason.startswith("out of credit, no reset stated")
+    # The task's own run reported its usage; the refused remediation reported none.
+    assert [u.remediation for u in worker.usage] == [0]
+
+
+def test_a_run_over_the_task_s_budget_is_stopped_while_it_runs(project: Project) -> None:
+    project.configure(agent={"runner": "opencode", "max_cost_usd_per_task": 0.01})
+    task = project.add("Spend", description="fake-cli: opencode-ok-priced hang")  # 3 steps of $0.00357
+    project.tick()
+    log = project.paths.run_dir(task) / "agent.log"
+    deadline = time.monotonic() + 30
+    while log.read_bytes().count(b"step_finish") < 3:
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    report = project.tick()
+    (stopped,) = [a for a in report.actions if a.action == "over_budget"]
+    assert stopped.detail.startswith("stopped: its agent runs cost $0.0107, over agent.max_cost_usd_per_task")
+    worker = project.worker(task)
+    assert worker.lifecycle is Lifecycle.FAILED and worker.next_attempt_at is None
+    assert worker.usage[0].cost_usd == pytest.approx(3 * 0.00357)
+    project.wait_for_jobs()  # the job was stopped: its wrapper writes a result
+    report = project.tick()
+    assert not [a for a in report.actions if a.action == "started_agent"]
+
+
+def test_no_remediation_for_a_task_over_its_budget(project: Project) -> None:
+    project.configure(agent={"max_cost_usd_per_task": 0.01})  # claude-ok reports $0.01416
+    task = project.add(
+        "Leave a note", description="scripted-agent: write notes/todo.md FIXME: say more\nfake-cli: claude-ok"
+    )
+    state = project.run_until(lambda s: bool(s.workers) and s.workers[0].lifecycle is Lifecycle.FAILED)
+    worker = state.workers[0]
+    assert worker.remediations == 1
+    assert worker.last_error == (
+        "not started again: its agent runs cost $0.0142, over agent.max_cost_usd_per_task ($0.01)"
+    )
+    assert worker.next_attempt_at is None
+    assert len(worker.usage) == 1  # the remediation never ran
+    report = project.tick()
+    assert not [a for a in report.actions if a.action == "started_agent"]
+    assert project.worker(task).attempt == 1
+
+
+def test_a_failed_task_over_its_budget_is_not_tried_again(project: Project) -> None:
+    project.configure(agent={"max_cost_usd_per_task": 0.01})
+    task = project.add("Fails expensively", description="scripted-agent: fail\nfake-cli: claude-ok")
+    project.run_until(lambda s: bool(s.workers) and s.workers[0].lifecycle is Lifecycle.FAILED)
+    project.tick()
+    worker = project.worker(task)
+    assert worker.attempt == 1
+    assert worker.next_attempt_at is None
+    assert worker.last_error is not None and "over agent.max_cost_usd_per_task" in worker.last_error
