@@ -316,18 +316,29 @@ def change_queue(
     return value, f"written to {checkout.paths.relative(checkout.paths.queue_file())}"
 
 
-def commit_files(git: Git, *, parent: str, files: Mapping[str, bytes], message: str, scratch: Path) -> str:
-    """A commit on top of `parent` that changes `files`, built without a work tree or the real index
-    (a temporary one in a scratch directory under `scratch`, which repair sweeps after a kill)."""
+def commit_files(
+    git: Git,
+    *,
+    parent: str,
+    files: Mapping[str, bytes],
+    message: str,
+    scratch: Path,
+    tree_from: str | None = None,
+) -> str:
+    """A commit on `parent` whose tree is `tree_from`'s (default: the parent's) with `files` changed,
+    built without a work tree or the real index (a temporary one in a scratch directory under
+    `scratch`, which repair sweeps after a kill)."""
     with scratch_dir(scratch, "index-") as tmp:
         env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
-        git.run("read-tree", parent, env=env)
+        git.run("read-tree", tree_from or parent, env=env)
+        entries = []
         for path, data in files.items():
             blob = git.run("hash-object", "-w", "--stdin", input=data).out
-            git.run("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
+            entries.append(f"100644 {blob}\t{path}\n")
+        git.run("update-index", "--index-info", input="".join(entries), env=env)
         crashpoint("mid-bookkeeping")
         tree = git.run("write-tree", env=env).out
-    return git.run("commit-tree", tree, "-p", parent, "-m", message).out
+    return git.run("commit-tree", "--no-gpg-sign", tree, "-p", parent, "-m", message).out
 
 
 def rev(git: Git, ref: str) -> str:

@@ -193,6 +193,7 @@ def _set_up(spec: JobSpec, terminated: list[bool]) -> str | None:
                 setup=Setup.from_dict(spec.prepare["setup"]),
                 commit=spec.prepare["commit"],
                 base_sha=spec.prepare["base_sha"],
+                files={rel: text.encode() for rel, text in spec.prepare.get("files", {}).items()},
             )
         except (RalphError, OSError) as e:
             return f"could not make the checkout {spec.cwd}: {e}"

@@ -98,15 +98,17 @@ class Launcher:
         stem: str,
         now: datetime,
         checkout_at: tuple[str, str] | None,
+        files: Mapping[str, bytes] | None = None,
     ) -> JobSpec:
         """An agent (or remediation) job in `ws`; with `checkout_at` = (commit, base sha) it makes the
-        workspace first (it must not exist), with a fresh private HOME."""
+        workspace first (it must not exist), with a fresh private HOME, and writes `files` into it
+        (paths relative to it, under .ralph/cache: never committed)."""
         paths = self.checkout.paths
         run_dir = paths.run_dir(task_id)
         home = run_dir / "home"
         if checkout_at is not None or not home.is_dir():
-            files = (*runners.credential_files(self.config.agent), *self.config.sandbox.home_files)
-            make_home(home, real_home=Path.home(), files=files, identity=self.identity)
+            logins = (*runners.credential_files(self.config.agent), *self.config.sandbox.home_files)
+            make_home(home, real_home=Path.home(), files=logins, identity=self.identity)
         invocation = runners.build(
             self.config.agent,
             prompt_file=prompt_path,
@@ -146,10 +148,12 @@ class Launcher:
             shown=(prompt_path, Path(invocation.argv[0])),
             network=self.config.sandbox.agent_network,
         )
-        prepare = None
+        prepare: dict[str, object] | None = None
         if checkout_at is not None:
             commit, base_sha = checkout_at
             prepare = {"setup": self.setup().as_dict(), "commit": commit, "base_sha": base_sha}
+            if files:
+                prepare["files"] = {rel: data.decode() for rel, data in files.items()}
         hooks = self.config.hooks
         return JobSpec(
             task_id=task_id,

@@ -15,7 +15,16 @@ from ralph.errors import RalphError
 from ralph.events import Notice, append_event, start_event_hook
 from ralph.lock import TickLock
 from ralph.paths import Paths
-from ralph.state import Fingerprint, Lifecycle, State, Worker, fingerprint, load_state, save_state
+from ralph.state import (
+    TRANSITIONS,
+    Fingerprint,
+    Lifecycle,
+    State,
+    Worker,
+    fingerprint,
+    load_state,
+    save_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +92,12 @@ class Ledger:
     ) -> None:
         """Move `worker` to `to` and append the change to events.jsonl; an ending is announced to
         hooks.on_event after the next save, unless `announce` is False (a person's bookkeeping)."""
-        previous = None if new else str(worker.lifecycle)
+        previous = None if new else worker.lifecycle
+        if to not in TRANSITIONS[previous]:
+            raise AssertionError(f"{worker.task_id}: no transition from {previous} to {to} (a bug in ralph)")
         worker.lifecycle = to
+        if to not in Lifecycle.in_train():
+            self.state.leave_train(worker.task_id)
         worker.updated_at = self.now
         if to in Lifecycle.terminal():
             worker.completed_at = self.now
@@ -93,7 +106,7 @@ class Ledger:
             at=self.now,
             task_id=worker.task_id,
             event=str(to),
-            previous=previous,
+            previous=None if previous is None else str(previous),
             attempt=worker.attempt,
             detail=detail,
             **fields,

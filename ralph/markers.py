@@ -46,6 +46,11 @@ class BlockedPush:
     generated_at: str
 
 
+def render(doc: CiFailure | BlockedPush) -> bytes:
+    """A marker's bytes, as written to its file (for a checkout a job makes: ralph.job writes them)."""
+    return (json.dumps(asdict(doc), indent=2) + "\n").encode()
+
+
 def _write(path: Path, doc: CiFailure | BlockedPush) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, asdict(doc))

@@ -34,12 +34,12 @@ MAX_STATE_BYTES = 64 * 1024 * 1024
 
 class Lifecycle(StrEnum):
     RUNNING = "running"  # the agent job works on the task
-    CHECKING = "checking"  # the CI gate job runs on head_sha
-    REMEDIATING = "remediating"  # an agent job fixes a CI failure or a rebase conflict
-    INTEGRATING = "integrating"  # verified work waits to be rebased and pushed
+    CHECKING = "checking"  # the CI gate job runs on the task's position in the merge train
+    REMEDIATING = "remediating"  # an agent job fixes a CI failure or a merge conflict
+    INTEGRATING = "integrating"  # committed work in the merge train (or about to join it), not gated now
     COMPLETED = "completed"  # landed: landed_sha is on origin/<base>
     FAILED = "failed"  # gave up; last_error says why
-    BLOCKED_PUSH = "blocked_push"  # verified work that could not land; workspace kept
+    BLOCKED_PUSH = "blocked_push"  # work that may not or could not land; workspace kept
 
     @staticmethod
     def active() -> frozenset[Lifecycle]:
@@ -50,8 +50,52 @@ class Lifecycle(StrEnum):
     def terminal() -> frozenset[Lifecycle]:
         return _TERMINAL
 
+    @staticmethod
+    def agents() -> frozenset[Lifecycle]:
+        """Lifecycles with a live agent job; they count toward --workers."""
+        return _AGENTS
+
+    @staticmethod
+    def in_train() -> frozenset[Lifecycle]:
+        return _IN_TRAIN
+
 
 _ACTIVE = frozenset({Lifecycle.RUNNING, Lifecycle.CHECKING, Lifecycle.REMEDIATING})
+_AGENTS = frozenset({Lifecycle.RUNNING, Lifecycle.REMEDIATING})
+# Where a worker may go from where it is: the lifecycle's every transition, in one place (the
+# Ledger refuses any other). None is a record that does not exist yet.
+TRANSITIONS: Final[dict[Lifecycle | None, frozenset[Lifecycle]]] = {
+    # started (its job recorded), or it could not start
+    None: frozenset({Lifecycle.RUNNING, Lifecycle.FAILED}),
+    # committed and joined the train; failed (or over its budget, or at a usage limit); a change that
+    # may not land
+    Lifecycle.RUNNING: frozenset({Lifecycle.INTEGRATING, Lifecycle.FAILED, Lifecycle.BLOCKED_PUSH}),
+    Lifecycle.REMEDIATING: frozenset({Lifecycle.INTEGRATING, Lifecycle.FAILED, Lifecycle.BLOCKED_PUSH}),
+    # its position's gate starts; a conflict or its blamed gate failure goes to a remediation agent;
+    # landed; stopped (closed elsewhere, a failure it cannot recover from); blocked (follow-ups, push)
+    Lifecycle.INTEGRATING: frozenset(
+        {
+            Lifecycle.INTEGRATING,
+            Lifecycle.CHECKING,
+            Lifecycle.REMEDIATING,
+            Lifecycle.COMPLETED,
+            Lifecycle.FAILED,
+            Lifecycle.BLOCKED_PUSH,
+        }
+    ),
+    # the gate ended (a verdict, or the train moved under it and it was stopped); blamed; gave up
+    Lifecycle.CHECKING: frozenset(
+        {Lifecycle.INTEGRATING, Lifecycle.REMEDIATING, Lifecycle.FAILED, Lifecycle.BLOCKED_PUSH}
+    ),
+    # a rewind removed its landing and put it back in the queue: it is worked again from scratch
+    Lifecycle.COMPLETED: frozenset({Lifecycle.RUNNING, Lifecycle.FAILED}),
+    # retried (a new attempt, `ralph retry`), stopped for good (`ralph cancel`)
+    Lifecycle.FAILED: frozenset({Lifecycle.RUNNING, Lifecycle.FAILED}),
+    # `ralph retry`: work that passed its checks goes back to the train, anything else starts over
+    Lifecycle.BLOCKED_PUSH: frozenset({Lifecycle.INTEGRATING, Lifecycle.RUNNING, Lifecycle.FAILED}),
+}
+# The lifecycles in which a worker may hold a position in the train.
+_IN_TRAIN = frozenset({Lifecycle.INTEGRATING, Lifecycle.CHECKING})
 _TERMINAL = frozenset({Lifecycle.COMPLETED, Lifecycle.FAILED, Lifecycle.BLOCKED_PUSH})
 # Pruned by TTL. blocked_push is kept: it holds verified work that only `retry` or `discard` may let go.
 _PRUNABLE = frozenset({Lifecycle.COMPLETED, Lifecycle.FAILED})
@@ -73,6 +117,7 @@ class Job(FileModel):
     deadline: UtcDatetime
     log_path: Text
     result_path: Text
+    commit: Text | None = None  # a gate job: the commit it judges
 
     @property
     def identity(self) -> proc.Identity:
@@ -89,6 +134,41 @@ class Usage(FileModel):
     output_tokens: Annotated[int, Field(ge=0)] = 0
     # As the CLI reported it, or from tokens and agent.price_per_mtok; None: unknown.
     cost_usd: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+
+
+class Position(FileModel):
+    """A task's place in the merge train: its change stacked on the position ahead of it (or on the
+    train's base), and what the CI gate said of it."""
+
+    task_id: str
+    commit: Text  # the task's change on top of every position ahead: what the gate judges
+    onto: Text  # the commit it is stacked on: the position ahead's, or the train's base
+    passed: Text | None = None  # a commit of this position that passed the gate (same code as `commit`)
+    failed: Text | None = None  # a commit of this position that failed the gate
+    failed_exit: int | None = None  # how the gate ended then: its exit code, or None (a signal, a timeout)
+    failed_timed_out: bool = False
+
+
+class Train(FileModel):
+    """The merge train: verified work stacked in the order it became ready, landed as the longest
+    prefix whose every position passed the gate, in one push (README "The merge train")."""
+
+    base_sha: Text  # the remote base the first position is stacked on
+    positions: list[Position] = []
+    rebuilds: Annotated[int, Field(ge=0)] = 0  # outside pushes that forced gates again, since a landing
+    starved_at: UtcDatetime | None = None  # when rebuilds reached landing.max_rebuilds
+    push_attempts: Annotated[int, Field(ge=0)] = 0  # pushes of the prefix that did not land
+    next_attempt_at: UtcDatetime | None = None  # backoff after a lost race
+    last_error: Text | None = None
+    # A push under way: each task it lands and its commit in the pushed chain (the last is the tip),
+    # saved before the push, so a tick killed after it knows on its next fetch that these landed.
+    pushing: dict[str, Text] = {}
+
+    def position(self, task_id: str) -> Position | None:
+        return next((p for p in self.positions if p.task_id == task_id), None)
+
+    def index(self, task_id: str) -> int | None:
+        return next((n for n, p in enumerate(self.positions) if p.task_id == task_id), None)
 
 
 class RunnerPause(FileModel):
@@ -168,6 +248,7 @@ class State(FileModel):
     updated_at: UtcDatetime
     workers: list[Worker] = []
     runner_pauses: list[RunnerPause] = []
+    train: Train | None = None
 
     @model_validator(mode="after")
     def _one_record_per_task(self) -> State:
@@ -225,6 +306,11 @@ class State(FileModel):
         changed = len(kept) != len(self.runner_pauses)
         self.runner_pauses = kept
         return changed
+
+    def leave_train(self, task_id: str) -> None:
+        """Drop the task's position: the positions behind it are stacked again by the next tick."""
+        if self.train is not None and self.train.position(task_id) is not None:
+            self.train.positions = [p for p in self.train.positions if p.task_id != task_id]
 
     def lifecycle_counts(self) -> dict[str, int]:
         """How many workers are in each lifecycle, every lifecycle named (0 included)."""

@@ -1,4 +1,4 @@
-"""One tick: lock, load, prune, preflight, fetch, read the queue, advance workers, spawn, save, report.
+"""One tick: lock, repair, load, prune, preflight, fetch, reap jobs, run the merge train, land, spawn.
 
 A tick never waits on an agent or a CI run; it starts detached jobs, reads their results on a later
 tick, and decides the next step (DESIGN §3). Every step takes the same `now`, read once. The state is
@@ -10,407 +10,34 @@ a named step so tests can prove it.
 from __future__ import annotations
 
 import logging
-import os
-import random
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cached_property
 from pathlib import Path
 from shutil import rmtree
 from typing import Any
 
-from ralph import job as jobs
-from ralph import (
-    landing,
-    markers,
-    ownership,
-    policy,
-    proc,
-    prompts,
-    repair,
-    replay,
-    runners,
-    sandbox,
-    stamp,
-    workspace,
-)
-from ralph.bookkeeping import Mode, Source, detect_source, fetch_base, read_queues, rev
+from ralph import landing, markers, prompts, repair, runners, stamp
+from ralph.bookkeeping import Mode, rev
 from ralph.checkout import Checkout
-from ralph.clock import format_z, scheduled
-from ralph.config import Config
 from ralph.crash import crashpoint
-from ralph.errors import GitError, PreflightError, RalphError, StateError
-from ralph.events import append_event
-from ralph.files import copy_truncate, force_rmtree, read_tail, rotate, write_atomic
-from ralph.git import Git
-from ralph.history import Spend, describe_spend
-from ralph.launch import GATES_DIR, Launcher, expand_agent_env
-from ralph.ledger import Ledger, stop_job
+from ralph.crew import Crew, TickOptions, TickReport, Waiting
+from ralph.errors import RalphError, StateError
+from ralph.files import rotate
+from ralph.followups import FollowupError
+from ralph.git import PushStatus, push_with_lease
+from ralph.launch import GATES_DIR
+from ralph.ledger import Ledger
 from ralph.lock import TickLock
-from ralph.paths import Paths, is_within
 from ralph.pause import read_pause
-from ralph.queue import Queues, Task, select_runnable, still_wanted
-from ralph.state import Job, JobKind, Lifecycle, State, Worker, load_state, prune_terminal
-from ralph.usage import Report, detect_limit, over_budget, read_usage, this_run
+from ralph.preflight import check_workspace_root, preflight
+from ralph.queue import Task, select_runnable
+from ralph.reaping import enforce_budget, reap
+from ralph.state import Lifecycle, State, Worker, load_state, prune_terminal
+from ralph.train import Conductor, Rules
+from ralph.usage import over_budget
+
+__all__ = ["TickOptions", "TickReport", "Waiting", "check_workspace_root", "run_tick"]
 
 logger = logging.getLogger(__name__)
-
-CI_LOG_TAIL_BYTES = 256 * 1024
-# How much of an agent's log is read for its usage report and limits (the reports come at the end).
-USAGE_LOG_BYTES = 8 * 1024 * 1024
-# How long a job may take to make its checkout before its command starts (a clone of a large repository).
-PREPARE_ALLOWANCE_S = 600
-
-
-@dataclass(frozen=True)
-class TickOptions:
-    workers: int | None = None  # None: parallel.workers from the config
-    max_tasks: int = 0  # new starts per tick; 0 = no limit
-    dry_run: bool = False
-    allow_root: bool = False
-    only: str | None = None  # start this task alone, out of queue order
-    include_draft: bool = False  # drafts may start too (after the todo tasks)
-
-
-@dataclass
-class Action:
-    task_id: str
-    action: str
-    detail: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"task_id": self.task_id, "action": self.action, "detail": self.detail}
-
-
-@dataclass
-class TickReport:
-    started_at: datetime
-    dry_run: bool = False
-    actions: list[Action] = field(default_factory=list)
-    workers: dict[str, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "started_at": format_z(self.started_at),
-            "dry_run": self.dry_run,
-            "actions": [a.as_dict() for a in self.actions],
-            "workers": self.workers,
-        }
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """How a tick waits between push attempts; tests pass a fake clock and a seeded generator."""
-
-    sleep: Callable[[float], None] = time.sleep
-    monotonic: Callable[[], float] = time.monotonic
-    rng: random.Random = field(default_factory=random.Random)
-
-
-@dataclass
-class Tick:
-    """Everything one tick works with; built once, then passed through the steps."""
-
-    checkout: Checkout
-    options: TickOptions
-    ledger: Ledger
-    git: Git
-    base: str
-    report: TickReport
-    waiting: Waiting = field(default_factory=Waiting)
-    source: Source | None = None
-    queues: Queues | None = None
-    base_sha: str = ""
-    started: float = 0.0  # monotonic, for the tick budget
-    fetched: float = 0.0  # monotonic, when the base was last fetched
-    remote_url: str = ""  # the remote's fetch URL, as preflight found it
-
-    @property
-    def now(self) -> datetime:
-        return self.ledger.now
-
-    @property
-    def state(self) -> State:
-        return self.ledger.state
-
-    @property
-    def config(self) -> Config:
-        return self.checkout.config
-
-    @property
-    def paths(self) -> Paths:
-        return self.checkout.paths
-
-    @property
-    def base_ref(self) -> str:
-        return self.checkout.tracking_ref(self.base)
-
-    @cached_property
-    def identity(self) -> dict[str, str]:
-        """The author and committer of ralph's commits, read when the first commit is made."""
-        return self.git.identity()
-
-    @cached_property
-    def launcher(self) -> Launcher:
-        return Launcher(self.checkout, self.git, self.base, self.remote_url, self.identity)
-
-    def abilities(self) -> runners.Abilities:
-        """What the agent can do in the mode its CLI runs in (a prompt asks only for that)."""
-        return runners.abilities(self.config.agent, boxed=self.launcher.boxed)
-
-    def act(self, task_id: str, action: str, detail: str) -> None:
-        """Report one action: a line on stderr now, an entry in the --json summary later."""
-        self.report.actions.append(Action(task_id, action, detail))
-        logger.info("%s %s", task_id, detail)
-
-    def save(self) -> None:
-        self.ledger.save()
-
-    def elapsed(self) -> float:
-        return self.waiting.monotonic() - self.started
-
-    def time_left(self) -> float:
-        return self.config.parallel.tick_budget_s - self.elapsed()
-
-    def task(self, task_id: str) -> Task:
-        assert self.queues is not None and self.source is not None
-        task = self.queues.find(task_id)
-        if task is None:
-            raise RalphError(f"{task_id} is no longer in the queue on {self.source.label}")
-        return task
-
-    def read_base(self) -> None:
-        """Read queue and done as the remote base has them now (after a fetch or our own push)."""
-        self.source = detect_source(self.checkout, self.git, self.base)
-        self.queues = read_queues(self.checkout, self.source)
-        self.queues.validate(self.config.queue)
-
-    def fetch(self) -> None:
-        sha = fetch_base(self.git, remote=self.checkout.remote, base=self.base)
-        self.fetched = self.waiting.monotonic()
-        if sha != self.base_sha or self.queues is None:
-            # A queue of thousands of tasks is read and validated only when the base moved. Until
-            # that read succeeds there are no queues: never the old queue paired with the new sha.
-            self.queues = None
-            self.base_sha = sha
-            self.read_base()
-
-    def refetch_if_stale(self, max_age_s: float = 0.1) -> None:
-        """Before a push: someone may have pushed since our last look, and a push built on an old base
-        only loses a race. A fetch costs far less than the backoff after one."""
-        if self.waiting.monotonic() - self.fetched > max_age_s:
-            self.fetch()
-
-    def free_slots(self) -> int:
-        """Jobs that may still start: --workers bounds every live job, CI gates and remediations too."""
-        limit = self.options.workers or self.config.parallel.workers
-        return limit - sum(1 for w in self.state.workers if w.lifecycle in Lifecycle.active())
-
-    # --- workspaces ------------------------------------------------------------------------------
-
-    def remove_workspace(self, worker: Worker, *, landed: bool = False) -> None:
-        """Delete a worker's workspace, saving unlanded commits to the attic first; never fatal."""
-        path = Path(worker.workspace_path)
-        if not path.exists():
-            return
-        if not is_within(path, self.paths.workspace_root):
-            logger.warning("%s: not removing %s: it is outside the workspace root", worker.task_id, path)
-            return
-        try:
-            workspace.remove(
-                path,
-                task_id=worker.task_id,
-                control=self.checkout.root,
-                base_ref=self.base_ref,
-                save=not landed,
-            )
-        except (RalphError, OSError) as e:
-            logger.warning("%s: could not remove workspace %s: %s", worker.task_id, path, e)
-
-    def stop_and_shelve(self, worker: Worker) -> str | None:
-        """Stop the worker's job, if one runs, and save its workspace's commits to the attic; the ref."""
-        stop_job(worker, grace_s=self.config.parallel.kill_grace_seconds)
-        path = Path(worker.workspace_path)
-        if not path.exists():
-            return None
-        return workspace.save_to_attic(
-            path, task_id=worker.task_id, control=self.checkout.root, base_ref=self.base_ref
-        )
-
-    def closed_elsewhere(self, worker: Worker) -> bool:
-        """A task someone finished, rejected or removed on the base is not worked on any further.
-
-        Its job is stopped, its work kept in the attic, and the record ends failed with the reason;
-        it is not retried on its own: the queue no longer wants it.
-        """
-        assert self.queues is not None and self.source is not None
-        task = self.queues.find(worker.task_id)
-        if task is not None and still_wanted(task):
-            return False
-        where = self.source.label
-        reason = (
-            f"{worker.task_id} is {task.status} on {where}"
-            if task
-            else f"{worker.task_id} was removed from {where}"
-        )
-        saved = self.stop_and_shelve(worker)
-        self.ledger.fail(worker, f"closed elsewhere: {reason}", retry_after=None)
-        kept = f"its work is kept as {saved}" if saved else "it had no unlanded commits"
-        self.act(worker.task_id, "closed_elsewhere", f"stopped: {reason}; {kept}")
-        self.save()
-        return True
-
-    # --- ending an attempt -----------------------------------------------------------------------
-
-    def fail(self, worker: Worker, reason: str) -> None:
-        """Give up on this attempt; selection retries after a backoff while attempts are left."""
-        wait = scheduled(self.config.agent.retry_backoff_minutes, worker.attempt)
-        self.ledger.fail(worker, reason, retry_after=timedelta(minutes=wait))
-        left = self.config.agent.max_attempts - worker.attempt
-        retry = "; no attempts left"
-        if left > 0 and worker.next_attempt_at is not None:
-            retry = f"; retry after {format_z(worker.next_attempt_at)}"
-        self.act(
-            worker.task_id,
-            "failed",
-            f"failed: {reason} (attempt {worker.attempt}/{self.config.agent.max_attempts}{retry})",
-        )
-
-    def block(self, worker: Worker, reason: str) -> None:
-        """Verified work that cannot land: keep the workspace, write the marker, wait for a person."""
-        worker.last_error = reason
-        worker.next_attempt_at = None
-        path = Path(worker.workspace_path)
-        if path.is_dir():  # with the workspace gone, the reason is in state.json alone
-            markers.write_blocked_push(
-                path,
-                markers.BlockedPush(
-                    task_id=worker.task_id,
-                    reason=reason,
-                    attempt=worker.push_attempts,
-                    max_attempts=self.config.parallel.max_push_attempts,
-                    generated_at=format_z(self.now),
-                ),
-            )
-        self.ledger.transition(worker, Lifecycle.BLOCKED_PUSH, reason)
-        self.act(
-            worker.task_id,
-            "blocked_push",
-            f"blocked: {reason}; `ralph retry {worker.task_id}` or `ralph discard {worker.task_id}`",
-        )
-
-    # --- starting jobs ---------------------------------------------------------------------------
-
-    def start_ci(self, worker: Worker, detail: str) -> None:
-        """The CI gate on head_sha (a commit in the control repository), in a checkout of its own."""
-        assert worker.head_sha is not None
-        run_dir = self.paths.run_dir(worker.task_id)
-        stem = _job_stem(JobKind.CI, worker, self.now)
-        log = run_dir / "ci.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_bytes(b"")  # ci.log holds the latest run only: it is what the CI marker quotes
-        self.remove_gate_checkout(worker.task_id)
-        spec = self.launcher.gate(
-            task_id=worker.task_id,
-            commit=worker.head_sha,
-            base_sha=worker.base_sha or self.base_sha,
-            stem=stem,
-            now=self.now,
-        )
-        self._launch(worker, spec, run_dir / f"{stem}.spec.json", Lifecycle.CHECKING, detail, new=False)
-
-    def remove_gate_checkout(self, task_id: str) -> None:
-        gate = self.launcher.gate_dir(task_id)
-        if gate.is_symlink():
-            gate.unlink()
-        elif gate.exists():
-            force_rmtree(gate)
-
-    def start_agent(
-        self,
-        worker: Worker,
-        prompt: str,
-        *,
-        lifecycle: Lifecycle,
-        detail: str,
-        new: bool = False,
-        checkout_at: str | None = None,
-    ) -> None:
-        """An agent job in the worker's workspace; with `checkout_at` the job first makes the workspace
-        anew at that commit (whatever was there is saved to the attic and removed here)."""
-        over = over_budget(worker.usage, self.config.agent.max_cost_usd_per_task)
-        if over is not None:
-            # agent.max_cost_usd_per_task: no new attempt or remediation for a task that spent it.
-            worker.conflicts = []
-            self.ledger.fail(worker, f"not started again: {over}", retry_after=None)
-            self.act(worker.task_id, "over_budget", f"{detail}: not started: {over}")
-            return
-        run_dir = self.paths.run_dir(worker.task_id)
-        stem = _job_stem(JobKind.AGENT, worker, self.now)
-        prompt_path = run_dir / ("prompt.md" if lifecycle is Lifecycle.RUNNING else f"{stem}.prompt.md")
-        prompt_path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(prompt_path, prompt.encode())
-        ws = Path(worker.workspace_path)
-        if checkout_at is not None:
-            workspace.remove(ws, task_id=worker.task_id, control=self.checkout.root, base_ref=self.base_ref)
-        spec = self.launcher.agent(
-            task_id=worker.task_id,
-            ws=ws,
-            prompt_path=prompt_path,
-            stem=stem,
-            now=self.now,
-            checkout_at=None if checkout_at is None else (checkout_at, worker.base_sha or self.base_sha),
-        )
-        self._launch(worker, spec, run_dir / f"{stem}.spec.json", lifecycle, detail, new=new)
-
-    def _launch(
-        self,
-        worker: Worker,
-        spec: jobs.JobSpec,
-        spec_path: Path,
-        lifecycle: Lifecycle,
-        detail: str,
-        *,
-        new: bool,
-    ) -> None:
-        """Start a job, record it, save, and only then let it run (the two-phase start in ralph.job)."""
-        rotate(Path(spec.log_path), self.config.parallel.log_max_bytes)
-        started = jobs.start(spec, spec_path)
-        # The job's set-up (its checkout, after_create) comes before the command's own timeout.
-        setup_s = (PREPARE_ALLOWANCE_S if spec.prepare else 0) + (
-            spec.setup_timeout_s if spec.after_create else 0
-        )
-        worker.job = Job(
-            kind=JobKind(spec.kind),
-            pid=started.identity.pid,
-            pid_start_ticks=started.identity.start_ticks,
-            boot_id=started.identity.boot_id,
-            started_at=self.now,
-            deadline=self.now + timedelta(seconds=spec.timeout_s + setup_s),
-            log_path=spec.log_path,
-            result_path=spec.result_path,
-        )
-        worker.completed_at = None
-        self.ledger.transition(worker, lifecycle, detail, new=new, pid=started.identity.pid, kind=spec.kind)
-        crashpoint("after-spawn-before-save")
-        try:
-            self.save()
-        except BaseException:
-            started.abandon()
-            raise
-        if not started.confirm():
-            logger.warning(
-                "%s: the %s job exited before it was told to run; the next tick will call it lost",
-                worker.task_id,
-                spec.kind,
-            )
-        self.act(
-            worker.task_id,
-            f"started_{spec.kind}",
-            f"{detail}: started {spec.kind} (pid {started.identity.pid})",
-        )
 
 
 def run_tick(
@@ -427,7 +54,7 @@ def run_tick(
         ledger = Ledger.load(
             checkout.paths, now=now, target_branch=base, remote=checkout.remote, hooks=checkout.config.hooks
         )
-        tick = Tick(
+        crew = Crew(
             checkout,
             options,
             ledger,
@@ -439,557 +66,376 @@ def run_tick(
         )
         crashpoint("after-load")
         stamp.clear(checkout.paths.parallel)  # this tick decides anew whether ticks may idle
-        _repair(tick)
-        loaded = _content(tick.state)
-        _retarget(tick)
-        _prune(tick)
-        _preflight(tick)
-        tick.fetch()
-        _enforce_budget(tick)
-        _advance(tick)
-        _spawn(tick)
+        _repair(crew)
+        loaded = _content(crew.state)
+        _retarget(crew)
+        _prune(crew)
+        preflight(crew)
+        crew.fetch()
+        conductor = _conductor(crew)
+        _recover_push(crew, conductor)
+        _advance(crew, conductor)
+        enforce_budget(crew)
+        _run_train(crew, conductor)
+        _land(crew, conductor)
+        _spawn(crew)
         # A tick that changed nothing writes nothing (cron runs many of those), except the first,
         # so that status can tell a tick ran.
-        if ledger.on_disk is None or _content(tick.state) != loaded:
-            tick.save()
+        if ledger.on_disk is None or _content(crew.state) != loaded:
+            crew.save()
         crashpoint("after-save")
-        _settle(tick)
-    tick.report.workers = tick.state.lifecycle_counts()
-    return tick.report
-
-
-def _repair(tick: Tick) -> None:
-    """What a killed tick left of ralph's git state goes first, before anything can fail on it."""
-    live = frozenset(
-        tick.launcher.gate_dir(w.task_id).name
-        for w in tick.state.workers
-        if w.lifecycle is Lifecycle.CHECKING
-    )
-    repair.repair(tick.paths, gates=tick.paths.workspace_root / GATES_DIR, live_gates=live)
-
-
-def _settle(tick: Tick) -> None:
-    """After the last write: when nothing is in flight and nothing could start, leave the idle stamp
-    the next tick checks before importing anything heavy (ralph.stamp)."""
-    busy = any(w.lifecycle not in Lifecycle.terminal() for w in tick.state.workers)
-    if tick.report.actions or busy or tick.queues is None:
-        return
-    if _runnable(tick) and read_pause(tick.paths.pause) is None:
-        return  # work it could start but did not (no slot, a start that failed): look again next tick
-    watched = [tick.paths.config, tick.paths.rust_config, tick.paths.state, tick.paths.pause]
-    if tick.source is not None and tick.source.mode is Mode.UNTRACKED:
-        watched += [tick.paths.queue_file(), tick.paths.done_file()]
-    stamp.write(
-        tick.paths.parallel,
-        remote=tick.checkout.remote,
-        base=tick.base,
-        base_sha=tick.base_sha,
-        wake_at=_wake_at(tick),
-        watched=watched,
-    )
-
-
-def _wake_at(tick: Tick) -> datetime | None:
-    """The earliest time something falls due without anyone touching a file: a retry after its
-    backoff, a scheduled start, a record's expiry, a runner's pause ending."""
-    config = tick.config
-    times: list[datetime] = []
-    ttl = timedelta(hours=config.parallel.terminal_worker_ttl_hours)
-    retention = timedelta(hours=config.parallel.workspace_retention_hours)
-    for w in tick.state.workers:
-        if w.next_attempt_at is not None and w.attempt < config.agent.max_attempts:
-            times.append(w.next_attempt_at)
-        if w.completed_at is not None and w.lifecycle in (Lifecycle.COMPLETED, Lifecycle.FAILED):
-            times += [w.completed_at + ttl, w.completed_at + retention]
-    times += [p.until for p in tick.state.runner_pauses]
-    assert tick.queues is not None
-    times += [t.scheduled_at for t in tick.queues.queue.tasks if t.scheduled_at is not None]
-    future = [t for t in times if t > tick.now]
-    return min(future, default=None)
+        _settle(crew)
+    crew.report.workers = crew.state.lifecycle_counts()
+    return crew.report
 
 
 # --- steps ------------------------------------------------------------------------------------------
 
 
-def _retarget(tick: Tick) -> None:
-    if tick.state.target_branch == tick.base and tick.state.remote == tick.checkout.remote:
+def _repair(crew: Crew) -> None:
+    """What a killed tick left of ralph's git state goes first, before anything can fail on it."""
+    live = frozenset(w.task_id for w in crew.state.workers if w.lifecycle is Lifecycle.CHECKING)
+    repair.repair(crew.paths, gates=crew.paths.workspace_root / GATES_DIR, live_gates=live)
+
+
+def _retarget(crew: Crew) -> None:
+    if crew.state.target_branch == crew.base and crew.state.remote == crew.checkout.remote:
         return
-    busy = [w.task_id for w in tick.state.workers if w.lifecycle not in Lifecycle.terminal()]
+    busy = [w.task_id for w in crew.state.workers if w.lifecycle not in Lifecycle.terminal()]
     if busy:
         raise StateError(
-            f"state.json belongs to {tick.state.remote}/{tick.state.target_branch} but the config says "
-            f"{tick.checkout.remote}/{tick.base}, and {', '.join(busy)} are in flight; set git.base_branch "
+            f"state.json belongs to {crew.state.remote}/{crew.state.target_branch} but the config says "
+            f"{crew.checkout.remote}/{crew.base}, and {', '.join(busy)} are in flight; set git.base_branch "
             "back until they finish, or `ralph cancel` them first"
         )
     logger.info(
         "retargeting from %s/%s to %s/%s",
-        tick.state.remote,
-        tick.state.target_branch,
-        tick.checkout.remote,
-        tick.base,
+        crew.state.remote,
+        crew.state.target_branch,
+        crew.checkout.remote,
+        crew.base,
     )
-    tick.state.target_branch = tick.base
-    tick.state.remote = tick.checkout.remote
+    crew.state.target_branch = crew.base
+    crew.state.remote = crew.checkout.remote
+    crew.state.train = None
 
 
-def _prune(tick: Tick) -> None:
+def _prune(crew: Crew) -> None:
     """Drop old finished records and the workspaces they kept (after saving any unlanded commits)."""
     pruned = prune_terminal(
-        tick.state, now=tick.now, ttl_hours=tick.config.parallel.terminal_worker_ttl_hours
+        crew.state, now=crew.now, ttl_hours=crew.config.parallel.terminal_worker_ttl_hours
     )
-    retention = timedelta(hours=tick.config.parallel.workspace_retention_hours)
+    retention = timedelta(hours=crew.config.parallel.workspace_retention_hours)
     expired = [
         w
-        for w in tick.state.workers
+        for w in crew.state.workers
         if w.lifecycle in (Lifecycle.COMPLETED, Lifecycle.FAILED)
         and w.completed_at is not None
-        and tick.now - w.completed_at >= retention
+        and crew.now - w.completed_at >= retention
         and Path(w.workspace_path).exists()
     ]
     for n, worker in enumerate([*pruned, *expired]):
         if n == 1:
             crashpoint("mid-prune")
-        tick.remove_workspace(worker)
+        crew.remove_workspace(worker)
     for worker in pruned:
-        rmtree(tick.paths.run_dir(worker.task_id), ignore_errors=True)
+        rmtree(crew.paths.run_dir(worker.task_id), ignore_errors=True)
         logger.debug("%s: pruned its %s record", worker.task_id, worker.lifecycle)
     if pruned or expired:
-        tick.save()
+        crew.save()
 
 
-def _preflight(tick: Tick) -> None:
-    """Fail before anything is started (DESIGN §3.4)."""
-    if os.geteuid() == 0 and not tick.options.allow_root:
-        raise PreflightError(
-            "running as root: agents would run as root too; run ralph as a dedicated user "
-            "(or pass --allow-root inside a throwaway sandbox)"
-        )
-    ownership.check(tick.paths)  # set up by `ralph init`; no Rust ralph coordinator at work here
-    remote = tick.checkout.remote
-    try:
-        tick.remote_url = tick.git.run("remote", "get-url", remote).out
-    except GitError:
-        raise PreflightError(
-            f"no remote {remote!r} in {tick.checkout.root}: add it with `git remote add {remote} <url>` "
-            "(or set git.remote)"
-        ) from None
-    check_workspace_root(tick.git, tick.paths)
-    runners.resolve_agent(tick.config.agent, tick.checkout.root)
-    runners.resolve_ci(tick.config.ci.command, tick.checkout.root)
-    expand_agent_env(tick.config.agent.env, os.environ)
-    check_identity(tick.git)
-    check_sandbox(tick.config)
-
-
-def check_identity(git: Git) -> None:
-    """ralph's commits use the control checkout's identity (its own config included): it must exist."""
-    for role in ("AUTHOR", "COMMITTER"):
-        result = git.run("var", f"GIT_{role}_IDENT", ok=(0, 128))
-        if result.returncode != 0:
-            said = (result.stderr.strip().splitlines() or ["no identity"])[-1]
-            raise PreflightError(
-                f"git has no {role.lower()} identity for ralph's commits in {git.cwd} ({said}): set one with "
-                '`git config user.name "..."` and `git config user.email ...` there (or --global), '
-                "or GIT_AUTHOR_NAME/GIT_AUTHOR_EMAIL and GIT_COMMITTER_NAME/GIT_COMMITTER_EMAIL"
-            )
-
-
-def check_sandbox(config: Config) -> None:
-    """With sandbox.mode = "bwrap" (the default) a tick never runs a job unboxed: no box, no tick."""
-    if config.sandbox.mode != "bwrap":
-        return
-    found = sandbox.probe()
-    if not found.ok:
-        raise PreflightError(
-            f"sandbox: {found.problem}. Every job runs in a bubblewrap box; to run jobs as ralph itself "
-            'instead (unsafe: README "Security model"), set sandbox.mode = "none" in .ralph/config.toml'
-        )
-
-
-def check_workspace_root(git: Git, paths: Paths) -> None:
-    """The workspace root, when inside the repository, must be ignored and must not be the root itself."""
-    root = paths.root.resolve()
-    ws_root = paths.workspace_root.resolve()
-    if root.is_relative_to(ws_root):
-        raise PreflightError(
-            f"parallel.workspace_root {ws_root} is the repository or contains it; "
-            "use a directory of its own, outside the repository or in an ignored subdirectory such as "
-            ".ralph/workspaces"
-        )
-    try:
-        rel = ws_root.relative_to(root).as_posix()
-    except ValueError:
-        return  # outside the repository: nothing to ignore
-    fixes = (
-        f"move parallel.workspace_root outside the repository, or add `{rel}/` to .gitignore "
-        "(or .git/info/exclude)"
+def _conductor(crew: Crew) -> Conductor:
+    assert crew.source is not None
+    ci = crew.config.ci
+    rules = Rules(
+        gate=bool(ci.command),
+        max_parallel=ci.max_parallel or crew.options.workers or crew.config.parallel.workers,
+        verify_rebased=ci.verify_rebased,
+        max_rebuilds=crew.config.landing.max_rebuilds,
+        ignore=(crew.source.queue_path, crew.source.done_path),
     )
-    try:
-        ignored = git.is_ignored(rel, f"{rel}/__ralph_ignore_probe__")
-    except GitError as e:
-        raise PreflightError(f"cannot tell whether {rel} is gitignored ({e}); {fixes}") from None
-    if not ignored:
-        raise PreflightError(
-            f"parallel.workspace_root {rel} is inside the repository but not gitignored, so workspaces "
-            f"could be committed; {fixes}"
-        )
+    return Conductor(crew.state, crew.git, crew, rules, scratch=crew.paths.scratch)
 
 
-# --- advance ----------------------------------------------------------------------------------------
-
-
-def _in_queue_order(tick: Tick, workers: Iterable[Worker]) -> list[Worker]:
-    assert tick.queues is not None
-    order = {t.id: n for n, t in enumerate(tick.queues.queue.tasks)}
+def _in_queue_order(crew: Crew, workers: list[Worker]) -> list[Worker]:
+    assert crew.queues is not None
+    order = {t.id: n for n, t in enumerate(crew.queues.queue.tasks)}
     return sorted(workers, key=lambda w: (order.get(w.task_id, len(order)), w.started_at))
 
 
-def _advance(tick: Tick) -> None:
-    in_flight = [w for w in tick.state.workers if w.lifecycle not in Lifecycle.terminal()]
-    for worker in _in_queue_order(tick, in_flight):
+def _advance(crew: Crew, conductor: Conductor) -> None:
+    """Every worker in flight: stopped if its task is closed elsewhere, else its finished job reaped."""
+    conductor.follow(crew.base_sha)
+    in_flight = [w for w in crew.state.workers if w.lifecycle not in Lifecycle.terminal()]
+    for worker in _in_queue_order(crew, in_flight):
         try:
-            _advance_worker(tick, worker)
+            if crew.closed_elsewhere(worker):
+                continue
+            if worker.lifecycle in Lifecycle.active():
+                reap(crew, worker, conductor)
         except RalphError as e:
             # One task's trouble must not stop the others.
-            tick.fail(worker, str(e))
-            tick.save()
+            crew.fail(worker, str(e))
+            crew.save()
 
 
-def _advance_worker(tick: Tick, worker: Worker) -> None:
-    if worker.lifecycle is not Lifecycle.INTEGRATING and tick.closed_elsewhere(worker):
-        return
-    if worker.lifecycle in Lifecycle.active():
-        assert worker.job is not None
-        job = worker.job
-        identity = job.identity
-        grace = tick.config.parallel.kill_grace_seconds
-        outcome, result = jobs.check(
-            identity, Path(job.result_path), deadline=job.deadline, grace_s=grace, now=tick.now
-        )
-        if outcome is jobs.Outcome.RUNNING:
-            copy_truncate(Path(job.log_path), tick.config.parallel.log_max_bytes)
-            return
-        if outcome is jobs.Outcome.OVERDUE:
-            if proc.kill_group(identity, grace_s=grace):
-                tick.fail(worker, f"{job.kind} job timed out (it outlived its deadline and was killed)")
-                tick.save()
-            else:
-                logger.error(
-                    "%s: %s job pid %s is past its deadline and would not die",
-                    worker.task_id,
-                    job.kind,
-                    job.pid,
-                )
-            return
-        if outcome is jobs.Outcome.LOST:
-            # The wrapper died, but the command it ran may live on in its group: stop it before a
-            # retry resets the workspace under it. Nothing is signalled if the pid is someone else's.
-            if not proc.kill_group(identity, grace_s=grace):
-                logger.error(
-                    "%s: %s job pid %s died, but its process group would not; trying again next tick",
-                    worker.task_id,
-                    job.kind,
-                    job.pid,
-                )
-                return
-            tick.fail(
-                worker,
-                f"{job.kind} job lost (pid {job.pid} died without a result: killed, or the host rebooted)",
-            )
-            tick.save()
-            return
-        assert result is not None
-        if job.kind is JobKind.AGENT:
-            _agent_finished(tick, worker, result)
-        else:
-            _ci_finished(tick, worker, result)
-        tick.save()
-    if worker.lifecycle is Lifecycle.INTEGRATING:
-        landing.land(tick, worker)
+# --- the merge train ---------------------------------------------------------------------------------
 
 
-def _agent_finished(tick: Tick, worker: Worker, result: jobs.JobResult) -> None:
-    what = "agent" if worker.lifecycle is Lifecycle.RUNNING else "remediation agent"
-    if not result.error and _took_stock(tick, worker, result, what):
-        return
-    if result.error:
-        tick.fail(worker, f"{what} could not start: {result.error}")
-        return
-    if result.timed_out:
-        tick.fail(worker, f"{what} timed out after {tick.config.agent.timeout_minutes:g} min")
-        return
-    if not result.succeeded:
-        tick.fail(
-            worker,
-            f"{what} failed ({result.describe()}); see {worker.job.log_path if worker.job else 'its log'}",
-        )
-        return
-    path = Path(worker.workspace_path)
-    if not workspace.is_valid(path):
-        tick.fail(worker, f"workspace {path} is missing or broken")
-        return
-    task = tick.task(worker.task_id)
-    head = workspace.commit_leftovers(
-        path, message=prompts.commit_message(task), identity=tick.identity, scratch=tick.paths.scratch
-    )
-    crashpoint("after-reap-before-save")
-    previous = worker.base_sha if worker.lifecycle is Lifecycle.RUNNING else worker.head_sha
-    if head == previous:
-        tick.fail(worker, f"{what} produced no changes")
-        return
-    # From here on the work is judged in ralph's own repository, never in the agent's clone.
-    workspace.import_commit(tick.git, path, task_id=worker.task_id, rev=head)
-    assert worker.base_sha is not None
-    if worker.conflicts:
-        left = replay.markers_left(tick.git, head, tuple(worker.conflicts))
-        if left:
-            tick.fail(worker, f"conflict markers are left in {', '.join(left)} after the remediation")
-            return
-        # The commit with the markers must never land: the resolution is one commit on the base.
-        head = replay.squash(tick.git, base=worker.base_sha, head=head, message=prompts.commit_message(task))
-        worker.conflicts = []
-    assert tick.source is not None
-    problems = policy.problems(
-        tick.git,
-        base=worker.base_sha,
-        head=head,
-        config=tick.config,
-        queue_paths=(tick.source.queue_path, tick.source.done_path),
-    )
-    worker.head_sha = head
-    if problems:
-        tick.block(worker, f"{head[:10]} may not land: " + "; ".join(problems))
-        return
-    if tick.config.ci.command:
-        tick.start_ci(worker, f"committed {head[:10]}; CI gate")
-    else:
-        worker.verified_sha = head
-        tick.ledger.transition(worker, Lifecycle.INTEGRATING, "no CI gate configured", head=head)
-        tick.act(worker.task_id, "verified", f"committed {head[:10]}; no CI gate, landing")
+def _run_train(crew: Crew, conductor: Conductor) -> None:
+    """Follow the base, take in what became ready, blame a failure, start the gates slots allow."""
+    if conductor.follow(crew.base_sha):
+        _starving(crew, conductor)
+    conductor.restack(0)  # positions behind one that left (blocked, failed, closed) stand on the one ahead
+    waiting = [w for w in crew.state.workers if w.lifecycle is Lifecycle.INTEGRATING]
+    waiting = [w for w in waiting if conductor.train.position(w.task_id) is None]
+    for worker in sorted(waiting, key=lambda w: w.updated_at):  # the order work became ready
+        try:
+            conductor.join(worker)
+        except RalphError as e:
+            crew.fail(worker, str(e))
+    conductor.blame()
+    conductor.start_gates()
 
 
-def _took_stock(tick: Tick, worker: Worker, result: jobs.JobResult, what: str) -> bool:
-    """Record what the run reported spending; True when it stopped at a usage or rate limit.
-
-    Such a run is not the task's fault: its attempt is not counted, the task starts again from scratch
-    once the runner's pause ends, and no agent of that runner starts before then (README "Agent
-    runners": usage limits).
-    """
-    output = _run_output(worker)
-    runner = tick.config.agent.runner
-    _record_usage(tick, worker, read_usage(runner, output, price=tick.config.agent.price_per_mtok))
-    said_at = _time_or(result.finished_at, tick.now)
-    limit = detect_limit(runner, output, exit_code=result.exit_code, now=said_at)
-    if limit is None:
-        tick.state.forget_runner_pause(runner, tick.now)
-        return False
-    pause = tick.state.pause_runner(runner, now=tick.now, reason=limit.describe(), reset_at=limit.reset_at)
-    worker.attempt = max(0, worker.attempt - 1)
-    worker.conflicts = []
-    worker.next_attempt_at = tick.now  # due at once: the runner's pause is what holds it back
-    worker.last_error = f"{what} stopped at a {limit.describe()}: {limit.said}"
-    detail = f"{what} stopped at a {limit.describe()} (not counted as an attempt); {pause.describe(tick.now)}"
-    # Not an ending to announce: the task starts again by itself.
-    tick.ledger.transition(
-        worker, Lifecycle.FAILED, detail, announce=False, runner=runner, paused_until=format_z(pause.until)
-    )
-    tick.act(worker.task_id, "runner_paused", f"{detail}; the task starts again from scratch after it")
-    return True
-
-
-def _record_usage(tick: Tick, worker: Worker, report: Report | None) -> None:
-    """One entry per agent run that reported anything, on the worker and in events.jsonl."""
-    if report is None:
+def _starving(crew: Crew, conductor: Conductor) -> None:
+    train = conductor.train
+    if train.rebuilds < crew.config.landing.max_rebuilds or train.starved_at is not None:
         return
-    remediation = worker.remediations if worker.lifecycle is Lifecycle.REMEDIATING else 0
-    entry = report.usage(attempt=worker.attempt, remediation=remediation)
-    worker.usage.append(entry)
-    append_event(
-        tick.paths.events,
-        at=tick.now,
-        task_id=worker.task_id,
-        event="usage",
-        attempt=worker.attempt,
-        detail=f"{tick.config.agent.runner} reported {describe_spend(Spend.of([entry]))}",
-        runner=tick.config.agent.runner,
-        **entry.model_dump(exclude={"attempt"}),
+    train.starved_at = crew.now
+    tasks = ", ".join(p.task_id for p in train.positions)
+    crew.act(
+        "train",
+        "starved",
+        f"the merge train was stacked again {train.rebuilds} times by outside pushes without landing "
+        f"({tasks}); it keeps trying, but the base moves faster than its gate "
+        '(ci.verify_rebased = "overlap" or false may help)',
     )
 
 
-def _run_output(worker: Worker) -> bytes:
-    """What the worker's latest agent run wrote to its log (the log holds every run of the task)."""
-    assert worker.job is not None
-    try:
-        with open(worker.job.log_path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - USAGE_LOG_BYTES))
-            return this_run(f.read())
-    except OSError:
-        return b""
-
-
-def _time_or(stamp: str, default: datetime) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(stamp)
-    except ValueError:
-        return default
-    return parsed if parsed.tzinfo else default
-
-
-def _enforce_budget(tick: Tick) -> None:
-    """agent.max_cost_usd_per_task, at every tick: an agent run that has reported more than its task
-    may spend is stopped, and a failed task that spent it is not retried (a person raises the limit
-    and runs `ralph retry`). A remediation is refused in Tick.start_agent."""
-    limit = tick.config.agent.max_cost_usd_per_task
-    if limit is None:
+def _recover_push(crew: Crew, conductor: Conductor) -> None:
+    """A tick killed after its push: the chain it saved before pushing is on the base now, or it never
+    arrived (then the train simply lands again)."""
+    train = crew.state.train
+    if train is None or not train.pushing:
         return
-    price = tick.config.agent.price_per_mtok
-    for worker in tick.state.workers:
-        job = worker.job
-        running = (
-            worker.lifecycle in (Lifecycle.RUNNING, Lifecycle.REMEDIATING)
-            and job is not None
-            and job.kind is JobKind.AGENT
-            and jobs.read_result(Path(job.result_path)) is None  # a finished one is reaped as usual
-        )
-        so_far = read_usage(tick.config.agent.runner, _run_output(worker), price=price) if running else None
-        due = worker.lifecycle is Lifecycle.FAILED and worker.next_attempt_at is not None
-        if not (running or due):
+    chain = dict(train.pushing)
+    tip = next(reversed(chain.values()))
+    train.pushing = {}
+    if not crew.git.is_ancestor(tip, crew.base_sha):
+        crew.save()
+        return
+    count = 0
+    for task_id, commit in chain.items():
+        worker = crew.state.worker(task_id)
+        if worker is not None and worker.lifecycle in Lifecycle.in_train():
+            _landed(crew, worker, commit)
+            count += 1
+    conductor.landed(tip, chain)
+    crew.save()
+
+
+def _land(crew: Crew, conductor: Conductor) -> None:
+    """The longest passed prefix, as one chain, in one push with a lease; lost races back off within the
+    tick's budget, then on later ticks."""
+    train = conductor.train
+    parallel = crew.config.parallel
+    redos = 0
+    while True:
+        if train.next_attempt_at is not None and crew.now < train.next_attempt_at:
+            return
+        prefix = conductor.landable()
+        if not prefix:
+            return
+        try:
+            chain = _build(crew, prefix)
+        except FollowupError as e:
+            worker = crew.state.worker(prefix[0].task_id)
+            assert worker is not None
+            crew.block(worker, str(e))
+            conductor.restack(0)
+            crew.save()
             continue
-        over = over_budget(worker.usage, limit, running=so_far)
-        if over is None:
-            continue
-        if running:
-            try:
-                stop_job(worker, grace_s=tick.config.parallel.kill_grace_seconds)
-            except RalphError as e:
-                logger.warning("%s: over its budget, but %s; trying again next tick", worker.task_id, e)
+        train.pushing = dict(chain.commits)
+        crew.save()
+        built_on = crew.base_sha
+        crew.refetch_if_stale()
+        if crew.base_sha != built_on:
+            # Someone pushed while the chain was built: build it again on what is there now.
+            train.pushing = {}
+            conductor.follow(crew.base_sha)
+            redos += 1
+            if redos <= landing.MAX_QUICK_REDOS:
                 continue
-            _record_usage(tick, worker, so_far)
-            tick.ledger.fail(worker, f"stopped: {over}", retry_after=None)
-        else:
-            tick.ledger.fail(worker, f"not started again: {over}", retry_after=None)
-        tick.act(
-            worker.task_id,
-            "over_budget",
-            f"{'stopped' if running else 'not started again'}: {over}; raise the limit, then "
-            f"`ralph retry {worker.task_id}`",
+        pushed = push_with_lease(
+            crew.git,
+            remote=crew.checkout.remote,
+            commit=chain.tip,
+            branch=crew.base,
+            expected=crew.base_sha,
+            timeout=landing.PUSH_TIMEOUT_S,
         )
-        tick.save()
+        if pushed.status is PushStatus.OK:
+            crashpoint("after-push-before-save")
+            _record_landing(crew, conductor, chain)
+            return
+        train.pushing = {}
+        workers = [crew.state.worker(p.task_id) for p in prefix]
+        for worker, position in zip(workers, prefix, strict=True):
+            assert worker is not None
+            worker.verified_sha = position.commit  # passed the gate: a retry lands it again
+        if pushed.status is PushStatus.PERMANENT:
+            for worker in workers:
+                assert worker is not None
+                worker.push_attempts += 1
+                crew.block(worker, f"{crew.checkout.remote} refused the push: {pushed.message}")
+            conductor.restack(0)
+            crew.save()
+            return
+        train.push_attempts += 1
+        train.last_error = f"{pushed.status.value}: {pushed.message}"
+        for worker in workers:  # each task's own count, for its history
+            assert worker is not None
+            worker.push_attempts += 1
+            worker.last_error = train.last_error
+        if train.push_attempts >= parallel.max_push_attempts:
+            used = f"{train.push_attempts}/{parallel.max_push_attempts}"
+            reason = f"push attempts used up ({used}); last: {train.last_error}"
+            for worker in workers:
+                assert worker is not None
+                crew.block(worker, reason)
+            train.push_attempts = 0
+            conductor.restack(0)
+            crew.save()
+            return
+        delay = landing.backoff_s(parallel.push_backoff_ms, train.push_attempts, crew.waiting.rng)
+        if crew.time_left() <= delay:
+            train.next_attempt_at = crew.now + timedelta(seconds=crew.elapsed() + delay)
+            crew.act(
+                prefix[0].task_id,
+                "push_race",
+                f"push {train.push_attempts} did not land ({train.last_error}); "
+                f"next attempt at {train.next_attempt_at:%Y-%m-%dT%H:%M:%SZ}",
+            )
+            crew.save()
+            return
+        logger.info("push %d did not land (%s); again in %.1fs", train.push_attempts, train.last_error, delay)
+        crew.save()
+        crew.waiting.sleep(delay)  # longer than refetch_if_stale's limit: the next attempt looks again
+        crew.refetch_if_stale()
+        conductor.follow(crew.base_sha)
 
 
-def _ci_finished(tick: Tick, worker: Worker, result: jobs.JobResult) -> None:
+def _build(crew: Crew, prefix: list[Any]) -> landing.Chain:
+    assert crew.source is not None and crew.queues is not None
+    landings = []
+    for position in prefix:
+        worker = crew.state.worker(position.task_id)
+        assert worker is not None and worker.base_sha is not None and worker.head_sha is not None
+        landings.append(
+            landing.Landing(
+                task=crew.task(worker.task_id),
+                position=position.commit,
+                onto=position.onto,
+                base=worker.base_sha,
+                head=worker.head_sha,
+                run_dir=crew.paths.run_dir(worker.task_id),
+            )
+        )
+    return landing.build_chain(
+        crew.git,
+        base_sha=crew.base_sha,
+        landings=landings,
+        source=crew.source,
+        queues=crew.queues,
+        config=crew.config,
+        now=crew.now.replace(microsecond=0),
+        scratch=crew.paths.scratch,
+    )
+
+
+def _record_landing(crew: Crew, conductor: Conductor, chain: landing.Chain) -> None:
+    assert crew.source is not None
+    for task_id, commit in chain.commits.items():
+        worker = crew.state.worker(task_id)
+        assert worker is not None
+        if crew.source.mode is Mode.UNTRACKED:
+            landing.archive_locally(crew.paths, task_id, chain.followups.get(task_id, []), crew.now)
+        _landed(crew, worker, commit)
+    conductor.landed(chain.tip, chain.commits)
+    crew.base_sha = chain.tip
+    if crew.source.mode is Mode.UNTRACKED:
+        crew.read_base()
+    elif chain.queues is not None:
+        # The files just pushed are the base's now: no need to read back (and validate again) a queue
+        # of thousands of tasks. What depended on the landed tasks may start in this tick.
+        crew.queues = chain.queues
+    crew.save()
+    for task_id in chain.commits:
+        worker = crew.state.worker(task_id)
+        assert worker is not None
+        crew.remove_workspace(worker, landed=True)
+
+
+def _landed(crew: Crew, worker: Worker, commit: str) -> None:
     path = Path(worker.workspace_path)
-    assert worker.job is not None
-    tick.remove_gate_checkout(worker.task_id)
-    if result.error:
-        # The gate never judged the work (its checkout or after_create failed, the program is missing).
-        tick.fail(worker, f"the CI gate could not run: {result.error}")
-        return
-    if result.succeeded:
-        worker.verified_sha = worker.head_sha
-        markers.clear_ci_failure(path)
-        tick.ledger.transition(worker, Lifecycle.INTEGRATING, "CI passed", head=worker.head_sha)
-        tick.act(worker.task_id, "ci_passed", f"CI passed on {str(worker.head_sha)[:10]}; landing")
-        return
-    output = _read_log_tail(Path(worker.job.log_path))
-    marker = markers.CiFailure(
-        task_id=worker.task_id,
-        command=list(tick.config.ci.command),
-        exit_code=result.exit_code,
-        timed_out=result.timed_out,
-        output_tail=prompts.tail(output),
-        log_path=worker.job.log_path,
-        generated_at=format_z(tick.now),
-    )
-    if path.is_dir():
-        markers.write_ci_failure(path, marker)
-    limit = tick.config.agent.max_remediations
-    if worker.remediations >= limit:
-        tick.fail(worker, f"CI failed ({result.describe()}) and {limit} remediations are used up")
-        return
-    if not workspace.is_valid(path):
-        tick.fail(worker, f"CI failed ({result.describe()}), and workspace {path} is missing or broken")
-        return
-    worker.remediations += 1
-    task = tick.task(worker.task_id)
-    prompt = prompts.ci_remediation_prompt(
-        task,
-        workspace=str(path),
-        base_branch=tick.base,
-        ci_command=tick.config.ci.command,
-        exit_code=result.exit_code,
-        timed_out=result.timed_out,
-        output_tail=marker.output_tail,
-        remediation=worker.remediations,
-        max_remediations=limit,
-        can=tick.abilities(),
-    )
-    tick.start_agent(
-        worker,
-        prompt,
-        lifecycle=Lifecycle.REMEDIATING,
-        detail=f"CI failed ({result.describe()}); remediation {worker.remediations}/{limit}",
-    )
-
-
-def _read_log_tail(path: Path) -> str:
-    try:
-        with open(path, "rb") as f:
-            return read_tail(f, CI_LOG_TAIL_BYTES)
-    except OSError:
-        return ""
-
-
-def _job_stem(kind: JobKind, worker: Worker, now: datetime) -> str:
-    return f"{kind}-a{worker.attempt}-r{worker.remediations}-{now.strftime('%Y%m%dT%H%M%S%fZ')}"
+    markers.clear_ci_failure(path)
+    markers.clear_blocked_push(path)
+    position = crew.state.train.position(worker.task_id) if crew.state.train else None
+    worker.verified_sha = position.commit if position else worker.verified_sha
+    worker.landed_sha = commit
+    worker.next_attempt_at = None
+    worker.last_error = None
+    crew.ledger.transition(worker, Lifecycle.COMPLETED, f"landed {commit[:10]} on {crew.base}", sha=commit)
+    crew.act(worker.task_id, "landed", f"landed {commit[:10]} on {crew.base}")
 
 
 # --- select and spawn -------------------------------------------------------------------------------
 
 
-def _runnable(tick: Tick) -> list[Task]:
-    assert tick.queues is not None
+def _runnable(crew: Crew) -> list[Task]:
+    assert crew.queues is not None
     return select_runnable(
-        tick.queues.queue,
-        tick.queues.done,
-        tick.state.by_task(),
-        tick.now,
-        max_attempts=tick.config.agent.max_attempts,
-        include_draft=tick.options.include_draft,
-        only=tick.options.only,
+        crew.queues.queue,
+        crew.queues.done,
+        crew.state.by_task(),
+        crew.now,
+        max_attempts=crew.config.agent.max_attempts,
+        include_draft=crew.options.include_draft,
+        only=crew.options.only,
     )
 
 
-def _spawn(tick: Tick) -> None:
-    if tick.queues is None:
+def _spawn(crew: Crew) -> None:
+    if crew.queues is None:
         # A landing found the base's queue unreadable after this tick's first read: nothing new
         # starts from a queue nobody can read (the landing said why, and waits).
         logger.warning(
-            "not starting new tasks: the queue on %s/%s cannot be read", tick.checkout.remote, tick.base
+            "not starting new tasks: the queue on %s/%s cannot be read", crew.checkout.remote, crew.base
         )
         return
-    for task in _to_start(tick):
-        _start_task(tick, task)
+    for task in _to_start(crew):
+        _start_task(crew, task)
 
 
-def _to_start(tick: Tick) -> list[Task]:
+def _to_start(crew: Crew) -> list[Task]:
     """Runnable tasks in queue order, as many as free slots and --max-tasks allow; none while paused."""
-    paused = read_pause(tick.paths.pause)
+    paused = read_pause(crew.paths.pause)
     if paused is not None:
-        if _runnable(tick):
+        if _runnable(crew):
             logger.info("not starting new tasks: %s; `ralph resume` to go on", paused.describe())
         return []
-    held = tick.state.runner_pause(tick.config.agent.runner, tick.now)
+    held = crew.state.runner_pause(crew.config.agent.runner, crew.now)
     if held is not None:
-        if _runnable(tick):
-            logger.info("not starting new tasks: %s; `ralph resume` to go on now", held.describe(tick.now))
+        if _runnable(crew):
+            logger.info("not starting new tasks: %s; `ralph resume` to go on now", held.describe(crew.now))
         return []
-    limit = tick.free_slots()
-    if tick.options.max_tasks:
-        limit = min(limit, tick.options.max_tasks)
-    budget = tick.config.agent.max_cost_usd_per_task
-    runnable = [t for t in _runnable(tick) if _within_budget(tick.state.worker(t.id), budget)]
+    limit = crew.agent_slots()
+    if crew.options.max_tasks:
+        limit = min(limit, crew.options.max_tasks)
+    budget = crew.config.agent.max_cost_usd_per_task
+    runnable = [t for t in _runnable(crew) if _within_budget(crew.state.worker(t.id), budget)]
     return runnable[: max(0, limit)]
 
 
@@ -997,9 +443,9 @@ def _within_budget(worker: Worker | None, limit: float | None) -> bool:
     return worker is None or over_budget(worker.usage, limit) is None
 
 
-def _start_task(tick: Tick, task: Task) -> None:
-    worker = tick.state.worker(task.id)
-    path = tick.paths.workspace(task.id)
+def _start_task(crew: Crew, task: Task) -> None:
+    worker = crew.state.worker(task.id)
+    path = crew.paths.workspace(task.id)
     new = worker is None
     if worker is None:
         worker = Worker(
@@ -1007,38 +453,82 @@ def _start_task(tick: Tick, task: Task) -> None:
             lifecycle=Lifecycle.FAILED,  # becomes running once its job is recorded
             attempt=1,
             workspace_path=str(path),
-            started_at=tick.now,
-            updated_at=tick.now,
-            completed_at=tick.now,
+            started_at=crew.now,
+            updated_at=crew.now,
+            completed_at=crew.now,
         )
-        tick.state.workers.append(worker)
+        crew.state.workers.append(worker)
     else:
         # A retry reuses the record: one record per task, with its attempt count.
         worker.attempt += 1
         worker.workspace_path = str(path)
-        worker.started_at = tick.now
+        worker.started_at = crew.now
         worker.remediations = 0
         worker.push_attempts = 0
         worker.head_sha = worker.verified_sha = worker.landed_sha = None
         worker.next_attempt_at = None
         worker.last_error = None
-    worker.base_sha = tick.base_sha
+        worker.conflicts = []
+    worker.base_sha = crew.base_sha
     try:
         prompt = prompts.task_prompt(
             task,
             workspace=str(path),
-            base_branch=tick.base,
-            ci_command=tick.config.ci.command,
-            can=tick.abilities(),
+            base_branch=crew.base,
+            ci_command=crew.config.ci.command,
+            can=crew.abilities(),
         )
-        detail = f"attempt {worker.attempt}/{tick.config.agent.max_attempts} on {tick.base_sha[:10]}"
-        tick.start_agent(
-            worker, prompt, lifecycle=Lifecycle.RUNNING, detail=detail, new=new, checkout_at=tick.base_sha
+        detail = f"attempt {worker.attempt}/{crew.config.agent.max_attempts} on {crew.base_sha[:10]}"
+        crew.start_agent(
+            worker, prompt, lifecycle=Lifecycle.RUNNING, detail=detail, new=new, checkout_at=crew.base_sha
         )
     except (RalphError, OSError) as e:
         worker.job = None
-        tick.fail(worker, f"could not start: {e}")
-        tick.save()
+        crew.fail(worker, f"could not start: {e}")
+        crew.save()
+
+
+# --- the end of a tick ------------------------------------------------------------------------------
+
+
+def _settle(crew: Crew) -> None:
+    """After the last write: when nothing is in flight and nothing could start, leave the idle stamp
+    the next tick checks before importing anything heavy (ralph.stamp)."""
+    busy = any(w.lifecycle not in Lifecycle.terminal() for w in crew.state.workers)
+    if crew.report.actions or busy or crew.queues is None:
+        return
+    if _runnable(crew) and read_pause(crew.paths.pause) is None:
+        return  # work it could start but did not (no slot, a start that failed): look again next tick
+    watched = [crew.paths.config, crew.paths.rust_config, crew.paths.state, crew.paths.pause]
+    if crew.source is not None and crew.source.mode is Mode.UNTRACKED:
+        watched += [crew.paths.queue_file(), crew.paths.done_file()]
+    stamp.write(
+        crew.paths.parallel,
+        remote=crew.checkout.remote,
+        base=crew.base,
+        base_sha=crew.base_sha,
+        wake_at=_wake_at(crew),
+        watched=watched,
+    )
+
+
+def _wake_at(crew: Crew) -> datetime | None:
+    """The earliest time something falls due without anyone touching a file: a retry after its
+    backoff, a scheduled start, a record's expiry, a runner's pause ending."""
+    config = crew.config
+    times: list[datetime] = []
+    ttl = timedelta(hours=config.parallel.terminal_worker_ttl_hours)
+    retention = timedelta(hours=config.parallel.workspace_retention_hours)
+    for w in crew.state.workers:
+        if w.next_attempt_at is not None and w.attempt < config.agent.max_attempts:
+            times.append(w.next_attempt_at)
+        if w.completed_at is not None and w.lifecycle in (Lifecycle.COMPLETED, Lifecycle.FAILED):
+            times += [w.completed_at + ttl, w.completed_at + retention]
+    times += [p.until for p in crew.state.runner_pauses]
+    assert crew.queues is not None
+    times += [t.scheduled_at for t in crew.queues.queue.tasks if t.scheduled_at is not None]
+    future = [t for t in times if t > crew.now]
+    return min(future, default=None)
 
 
 def _content(state: State) -> dict[str, Any]:
@@ -1054,7 +544,7 @@ def _dry_run(checkout: Checkout, options: TickOptions, now: datetime) -> TickRep
     git = checkout.git()
     base = checkout.base_branch()
     state = load_state(checkout.paths.state, now=now, target_branch=base, remote=checkout.remote)
-    tick = Tick(
+    crew = Crew(
         checkout,
         options,
         Ledger(state, checkout.paths, now),
@@ -1064,18 +554,18 @@ def _dry_run(checkout: Checkout, options: TickOptions, now: datetime) -> TickRep
     )
     check_workspace_root(git, checkout.paths)
     runners.resolve_agent(checkout.config.agent, checkout.root)
-    tick.base_sha = rev(git, tick.base_ref)
-    tick.read_base()
-    to_start = _to_start(tick)
+    crew.base_sha = rev(git, crew.base_ref)
+    crew.read_base()
+    to_start = _to_start(crew)
     for task in to_start:
-        tick.act(task.id, "would_start", f"would start: {task.title}")
-    if not to_start and read_pause(tick.paths.pause) is None:
-        if not _runnable(tick):
+        crew.act(task.id, "would_start", f"would start: {task.title}")
+    if not to_start and read_pause(crew.paths.pause) is None:
+        if not _runnable(crew):
             logger.info("nothing to start: no runnable task (`ralph queue explain` says why)")
         else:
             logger.info(
                 "nothing to start: all %d worker slots are busy",
                 options.workers or checkout.config.parallel.workers,
             )
-    tick.report.workers = state.lifecycle_counts()
-    return tick.report
+    crew.report.workers = state.lifecycle_counts()
+    return crew.report

@@ -104,7 +104,9 @@ def is_valid(path: Path) -> bool:
         return False
 
 
-def prepare(path: Path, *, setup: Setup, commit: str, base_sha: str) -> None:
+def prepare(
+    path: Path, *, setup: Setup, commit: str, base_sha: str, files: Mapping[str, bytes] | None = None
+) -> None:
     """Make `path` a new checkout at `commit`, with `origin/<base>` at `base_sha`.
 
     `path` must not exist: whatever an earlier attempt left there is saved to the attic and removed
@@ -118,6 +120,13 @@ def prepare(path: Path, *, setup: Setup, commit: str, base_sha: str) -> None:
     with provisional(path):
         _clone(path, setup=setup, commit=commit, base_sha=base_sha)
         _copy_ignored_files(path, setup)
+        for rel, data in (files or {}).items():
+            # ralph's own runtime files (a CI-failure marker), excluded from every commit.
+            if not rel.startswith(".ralph/cache/") or ".." in rel.split("/"):
+                raise WorkspaceError(f"{rel}: only files under .ralph/cache/ are written into a checkout")
+            target = path / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
 
 
 def _refuse_control(path: Path, control: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -186,6 +187,20 @@ class Project:
                 return
             assert time.monotonic() < deadline, f"jobs still running after {timeout}s: {pending}"
             time.sleep(0.1)
+
+
+def same_code(project: Project, a: str, b: str) -> bool:
+    """Whether two commits (in the control repository, where ralph keeps its train positions) have the
+    same tree but for ralph's queue and done files."""
+    excludes = [":(exclude).ralph/queue.json", ":(exclude).ralph/done.json"]
+    diff = subprocess.run(["git", "diff", "--quiet", a, b, "--", ".", *excludes], cwd=project.control)
+    return diff.returncode == 0
+
+
+def archive_count(repo: Path, task_id: str) -> int:
+    """How many commits on the base of `repo` say they land (archive) `task_id`: one per landing."""
+    bodies = git(repo, "log", "--format=%B%x00", BASE).split("\0")
+    return sum(1 for body in bodies if re.search(rf"^ralph: archive {re.escape(task_id)}\b", body, re.M))
 
 
 def all_landed(count: int) -> Callable[[State], bool]:

@@ -6,6 +6,7 @@ moves main under a waiting push, or one that declines pushes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -34,6 +35,7 @@ from harness import (
 from ralph import clock, markers
 from ralph.checkout import open_checkout
 from ralph.cli import cli
+from ralph.errors import QueueError
 from ralph.landing import backoff_s
 from ralph.state import Lifecycle, State
 from ralph.tick import TickOptions, Waiting, run_tick
@@ -46,7 +48,10 @@ import subprocess, sys
 word = "FIX" + "ME"
 files = subprocess.run(["git", "ls-files", ":!.ralph"], capture_output=True, text=True).stdout.split()
 bad = [f for f in files if word in open(f, errors="replace").read()]
-tree = subprocess.run(["git", "rev-parse", "HEAD^{tree}"], capture_output=True, text=True).stdout.strip()
+import hashlib
+listing = subprocess.run(["git", "ls-tree", "-r", "HEAD"], capture_output=True, text=True).stdout.splitlines()
+code = [line for line in listing if not line.endswith((".ralph/queue.json", ".ralph/done.json"))]
+tree = hashlib.sha1("\\n".join(code).encode()).hexdigest()
 report(f"{tree} {'fail' if bad else 'pass'}")
 for f in bad:
     print(f"ci: {word} left in {f}")
@@ -75,18 +80,27 @@ def passed_trees(record: Path) -> set[str]:
     return {line.split()[0] for line in record.read_text().splitlines() if line.endswith(" pass")}
 
 
+def code_of(repo: Path, commit: str) -> str:
+    """What the recording gate reports of a commit: its tree but for ralph's queue and done files."""
+    listing = git(repo, "ls-tree", "-r", commit).splitlines()
+    code = [line for line in listing if not line.endswith((".ralph/queue.json", ".ralph/done.json"))]
+    return hashlib.sha1("\n".join(code).encode()).hexdigest()
+
+
+def landings(project: Project) -> list[str]:
+    """ralph's landing commits on origin's base, newest first: one per task, its body says so."""
+    out = git(project.origin, "log", "--format=%H %(trailers)%b%x00", BASE).split("\0")
+    return [entry.split()[0] for entry in out if "ralph: archive " in entry]
+
+
 def assert_only_verified_trees_landed(project: Project, record: Path) -> None:
-    """Every push ralph made put a tree on main whose code passed the gate: the archive commit's parent."""
+    """Every commit ralph put on main has a tree whose code passed the gate (its queue and done files
+    are its own bookkeeping)."""
     passed = passed_trees(record)
-    archives = git(project.origin, "log", "--format=%H %s", BASE).splitlines()
-    landings = [line.split()[0] for line in archives if " ralph: archive " in line]
-    assert landings
-    for commit in landings:
-        verified = git(project.origin, "rev-parse", f"{commit}~1")
-        tree = git(project.origin, "rev-parse", f"{verified}^{{tree}}")
-        assert tree in passed, f"{commit}: its parent {verified} has a tree no CI run passed"
-        changed = git(project.origin, "diff", "--name-only", verified, commit).splitlines()
-        assert set(changed) <= {".ralph/queue.json", ".ralph/done.json"}, changed
+    commits = landings(project)
+    assert commits
+    for commit in commits:
+        assert code_of(project.origin, commit) in passed, f"{commit}: no CI run passed its code"
 
 
 def tick_with(project: Project, waiting: Waiting, **options: Any) -> None:
@@ -115,9 +129,9 @@ def test_eight_tasks_land_each_with_its_archive(project: Project, recorded: Path
     state = project.run_until(all_landed(8), workers=3, timeout=180)
     subjects = project.origin_log()
     for task_id, n in zip(ids, range(1, 9), strict=True):
-        # Each task's commit is immediately followed by the commit that archives it.
-        at = subjects.index(f"{task_id}: Feature {n}")
-        assert subjects[at - 1] == f"ralph: archive {task_id}"
+        # Each task is one commit: its work and its archive together.
+        assert subjects.count(f"{task_id}: Feature {n}") == 1
+    assert len(landings(project)) == 8
     done = project.origin_tasks("done")
     assert sorted(t["id"] for t in done) == ids and len(done) == 8  # each exactly once
     assert all(t["status"] == "done" and t["completed_at"].endswith("Z") for t in done)
@@ -151,11 +165,10 @@ def test_two_workers_on_the_same_line_one_lands_the_other_is_remediated(
     assert "Only edit files: do not run git rebase, merge, reset or checkout" in text
     assert "git fetch" not in text
     events = [e["event"] for e in project.events() if e["task_id"] == loser.task_id]
-    assert events == [
-        "running",
-        "checking",
+    assert events[:2] == ["running", "integrating"] and events[-1] == "completed"
+    assert events.count("remediating") == 1
+    assert events[events.index("remediating") + 1 :] == [
         "integrating",
-        "remediating",
         "checking",
         "integrating",
         "completed",
@@ -173,7 +186,7 @@ def test_a_conflict_without_remediations_is_blocked_with_a_marker(project: Proje
     ws = Path(blocked.workspace_path)
     assert ws.is_dir()  # kept for a person
     assert not (ws / ".git" / "rebase-merge").exists() and not (ws / ".git" / "rebase-apply").exists()
-    assert git(ws, "rev-parse", "HEAD") == blocked.verified_sha  # the verified commit, untouched
+    assert git(ws, "rev-parse", "HEAD") == blocked.head_sha  # the agent's commit, untouched
     marker = markers.read_blocked_push(ws)
     assert marker is not None and marker.task_id == blocked.task_id
     assert "conflicts in shared.txt" in marker.reason and "0 remediations are used up" in marker.reason
@@ -192,7 +205,7 @@ def test_a_push_that_loses_a_race_is_rebased_verified_again_and_landed(
     assert worker.push_attempts == 1
     # The rival's change is on main under ours: nothing was overwritten, and ours was checked again.
     subjects = project.origin_log()
-    assert subjects[:3] == [f"ralph: archive {task}", f"{task}: Feature", "rival commit 0"]
+    assert subjects[:2] == [f"{task}: Feature", "rival commit 0"]
     verdicts = recorded.read_text().splitlines()
     assert len(verdicts) == 2 and all(v.endswith(" pass") for v in verdicts)
     assert_only_verified_trees_landed(project, recorded)
@@ -254,7 +267,7 @@ def test_a_rewound_base_is_not_brought_back(
     )
     assert state.workers[0].push_attempts == 0  # seen at the fetch, before any push
     assert f"origin/{BASE} was rewound: it no longer contains " in caplog.text
-    assert project.origin_log()[:2] == [f"ralph: archive {task}", f"{task}: Feature"]
+    assert project.origin_log()[:2] == [f"{task}: Feature", "the queue, without the bad commit"]
 
 
 def test_a_base_rewound_while_the_push_waits_is_not_brought_back(
@@ -285,11 +298,7 @@ def test_a_base_rewound_while_the_push_waits_is_not_brought_back(
     state = project.run_until(all_landed(1))
     assert state.workers[0].push_attempts == 1  # the push that met the rewind lost
     assert "a bad commit" not in project.origin_log()
-    assert project.origin_log()[:3] == [
-        f"ralph: archive {task}",
-        f"{task}: Feature",
-        "the queue, without the bad commit",
-    ]
+    assert project.origin_log()[:2] == [f"{task}: Feature", "the queue, without the bad commit"]
 
 
 def test_work_that_rewrote_its_starting_commit_never_rewinds_the_base(
@@ -310,12 +319,8 @@ def test_work_that_rewrote_its_starting_commit_never_rewinds_the_base(
     after = set(git(origin, "rev-list", BASE).splitlines())
     assert before <= after  # nothing that was on main has left it
     # Replayed as one commit (the task's message) on the base it rewrote.
-    assert project.origin_log()[:3] == [
-        f"ralph: archive {task}",
-        f"{task}: Rewrite",
-        f"ralph: add {task}: Rewrite",
-    ]
-    assert git(origin, "show", f"{BASE}~1:amended.txt") == "amended"
+    assert project.origin_log()[:2] == [f"{task}: Rewrite", f"ralph: add {task}: Rewrite"]
+    assert git(origin, "show", f"{BASE}:amended.txt") == "amended"
     assert state.workers[0].landed_sha == git(origin, "rev-parse", BASE)
 
 
@@ -364,7 +369,7 @@ def test_a_crash_after_the_push_lands_once(project: Project) -> None:
     project.wait_for_jobs()  # CI passed; the next tick lands
     result = project.tick_process(env={"RALPH_CRASHPOINT": "after-push-before-save"})
     assert result.returncode == 137, result.stderr
-    assert f"ralph: archive {task}" in project.origin_log()
+    assert f"{task}: Feature" in project.origin_log()
     assert project.worker(task).lifecycle is Lifecycle.INTEGRATING  # the landing was never recorded
     before = git(project.origin, "rev-parse", BASE)
     project.tick()
@@ -372,7 +377,7 @@ def test_a_crash_after_the_push_lands_once(project: Project) -> None:
     assert worker.lifecycle is Lifecycle.COMPLETED
     assert worker.landed_sha == before
     assert git(project.origin, "rev-parse", BASE) == before  # no second push
-    assert project.origin_log().count(f"ralph: archive {task}") == 1
+    assert project.origin_log().count(f"{task}: Feature") == 1
     assert [t["id"] for t in project.origin_tasks("done")] == [task]
 
 
@@ -401,7 +406,9 @@ def test_races_retry_within_the_tick_budget_then_on_later_ticks(project: Project
     assert len(fake.slept) == 3
     for wait, base in zip(fake.slept, [0.5, 2, 5], strict=True):
         assert base * 0.75 <= wait <= base * 1.25
-    assert worker.lifecycle is Lifecycle.INTEGRATING and worker.next_attempt_at is not None
+    train = project.state().train
+    assert worker.lifecycle is Lifecycle.INTEGRATING
+    assert train is not None and train.next_attempt_at is not None
     assert worker.last_error is not None and "failed to update ref" in worker.last_error
     # Not before next_attempt_at: a tick now leaves it alone.
     tick_with(project, FakeClock().waiting())
@@ -411,30 +418,29 @@ def test_races_retry_within_the_tick_budget_then_on_later_ticks(project: Project
 def test_a_broken_queue_on_the_base_holds_verified_work_instead_of_failing_it(
     project: Project, clone: Callable[[str], Path]
 ) -> None:
-    """Someone pushes a queue ralph cannot read while a landing is under way: the CI-passed work
-    waits (and blocks when the attempts run out) instead of being thrown away for a fresh start."""
-    project.configure(parallel={"max_push_attempts": 3})
+    """Someone pushes a queue ralph cannot read while a landing is under way: ticks refuse, saying which
+    file, and the work that passed the gate waits (neither failed nor thrown away) until it is fixed."""
     task = project.add("Feature")
     project.tick()
     project.wait_for_jobs()
     project.tick()
     project.wait_for_jobs()  # CI passed; the next tick lands
     install_rival_hook(project.origin, times=1, change=".ralph/queue.json")  # a queue of digits
-    tick_with(project, FakeClock().waiting())
+    with pytest.raises(QueueError, match=r"\.ralph/queue\.json"):
+        tick_with(project, FakeClock().waiting())
     worker = project.worker(task)
-    assert (worker.lifecycle, worker.attempt, worker.push_attempts) == (Lifecycle.BLOCKED_PUSH, 1, 3)
-    assert worker.last_error is not None and ".ralph/queue.json" in worker.last_error
-    # Someone repairs the queue; a retry lands the work that passed CI (replayed onto the repair).
+    assert (worker.lifecycle, worker.attempt) == (Lifecycle.INTEGRATING, 1)
+    with pytest.raises(QueueError):
+        project.tick()
+    # Someone repairs the queue; the work that passed the gate lands (on top of the repair).
     (project.origin / "hooks" / "pre-receive").unlink()
     other = clone("other")
     git(other, "checkout", "-q", f"origin/{BASE}~1", "--", ".ralph/queue.json")
     git(other, "commit", "-qm", "repair the queue")
     git(other, "push", "-q", "origin", f"HEAD:{BASE}")
-    assert CliRunner().invoke(cli, ["-C", str(project.control), "retry", task]).exit_code == 0
-    project.tick()
-    worker = project.worker(task)
-    assert (worker.lifecycle, worker.attempt) == (Lifecycle.COMPLETED, 1)
-    assert project.origin_log()[:3] == [f"ralph: archive {task}", f"{task}: Feature", "repair the queue"]
+    state = project.run_until(all_landed(1))
+    assert state.workers[0].attempt == 1
+    assert project.origin_log()[:2] == [f"{task}: Feature", "repair the queue"]
 
 
 def test_push_attempts_run_out_into_blocked_push(project: Project) -> None:
@@ -498,7 +504,8 @@ def test_follow_up_tasks_are_added_in_the_same_bookkeeping_commit(project: Proje
     task = project.add("Add a flag", description=description)
     assert task == "RQ-0001"
     project.run_until(lambda s: bool(s.workers) and s.workers[0].lifecycle is Lifecycle.COMPLETED)
-    assert project.origin_log()[0] == "ralph: archive RQ-0001 (+2 follow-ups)"
+    assert project.origin_log()[0] == "RQ-0001: Add a flag"
+    assert "ralph: archive RQ-0001 (+2 follow-ups)" in git(project.origin, "log", "-1", "--format=%b", BASE)
     queued = project.origin_tasks("queue")
     assert [(t["id"], t["title"], t.get("depends_on", [])) for t in queued] == [
         ("RQ-0002", "Document the flag", []),
@@ -573,7 +580,7 @@ def test_the_event_hook_hears_landed_failed_and_blocked(project: Project, tmp_pa
     assert f"landed {good} {sha} {BASE} [landed {sha[:10]} on {BASE}]" in lines
     assert any(line.startswith(f"failed {bad}  {BASE} [agent failed (exit 1)") for line in lines)
     assert any(
-        line.startswith(f"blocked_push {stuck} {blocked.verified_sha} {BASE} [follow-up proposal ")
+        line.startswith(f"blocked_push {stuck} {blocked.head_sha} {BASE} [follow-up proposal ")
         for line in lines
     )
     # `ralph retry` of a failed task is bookkeeping, not another ending: no hook run for it.
@@ -614,14 +621,10 @@ def test_retry_after_a_block_lands_the_same_verified_commit(project: Project) ->
     worker = project.worker(task)
     assert (worker.lifecycle, worker.push_attempts) == (Lifecycle.INTEGRATING, 0)
     assert markers.read_blocked_push(Path(worker.workspace_path)) is None
-    project.tick()
+    project.run_until(all_landed(1))  # back in the train: gated again on the base as it is now
     worker = project.worker(task)
     assert (worker.lifecycle, worker.attempt) == (Lifecycle.COMPLETED, 1)
-    assert project.origin_log()[:3] == [
-        f"ralph: archive {task}",
-        f"{task}: Feature",
-        f"ralph: add {task}: Feature",
-    ]
+    assert project.origin_log()[:2] == [f"{task}: Feature", f"ralph: add {task}: Feature"]
 
 
 def test_retry_of_a_failed_task_starts_over_and_keeps_the_old_commits(project: Project) -> None:
@@ -708,8 +711,9 @@ def test_python_m_ralph_run_lands_from_a_plain_loop(project: Project) -> None:
     assert f"{task} landed {str(worker.landed_sha)[:10]} on {BASE}" in said
 
 
-def test_gates_run_again_after_a_landing_only_as_worker_slots_allow(project: Project) -> None:
-    """Three verified workers, one slot: after each landing the others queue for the gate, one at a time."""
+def test_a_train_lands_in_order_with_one_gate_at_a_time_and_no_gate_run_twice(project: Project) -> None:
+    """Three verified tasks, one gate slot: each position is gated once, stacked on the one ahead, and
+    what lands after a landing keeps its verdict (its code did not change)."""
     ids = [project.add(f"Feature {n}") for n in range(3)]
     install_declining_hook(project.origin, "frozen while the test sets up")
     blocked = {Lifecycle.BLOCKED_PUSH}
@@ -719,15 +723,12 @@ def test_gates_run_again_after_a_landing_only_as_worker_slots_allow(project: Pro
     (project.origin / "hooks" / "pre-receive").unlink()
     for task in ids:
         assert CliRunner().invoke(cli, ["-C", str(project.control), "retry", task]).exit_code == 0
+    before = len([e for e in project.events() if e["event"] == "checking"])
 
-    def one_job_at_most(state: State) -> None:
-        active = [w.task_id for w in state.workers if w.lifecycle in Lifecycle.active()]
-        assert len(active) <= 1, active
+    def one_gate_at_most(state: State) -> None:
+        gates = [w.task_id for w in state.workers if w.lifecycle is Lifecycle.CHECKING]
+        assert len(gates) <= 1, gates
 
-    project.run_until(all_landed(3), every=one_job_at_most, workers=1)
-    again = [
-        e["task_id"] for e in project.events() if e["event"] == "checking" and "CI gate again" in e["detail"]
-    ]
-    # The second went back through the gate after the first landed; the third waited for the slot,
-    # so it was verified once, after the second landed, not twice.
-    assert len(again) == 2 and len(set(again)) == 2
+    project.run_until(all_landed(3), every=one_gate_at_most, workers=1)
+    gates = [e["task_id"] for e in project.events() if e["event"] == "checking"][before:]
+    assert sorted(gates) == sorted(ids)  # one gate run each, not one per landing ahead of it

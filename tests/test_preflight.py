@@ -17,8 +17,9 @@ from ralph.checkout import open_checkout
 from ralph.commands.task import add as add_task
 from ralph.errors import PreflightError, QueueError, RalphError
 from ralph.paths import Paths
+from ralph.preflight import check_workspace_root
 from ralph.state import Lifecycle
-from ralph.tick import TickOptions, check_workspace_root, run_tick
+from ralph.tick import TickOptions, run_tick
 
 
 @pytest.fixture

@@ -76,8 +76,8 @@ def test_a_landing_in_a_rust_repository_changes_only_the_moved_task(
     )
     landed = next(w for w in state.workers if w.lifecycle is Lifecycle.COMPLETED)
     assert landed.task_id == "OPS-003"  # its dependent waits, as its depends_on (with a space) says
-    archive = git(origin, "log", "--format=%H %s", BASE).splitlines()
-    sha = next(line.split()[0] for line in archive if line.endswith("ralph: archive OPS-003"))
+    archive = git(origin, "log", "--format=%H %B%x00", BASE).split("\0")
+    sha = next(entry.split()[0] for entry in archive if "ralph: archive OPS-003" in entry)
 
     queue_after, done_after = file_at(origin, QUEUE, sha), file_at(origin, DONE, sha)
     assert queue_after == rust_file(queue[1])  # the queue lost exactly that task, nothing else moved
@@ -96,7 +96,7 @@ def test_a_landing_in_a_rust_repository_changes_only_the_moved_task(
     # The configured gate ran (not `make ci`), through the configured runner binary.
     ci_log = project.paths.run_dir("OPS-003") / "ci.log"
     assert ci_log.exists()
-    assert git(origin, "show", f"{landed.verified_sha}:tasks/OPS-003.md")
+    assert git(origin, "show", f"{landed.landed_sha}:tasks/OPS-003.md")
 
 
 def test_doing_tasks_start_first(origin: Path, control: Path, tmp_path: Path) -> None:

@@ -158,6 +158,7 @@ def test_keys_are_in_the_documented_order() -> None:
         "updated_at",
         "workers",
         "runner_pauses",
+        "train",
     ]
     worker_keys = [
         "task_id",
@@ -188,6 +189,7 @@ def test_keys_are_in_the_documented_order() -> None:
         "deadline",
         "log_path",
         "result_path",
+        "commit",
     ]
     assert orders[-1] == top
     assert [o for o in orders if o[0] == "task_id"] == [worker_keys] * 7

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import BASE, git
-from harness import Project, all_landed, live_wrappers, make_project
+from harness import Project, all_landed, make_project, same_code
 
 from ralph.cli import cli
 from ralph.commands.task import add as add_task
@@ -21,31 +21,28 @@ def project(origin: Path, control: Path) -> Project:
 
 
 def test_six_tasks_three_workers_land_verified_commits(project: Project) -> None:
-    """Ticks from a loop take independent tasks to CI-verified commits on main, at most 3 jobs at once."""
+    """Ticks from a loop take independent tasks to CI-verified commits on main: at most 3 agents and 3
+    gates at once (ci.max_parallel defaults to --workers), each task one commit with its bookkeeping."""
     ids = [project.add(f"Task number {n}") for n in range(1, 7)]
-    most_live = 0
+    most_agents = 0
 
-    def at_most_three(state: State) -> None:
-        nonlocal most_live
-        active = [w for w in state.workers if w.lifecycle in Lifecycle.active()]
-        live = sum(len(pids) for pids in live_wrappers(project.control).values())
-        most_live = max(most_live, len(active), live)
-        assert len(active) <= 3, [w.task_id for w in active]
-        assert live <= 3, live_wrappers(project.control)
+    def capped(state: State) -> None:
+        nonlocal most_agents
+        agents = [w.task_id for w in state.workers if w.lifecycle in Lifecycle.agents()]
+        gates = [w.task_id for w in state.workers if w.lifecycle is Lifecycle.CHECKING]
+        most_agents = max(most_agents, len(agents))
+        assert len(agents) <= 3, agents
+        assert len(gates) <= 3, gates
 
-    state = project.run_until(all_landed(6), every=at_most_three, workers=3)
-    assert most_live == 3  # the cap was reached, not just respected by starting little
+    state = project.run_until(all_landed(6), every=capped, workers=3)
+    assert most_agents == 3  # the cap was reached, not just respected by starting little
     for worker in state.workers:
         assert worker.landed_sha is not None and worker.verified_sha is not None
-        # What landed is the verified commit plus its archive commit, and nothing else.
-        assert git(project.origin, "rev-parse", f"{worker.landed_sha}~1") == worker.verified_sha
-        assert git(project.origin, "log", "-1", "--format=%s", worker.verified_sha) == (
-            f"{worker.task_id}: Task number {int(worker.task_id[-1])}"
-        )
-        assert (
-            git(project.origin, "log", "-1", "--format=%s", worker.landed_sha)
-            == f"ralph: archive {worker.task_id}"
-        )
+        # What landed is the gated tree plus the task's own queue/done change, as one commit.
+        assert same_code(project, worker.verified_sha, worker.landed_sha)
+        message = git(project.origin, "log", "-1", "--format=%B", worker.landed_sha)
+        assert message.splitlines()[0] == f"{worker.task_id}: Task number {int(worker.task_id[-1])}"
+        assert f"ralph: archive {worker.task_id}" in message
         assert project.origin_file(f"tasks/{worker.task_id}.md") == f"# Task number {int(worker.task_id[-1])}"
         assert not Path(worker.workspace_path).exists()  # landed: the workspace is gone
     # Queue order: the first three started first, in order; the rest as slots freed.
@@ -53,6 +50,7 @@ def test_six_tasks_three_workers_land_verified_commits(project: Project) -> None
     assert started == ids
     assert project.origin_tasks("queue") == []
     assert sorted(t["id"] for t in project.origin_tasks("done")) == ids
+    assert len(project.origin_log()) == 1 + 6 + 1 + 6  # seed, 6 task adds, configure, 6 landings
 
 
 def test_a_dependent_task_waits_until_its_dependency_landed(project: Project) -> None:
@@ -113,8 +111,8 @@ def test_commits_are_by_the_identity_the_control_repository_configures(
     git(project.control, "config", "user.email", "local@example.com")
     add(project, "Leave it to ralph", "scripted-agent: write notes.md hello\nscripted-agent: uncommitted")
     state = project.run_until(all_landed(1))
-    verified = state.workers[0].verified_sha or ""
-    who = git(project.origin, "log", "-1", "--format=%an <%ae>|%cn <%ce>", verified)
+    landed = state.workers[0].landed_sha or ""
+    who = git(project.origin, "log", "-1", "--format=%an <%ae>|%cn <%ce>", landed)
     assert who == "Repo Local <local@example.com>|Repo Local <local@example.com>"
 
 

@@ -40,10 +40,10 @@ from ralph.errors import ExitCode, GitError, PreflightError, QueueError, RalphEr
 from ralph.git import Git, find_repository
 from ralph.paths import Paths
 from ralph.pause import read_pause
+from ralph.preflight import check_workspace_root
 from ralph.programs import CRON_PATH, fragile_reason, interpreter, lookup
 from ralph.queue import Queues, load_local_queues
 from ralph.state import SCHEMA_VERSION, Lifecycle, State, Worker, load_state
-from ralph.tick import check_workspace_root
 
 Level = Literal["ok", "warning", "fail"]
 

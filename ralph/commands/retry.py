@@ -1,6 +1,7 @@
 """`ralph retry TASK`: give a failed or blocked task another go, keeping the work it has.
 
-Verified work (a task blocked on its push) goes back to landing with a fresh set of push attempts.
+Work that passed the gate (a task blocked on its push) goes back to the merge train with a fresh set
+of push attempts, and is gated again on the base as it is then.
 Anything else starts over with a fresh set of attempts; its workspace's commits are saved to the
 attic here, before the next tick resets the workspace, so nothing it did is lost (and the message
 names the ref). A workspace outside the workspace root (the Rust ralph's) is left where it is.
@@ -35,10 +36,16 @@ def retry(*, start: Path, task_id: str) -> ExitCode:
                 f"{task_id} is {worker.lifecycle}; only failed or blocked_push tasks can be retried"
             )
         path = Path(worker.workspace_path)
+        # Only work that passed the gate lands again; work blocked before it (a protected path, a
+        # conflict no remediation resolved, an invalid proposal) starts over.
         land = (
-            bool(worker.verified_sha)
-            and workspace.is_valid(path)
-            and workspace.head(path) == worker.verified_sha
+            worker.lifecycle is Lifecycle.BLOCKED_PUSH
+            and bool(worker.verified_sha)
+            and bool(worker.head_sha)
+            and checkout.git()
+            .run("cat-file", "-e", f"{worker.head_sha}^{{commit}}", ok=(0, 1, 128))
+            .returncode
+            == 0
         )
         if not land:
             task = current_queues(checkout).find(task_id)

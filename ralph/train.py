@@ -1,0 +1,314 @@
+"""The merge train: verified work stacked, gated position by position, landed as a prefix in one push.
+
+When an agent's work is committed the task joins the end of the train (in the order work becomes
+ready, not queue order): its change, squashed, is replayed onto the position ahead of it (ralph.replay)
+and the CI gate judges that position, which holds everything ahead of it too. A task's first gate run
+is its train position. The longest prefix whose every position passed lands in one push (the tick
+does it, with ralph.landing); the rest stays, stacked on what landed.
+
+A gate failure at position k is blamed on k only once every position ahead of it passed; k leaves the
+train for a remediation agent, and the positions behind it are stacked again without it. A base that
+someone else moved stacks the whole train again: verdicts whose code did not change carry over (two
+trees that differ only in ralph's queue and done files are the same for the gate), and with
+`ci.verify_rebased` false or "overlap" the outside change is trusted. A conflict with the base goes to
+a remediation agent; a conflict only with positions ahead waits until they land or leave.
+
+The train never imports the tick: what it needs from it (start or stop a gate, a remediation, a
+report line) comes through `Effects`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from ralph.git import Git
+from ralph.replay import Replayed, replay
+from ralph.state import Lifecycle, Position, State, Train, Worker
+
+logger = logging.getLogger(__name__)
+
+
+class Effects(Protocol):
+    """What the train asks of the tick that drives it."""
+
+    def gate_slots(self) -> int:
+        """Gate jobs that may still start now (ci.max_parallel)."""
+
+    def can_remediate(self, worker: Worker) -> bool:
+        """Whether `worker` can be handed on now: to a remediation agent (a slot is free), or to its
+        end when its remediations are used up."""
+
+    def start_gate(self, worker: Worker, commit: str, detail: str) -> None: ...
+
+    def stop_gate(self, worker: Worker, why: str) -> None:
+        """Its gate judges a commit the train no longer holds: stop it; the worker is integrating again."""
+
+    def blamed(self, worker: Worker, position: Position) -> None:
+        """Its position failed the gate with every position ahead passed: remediate or give up."""
+
+    def conflicted(self, worker: Worker, replayed: Replayed, onto: str) -> None:
+        """Its change conflicts with the base: remediate or give up."""
+
+    def act(self, task_id: str, action: str, detail: str) -> None: ...
+
+    def message(self, worker: Worker) -> str:
+        """The commit message of the worker's task."""
+
+
+@dataclass(frozen=True)
+class Rules:
+    gate: bool  # a CI gate is configured
+    max_parallel: int  # gates at once, and how far ahead of the first undecided position they run
+    verify_rebased: bool | Literal["overlap"]
+    max_rebuilds: int
+    ignore: tuple[str, ...]  # ralph's own queue and done files: not code, for the gate
+
+
+class Conductor:
+    """Keeps `state.train` in order for one tick."""
+
+    def __init__(self, state: State, git: Git, effects: Effects, rules: Rules, *, scratch: Path) -> None:
+        self.state = state
+        self.git = git
+        self.effects = effects
+        self.rules = rules
+        self.scratch = scratch
+
+    @property
+    def train(self) -> Train:
+        assert self.state.train is not None
+        return self.state.train
+
+    def worker(self, position: Position) -> Worker:
+        worker = self.state.worker(position.task_id)
+        assert worker is not None, position.task_id
+        return worker
+
+    # --- the base ----------------------------------------------------------------------------------
+
+    def follow(self, base_sha: str) -> bool:
+        """The remote base is `base_sha`: restack the train on it if it is on another. Returns whether
+        an outside push made gates run again (a rebuild that counts toward starvation)."""
+        if self.state.train is None:
+            self.state.train = Train(base_sha=base_sha)
+            return False
+        old = self.train.base_sha
+        if old == base_sha:
+            return False
+        self.train.base_sha = base_sha
+        if not self.train.positions:
+            return False
+        trust = self._trust_outside(old, base_sha)
+        regated = self.restack(0, trust=trust)
+        if regated:
+            self.train.rebuilds += 1
+        return regated
+
+    def _trust_outside(self, old: str, new: str) -> bool:
+        """Whether verdicts survive the base moving from `old` to `new` under the train."""
+        outside = self._changed_paths(old, new)
+        if not outside:
+            return True  # only ralph's queue files moved (a `task add`, a landing's bookkeeping)
+        if self.rules.verify_rebased is True:
+            return False
+        if self.rules.verify_rebased is False:
+            return True
+        ours: set[str] = set()
+        for position in self.train.positions:
+            ours |= self._changed_paths(position.onto, position.commit)
+        return not (outside & ours)
+
+    def _changed_paths(self, before: str, after: str) -> set[str]:
+        excludes = [f":(exclude){p}" for p in self.rules.ignore]
+        out = self.git.run(
+            "diff", "--name-only", "-z", "--no-renames", "--no-ext-diff", before, after, "--", ".", *excludes
+        ).stdout
+        return {p for p in out.split("\0") if p}
+
+    def code_same(self, a: str, b: str) -> bool:
+        """Whether two commits' trees differ nowhere but in ralph's queue and done files."""
+        if a == b:
+            return True
+        excludes = [f":(exclude){p}" for p in self.rules.ignore]
+        diff = self.git.run(
+            "diff", "--quiet", "--no-ext-diff", "--no-textconv", a, b, "--", ".", *excludes, ok=(0, 1)
+        )
+        return diff.returncode == 0
+
+    # --- stacking ----------------------------------------------------------------------------------
+
+    def restack(self, start: int, *, trust: bool = False) -> bool:
+        """Stack positions from `start` on again (on the position ahead, or the base). A verdict stays
+        when the code it judged did not change (or `trust`: an outside change to the base we were told
+        to trust). Returns whether any passed verdict was dropped."""
+        dropped = False
+        n = start
+        while n < len(self.train.positions):
+            position = self.train.positions[n]
+            onto = self.train.positions[n - 1].commit if n else self.train.base_sha
+            if position.onto == onto:
+                n += 1
+                continue
+            worker = self.worker(position)
+            replayed = self._replay(worker, onto)
+            if not replayed.clean:
+                # It no longer fits on what is ahead of it: out of the train, it joins again later.
+                self._leave(
+                    worker, n, f"no longer applies on the position ahead ({', '.join(replayed.conflicts)})"
+                )
+                continue
+            was_passed = position.passed is not None and self.code_same(position.passed, position.commit)
+            gating = worker.job.commit if worker.job and worker.lifecycle is Lifecycle.CHECKING else None
+            if gating is not None and not self.code_same(gating, replayed.commit):
+                self.effects.stop_gate(worker, "the train was stacked again under it")
+            if was_passed and not self.code_same(position.commit, replayed.commit) and not trust:
+                dropped = True
+            keep = was_passed and (trust or self.code_same(position.commit, replayed.commit))
+            position.passed = replayed.commit if keep else None
+            position.failed = None
+            position.commit = replayed.commit
+            position.onto = onto
+            n += 1
+        return dropped
+
+    def _replay(self, worker: Worker, onto: str) -> Replayed:
+        assert worker.base_sha is not None and worker.head_sha is not None
+        return replay(
+            self.git,
+            old_base=worker.base_sha,
+            head=worker.head_sha,
+            onto=onto,
+            message=self.effects.message(worker),
+            scratch=self.scratch,
+        )
+
+    def _leave(self, worker: Worker, index: int, why: str) -> None:
+        del self.train.positions[index]
+        if worker.lifecycle is Lifecycle.CHECKING:
+            self.effects.stop_gate(worker, why)
+        self.effects.act(worker.task_id, "left_train", f"left the merge train: {why}")
+
+    def join(self, worker: Worker) -> bool:
+        """Stack `worker`'s committed change at the end of the train; False when it cannot join now."""
+        onto = self.train.positions[-1].commit if self.train.positions else self.train.base_sha
+        replayed = self._replay(worker, onto)
+        if not replayed.clean:
+            if self.train.positions:
+                alone = self._replay(worker, self.train.base_sha)
+                if alone.clean:
+                    # It conflicts with work ahead of it that has not landed: wait for it to land or leave.
+                    logger.info(
+                        "%s: waits to join the train: it conflicts with work ahead (%s)",
+                        worker.task_id,
+                        ", ".join(replayed.conflicts),
+                    )
+                    return False
+                replayed = alone
+            if self.effects.can_remediate(worker):
+                self.effects.conflicted(worker, replayed, self.train.base_sha)
+            return False
+        position = Position(task_id=worker.task_id, commit=replayed.commit, onto=onto)
+        if not self.rules.gate:
+            position.passed = replayed.commit
+        self.train.positions.append(position)
+        self.effects.act(
+            worker.task_id,
+            "joined_train",
+            f"joined the merge train at position {len(self.train.positions)} ({replayed.commit[:10]})",
+        )
+        return True
+
+    # --- verdicts ---------------------------------------------------------------------------------------
+
+    def verdict(
+        self,
+        worker: Worker,
+        commit: str,
+        passed: bool,
+        *,
+        exit_code: int | None = None,
+        timed_out: bool = False,
+    ) -> bool:
+        """Record what the gate said of `commit`, the worker's position; False when the position holds
+        other code by now (the verdict is of no use)."""
+        position = self.train.position(worker.task_id)
+        if position is None or not self.code_same(position.commit, commit):
+            return False
+        if passed:
+            position.passed = commit
+            position.failed = None
+        else:
+            position.failed = position.commit
+            position.failed_exit = exit_code
+            position.failed_timed_out = timed_out
+        return True
+
+    def valid(self, position: Position) -> bool:
+        return position.passed is not None and (
+            position.passed == position.commit or self.code_same(position.passed, position.commit)
+        )
+
+    def blame(self) -> None:
+        """A failed position with every position ahead passed is at fault: it leaves for remediation
+        and the positions behind it are stacked again without it."""
+        n = 0
+        while n < len(self.train.positions):
+            position = self.train.positions[n]
+            if self.valid(position):
+                n += 1
+                continue
+            if position.failed != position.commit:
+                return  # undecided: nothing behind it can be blamed yet
+            worker = self.worker(position)
+            if not self.effects.can_remediate(worker):
+                return  # waits for a free agent slot, holding everything behind it
+            del self.train.positions[n]
+            self.effects.blamed(worker, position)
+            self.restack(n)
+
+    def start_gates(self) -> None:
+        """Gate undecided positions front first, no further than ci.max_parallel positions past the first
+        undecided one: a failure there costs at most that many gates run again behind it."""
+        first = next((n for n, p in enumerate(self.train.positions) if not self.valid(p)), None)
+        if first is None:
+            return
+        for position in self.train.positions[first : first + self.rules.max_parallel]:
+            worker = self.worker(position)
+            if self.valid(position) or position.failed == position.commit:
+                continue
+            if worker.lifecycle is Lifecycle.CHECKING:
+                continue
+            if self.effects.gate_slots() <= 0:
+                return
+            n = self.train.index(position.task_id)
+            assert n is not None
+            self.effects.start_gate(
+                worker, position.commit, f"position {n + 1} of the merge train ({position.commit[:10]})"
+            )
+
+    def landable(self) -> list[Position]:
+        """The longest prefix whose every position passed the gate."""
+        out = []
+        for position in self.train.positions:
+            if not self.valid(position):
+                break
+            out.append(position)
+        return out
+
+    def landed(self, tip: str, tasks: Iterable[str]) -> None:
+        """`tasks` (a prefix) landed as `tip`: the rest stands on it now, verdicts kept (the landed
+        chain's code is the last landed position's code)."""
+        gone = set(tasks)
+        self.train.positions = [p for p in self.train.positions if p.task_id not in gone]
+        self.train.base_sha = tip
+        self.train.rebuilds = 0
+        self.train.starved_at = None
+        self.train.push_attempts = 0
+        self.train.next_attempt_at = None
+        self.train.last_error = None
+        self.train.pushing = {}
+        self.restack(0)
