@@ -15,14 +15,16 @@ import click
 
 from ralph import __version__
 from ralph.constants import RUNNER_NAMES
-from ralph.errors import ExitCode, RalphError
+from ralph.errors import ExitCode, Failure, classify
 from ralph.log import logs_to_file, quiet_info_logs, setup_logging
+from ralph.text import printable
 
 logger = logging.getLogger("ralph")
 
 
 class RalphGroup(click.Group):
-    """One top-level handler: a RalphError is one line on stderr; anything else is a bug (exit 3)."""
+    """One top-level handler: ralph.errors.classify says what an exception means; a RalphError or an
+    exhausted resource is one line on stderr (exit 1), anything else is a bug (exit 3)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -34,29 +36,28 @@ class RalphGroup(click.Group):
             # stdout again at exit and fail once more, so it is pointed at /dev/null first.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             ctx.exit(int(ExitCode.BROKEN_PIPE))
-        except RalphError as e:
-            prefix = "ralph: " if e.exit_code == ExitCode.LOCKED else "ralph: error: "
-            if not _stderr_is_the_log():  # cron's `>>ralph.log 2>&1` beside --log-file: once is enough
-                click.echo(prefix + str(e), err=True)
-            if logs_to_file():
-                # With --log-file the log is where a person looks (cron may mail nothing): say it there too.
-                level = logging.INFO if e.exit_code == ExitCode.LOCKED else logging.ERROR
-                logger.log(level, "%s", e)
-            ctx.exit(int(e.exit_code))
-        except KeyboardInterrupt:
-            click.echo("ralph: interrupted", err=True)
-            ctx.exit(int(ExitCode.INTERRUPTED))
-        except Exception as e:
-            # Rule 3: anything that is not a RalphError is a bug. The traceback goes to the log for the
-            # report; the last line on stderr is one line even when the exception's text is not.
-            logger.critical("a bug in ralph; the traceback, for the report:", exc_info=True)
-            summary = " ".join(str(e).split()) or "no message"
-            click.echo(
-                f"ralph: internal error (a bug in ralph): {type(e).__name__}: {_clip(summary)}; "
-                "please report it with the traceback",
-                err=True,
-            )
-            ctx.exit(int(ExitCode.INTERNAL))
+        except (Exception, KeyboardInterrupt) as e:
+            failure = classify(e)
+            if failure.bug:
+                # Rule 3: the traceback goes to the log for the report; stderr's last line is one line.
+                logger.critical("a bug in ralph; the traceback, for the report:", exc_info=e)
+                click.echo(
+                    f"ralph: {_clip(printable(failure.message))}; please report it with the traceback",
+                    err=True,
+                )
+            else:
+                _say(failure)
+            ctx.exit(int(failure.exit_code))
+
+
+def _say(failure: Failure) -> None:
+    message = printable(failure.message)  # it may quote a title or a file: shown, never obeyed
+    error = failure.exit_code == ExitCode.ERROR
+    if not _stderr_is_the_log():  # cron's `>>ralph.log 2>&1` beside --log-file: once is enough
+        click.echo(("ralph: error: " if error else "ralph: ") + message, err=True)
+    if logs_to_file() and failure.exit_code in (ExitCode.ERROR, ExitCode.LOCKED):
+        # With --log-file the log is where a person looks (cron may mail nothing): say it there too.
+        logger.log(logging.ERROR if error else logging.INFO, "%s", failure.message)
 
 
 def _stderr_is_the_log() -> bool:

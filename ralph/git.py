@@ -129,6 +129,7 @@ class Git:
             raise GitError(
                 f"`{display}` failed in {self.cwd} (exit {e.exit_code}): {_last_line(stderr)}",
                 argv=args,
+                cwd=self.cwd,
                 returncode=e.exit_code,
                 stdout=e.stdout.decode(errors="replace"),
                 stderr=stderr,
@@ -137,7 +138,9 @@ class Git:
             # The child could not start git (its cwd is gone, say); sh wraps the child's traceback, whose
             # last line names the OSError. Nothing outside this module may see an sh exception (rule 5).
             reason = _last_line(str(e))
-            raise GitError(f"`{display}` could not start in {self.cwd}: {reason}", argv=args) from None
+            raise GitError(
+                f"`{display}` could not start in {self.cwd}: {reason}", argv=args, cwd=self.cwd
+            ) from None
         finally:
             if timer is not None:
                 timer.cancel()
