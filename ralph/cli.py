@@ -14,12 +14,22 @@ from typing import Any
 import click
 
 from ralph import __version__
-from ralph.constants import RUNNER_NAMES
+from ralph.constants import MAX_NOTE_CHARS, MAX_REASON_CHARS, MAX_TASKS_PER_TICK, MAX_WORKERS, RUNNER_NAMES
 from ralph.errors import ExitCode, Failure, classify
 from ralph.log import logs_to_file, quiet_info_logs, setup_logging
 from ralph.text import printable
 
 logger = logging.getLogger("ralph")
+
+
+def _bounded(value: str, option: str, limit: int) -> str:
+    if len(value) > limit:
+        raise click.BadParameter(f"{len(value):,} characters; at most {limit:,}", param_hint=option)
+    return value
+
+
+def _bounded_note(value: str | None) -> str | None:
+    return None if value is None else _bounded(value, "--note", MAX_NOTE_CHARS)
 
 
 class RalphGroup(click.Group):
@@ -304,7 +314,11 @@ def task_rm(ctx: click.Context, task_id: str, no_push: bool) -> None:
 
 @task.command("done")
 @click.argument("task_id", metavar="ID")
-@click.option("--note", help="Add this line to the task's notes.")
+@click.option(
+    "--note",
+    callback=lambda ctx, param, value: _bounded_note(value),
+    help="Add this line to the task's notes.",
+)
 @_no_push_option
 @click.pass_context
 def task_done(ctx: click.Context, task_id: str, note: str | None, no_push: bool) -> None:
@@ -314,7 +328,9 @@ def task_done(ctx: click.Context, task_id: str, note: str | None, no_push: bool)
 
 @task.command("reject")
 @click.argument("task_id", metavar="ID")
-@click.option("--note", help="Why; added to the task's notes.")
+@click.option(
+    "--note", callback=lambda ctx, param, value: _bounded_note(value), help="Why; added to the task's notes."
+)
 @_no_push_option
 @click.pass_context
 def task_reject(ctx: click.Context, task_id: str, note: str | None, no_push: bool) -> None:
@@ -498,6 +514,10 @@ def _since(ctx: click.Context, param: click.Parameter, value: str) -> object:
         return parse_since(value)
     except SinceError as e:
         raise click.BadParameter(str(e)) from None
+    except OverflowError:  # a time whose offset takes it past year 1 or 9999 in UTC
+        raise click.BadParameter(
+            f"{value[:40]!r} is out of range; give a time between 0001 and 9999"
+        ) from None
 
 
 def _since_option() -> Callable[[Any], Any]:
@@ -556,16 +576,16 @@ def report(ctx: click.Context, html_file: str, since: Any) -> None:
 @cli.command()
 @click.option(
     "--workers",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_WORKERS),
     metavar="N",
-    help="Jobs (agents and CI gates) running at once [default: parallel.workers, 3].",
+    help=f"Jobs (agents and CI gates) running at once, 1-{MAX_WORKERS} [default: parallel.workers, 3].",
 )
 @click.option(
     "--max-tasks",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=MAX_TASKS_PER_TICK),
     default=0,
     metavar="N",
-    help="Start at most N new tasks in this tick; 0 means no limit.",
+    help=f"Start at most N new tasks in this tick, up to {MAX_TASKS_PER_TICK}; 0 means no limit.",
 )
 @click.option("--dry-run", is_flag=True, help="Print what would start; change nothing (no lock, no fetch).")
 @click.option("--allow-root", is_flag=True, help="Run as root anyway (only inside a throwaway sandbox).")
@@ -664,7 +684,13 @@ def discard(ctx: click.Context, task_id: str, reject: bool) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Build the sandbox here (new or empty) instead of a temporary directory.",
 )
-@click.option("--workers", type=click.IntRange(min=1), default=3, show_default=True, help="Workers per tick.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=MAX_WORKERS),
+    default=3,
+    show_default=True,
+    help=f"Workers per tick, 1-{MAX_WORKERS}.",
+)
 @click.pass_context
 def demo(ctx: click.Context, directory: Path | None, workers: int) -> None:
     """Watch the whole loop in a sandbox: tasks in, CI-verified commits out on main.
@@ -679,7 +705,12 @@ def demo(ctx: click.Context, directory: Path | None, workers: int) -> None:
 
 
 @cli.command()
-@click.option("--reason", default="", help="Why; shown by `ralph status` and in every tick's log line.")
+@click.option(
+    "--reason",
+    default="",
+    callback=lambda ctx, param, value: _bounded(value, "--reason", MAX_REASON_CHARS),
+    help=f"Why (at most {MAX_REASON_CHARS} characters); shown by `ralph status` and every tick's log line.",
+)
 @click.pass_context
 def pause(ctx: click.Context, reason: str) -> None:
     """Stop starting new tasks; work in flight still runs, is verified and lands. Undo with `ralph resume`."""

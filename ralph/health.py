@@ -239,7 +239,7 @@ def read_ring(path: Path) -> Ring:
         raw = json.loads(path.read_bytes())
     except FileNotFoundError:
         return Ring()
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested absurdly deep
         logger.debug("%s is unreadable (%s); starting a new one", path, e)
         return Ring()
     if not isinstance(raw, dict):
