@@ -22,16 +22,6 @@ from ralph.text import printable
 logger = logging.getLogger("ralph")
 
 
-def _bounded(value: str, option: str, limit: int) -> str:
-    if len(value) > limit:
-        raise click.BadParameter(f"{len(value):,} characters; at most {limit:,}", param_hint=option)
-    return value
-
-
-def _bounded_note(value: str | None) -> str | None:
-    return None if value is None else _bounded(value, "--note", MAX_NOTE_CHARS)
-
-
 class RalphGroup(click.Group):
     """One top-level handler: ralph.errors.classify says what an exception means; a RalphError or an
     exhausted resource is one line on stderr (exit 1), anything else is a bug (exit 3)."""
@@ -80,6 +70,17 @@ def _stderr_is_the_log() -> bool:
         isinstance(h, logging.handlers.WatchedFileHandler) and (h.dev, h.ino) == (err.st_dev, err.st_ino)
         for h in logging.getLogger().handlers
     )
+
+
+def _at_most(limit: int) -> Callable[[click.Context, click.Parameter, str | None], str | None]:
+    """A callback refusing a text option longer than `limit` characters (a usage error)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is not None and len(value) > limit:
+            raise click.BadParameter(f"{len(value):,} characters; at most {limit:,}")
+        return value
+
+    return check
 
 
 def _clip(text: str, limit: int = 200) -> str:
@@ -316,7 +317,7 @@ def task_rm(ctx: click.Context, task_id: str, no_push: bool) -> None:
 @click.argument("task_id", metavar="ID")
 @click.option(
     "--note",
-    callback=lambda ctx, param, value: _bounded_note(value),
+    callback=_at_most(MAX_NOTE_CHARS),
     help="Add this line to the task's notes.",
 )
 @_no_push_option
@@ -328,9 +329,7 @@ def task_done(ctx: click.Context, task_id: str, note: str | None, no_push: bool)
 
 @task.command("reject")
 @click.argument("task_id", metavar="ID")
-@click.option(
-    "--note", callback=lambda ctx, param, value: _bounded_note(value), help="Why; added to the task's notes."
-)
+@click.option("--note", callback=_at_most(MAX_NOTE_CHARS), help="Why; added to the task's notes.")
 @_no_push_option
 @click.pass_context
 def task_reject(ctx: click.Context, task_id: str, note: str | None, no_push: bool) -> None:
@@ -708,7 +707,7 @@ def demo(ctx: click.Context, directory: Path | None, workers: int) -> None:
 @click.option(
     "--reason",
     default="",
-    callback=lambda ctx, param, value: _bounded(value, "--reason", MAX_REASON_CHARS),
+    callback=_at_most(MAX_REASON_CHARS),
     help=f"Why (at most {MAX_REASON_CHARS} characters); shown by `ralph status` and every tick's log line.",
 )
 @click.pass_context
