@@ -14,15 +14,17 @@ from typing import Any
 import click
 
 from ralph import __version__
-from ralph.constants import RUNNER_NAMES
-from ralph.errors import ExitCode, RalphError
+from ralph.constants import MAX_NOTE_CHARS, MAX_REASON_CHARS, MAX_TASKS_PER_TICK, MAX_WORKERS, RUNNER_NAMES
+from ralph.errors import ExitCode, Failure, classify
 from ralph.log import logs_to_file, quiet_info_logs, setup_logging
+from ralph.text import printable
 
 logger = logging.getLogger("ralph")
 
 
 class RalphGroup(click.Group):
-    """One top-level handler: a RalphError is one line on stderr; anything else is a bug (exit 3)."""
+    """One top-level handler: ralph.errors.classify says what an exception means; a RalphError or an
+    exhausted resource is one line on stderr (exit 1), anything else is a bug (exit 3)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -34,29 +36,28 @@ class RalphGroup(click.Group):
             # stdout again at exit and fail once more, so it is pointed at /dev/null first.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             ctx.exit(int(ExitCode.BROKEN_PIPE))
-        except RalphError as e:
-            prefix = "ralph: " if e.exit_code == ExitCode.LOCKED else "ralph: error: "
-            if not _stderr_is_the_log():  # cron's `>>ralph.log 2>&1` beside --log-file: once is enough
-                click.echo(prefix + str(e), err=True)
-            if logs_to_file():
-                # With --log-file the log is where a person looks (cron may mail nothing): say it there too.
-                level = logging.INFO if e.exit_code == ExitCode.LOCKED else logging.ERROR
-                logger.log(level, "%s", e)
-            ctx.exit(int(e.exit_code))
-        except KeyboardInterrupt:
-            click.echo("ralph: interrupted", err=True)
-            ctx.exit(int(ExitCode.INTERRUPTED))
-        except Exception as e:
-            # Rule 3: anything that is not a RalphError is a bug. The traceback goes to the log for the
-            # report; the last line on stderr is one line even when the exception's text is not.
-            logger.critical("a bug in ralph; the traceback, for the report:", exc_info=True)
-            summary = " ".join(str(e).split()) or "no message"
-            click.echo(
-                f"ralph: internal error (a bug in ralph): {type(e).__name__}: {_clip(summary)}; "
-                "please report it with the traceback",
-                err=True,
-            )
-            ctx.exit(int(ExitCode.INTERNAL))
+        except (Exception, KeyboardInterrupt) as e:
+            failure = classify(e)
+            if failure.bug:
+                # Rule 3: the traceback goes to the log for the report; stderr's last line is one line.
+                logger.critical("a bug in ralph; the traceback, for the report:", exc_info=e)
+                click.echo(
+                    f"ralph: {_clip(printable(failure.message))}; please report it with the traceback",
+                    err=True,
+                )
+            else:
+                _say(failure)
+            ctx.exit(int(failure.exit_code))
+
+
+def _say(failure: Failure) -> None:
+    message = printable(failure.message)  # it may quote a title or a file: shown, never obeyed
+    error = failure.exit_code == ExitCode.ERROR
+    if not _stderr_is_the_log():  # cron's `>>ralph.log 2>&1` beside --log-file: once is enough
+        click.echo(("ralph: error: " if error else "ralph: ") + message, err=True)
+    if logs_to_file() and failure.exit_code in (ExitCode.ERROR, ExitCode.LOCKED):
+        # With --log-file the log is where a person looks (cron may mail nothing): say it there too.
+        logger.log(logging.ERROR if error else logging.INFO, "%s", failure.message)
 
 
 def _stderr_is_the_log() -> bool:
@@ -69,6 +70,17 @@ def _stderr_is_the_log() -> bool:
         isinstance(h, logging.handlers.WatchedFileHandler) and (h.dev, h.ino) == (err.st_dev, err.st_ino)
         for h in logging.getLogger().handlers
     )
+
+
+def _at_most(limit: int) -> Callable[[click.Context, click.Parameter, str | None], str | None]:
+    """A callback refusing a text option longer than `limit` characters (a usage error)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is not None and len(value) > limit:
+            raise click.BadParameter(f"{len(value):,} characters; at most {limit:,}")
+        return value
+
+    return check
 
 
 def _clip(text: str, limit: int = 200) -> str:
@@ -303,7 +315,11 @@ def task_rm(ctx: click.Context, task_id: str, no_push: bool) -> None:
 
 @task.command("done")
 @click.argument("task_id", metavar="ID")
-@click.option("--note", help="Add this line to the task's notes.")
+@click.option(
+    "--note",
+    callback=_at_most(MAX_NOTE_CHARS),
+    help="Add this line to the task's notes.",
+)
 @_no_push_option
 @click.pass_context
 def task_done(ctx: click.Context, task_id: str, note: str | None, no_push: bool) -> None:
@@ -313,7 +329,7 @@ def task_done(ctx: click.Context, task_id: str, note: str | None, no_push: bool)
 
 @task.command("reject")
 @click.argument("task_id", metavar="ID")
-@click.option("--note", help="Why; added to the task's notes.")
+@click.option("--note", callback=_at_most(MAX_NOTE_CHARS), help="Why; added to the task's notes.")
 @_no_push_option
 @click.pass_context
 def task_reject(ctx: click.Context, task_id: str, note: str | None, no_push: bool) -> None:
@@ -497,6 +513,10 @@ def _since(ctx: click.Context, param: click.Parameter, value: str) -> object:
         return parse_since(value)
     except SinceError as e:
         raise click.BadParameter(str(e)) from None
+    except OverflowError:  # a time whose offset takes it past year 1 or 9999 in UTC
+        raise click.BadParameter(
+            f"{value[:40]!r} is out of range; give a time between 0001 and 9999"
+        ) from None
 
 
 def _since_option() -> Callable[[Any], Any]:
@@ -555,16 +575,16 @@ def report(ctx: click.Context, html_file: str, since: Any) -> None:
 @cli.command()
 @click.option(
     "--workers",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_WORKERS),
     metavar="N",
-    help="Jobs (agents and CI gates) running at once [default: parallel.workers, 3].",
+    help=f"Jobs (agents and CI gates) running at once, 1-{MAX_WORKERS} [default: parallel.workers, 3].",
 )
 @click.option(
     "--max-tasks",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=MAX_TASKS_PER_TICK),
     default=0,
     metavar="N",
-    help="Start at most N new tasks in this tick; 0 means no limit.",
+    help=f"Start at most N new tasks in this tick, up to {MAX_TASKS_PER_TICK}; 0 means no limit.",
 )
 @click.option("--dry-run", is_flag=True, help="Print what would start; change nothing (no lock, no fetch).")
 @click.option("--allow-root", is_flag=True, help="Run as root anyway (only inside a throwaway sandbox).")
@@ -663,7 +683,13 @@ def discard(ctx: click.Context, task_id: str, reject: bool) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Build the sandbox here (new or empty) instead of a temporary directory.",
 )
-@click.option("--workers", type=click.IntRange(min=1), default=3, show_default=True, help="Workers per tick.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=MAX_WORKERS),
+    default=3,
+    show_default=True,
+    help=f"Workers per tick, 1-{MAX_WORKERS}.",
+)
 @click.pass_context
 def demo(ctx: click.Context, directory: Path | None, workers: int) -> None:
     """Watch the whole loop in a sandbox: tasks in, CI-verified commits out on main.
@@ -678,7 +704,12 @@ def demo(ctx: click.Context, directory: Path | None, workers: int) -> None:
 
 
 @cli.command()
-@click.option("--reason", default="", help="Why; shown by `ralph status` and in every tick's log line.")
+@click.option(
+    "--reason",
+    default="",
+    callback=_at_most(MAX_REASON_CHARS),
+    help=f"Why (at most {MAX_REASON_CHARS} characters); shown by `ralph status` and every tick's log line.",
+)
 @click.pass_context
 def pause(ctx: click.Context, reason: str) -> None:
     """Stop starting new tasks; work in flight still runs, is verified and lands. Undo with `ralph resume`."""

@@ -47,9 +47,11 @@ def write_atomic(path: Path, data: bytes) -> None:
                 view = view[written:]
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(path)  # write(2) and fsync(2) name no file; a full disk's message should
         raise
     fsync_directory(directory)
 

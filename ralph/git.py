@@ -138,6 +138,7 @@ class Git:
             raise GitError(
                 f"`{display}` failed in {self.cwd} (exit {e.exit_code}): {_last_line(stderr)}",
                 argv=args,
+                cwd=self.cwd,
                 returncode=e.exit_code,
                 stdout=e.stdout.decode(errors="replace"),
                 stderr=stderr,
@@ -146,7 +147,9 @@ class Git:
             # The child could not start git (its cwd is gone, say); sh wraps the child's traceback, whose
             # last line names the OSError. Nothing outside this module may see an sh exception (rule 5).
             reason = _last_line(str(e))
-            raise GitError(f"`{display}` could not start in {self.cwd}: {reason}", argv=args) from None
+            raise GitError(
+                f"`{display}` could not start in {self.cwd}: {reason}", argv=args, cwd=self.cwd
+            ) from None
         finally:
             if timer is not None:
                 timer.cancel()
@@ -238,7 +241,7 @@ def find_repository(start: Path) -> Path:
 class PushStatus(Enum):
     OK = "ok"
     RACE = "race"  # the base moved (or our lease is stale): fetch, rebuild, try again
-    TRANSPORT = "transport"  # the remote could not be reached: try again later
+    TRANSPORT = "transport"  # the remote could not be reached, or said to try later: try again later
     PERMANENT = "permanent"  # the remote refuses this push for good (hook, protection, permission)
 
 
@@ -248,9 +251,91 @@ class PushResult:
     message: str  # the remote's reason, quoted for people
 
 
-# Reasons git prints in `push --porcelain` (`!` lines) that mean someone else got there first.
-_RACE_REASONS = ("fetch first", "non-fast-forward", "stale info", "failed to update ref", "cannot lock ref")
-_PERMISSION = ("permission denied", "not authorized", "403", "access denied", "authentication failed")
+# --- what a remote says about a push it refused: every phrase ralph reads, in one place -------------
+#
+# Matched, lower-cased, against the `[remote rejected] (reason)` of the porcelain line and the
+# `remote:` lines (a server's hook speaks there), or against all of stderr when git printed no verdict
+# for the ref (the push never got that far). tests/test_push_verdicts.py replays each kind through
+# real git: hooks and a proc-receive hook on a bare origin, and an HTTP server in front of
+# git-http-backend that fails as a proxy or a busy forge does.
+
+# Someone else updated the branch first: fetch, rebuild, push again.
+RACE_PHRASES = (
+    "fetch first",
+    "non-fast-forward",
+    "non-fast forward",  # JGit (Gerrit) spells it so
+    "stale info",  # our lease no longer matches
+    "failed to update ref",  # git's receive-pack lost the compare-and-swap to another push
+    "cannot lock ref",
+    "failed to lock",  # JGit's lock failure
+)
+# A named policy: the answer will be the same however often the push is tried.
+POLICY_PHRASES = (
+    "gh006",  # GitHub: protected branch update failed
+    "gh013",  # GitHub: repository rule violations
+    "gh001",  # GitHub: large files
+    "gh007",  # GitHub: the push would publish a private email address
+    "protected branch",  # GitHub, GitLab, Gitea, Bitbucket
+    "prohibited by gerrit",
+)
+# The server could not take the push now and may later: an outage, maintenance, a repository being
+# moved, a full disk, a proxy in trouble. Read after the named policies, before the plain refusals.
+TEMPORARY_PHRASES = (
+    "temporar",  # temporary, temporarily (GitLab: "The repository is temporarily read-only")
+    "try again",
+    "retry later",
+    "timeout",
+    "timed out",
+    "time-out",
+    "locked",  # a repository locked for a migration or a backup
+    "unavailable",
+    "internal server error",  # Gerrit's reason; Gitea's and GitLab's hooks when their API fails
+    "internal error",  # Gogs
+    "server error",
+    "internal api unreachable",  # GitLab's hook could not reach GitLab
+    "api is not accessible",
+    "fatal error in commit_refs",  # GitHub during an incident: `[remote rejected] (failure)`
+    "bad gateway",
+    "gateway time",
+    "too many requests",
+    "rate limit",
+    "maintenance",
+    "no space left on device",
+    "disk quota exceeded",
+    "out of memory",
+    "hung up unexpectedly",  # git: the connection dropped mid-push
+    "unexpected disconnect",
+    "early eof",
+    "empty reply from server",
+    "connection reset",
+    "connection refused",
+    "connection timed out",
+    "could not resolve host",
+)
+# An HTTP status that says "later": 5xx, 429 Too Many Requests, 408 Request Timeout. git prints
+# "RPC failed; HTTP 503" or "The requested URL returned error: 502".
+TEMPORARY_STATUS = re.compile(r"\b(?:http|error|status|code)\b\W{0,3}(?:5\d\d|429|408)\b")
+# A plain refusal: who may push where is not going to change by waiting.
+REFUSAL_PHRASES = (
+    "permission denied",
+    "not authorized",
+    "unauthorized",
+    "access denied",
+    "authentication failed",
+    "terminal prompts disabled",  # git over HTTP(S) asked for a password nobody will type
+    "forbidden",
+    "not allowed",
+)
+# GitHub over HTTPS: "Permission to owner/repo.git denied to someone."
+REFUSAL_STATUS = re.compile(r"\b(?:http|error|status|code)\b\W{0,3}(?:401|403)\b|\bpermission to \S+ denied")
+
+
+def _temporary(text: str) -> bool:
+    return any(p in text for p in TEMPORARY_PHRASES) or TEMPORARY_STATUS.search(text) is not None
+
+
+def _refused(text: str) -> bool:
+    return any(p in text for p in REFUSAL_PHRASES) or REFUSAL_STATUS.search(text) is not None
 
 
 def push_with_lease(
@@ -282,7 +367,12 @@ def push_with_lease(
 
 
 def classify_push(returncode: int, stdout: str, stderr: str, ref: str) -> PushResult:
-    """Read `git push --porcelain`: one `<flag>\\t<from>:<to>\\t<summary>` line per ref (git-push(1))."""
+    """Read `git push --porcelain`: one `<flag>\\t<from>:<to>\\t<summary>` line per ref (git-push(1)),
+    and what the remote said.
+
+    A race or a temporary refusal is tried again with backoff; a named policy or a plain refusal
+    blocks at once; a hook that declines without saying why is taken at its word (permanent).
+    """
     line = next((lin for lin in stdout.splitlines() if lin[:1] in " +-*!=" and f":{ref}\t" in lin), None)
     remote_says = " ".join(
         m.removeprefix("remote:").strip() for m in stderr.splitlines() if m.startswith("remote:")
@@ -293,19 +383,27 @@ def classify_push(returncode: int, stdout: str, stderr: str, ref: str) -> PushRe
         if flag != "!" and returncode == 0:
             return PushResult(PushStatus.OK, summary)
         if flag == "!":
-            lowered = summary.lower()
             detail = f"{summary}" + (f": {remote_says}" if remote_says else "")
-            if any(r in lowered for r in _RACE_REASONS):
-                return PushResult(PushStatus.RACE, detail)
-            if summary.startswith("[remote rejected]") or any(p in lowered for p in _PERMISSION):
-                return PushResult(PushStatus.PERMANENT, detail)
-            return PushResult(PushStatus.RACE, detail)
+            return PushResult(_verdict(summary, remote_says), detail)
+    # No verdict for our ref: the push never got that far (network, DNS, a proxy, a remote that hung up).
     lowered = stderr.lower()
-    message = _last_line(stderr)
-    if any(p in lowered for p in _PERMISSION):
-        return PushResult(PushStatus.PERMANENT, message)
-    # No verdict for our ref: the push never got that far (network, DNS, a remote that hung up).
-    return PushResult(PushStatus.TRANSPORT, message)
+    refused = not _temporary(lowered) and (_refused(lowered) or any(p in lowered for p in POLICY_PHRASES))
+    return PushResult(PushStatus.PERMANENT if refused else PushStatus.TRANSPORT, _last_line(stderr))
+
+
+def _verdict(summary: str, remote_says: str) -> PushStatus:
+    """What a `!` line and the remote's words mean, in the order of the phrase lists above."""
+    reason = summary.lower()
+    said = f"{reason} {remote_says.lower()}"
+    if any(p in reason for p in RACE_PHRASES):
+        return PushStatus.RACE
+    if any(p in said for p in POLICY_PHRASES):
+        return PushStatus.PERMANENT
+    if _temporary(said):
+        return PushStatus.TRANSPORT  # the server's trouble, not ours: backed off like a race
+    if _refused(said) or summary.startswith("[remote rejected]"):
+        return PushStatus.PERMANENT
+    return PushStatus.RACE
 
 
 LS_REMOTE_TIMEOUT_S = 30.0

@@ -239,7 +239,7 @@ def read_ring(path: Path) -> Ring:
         raw = json.loads(path.read_bytes())
     except FileNotFoundError:
         return Ring()
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested absurdly deep
         logger.debug("%s is unreadable (%s); starting a new one", path, e)
         return Ring()
     if not isinstance(raw, dict):
@@ -531,10 +531,8 @@ def recording(
 def _outcome(exc: BaseException | None) -> tuple[int, str | None]:
     if exc is None:
         return 0, None
-    if isinstance(exc, KeyboardInterrupt):
-        return 130, "interrupted"
-    code = getattr(exc, "exit_code", None)
-    if isinstance(code, int) and isinstance(exc, Exception):
-        return int(code), _flatten(str(exc)) or type(exc).__name__
-    # Anything else is a bug in ralph (exit 3); its name says more than its message alone.
-    return 3, _flatten(f"internal error (a bug in ralph): {type(exc).__name__}: {exc}")
+    # Imported here, when a tick failed: this module is imported before the tick's lock is taken.
+    from ralph.errors import classify
+
+    failure = classify(exc)  # as the command line maps it: the same code and the same words
+    return int(failure.exit_code), _flatten(failure.message)

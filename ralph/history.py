@@ -8,7 +8,6 @@ still shows, without the phases only this host saw.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ralph.clock import format_z
+from ralph.nesting import loads_json
 from ralph.queue import Task, TaskStatus
 from ralph.state import Lifecycle, Usage, Worker
 
@@ -43,7 +43,7 @@ class Event:
     def parse(cls, line: str) -> Event | None:
         """None for a line that is not an event (torn by a crash, edited by hand)."""
         try:
-            raw = json.loads(line)
+            raw = loads_json(line)
         except ValueError:
             return None
         if not isinstance(raw, dict):
@@ -375,19 +375,20 @@ def parse_since(text: str) -> Since:
     """`30m`, `24h`, `7d`, `2w` (ago), an RFC 3339 time or a date (UTC when no offset is given), or
     `all`."""
     value = text.strip().lower()
+    shown = repr(text if len(text) <= 40 else text[:39] + "…")  # the error is one short line
     if value == "all":
         return None
     relative = _RELATIVE.match(value)
     if relative:
         seconds = float(relative.group(1)) * _UNITS[relative.group(2)]
         if seconds > 100 * 366 * 86400:
-            raise SinceError(f"{text!r} is further back than anything ralph recorded; use `all`")
+            raise SinceError(f"{shown} is further back than anything ralph recorded; use `all`")
         return timedelta(seconds=seconds)
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
         raise SinceError(
-            f"{text!r} is not a duration (30m, 24h, 7d, 2w), a time (2026-11-20 or "
+            f"{shown} is not a duration (30m, 24h, 7d, 2w), a time (2026-11-20 or "
             "2026-11-20T22:00:00Z) or `all`"
         ) from None
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)

@@ -22,6 +22,7 @@ from typing import Any
 import tomli_w
 
 from ralph.files import force_rmtree
+from ralph.nesting import check_depth, loads_json
 
 logger = logging.getLogger(__name__)
 
@@ -151,14 +152,16 @@ def point_at_endpoint(
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text())
+        text = path.read_text()
+        check_depth(text, toml=True)
+        return tomllib.loads(text)
     except (OSError, ValueError):
         return {}  # none copied, or one we cannot read: ours alone
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        loaded = json.loads(path.read_text())
+        loaded = loads_json(path.read_text())
     except (OSError, ValueError):
         return {}
     return loaded if isinstance(loaded, dict) else {}

@@ -15,20 +15,26 @@ stdlib-only helpers.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import os
+import re
+import secrets
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from pathlib import Path
 from typing import IO, Any
 
 from ralph import proc
-from ralph.files import write_json
+from ralph.files import FileTooLarge, fsync_directory, read_bounded, read_tail, write_json
+from ralph.nesting import loads_json
+from ralph.text import printable
 
 GO = b"go\n"
 STOPPED_BEFORE_START = "stopped (SIGTERM) before the command started"
@@ -58,6 +64,9 @@ class JobSpec:
     # hooks.after_create, run in the box in the new checkout before the command, within setup_timeout_s.
     after_create: list[str] | None = None
     setup_timeout_s: float = 0.0
+    # Signs the result a wrapper leaves in its log when it cannot write the result file (`_finish`):
+    # the command writes to that log too, and must not be able to forge its own result there.
+    record_key: str = field(default_factory=lambda: secrets.token_hex(16))
 
 
 @dataclass(frozen=True)
@@ -91,9 +100,12 @@ def _stamp() -> str:
 
 
 def _log(message: str) -> None:
-    # The wrapper's stdout is the task's log file; these lines frame the command's own output.
-    sys.stdout.write(f"[ralph.job {_stamp()}] {message}\n")
-    sys.stdout.flush()
+    # The wrapper's stdout is the task's log file; these lines frame the command's own output. They
+    # quote paths and argv, so control characters are escaped; and a full disk must not stop the job
+    # from finishing (it has a result to leave), so a line that cannot be written is dropped.
+    with contextlib.suppress(OSError):
+        sys.stdout.write(f"[ralph.job {_stamp()}] {printable(message)}\n")
+        sys.stdout.flush()
 
 
 def _others_in_my_group() -> list[int]:
@@ -151,6 +163,7 @@ def run_wrapper(spec_path: Path) -> int:
 
     # A Python handler, unlike SIG_IGN, is reset to the default in the exec'd command.
     signal.signal(signal.SIGTERM, on_term)
+    reserved = _reserve(spec)
     started = _stamp()
     boxed = "in a box" if spec.box is not None else "unboxed"
     _log(f"started {spec.kind} for {spec.task_id}: {json.dumps(spec.argv)} in {spec.cwd} ({boxed})")
@@ -159,13 +172,13 @@ def run_wrapper(spec_path: Path) -> int:
     except _Stopped:
         error = STOPPED_BEFORE_START
     if error is not None:
-        _finish(spec, JobResult(None, None, False, started, _stamp(), error=error))
+        _finish(spec, JobResult(None, None, False, started, _stamp(), error=error), reserved)
         return 0
     code, timed_out, error = _run(
         spec, spec.argv, timeout_s=spec.timeout_s, stdin_path=spec.stdin_path, terminated=terminated
     )
     if error is not None:
-        _finish(spec, JobResult(None, None, False, started, _stamp(), error=error))
+        _finish(spec, JobResult(None, None, False, started, _stamp(), error=error), reserved)
         return 0
     result = JobResult(
         exit_code=code if code is not None and code >= 0 else None,
@@ -176,7 +189,7 @@ def run_wrapper(spec_path: Path) -> int:
     )
     if terminated[0]:
         _log("stopped from outside (SIGTERM)")
-    _finish(spec, result)
+    _finish(spec, result, reserved)
     return 0
 
 
@@ -273,9 +286,135 @@ def _log_tail(spec: JobSpec, lines: int = 3) -> str:
     return " | ".join(last[-lines:]) or "no output"
 
 
-def _finish(spec: JobSpec, result: JobResult) -> None:
-    write_json(Path(spec.result_path), asdict(result))
+# --- the result, whatever the disk says -------------------------------------------------------------
+#
+# A job whose result cannot be written is lost to the tick, and its attempt with it. So the wrapper
+# takes the result's space when the job starts (`_reserve`), while the disk has room, and fills it in
+# place at the end: that needs no new block even on a disk the command filled up. Without it (the disk
+# was full already, or the filesystem copies on write) the result is written as a new file, tried a
+# few times and then smaller; and if that fails too, it is appended to the job's log as one signed
+# line (`RECORD`), which `read_result` reads when there is no result file.
+
+RESERVED_BYTES = 4096  # a result is a few hundred bytes; `_smaller` clips the one part that can grow
+RESULT_TRIES = 3
+RESULT_PAUSE_S = 0.5
+ERROR_CHARS = 1000  # what `_smaller` keeps of an error
+RESERVED_SUFFIX = ".reserved"
+RECORD_TAIL_BYTES = 64 * 1024  # how far from the end of a log its record is looked for
+_RESULT_SUFFIX = ".result.json"
+_SPEC_SUFFIX = ".spec.json"
+MAX_SPEC_BYTES = 4 * 1024 * 1024
+MAX_RESULT_BYTES = 64 * 1024  # a result with the longest error ralph writes is under 10 KiB
+# `[ralph.job result] <result file name> <result as compact JSON> <HMAC-SHA256 of the two, hex>`
+RECORD = "[ralph.job result]"
+_RECORD_LINE = re.compile(r"^\[ralph\.job result\] (\S+) (\{.*\}) ([0-9a-f]{64})$")
+
+
+def _reserve(spec: JobSpec) -> Path | None:
+    """Take the space of the result file now, under a name no reader looks at; None if the disk is
+    already too full (the result is then written the ordinary way, and may fall back on the log)."""
+    path = Path(spec.result_path + RESERVED_SUFFIX)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            _write_all(fd, b" " * RESERVED_BYTES)
+            os.fsync(fd)  # allocated now, not when the page cache is written back
+        finally:
+            os.close(fd)
+    except OSError as e:
+        _log(f"could not reserve space for the result ({e.strerror}); it is written at the end instead")
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+    return path
+
+
+def _finish(spec: JobSpec, result: JobResult, reserved: Path | None) -> None:
+    target = Path(spec.result_path)
+    written = reserved is not None and _fill(reserved, target, result)
+    if not written:
+        if reserved is not None:
+            with contextlib.suppress(OSError):
+                reserved.unlink()  # its space may be just what the new file needs
+        written = _write_result(target, result)
+    if not written and _append_record(spec, result):
+        _log(f"could not write {target}; the result is the signed line above")
     _log(f"finished {spec.kind} for {spec.task_id}: {result.describe()}")
+
+
+def _fill(reserved: Path, target: Path, result: JobResult) -> bool:
+    """Write the result into the reserved file, in place, and rename it to `target`."""
+    data = _encode(result)
+    if len(data) > RESERVED_BYTES:
+        data = _encode(_smaller(result), compact=True)
+    try:
+        fd = os.open(reserved, os.O_WRONLY)
+        try:
+            _write_all(fd, data)
+            os.ftruncate(fd, len(data))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(reserved, target)
+    except OSError as e:
+        _log(f"could not fill the space reserved for the result ({e.strerror})")
+        return False
+    with contextlib.suppress(OSError):
+        fsync_directory(target.parent)
+    return True
+
+
+def _write_result(target: Path, result: JobResult) -> bool:
+    """A new result file, tried RESULT_TRIES times, a short pause apart, the later tries smaller."""
+    for attempt in range(RESULT_TRIES):
+        if attempt:
+            time.sleep(RESULT_PAUSE_S)
+        try:
+            write_json(target, asdict(result if attempt == 0 else _smaller(result)))
+            return True
+        except OSError as e:
+            _log(f"could not write {target} ({e.strerror}); try {attempt + 1} of {RESULT_TRIES}")
+    return False
+
+
+def _append_record(spec: JobSpec, result: JobResult) -> bool:
+    """The result as the log's last line: appending fills the log's last block, which a new file
+    cannot use. Starts on a line of its own, whatever the command left unfinished."""
+    name = Path(spec.result_path).name
+    payload = _encode(_smaller(result), compact=True).decode()
+    line = f"\n{RECORD} {name} {payload} {_sign(spec.record_key, name, payload)}\n"
+    try:
+        fd = os.open(spec.log_path, os.O_WRONLY | os.O_APPEND)
+        try:
+            _write_all(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _encode(result: JobResult, *, compact: bool = False) -> bytes:
+    if compact:
+        return json.dumps(asdict(result), separators=(",", ":")).encode()
+    return (json.dumps(asdict(result), indent=2) + "\n").encode()
+
+
+def _smaller(result: JobResult) -> JobResult:
+    if result.error is None or len(result.error) <= ERROR_CHARS:
+        return result
+    return replace(result, error=result.error[: ERROR_CHARS - 1] + "…")
+
+
+def _sign(key: str, name: str, payload: str) -> str:
+    return hmac.new(key.encode(), f"{name} {payload}".encode(), hashlib.sha256).hexdigest()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 # --- the tick's side -------------------------------------------------------------------------------
@@ -341,14 +480,53 @@ def start(spec: JobSpec, spec_path: Path) -> StartedJob:
 
 
 def read_result(path: Path) -> JobResult | None:
+    """A job's result: its file, or, when the wrapper could not write one, the signed line it left at
+    the end of the job's log. None while there is neither."""
+    result = _read_result_file(path)
+    return result if result is not None else _read_record(path)
+
+
+def _read_result_file(path: Path) -> JobResult | None:
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return _result_from(loads_json(read_bounded(path, MAX_RESULT_BYTES)))
+    except (OSError, ValueError, FileTooLarge):
         return None  # not written yet; or, as it is written atomically, a bad file put there by hand
+
+
+def _result_from(raw: Any) -> JobResult | None:
     try:
         return JobResult(**raw)
     except TypeError:
         return None
+
+
+def _read_record(path: Path) -> JobResult | None:
+    """The result line the wrapper appended to its log (see `_finish`), checked against the key in the
+    job's spec; None if there is none, or none the wrapper signed."""
+    if not path.name.endswith(_RESULT_SUFFIX):
+        return None
+    spec_path = path.with_name(path.name.removesuffix(_RESULT_SUFFIX) + _SPEC_SUFFIX)
+    try:
+        spec = loads_json(read_bounded(spec_path, MAX_SPEC_BYTES))
+        key, log_path = spec["record_key"], spec["log_path"]
+        if not (isinstance(key, str) and key and isinstance(log_path, str)):
+            return None
+        with open(log_path, "rb") as log:
+            tail = read_tail(log, RECORD_TAIL_BYTES)
+    except (OSError, ValueError, FileTooLarge, KeyError, TypeError):
+        return None
+    for line in reversed(tail.splitlines()):
+        match = _RECORD_LINE.match(line)
+        if match is None or match.group(1) != path.name:
+            continue
+        name, payload, signature = match.groups()
+        if not hmac.compare_digest(signature, _sign(key, name, payload)):
+            continue  # written by the command, not by its wrapper
+        try:
+            return _result_from(loads_json(payload))
+        except ValueError:
+            return None
+    return None
 
 
 class Outcome(Enum):
@@ -361,14 +539,16 @@ class Outcome(Enum):
 def check(
     identity: proc.Identity, result_path: Path, *, deadline: datetime, grace_s: float, now: datetime
 ) -> tuple[Outcome, JobResult | None]:
-    result = read_result(result_path)
+    result = _read_result_file(result_path)
     if result is not None:
         return Outcome.FINISHED, result
     if proc.is_alive(identity):
         # The wrapper enforces the deadline itself; only a wrapper that did not is overdue.
         slack = timedelta(seconds=grace_s + 30)
         return (Outcome.OVERDUE if now > deadline + slack else Outcome.RUNNING), None
-    result = read_result(result_path)  # it may have finished between the two looks
+    # It may have finished between the two looks; or it could not write its result file, and left
+    # the result in its log: only a wrapper that has exited is looked for there.
+    result = read_result(result_path)
     return (Outcome.FINISHED, result) if result is not None else (Outcome.LOST, None)
 
 

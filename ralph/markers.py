@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ralph.files import FileTooLarge, read_regular, write_json
+from ralph.nesting import loads_json
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def _read(path: Path) -> dict[str, object] | None:
     a file of any size, and none of those may hang or flood `ralph status`."""
     try:
         data = read_regular(path, limit=MAX_MARKER_BYTES)
-        raw = json.loads(data) if data is not None else None
+        raw = loads_json(data) if data is not None else None
     except (FileTooLarge, ValueError) as e:
         logger.warning("%s: unreadable marker (%s); ignoring it", path, e)
         return None

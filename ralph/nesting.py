@@ -7,6 +7,9 @@ outside strings and comments turns that into a one-line error naming the file. S
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 # Far deeper than any queue, state or config file ralph writes or reads (they nest 4 or 5 levels).
 MAX_DEPTH = 64
 
@@ -50,6 +53,17 @@ def check_depth(text: str, *, toml: bool = False, limit: int = MAX_DEPTH) -> Non
             i = end
             continue
         i += 1
+
+
+def loads_json(text: str | bytes, *, limit: int = MAX_DEPTH) -> Any:
+    """json.loads for a file ralph did not write itself, or one a person may edit: TooDeep (a
+    ValueError, as every other complaint of json.loads) past `limit` levels, never RecursionError."""
+    if isinstance(text, bytes):
+        text = text.decode()  # UnicodeDecodeError is a ValueError too
+    # Counting brackets is C-fast; only a text with more of them than the limit needs the real scan.
+    if text.count("[") + text.count("{") > limit:
+        check_depth(text, limit=limit)
+    return json.loads(text)
 
 
 def _skip_to_line_end(text: str, i: int) -> int:

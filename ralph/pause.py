@@ -7,14 +7,19 @@ A file, not a state field, so that pausing needs no lock and works even while a 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
 from ralph.clock import format_z
-from ralph.files import write_json
+from ralph.constants import MAX_REASON_CHARS
+from ralph.files import FileTooLarge, read_bounded, write_json
+from ralph.nesting import loads_json
+from ralph.text import one_line
+
+# A pause file ralph writes is a few hundred bytes; a bigger one was not written by it.
+MAX_PAUSE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -24,8 +29,9 @@ class Pause:
     by: str
 
     def describe(self) -> str:
-        why = f": {self.reason}" if self.reason else ""
-        return f"paused since {self.since} by {self.by}{why}"
+        """One line; the reason and the rest come from a file anyone can edit: shown, never obeyed."""
+        why = f": {one_line(self.reason, MAX_REASON_CHARS)}" if self.reason else ""
+        return f"paused since {one_line(self.since)} by {one_line(self.by)}{why}"
 
 
 def pause(path: Path, *, now: datetime, reason: str) -> Pause:
@@ -58,12 +64,14 @@ def resume(path: Path) -> bool:
 
 def read_pause(path: Path) -> Pause | None:
     try:
-        raw = json.loads(path.read_text())
+        raw = loads_json(read_bounded(path, MAX_PAUSE_BYTES))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
+    except (OSError, ValueError, FileTooLarge):
         # A pause file someone wrote by hand (`touch paused`) still pauses.
         return Pause(since="?", reason="(unreadable pause file)", by="?")
     with contextlib.suppress(TypeError):
-        return Pause(**raw)
+        marker = Pause(**raw)
+        if all(isinstance(value, str) for value in asdict(marker).values()):
+            return marker
     return Pause(since="?", reason="(unreadable pause file)", by="?")

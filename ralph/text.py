@@ -32,6 +32,13 @@ def printable(text: str) -> str:
     return _CONTROL.sub(_escape, text)
 
 
+def indented(text: str, indent: str) -> str:
+    """Text of several lines (a description) under a heading: each line escaped as by `printable`, and
+    every line after the first indented, so that none can pass for a line of ralph's own."""
+    lines = [printable(line) for line in text.replace("\r\n", "\n").split("\n")]
+    return ("\n" + indent).join(lines)
+
+
 def one_line(text: str | None, limit: int = 80) -> str:
     """`text` on one line for a table cell or a log line: runs of whitespace (newlines too) folded to
     one space, other control characters escaped, cut to `limit` characters with an ellipsis; "-" for

@@ -20,7 +20,7 @@ from ralph.bookkeeping import Mode, rev
 from ralph.checkout import Checkout
 from ralph.crash import crashpoint
 from ralph.crew import Crew, TickOptions, TickReport, Waiting
-from ralph.errors import RalphError, StateError
+from ralph.errors import RalphError, StateError, resource_error
 from ralph.files import rotate
 from ralph.followups import FollowupError
 from ralph.git import PushStatus, push_with_lease
@@ -175,6 +175,8 @@ def _advance(crew: Crew, conductor: Conductor) -> None:
             if worker.lifecycle in Lifecycle.active():
                 reap(crew, worker, conductor)
         except RalphError as e:
+            if resource_error(e) is not None:
+                raise  # a full disk is the machine's trouble, not the task's: no attempt is spent on it
             # One task's trouble must not stop the others.
             crew.fail(worker, str(e))
             crew.save()
@@ -194,6 +196,8 @@ def _run_train(crew: Crew, conductor: Conductor) -> None:
         try:
             conductor.join(worker)
         except RalphError as e:
+            if resource_error(e) is not None:
+                raise
             crew.fail(worker, str(e))
     conductor.blame()
     conductor.start_gates()

@@ -359,10 +359,36 @@ def install_rival_hook(origin: Path, *, times: int, change: str | None = None) -
     return counter
 
 
-def install_declining_hook(origin: Path, message: str) -> None:
+def install_declining_hook(origin: Path, message: str, *, hook: str = "pre-receive") -> None:
+    """A hook on the bare origin that prints `message` (any text: it is read from a file) and declines
+    every push: `[remote rejected] (pre-receive hook declined)`, or `(hook declined)` for `update`."""
+    said = origin / f"{hook}-message"
+    said.write_text(message + "\n")
+    path = origin / "hooks" / hook
+    path.write_text(f'#!/bin/sh\ncat "{said}" >&2\nexit 1\n')
+    path.chmod(0o755)
+
+
+def install_flaky_hook(origin: Path, message: str, *, every: int = 2) -> Path:
+    """A pre-receive hook that declines the 1st, (1+every)th, ... push to main with `message`, as a
+    server in trouble does, and lets the others through. Returns the file counting the pushes."""
+    counter = origin / "flaky-pushes"
+    counter.write_text("0")
+    said = origin / "flaky-message"
+    said.write_text(message + "\n")
     hook = origin / "hooks" / "pre-receive"
-    hook.write_text(f"#!/bin/sh\necho '{message}' >&2\nexit 1\n")
+    hook.write_text(
+        "#!/bin/sh\n"
+        "# Test double for a flaky server: see tests/harness.py install_flaky_hook.\n"
+        'grep -q " refs/heads/main$" || exit 0\n'
+        f'n=$(cat "{counter}")\n'
+        f'echo $((n + 1)) > "{counter}"\n'
+        f"[ $((n % {every})) -eq 0 ] || exit 0\n"
+        f'cat "{said}" >&2\n'
+        "exit 1\n"
+    )
     hook.chmod(0o755)
+    return counter
 
 
 def install_rewinding_hook(origin: Path, *, to: str) -> None:

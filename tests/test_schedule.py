@@ -53,6 +53,7 @@ def test_a_tick_with_nothing_to_do_writes_nothing(project: Project) -> None:
 def test_log_file_option_writes_timestamped_lines_there(project: Project, tmp_path: Path) -> None:
     project.add("One")
     log = tmp_path / "logs" / "ralph.log"
+    log.parent.mkdir()  # ralph makes no directory for it (test_cli: a missing one is an error)
     result = subprocess.run(
         [
             sys.executable,

@@ -12,6 +12,7 @@ import click
 # Re-exported from ralph.text, where domain modules use them too; one_line escapes control characters.
 from ralph.text import duration as duration
 from ralph.text import one_line as one_line
+from ralph.text import printable
 
 JSON_SCHEMA = 1  # the version of every --json document; bumped only on an incompatible change
 
@@ -21,6 +22,8 @@ def emit_json(doc: dict[str, Any]) -> None:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Aligned columns; a cell is one line, its control characters escaped (ralph.text)."""
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()

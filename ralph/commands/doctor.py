@@ -16,7 +16,6 @@ ralph.programs.
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import re
@@ -38,12 +37,14 @@ from ralph.commands._output import duration, emit_json, one_line
 from ralph.config import Config, ParallelConfig, load_config
 from ralph.errors import ExitCode, GitError, PreflightError, QueueError, RalphError
 from ralph.git import Git, find_repository
+from ralph.nesting import loads_json
 from ralph.paths import Paths
 from ralph.pause import read_pause
 from ralph.preflight import check_workspace_root
 from ralph.programs import CRON_PATH, fragile_reason, interpreter, lookup
 from ralph.queue import Queues, load_local_queues
 from ralph.state import SCHEMA_VERSION, Lifecycle, State, Worker, load_state
+from ralph.text import printable
 
 Level = Literal["ok", "warning", "fail"]
 
@@ -97,8 +98,9 @@ class Check:
         return {"name": self.name, "ok": self.ok, "level": self.level, "detail": self.detail, "fix": self.fix}
 
     def line(self) -> str:
+        """One line; a detail may quote a file, a lock's holder or an error: escaped, never obeyed."""
         fix = f" — fix: {self.fix}" if self.fix and self.level != "ok" else ""
-        return f"{_TAGS[self.level]:<6}{self.detail}{fix}"
+        return printable(f"{_TAGS[self.level]:<6}{self.detail}{fix}")
 
 
 def doctor(*, start: Path, as_json: bool, cron: bool, allow_root: bool = False) -> ExitCode:
@@ -505,7 +507,7 @@ def _strip_doctor_hint(message: str) -> str:
 
 def _newer_schema(path: Path) -> bool:
     try:
-        raw = json.loads(path.read_bytes())
+        raw = loads_json(path.read_bytes())
     except (OSError, ValueError):
         return False
     version = raw.get("schema_version") if isinstance(raw, dict) else None

@@ -36,6 +36,7 @@ from ralph.queue import (
 )
 from ralph.queuedoc import Position, QueueEdit
 from ralph.state import load_state
+from ralph.text import indented, printable
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,8 @@ def show(*, start: Path, task_id: str, as_json: bool) -> ExitCode:
             value = ", ".join(str(v) for v in value)
         elif isinstance(value, dict):
             value = json.dumps(value, ensure_ascii=False)
-        click.echo(f"{key + ':':<17} {value}")
+        # A description has lines of its own: shown under its key, escaped, never as lines of ours.
+        click.echo(f"{key + ':':<17} {indented(str(value), ' ' * 18)}")
     return ExitCode.OK
 
 
@@ -150,7 +152,7 @@ def validate(*, start: Path, as_json: bool, local: bool = False) -> ExitCode:
         return ExitCode.ERROR if problems else ExitCode.OK
     for source in sources:
         for line in source["problems"]:
-            click.echo(line)
+            click.echo(printable(line))  # a problem quotes the file: shown, never obeyed
         if not source["problems"] and source["queue_tasks"] is not None:
             where = "" if len(sources) == 1 else f"{source['name']}: "
             click.echo(
@@ -158,7 +160,7 @@ def validate(*, start: Path, as_json: bool, local: bool = False) -> ExitCode:
                 f"{_tasks(source['done_tasks'])} in {source['done_name']}"
             )
     for line in warnings:
-        click.echo(f"warning: {line}", err=True)
+        click.echo(f"warning: {printable(line)}", err=True)
     return ExitCode.ERROR if problems else ExitCode.OK
 
 

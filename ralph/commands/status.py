@@ -196,7 +196,7 @@ def render_status(doc: dict[str, Any], now: datetime) -> str:
     workers = doc["workers"]
     if not workers:
         lines.append("workers: none" + ("" if doc["state_exists"] else " (no tick has run yet)"))
-        return "\n".join(lines)
+        return _escaped(lines)
     rows = []
     for w in workers:
         job = w["job"]
@@ -219,7 +219,13 @@ def render_status(doc: dict[str, Any], now: datetime) -> str:
     for w, row in zip(workers, rendered[1:], strict=True):
         lines.append(row)
         lines.extend(f"    {detail}" for detail in _details(w, now))
-    return "\n".join(lines)
+    return _escaped(lines)
+
+
+def _escaped(lines: list[str]) -> str:
+    # Every line, not only the fields known to come from files: a marker in a workspace is the agent's,
+    # and any of its fields may hold an escape sequence.
+    return "\n".join(printable(line) for line in lines)
 
 
 def alarms(doc: dict[str, Any], now: datetime) -> list[str]:
