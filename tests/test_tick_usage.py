@@ -192,3 +192,24 @@ def test_a_failed_task_over_its_budget_is_not_tried_again(project: Project) -> N
     assert worker.attempt == 1
     assert worker.next_attempt_at is None
     assert worker.last_error is not None and "over agent.max_cost_usd_per_task" in worker.last_error
+
+
+def test_no_remediation_starts_while_the_runner_is_paused(project: Project) -> None:
+    project.configure(parallel={"workers": 2})
+    limited = project.add(
+        "Hit the limit",
+        description="scripted-agent: no-changes\nfake-cli: claude-usage-limit-plan reset-in 7200",
+    )
+    failing = project.add("Leave a note", description="scripted-agent: write notes/todo.md FIXME: say more")
+    project.tick()  # both agents start
+    project.wait_for_jobs()
+    project.tick()  # the first stopped at the limit: the runner pauses; the second's gate starts
+    assert project.state().runner_pauses
+    assert project.worker(failing).lifecycle is Lifecycle.CHECKING
+    project.wait_for_jobs()
+    report = project.tick()  # the gate failed: its remediation would be an agent of the paused runner
+    assert not [a for a in report.actions if a.action == "started_agent"]
+    worker = project.worker(failing)
+    assert (worker.lifecycle, worker.attempt) == (Lifecycle.FAILED, 0)
+    assert worker.last_error is not None and worker.last_error.startswith("not started: claude paused until")
+    assert project.worker(limited).attempt == 0
