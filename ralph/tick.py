@@ -29,24 +29,20 @@ from ralph.clock import format_z, scheduled
 from ralph.config import Config
 from ralph.crash import crashpoint
 from ralph.errors import GitError, PreflightError, RalphError, StateError
-from ralph.events import append_event
 from ralph.files import copy_truncate, read_tail, rotate, write_atomic
 from ralph.git import Git
-from ralph.history import Spend, describe_spend
 from ralph.launch import Launcher, expand_agent_env
 from ralph.ledger import Ledger, stop_job
 from ralph.lock import TickLock
+from ralph.meter import enforce_budget, held_back, take_stock, within_budget
 from ralph.paths import Paths, is_within
 from ralph.pause import read_pause
 from ralph.queue import Queues, Task, select_runnable, still_wanted
 from ralph.state import Job, JobKind, Lifecycle, State, Worker, load_state, prune_terminal
-from ralph.usage import Report, detect_limit, over_budget, read_usage, this_run
 
 logger = logging.getLogger(__name__)
 
 CI_LOG_TAIL_BYTES = 256 * 1024
-# How much of an agent's log is read for its usage report and limits (the reports come at the end).
-USAGE_LOG_BYTES = 8 * 1024 * 1024
 # How long a job may take to make its checkout before its command starts (a clone of a large repository).
 PREPARE_ALLOWANCE_S = 600
 
@@ -327,7 +323,7 @@ class Tick:
     ) -> None:
         """An agent job in the worker's workspace; with `checkout_at` the job first makes the workspace
         anew at that commit (whatever was there is saved to the attic and removed here)."""
-        if _held_back(self, worker, detail):
+        if held_back(self, worker, detail):
             return
         run_dir = self.paths.run_dir(worker.task_id)
         stem = _job_stem(JobKind.AGENT, worker, self.now)
@@ -425,7 +421,7 @@ def run_tick(
         _prune(tick)
         _preflight(tick)
         tick.fetch()
-        _enforce_budget(tick)
+        enforce_budget(tick)
         _advance(tick)
         _spawn(tick)
         # A tick that changed nothing writes nothing (cron runs many of those), except the first,
@@ -639,7 +635,7 @@ def _advance_worker(tick: Tick, worker: Worker) -> None:
 
 def _agent_finished(tick: Tick, worker: Worker, result: jobs.JobResult) -> None:
     what = "agent" if worker.lifecycle is Lifecycle.RUNNING else "remediation agent"
-    if not result.error and _took_stock(tick, worker, result, what):
+    if not result.error and take_stock(tick, worker, result, what):
         return
     if result.error:
         tick.fail(worker, f"{what} could not start: {result.error}")
@@ -693,141 +689,6 @@ def _agent_finished(tick: Tick, worker: Worker, result: jobs.JobResult) -> None:
         worker.verified_sha = head
         tick.ledger.transition(worker, Lifecycle.INTEGRATING, "no CI gate configured", head=head)
         tick.act(worker.task_id, "verified", f"committed {head[:10]}; no CI gate, landing")
-
-
-def _took_stock(tick: Tick, worker: Worker, result: jobs.JobResult, what: str) -> bool:
-    """Record what the run reported spending; True when it stopped at a usage or rate limit.
-
-    Such a run is not the task's fault: its attempt is not counted, the task starts again from scratch
-    once the runner's pause ends, and no agent of that runner starts before then (README "Agent
-    runners": usage limits).
-    """
-    output = _run_output(worker)
-    runner = tick.config.agent.runner
-    _record_usage(tick, worker, read_usage(runner, output, price=tick.config.agent.price_per_mtok))
-    said_at = _time_or(result.finished_at, tick.now)
-    limit = detect_limit(runner, output, exit_code=result.exit_code, now=said_at)
-    if limit is None:
-        tick.state.forget_runner_pause(runner, tick.now)
-        return False
-    pause = tick.state.pause_runner(runner, now=tick.now, reason=limit.describe(), reset_at=limit.reset_at)
-    worker.attempt = max(0, worker.attempt - 1)
-    worker.conflicts = []
-    worker.next_attempt_at = tick.now  # due at once: the runner's pause is what holds it back
-    worker.last_error = f"{what} stopped at a {limit.describe()}: {limit.said}"
-    detail = f"{what} stopped at a {limit.describe()} (not counted as an attempt); {pause.describe(tick.now)}"
-    # Not an ending to announce: the task starts again by itself.
-    tick.ledger.transition(
-        worker, Lifecycle.FAILED, detail, announce=False, runner=runner, paused_until=format_z(pause.until)
-    )
-    tick.act(worker.task_id, "runner_paused", f"{detail}; the task starts again from scratch after it")
-    return True
-
-
-def _held_back(tick: Tick, worker: Worker, detail: str) -> bool:
-    """Whether an agent must not start for `worker` now (a remediation: a new attempt is never
-    selected then); if so the worker is failed, saying why."""
-    over = over_budget(worker.usage, tick.config.agent.max_cost_usd_per_task)
-    if over is not None:
-        # agent.max_cost_usd_per_task: no new attempt or remediation for a task that spent it.
-        worker.conflicts = []
-        tick.ledger.fail(worker, f"not started again: {over}", retry_after=None)
-        tick.act(worker.task_id, "over_budget", f"{detail}: not started: {over}")
-        return True
-    held = tick.state.runner_pause(tick.config.agent.runner, tick.now)
-    if held is not None:
-        # The runner hit a limit since this task's run: it waits with the others, starting again from
-        # scratch after the pause, as when its own run stops at the limit.
-        worker.attempt = max(0, worker.attempt - 1)
-        worker.conflicts = []
-        worker.next_attempt_at = tick.now
-        worker.last_error = f"not started: {held.describe(tick.now)}"
-        said = f"{detail}: not started (not counted as an attempt): {held.describe(tick.now)}"
-        tick.ledger.transition(worker, Lifecycle.FAILED, said, announce=False)
-        tick.act(worker.task_id, "runner_paused", f"{said}; the task starts again from scratch after it")
-        return True
-    return False
-
-
-def _record_usage(tick: Tick, worker: Worker, report: Report | None) -> None:
-    """One entry per agent run that reported anything, on the worker and in events.jsonl."""
-    if report is None:
-        return
-    remediation = worker.remediations if worker.lifecycle is Lifecycle.REMEDIATING else 0
-    entry = report.usage(attempt=worker.attempt, remediation=remediation)
-    worker.usage.append(entry)
-    append_event(
-        tick.paths.events,
-        at=tick.now,
-        task_id=worker.task_id,
-        event="usage",
-        attempt=worker.attempt,
-        detail=f"{tick.config.agent.runner} reported {describe_spend(Spend.of([entry]))}",
-        runner=tick.config.agent.runner,
-        **entry.model_dump(exclude={"attempt"}),
-    )
-
-
-def _run_output(worker: Worker) -> bytes:
-    """What the worker's latest agent run wrote to its log (the log holds every run of the task)."""
-    assert worker.job is not None
-    try:
-        with open(worker.job.log_path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - USAGE_LOG_BYTES))
-            return this_run(f.read())
-    except OSError:
-        return b""
-
-
-def _time_or(stamp: str, default: datetime) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(stamp)
-    except ValueError:
-        return default
-    return parsed if parsed.tzinfo else default
-
-
-def _enforce_budget(tick: Tick) -> None:
-    """agent.max_cost_usd_per_task, at every tick: an agent run that has reported more than its task
-    may spend is stopped, and a failed task that spent it is not retried (a person raises the limit
-    and runs `ralph retry`). A remediation is refused in Tick.start_agent."""
-    limit = tick.config.agent.max_cost_usd_per_task
-    if limit is None:
-        return
-    price = tick.config.agent.price_per_mtok
-    for worker in tick.state.workers:
-        job = worker.job
-        running = (
-            worker.lifecycle in (Lifecycle.RUNNING, Lifecycle.REMEDIATING)
-            and job is not None
-            and job.kind is JobKind.AGENT
-            and jobs.read_result(Path(job.result_path)) is None  # a finished one is reaped as usual
-        )
-        so_far = read_usage(tick.config.agent.runner, _run_output(worker), price=price) if running else None
-        due = worker.lifecycle is Lifecycle.FAILED and worker.next_attempt_at is not None
-        if not (running or due):
-            continue
-        over = over_budget(worker.usage, limit, running=so_far)
-        if over is None:
-            continue
-        if running:
-            try:
-                stop_job(worker, grace_s=tick.config.parallel.kill_grace_seconds)
-            except RalphError as e:
-                logger.warning("%s: over its budget, but %s; trying again next tick", worker.task_id, e)
-                continue
-            _record_usage(tick, worker, so_far)
-            tick.ledger.fail(worker, f"stopped: {over}", retry_after=None)
-        else:
-            tick.ledger.fail(worker, f"not started again: {over}", retry_after=None)
-        tick.act(
-            worker.task_id,
-            "over_budget",
-            f"{'stopped' if running else 'not started again'}: {over}; raise the limit, then "
-            f"`ralph retry {worker.task_id}`",
-        )
-        tick.save()
 
 
 def _ci_finished(tick: Tick, worker: Worker, result: jobs.JobResult) -> None:
@@ -940,13 +801,8 @@ def _to_start(tick: Tick) -> list[Task]:
     limit = tick.free_slots()
     if tick.options.max_tasks:
         limit = min(limit, tick.options.max_tasks)
-    budget = tick.config.agent.max_cost_usd_per_task
-    runnable = [t for t in _runnable(tick) if _within_budget(tick.state.worker(t.id), budget)]
+    runnable = [t for t in _runnable(tick) if within_budget(tick, tick.state.worker(t.id))]
     return runnable[: max(0, limit)]
-
-
-def _within_budget(worker: Worker | None, limit: float | None) -> bool:
-    return worker is None or over_budget(worker.usage, limit) is None
 
 
 def _start_task(tick: Tick, task: Task) -> None:

@@ -52,6 +52,10 @@ def test_a_run_s_tokens_and_cost_are_recorded_and_shown(project: Project) -> Non
         "cost_usd": 0.01416,
     }
     assert "$0.01, 3.7k tokens" in ralph(project.control, "status").stdout
+    # The usage line in events.jsonl is no phase of its own in the task's history.
+    (run,) = json.loads(ralph(project.control, "history", "--json").stdout)["tasks"]
+    assert [p["kind"] for p in run["phases"]] == ["agent", "gate", "landing"]
+    assert run["usage"]["cost_usd"] == pytest.approx(0.01416)
 
 
 def test_remediation_runs_add_their_own_entries(project: Project) -> None:
@@ -107,7 +111,9 @@ def test_a_usage_limit_pauses_the_runner_until_its_reset_without_spending_an_att
     assert [(p["runner"], p["active"]) for p in doc["runner_pauses"]] == [("claude", True)]
     resumed = ralph(project.control, "resume")
     assert resumed.exit_code == 0, resumed.output
-    assert "claude" in resumed.stdout
+    said = resumed.stdout.splitlines()
+    assert said[0] == "resumed"
+    assert said[1].startswith("lifted: claude paused until ") and said[1].endswith("reset stated by the CLI")
     assert project.state().runner_pauses == []
     report = project.tick()
     started = [a for a in report.actions if a.action == "started_agent"]
