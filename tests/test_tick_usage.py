@@ -105,8 +105,16 @@ def test_a_usage_limit_pauses_the_runner_until_its_reset_without_spending_an_att
     )
     assert project.state().worker(waiting) is None
     # status shows it, and `ralph resume` lifts it: the task starts again, as attempt 1.
-    status = ralph(project.control, "status")
-    assert "claude paused until" in status.stdout and "reset stated by the CLI" in status.stdout
+    status = ralph(project.control, "status").stdout.splitlines()
+    (line,) = [line for line in status if line.startswith("PAUSED: ")]
+    assert line.startswith("PAUSED: claude paused until ")
+    assert line.endswith(
+        "usage limit (5-hour), reset stated by the CLI "
+        "(no new claude agent starts; `ralph resume` to go on now)"
+    )
+    assert any(
+        line.strip().startswith("next attempt once the pause ends: claude paused until") for line in status
+    )
     doc = json.loads(ralph(project.control, "status", "--json").stdout)
     assert [(p["runner"], p["active"]) for p in doc["runner_pauses"]] == [("claude", True)]
     resumed = ralph(project.control, "resume")
@@ -176,8 +184,12 @@ def test_no_remediation_for_a_task_over_its_budget(project: Project) -> None:
     task = project.add(
         "Leave a note", description="scripted-agent: write notes/todo.md FIXME: say more\nfake-cli: claude-ok"
     )
-    state = project.run_until(lambda s: bool(s.workers) and s.workers[0].lifecycle is Lifecycle.FAILED)
-    worker = state.workers[0]
+    # Each tick after the job ended: a tick while it runs could stop it, as its report is over.
+    for _ in range(3):
+        project.tick()
+        project.wait_for_jobs()
+    worker = project.worker(task)
+    assert worker.lifecycle is Lifecycle.FAILED
     assert worker.remediations == 1
     assert worker.last_error == (
         "not started again: its agent runs cost $0.0142, over agent.max_cost_usd_per_task ($0.01)"
@@ -192,8 +204,13 @@ def test_no_remediation_for_a_task_over_its_budget(project: Project) -> None:
 def test_a_failed_task_over_its_budget_is_not_tried_again(project: Project) -> None:
     project.configure(agent={"max_cost_usd_per_task": 0.01})
     task = project.add("Fails expensively", description="scripted-agent: fail\nfake-cli: claude-ok")
-    project.run_until(lambda s: bool(s.workers) and s.workers[0].lifecycle is Lifecycle.FAILED)
-    project.tick()
+    settled(project)
+    assert (
+        project.worker(task).last_error
+        == f"agent failed (exit 1); see {project.paths.run_dir(task) / 'agent.log'}"
+    )
+    report = project.tick()
+    assert [a.action for a in report.actions] == ["over_budget"]
     worker = project.worker(task)
     assert worker.attempt == 1
     assert worker.next_attempt_at is None
