@@ -97,15 +97,20 @@ def test_a_task_in_which_the_agent_runs_a_program_and_commits_lands(project: Pro
     script: list[Turn] = [
         [WriteFile(str(ws / "hello.txt"), "hello from the model\n")],
         [Shell("python3 -c 'print(6 * 7)' > answer.txt")],
-        [Shell(f"git add hello.txt answer.txt && git commit -q -m '{task}: Compute the answer'")],
+        [
+            Shell(
+                f"git add hello.txt answer.txt && git commit -q -m '{task}: Compute the answer' "
+                "&& git log -1 --format='committed %s'"
+            )
+        ],
         Answer("All done."),
     ]
     state, server = drive(project, name, script, all_landed(1))
     assert project.origin_file("answer.txt") == "42"
     assert project.origin_file("hello.txt") == "hello from the model"
     assert project.origin_log()[:2] == [f"ralph: archive {task}", f"{task}: Compute the answer"]
-    # The agent's own commit landed: ralph had nothing left to commit for it.
-    assert git(project.origin, "log", "-1", "--format=%an", f"{BASE}~1") != ""
+    # The agent committed through its shell tool: git's answer went back to the model.
+    assert any(f"committed {task}: Compute the answer" in text for text in server.tool_results())
     # Its usage report reached the worker record and `ralph status --json`.
     (entry,) = state.workers[0].usage
     answered = len(server.model_requests()) if name == "gemini" else turns_answered(server)
@@ -176,7 +181,7 @@ def test_a_merge_conflict_is_resolved_by_the_agent_editing_the_files(
     assert project.origin_log()[:3] == [f"ralph: archive {task}", f"{task}: Set A", "someone else sets B"]
 
 
-# name: (the reply, extra agent settings, the kind and window ralph reads, whether a reset is stated)
+# name: (the reply, more agent settings, the pause's reason as ralph writes it)
 LIMITS: dict[str, tuple[Fail, dict[str, object], str]] = {
     # Logged in to a Claude plan (an OAuth token, no API key): one request, a rate_limit_event.
     "claude": (
