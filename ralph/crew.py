@@ -419,6 +419,30 @@ class Crew:
 
     # --- agents ------------------------------------------------------------------------------------
 
+    def held_back(self, worker: Worker, detail: str) -> bool:
+        """Whether an agent must not start for `worker` now (a remediation: a new attempt is never
+        selected then); if so the worker is failed, saying why."""
+        over = over_budget(worker.usage, self.config.agent.max_cost_usd_per_task)
+        if over is not None:
+            # agent.max_cost_usd_per_task: no new attempt or remediation for a task that spent it.
+            worker.conflicts = []
+            self.ledger.fail(worker, f"not started again: {over}", retry_after=None)
+            self.act(worker.task_id, "over_budget", f"{detail}: not started: {over}")
+            return True
+        held = self.state.runner_pause(self.config.agent.runner, self.now)
+        if held is not None:
+            # The runner hit a limit since this task's run: it waits with the others, starting again
+            # from scratch after the pause, as when its own run stops at the limit.
+            worker.attempt = max(0, worker.attempt - 1)
+            worker.conflicts = []
+            worker.next_attempt_at = self.now
+            worker.last_error = f"not started: {held.describe(self.now)}"
+            said = f"{detail}: not started (not counted as an attempt): {held.describe(self.now)}"
+            self.ledger.transition(worker, Lifecycle.FAILED, said, announce=False)
+            self.act(worker.task_id, "runner_paused", f"{said}; the task starts again from scratch after it")
+            return True
+        return False
+
     def start_agent(
         self,
         worker: Worker,
@@ -433,12 +457,7 @@ class Crew:
         """An agent job in the worker's workspace; with `checkout_at` the job first makes the workspace
         anew at that commit (whatever was there is saved to the attic and removed here), with `files`
         written into it (a CI-failure marker)."""
-        over = over_budget(worker.usage, self.config.agent.max_cost_usd_per_task)
-        if over is not None:
-            # agent.max_cost_usd_per_task: no new attempt or remediation for a task that spent it.
-            worker.conflicts = []
-            self.ledger.fail(worker, f"not started again: {over}", retry_after=None)
-            self.act(worker.task_id, "over_budget", f"{detail}: not started: {over}")
+        if self.held_back(worker, detail):
             return
         run_dir = self.paths.run_dir(worker.task_id)
         stem = job_stem(JobKind.AGENT, worker, self.now)

@@ -307,6 +307,19 @@ def task_runs(
     return sorted(runs.values(), key=lambda r: (r.at, r.task_id))
 
 
+def _add_phase(phases: list[Phase], phase: Phase) -> None:
+    """Append `phase`, or extend the last one when it is the same kind of the same attempt."""
+    last = phases[-1] if phases else None
+    if (
+        last is not None
+        and (last.kind, last.attempt) == (phase.kind, phase.attempt)
+        and last.end == phase.start
+    ):
+        phases[-1] = Phase(last.kind, last.start, phase.end, last.attempt, open=phase.open)
+        return
+    phases.append(phase)
+
+
 def _closed(task: Task) -> bool:
     return task.status in (TaskStatus.DONE, TaskStatus.REJECTED)
 
@@ -318,9 +331,13 @@ def _run_of(task_id: str, events: Sequence[Event], worker: Worker | None, now: d
     for event in events:
         if current is not None:
             kind, start, attempt = current
-            phases.append(Phase(kind, start, event.at, attempt))
+            _add_phase(phases, Phase(kind, start, event.at, attempt))
             current = None
         kind_now = _PHASE_OF.get(event.event)
+        if kind_now == "landing" and not event.detail.startswith("CI passed"):
+            # Committed and waiting for its train position's gate (or a gate's failure waiting to be
+            # blamed): part of the gate's phase, not of the landing's.
+            kind_now = "gate"
         if kind_now is not None:
             current = (kind_now, event.at, event.attempt)
         if event.event == str(Lifecycle.RUNNING) and run.started_at is None:
@@ -328,9 +345,13 @@ def _run_of(task_id: str, events: Sequence[Event], worker: Worker | None, now: d
         if event.event == str(Lifecycle.REMEDIATING):
             run.remediations += 1
         if event.previous == str(Lifecycle.CHECKING):
-            passed = event.event == str(Lifecycle.INTEGRATING)
-            failed = event.event == str(Lifecycle.REMEDIATING) or (
-                event.event == str(Lifecycle.FAILED) and bool(_GATE_FAILED.match(event.detail))
+            # The gate's verdict: the worker goes back to integrating, saying "CI passed" or "CI failed"
+            # (ralph before the merge train went straight on to a remediation or to failed).
+            passed = event.event == str(Lifecycle.INTEGRATING) and event.detail.startswith("CI passed")
+            failed = bool(_GATE_FAILED.match(event.detail)) and event.event in (
+                str(Lifecycle.INTEGRATING),
+                str(Lifecycle.REMEDIATING),
+                str(Lifecycle.FAILED),
             )
             if passed or failed:
                 run.gate_runs += 1
@@ -345,7 +366,7 @@ def _run_of(task_id: str, events: Sequence[Event], worker: Worker | None, now: d
     last = events[-1]
     if current is not None:
         kind, start, attempt = current
-        phases.append(Phase(kind, start, max(now, start), attempt, open=True))
+        _add_phase(phases, Phase(kind, start, max(now, start), attempt, open=True))
     run.phases = phases
     run.outcome = _OUTCOME_OF.get(last.event, "in_flight")
     if run.outcome in ("failed", "blocked"):

@@ -11,28 +11,19 @@ back and its runner paused (README "Agent runners").
 from __future__ import annotations
 
 import logging
-import os
-from datetime import datetime
 from pathlib import Path
 
 from ralph import job as jobs
 from ralph import markers, policy, proc, prompts, replay, workspace
 from ralph.crash import crashpoint
 from ralph.crew import Crew, read_log_tail
-from ralph.errors import RalphError
-from ralph.events import append_event
 from ralph.files import copy_truncate
 from ralph.followups import FollowupError, take_proposal
-from ralph.history import Spend, describe_spend
-from ralph.ledger import stop_job
+from ralph.meter import take_stock
 from ralph.state import JobKind, Lifecycle, Worker
 from ralph.train import Conductor
-from ralph.usage import Report, detect_limit, over_budget, read_usage, this_run
 
 logger = logging.getLogger(__name__)
-
-# How much of an agent's log is read for its usage report and limits (the reports come at the end).
-USAGE_LOG_BYTES = 8 * 1024 * 1024
 
 
 def reap(crew: Crew, worker: Worker, conductor: Conductor) -> None:
@@ -85,7 +76,7 @@ def reap(crew: Crew, worker: Worker, conductor: Conductor) -> None:
 
 def agent_finished(crew: Crew, worker: Worker, result: jobs.JobResult) -> None:
     what = "agent" if worker.lifecycle is Lifecycle.RUNNING else "remediation agent"
-    if not result.error and _took_stock(crew, worker, result, what):
+    if not result.error and take_stock(crew, worker, result, what):
         return
     if result.error:
         crew.fail(worker, f"{what} could not start: {result.error}")
@@ -144,121 +135,6 @@ def agent_finished(crew: Crew, worker: Worker, result: jobs.JobResult) -> None:
     more = f", proposing {proposed} follow-up task{'s' if proposed != 1 else ''}" if proposed else ""
     crew.ledger.transition(worker, Lifecycle.INTEGRATING, f"committed {head[:10]}", head=head)
     crew.act(worker.task_id, "committed", f"committed {head[:10]}{more}; joins the merge train")
-
-
-def _took_stock(crew: Crew, worker: Worker, result: jobs.JobResult, what: str) -> bool:
-    """Record what the run reported spending; True when it stopped at a usage or rate limit.
-
-    Such a run is not the task's fault: its attempt is not counted, the task starts again from scratch
-    once the runner's pause ends, and no agent of that runner starts before then (README "Agent
-    runners": usage limits).
-    """
-    output = run_output(worker)
-    runner = crew.config.agent.runner
-    record_usage(crew, worker, read_usage(runner, output, price=crew.config.agent.price_per_mtok))
-    said_at = _time_or(result.finished_at, crew.now)
-    limit = detect_limit(runner, output, exit_code=result.exit_code, now=said_at)
-    if limit is None:
-        crew.state.forget_runner_pause(runner, crew.now)
-        return False
-    pause = crew.state.pause_runner(runner, now=crew.now, reason=limit.describe(), reset_at=limit.reset_at)
-    worker.attempt = max(0, worker.attempt - 1)
-    worker.conflicts = []
-    worker.next_attempt_at = crew.now  # due at once: the runner's pause is what holds it back
-    worker.last_error = f"{what} stopped at a {limit.describe()}: {limit.said}"
-    detail = f"{what} stopped at a {limit.describe()} (not counted as an attempt); {pause.describe(crew.now)}"
-    # Not an ending to announce: the task starts again by itself.
-    crew.ledger.transition(
-        worker,
-        Lifecycle.FAILED,
-        detail,
-        announce=False,
-        runner=runner,
-        paused_until=pause.until.strftime("%Y-%m-%dT%H:%M:%SZ"),
-    )
-    crew.act(worker.task_id, "runner_paused", f"{detail}; the task starts again from scratch after it")
-    return True
-
-
-def record_usage(crew: Crew, worker: Worker, report: Report | None) -> None:
-    """One entry per agent run that reported anything, on the worker and in events.jsonl."""
-    if report is None:
-        return
-    remediation = worker.remediations if worker.lifecycle is Lifecycle.REMEDIATING else 0
-    entry = report.usage(attempt=worker.attempt, remediation=remediation)
-    worker.usage.append(entry)
-    append_event(
-        crew.paths.events,
-        at=crew.now,
-        task_id=worker.task_id,
-        event="usage",
-        attempt=worker.attempt,
-        detail=f"{crew.config.agent.runner} reported {describe_spend(Spend.of([entry]))}",
-        runner=crew.config.agent.runner,
-        **entry.model_dump(exclude={"attempt"}),
-    )
-
-
-def run_output(worker: Worker) -> bytes:
-    """What the worker's latest agent run wrote to its log (the log holds every run of the task)."""
-    assert worker.job is not None
-    try:
-        with open(worker.job.log_path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - USAGE_LOG_BYTES))
-            return this_run(f.read())
-    except OSError:
-        return b""
-
-
-def _time_or(stamp: str, default: datetime) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(stamp)
-    except ValueError:
-        return default
-    return parsed if parsed.tzinfo else default
-
-
-def enforce_budget(crew: Crew) -> None:
-    """agent.max_cost_usd_per_task, at every tick: an agent run that has reported more than its task
-    may spend is stopped, and a failed task that spent it is not retried (a person raises the limit
-    and runs `ralph retry`). A remediation is refused in Crew.start_agent."""
-    limit = crew.config.agent.max_cost_usd_per_task
-    if limit is None:
-        return
-    price = crew.config.agent.price_per_mtok
-    for worker in crew.state.workers:
-        job = worker.job
-        running = (
-            worker.lifecycle in Lifecycle.agents()
-            and job is not None
-            and job.kind is JobKind.AGENT
-            and jobs.read_result(Path(job.result_path)) is None  # a finished one is reaped as usual
-        )
-        so_far = read_usage(crew.config.agent.runner, run_output(worker), price=price) if running else None
-        due = worker.lifecycle is Lifecycle.FAILED and worker.next_attempt_at is not None
-        if not (running or due):
-            continue
-        over = over_budget(worker.usage, limit, running=so_far)
-        if over is None:
-            continue
-        if running:
-            try:
-                stop_job(worker, grace_s=crew.config.parallel.kill_grace_seconds)
-            except RalphError as e:
-                logger.warning("%s: over its budget, but %s; trying again next tick", worker.task_id, e)
-                continue
-            record_usage(crew, worker, so_far)
-            crew.ledger.fail(worker, f"stopped: {over}", retry_after=None)
-        else:
-            crew.ledger.fail(worker, f"not started again: {over}", retry_after=None)
-        crew.act(
-            worker.task_id,
-            "over_budget",
-            f"{'stopped' if running else 'not started again'}: {over}; "
-            f"raise the limit, then `ralph retry {worker.task_id}`",
-        )
-        crew.save()
 
 
 # --- gates ------------------------------------------------------------------------------------------------

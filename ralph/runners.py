@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from shutil import which
+from typing import Final
 
 from ralph.config import AgentConfig
 from ralph.errors import PreflightError
 from ralph.git import REPO_LOCATION_VARS
+from ralph.home import PROVIDER as ENDPOINT_PROVIDER
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,37 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# The versions each preset was checked against, end to end against a scripted model (what each does:
+# contrib/agents/FACTS.md): (registry, package, version). `.ci/install-agents` installs exactly these,
+# and `ralph doctor` names each installed CLI's version against them. The one place they are written.
+TESTED_CLIS: Final[dict[str, tuple[str, str, str]]] = {
+    "claude": ("npm", "@anthropic-ai/claude-code", "2.1.332"),
+    "codex": ("npm", "@openai/codex", "0.171.0"),
+    "gemini": ("npm", "@google/gemini-cli", "0.61.0"),
+    "opencode": ("npm", "opencode-ai", "1.18.33"),
+    "aider": ("pypi", "aider-chat", "0.86.2"),
+}
+_VERSION = re.compile(r"\d+\.\d+\.\d+")
+
+
+def installed_version(executable: str, *, timeout_s: float = 20.0) -> str | None:
+    """`<cli> --version`'s x.y.z (`2.1.332 (Claude Code)`, `codex-cli 0.171.0`, `aider 0.86.2`); None
+    when it does not run or says no version."""
+    try:
+        done = subprocess.run(
+            [executable, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "DISABLE_AUTOUPDATER": "1", "NO_COLOR": "1"},
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = _VERSION.search(done.stdout) or _VERSION.search(done.stderr)
+    return found.group(0) if done.returncode == 0 and found else None
+
+
 @dataclass(frozen=True)
 class Invocation:
     argv: list[str]
@@ -229,7 +263,7 @@ def build(
         "prompt_file": str(prompt_file),
         "task_id": task_id,
         "workspace": str(workspace),
-        "model": agent.model,
+        "model": _model_name(agent),
     }
     binary = resolve_agent(agent, root)
     if agent.runner == "command":
@@ -250,6 +284,14 @@ def build(
             argv += _expand([item], values)
     env = dict(preset.env) | (dict(preset.boxed_env) if boxed else {})
     return Invocation(argv=argv, prompt_on_stdin=preset.prompt_on_stdin, env=env)
+
+
+def _model_name(agent: AgentConfig) -> str:
+    """agent.model as the CLI's --model wants it: opencode names a model by its provider too, and with
+    agent.base_url the model is in the provider ralph writes into its settings (ralph.home)."""
+    if agent.runner == "opencode" and agent.base_url and agent.model and "/" not in agent.model:
+        return f"{ENDPOINT_PROVIDER}/{agent.model}"
+    return agent.model
 
 
 def _names_flag(arg: str, flag: str) -> bool:

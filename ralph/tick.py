@@ -27,13 +27,13 @@ from ralph.git import PushStatus, push_with_lease
 from ralph.launch import GATES_DIR
 from ralph.ledger import Ledger
 from ralph.lock import TickLock
+from ralph.meter import enforce_budget, within_budget
 from ralph.pause import read_pause
 from ralph.preflight import check_workspace_root, preflight
 from ralph.queue import Task, select_runnable
-from ralph.reaping import enforce_budget, reap
+from ralph.reaping import reap
 from ralph.state import Lifecycle, State, Worker, load_state, prune_terminal
 from ralph.train import Conductor, Rules
-from ralph.usage import over_budget
 
 __all__ = ["TickOptions", "TickReport", "Waiting", "check_workspace_root", "run_tick"]
 
@@ -74,8 +74,8 @@ def run_tick(
         crew.fetch()
         conductor = _conductor(crew)
         _recover_push(crew, conductor)
-        _advance(crew, conductor)
         enforce_budget(crew)
+        _advance(crew, conductor)
         _run_train(crew, conductor)
         _land(crew, conductor)
         _spawn(crew)
@@ -438,13 +438,8 @@ def _to_start(crew: Crew) -> list[Task]:
     limit = crew.agent_slots()
     if crew.options.max_tasks:
         limit = min(limit, crew.options.max_tasks)
-    budget = crew.config.agent.max_cost_usd_per_task
-    runnable = [t for t in _runnable(crew) if _within_budget(crew.state.worker(t.id), budget)]
+    runnable = [t for t in _runnable(crew) if within_budget(crew, crew.state.worker(t.id))]
     return runnable[: max(0, limit)]
-
-
-def _within_budget(worker: Worker | None, limit: float | None) -> bool:
-    return worker is None or over_budget(worker.usage, limit) is None
 
 
 def _start_task(crew: Crew, task: Task) -> None:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
 from ralph.config import PricePerMtok
+from ralph.queue import parse_rfc3339
 from ralph.state import Usage
 
 # A job's log frames each run with the wrapper's own lines (ralph.job): the last start is this run's.
@@ -387,7 +388,8 @@ def _gemini_limit(output: bytes, exit_code: int | None, now: datetime) -> Limit 
     if "exhausted your daily quota" in lowered:
         # The provider's "Please retry in 3600s." reaches only its error dump on stderr.
         retry = _GEMINI_RETRY_IN.findall(output.decode(errors="replace"))
-        stamp = _time(results[-1].get("timestamp")) or now
+        stamp = results[-1].get("timestamp")
+        stamp = (parse_rfc3339(stamp) if isinstance(stamp, str) else None) or now
         reset = stamp + timedelta(seconds=float(retry[-1])) if retry else None
         return Limit("daily quota", said, reset)
     if (
@@ -498,16 +500,6 @@ def _sum(reports: Iterator[Report] | list[Report]) -> Report:
 def _one_line(text: Any, limit: int = 300) -> str:
     said = " ".join(str(text or "").split())
     return said if len(said) <= limit else said[: limit - 1] + "…"
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed.astimezone(UTC) if parsed.tzinfo else None
 
 
 def _date_time(date: str, clock: str) -> datetime | None:

@@ -164,8 +164,9 @@ def test_a_healthy_project_passes_every_check(project: Project, capsys: pytest.C
     # Every check that needs a checkout ran.
     _, checks = report(project.control, capsys)
     assert set(checks) == {
-        "git", "user", "repository", "ticks", "config", "identity", "origin", "queue", "state", "lock",
-        "workspace_root", "agent", "ci", "systemd", "jobs", "workspaces", "paused",
+        "git", "user", "repository", "ticks", "config", "setup", "rust_config", "identity", "origin",
+        "queue", "state", "lock", "rust_lock", "workspace_root", "cache_ignored", "sandbox", "agent",
+        "credentials", "agent_versions", "ci", "systemd", "jobs", "workspaces", "paused",
     }  # fmt: skip
     assert "main is at" in checks["origin"]["detail"]
     assert checks["queue"]["detail"].startswith("queue valid (tracked on origin/main, as last fetched: ")
@@ -367,8 +368,22 @@ def test_no_committer_identity(
         pytest.skip("git guessed an identity from this host's name; it has a domain")
     assert code == ExitCode.ERROR
     assert checks["identity"]["level"] == "fail"
-    assert "committer identity missing" in checks["identity"]["detail"]
+    assert checks["identity"]["detail"].startswith("identity missing: git has no author identity")
     assert f"git -C {project.control} config user.email" in checks["identity"]["fix"]
+
+
+def test_an_author_identity_is_needed_as_well_as_a_committer(
+    project: Project, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ralph's commits need both, as the tick's preflight checks (ralph.tick.check_identity)."""
+    (Path(os.environ["HOME"]) / ".gitconfig").write_text("[init]\n\tdefaultBranch = main\n")
+    for name in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "EMAIL"):
+        monkeypatch.delenv(name, raising=False)
+    code, checks = report(project.control, capsys)
+    if checks["identity"]["level"] != "fail":
+        pytest.skip("git guessed an author from this host's name; it has a domain")
+    assert code == ExitCode.ERROR
+    assert "no author identity" in checks["identity"]["detail"]
 
 
 def test_identity_only_from_this_shells_environment(

@@ -389,3 +389,20 @@ def test_child_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert env["GIT_AUTHOR_NAME"] == "Kept Author"
     assert env["PATH"] == os.environ["PATH"]
     assert os.environ["RALPH_TASK_ID"] == "RQ-9999"  # the parent's own environment is untouched
+
+
+def test_opencode_pointed_at_an_endpoint_names_its_model_through_ralph_s_provider(
+    bin_dir: Path, root: Path, tmp_path: Path
+) -> None:
+    """Found driving the real opencode through ralph: `--model scripted-model` (no provider) made it
+    fail with "Unexpected server error"; the model lives in the provider ralph writes (ralph.home)."""
+    agent = AgentConfig(runner="opencode", model="scripted-model", base_url="http://127.0.0.1:9")
+    argv = run_build(agent, root, tmp_path / "p.md").argv
+    assert argv[argv.index("--model") + 1] == "ralph/scripted-model"
+    # A model that names its provider, or no endpoint of ralph's, is passed as it is.
+    for given in (
+        agent.model_copy(update={"model": "anthropic/claude-x"}),
+        agent.model_copy(update={"base_url": ""}),
+    ):
+        argv = run_build(given, root, tmp_path / "p.md").argv
+        assert argv[argv.index("--model") + 1] == given.model

@@ -52,6 +52,10 @@ def test_a_run_s_tokens_and_cost_are_recorded_and_shown(project: Project) -> Non
         "cost_usd": 0.01416,
     }
     assert "$0.01, 3.7k tokens" in ralph(project.control, "status").stdout
+    # The usage line in events.jsonl is no phase of its own in the task's history.
+    (run,) = json.loads(ralph(project.control, "history", "--json").stdout)["tasks"]
+    assert [p["kind"] for p in run["phases"]] == ["agent", "gate", "landing"]
+    assert run["usage"]["cost_usd"] == pytest.approx(0.01416)
 
 
 def test_remediation_runs_add_their_own_entries(project: Project) -> None:
@@ -101,13 +105,23 @@ def test_a_usage_limit_pauses_the_runner_until_its_reset_without_spending_an_att
     )
     assert project.state().worker(waiting) is None
     # status shows it, and `ralph resume` lifts it: the task starts again, as attempt 1.
-    status = ralph(project.control, "status")
-    assert "claude paused until" in status.stdout and "reset stated by the CLI" in status.stdout
+    status = ralph(project.control, "status").stdout.splitlines()
+    (line,) = [line for line in status if line.startswith("PAUSED: ")]
+    assert line.startswith("PAUSED: claude paused until ")
+    assert line.endswith(
+        "usage limit (5-hour), reset stated by the CLI "
+        "(no new claude agent starts; `ralph resume` to go on now)"
+    )
+    assert any(
+        line.strip().startswith("next attempt once the pause ends: claude paused until") for line in status
+    )
     doc = json.loads(ralph(project.control, "status", "--json").stdout)
     assert [(p["runner"], p["active"]) for p in doc["runner_pauses"]] == [("claude", True)]
     resumed = ralph(project.control, "resume")
     assert resumed.exit_code == 0, resumed.output
-    assert "claude" in resumed.stdout
+    said = resumed.stdout.splitlines()
+    assert said[0] == "resumed"
+    assert said[1].startswith("lifted: claude paused until ") and said[1].endswith("reset stated by the CLI")
     assert project.state().runner_pauses == []
     report = project.tick()
     started = [a for a in report.actions if a.action == "started_agent"]
@@ -170,8 +184,12 @@ def test_no_remediation_for_a_task_over_its_budget(project: Project) -> None:
     task = project.add(
         "Leave a note", description="scripted-agent: write notes/todo.md FIXME: say more\nfake-cli: claude-ok"
     )
-    state = project.run_until(lambda s: bool(s.workers) and s.workers[0].lifecycle is Lifecycle.FAILED)
-    worker = state.workers[0]
+    # Each tick after the job ended: a tick while it runs could stop it, as its report is over.
+    for _ in range(3):
+        project.tick()
+        project.wait_for_jobs()
+    worker = project.worker(task)
+    assert worker.lifecycle is Lifecycle.FAILED
     assert worker.remediations == 1
     assert worker.last_error == (
         "not started again: its agent runs cost $0.0142, over agent.max_cost_usd_per_task ($0.01)"
@@ -186,9 +204,35 @@ def test_no_remediation_for_a_task_over_its_budget(project: Project) -> None:
 def test_a_failed_task_over_its_budget_is_not_tried_again(project: Project) -> None:
     project.configure(agent={"max_cost_usd_per_task": 0.01})
     task = project.add("Fails expensively", description="scripted-agent: fail\nfake-cli: claude-ok")
-    project.run_until(lambda s: bool(s.workers) and s.workers[0].lifecycle is Lifecycle.FAILED)
-    project.tick()
+    settled(project)
+    assert (
+        project.worker(task).last_error
+        == f"agent failed (exit 1); see {project.paths.run_dir(task) / 'agent.log'}"
+    )
+    report = project.tick()
+    assert [a.action for a in report.actions] == ["over_budget"]
     worker = project.worker(task)
     assert worker.attempt == 1
     assert worker.next_attempt_at is None
     assert worker.last_error is not None and "over agent.max_cost_usd_per_task" in worker.last_error
+
+
+def test_no_remediation_starts_while_the_runner_is_paused(project: Project) -> None:
+    project.configure(parallel={"workers": 2})
+    limited = project.add(
+        "Hit the limit",
+        description="scripted-agent: no-changes\nfake-cli: claude-usage-limit-plan reset-in 7200",
+    )
+    failing = project.add("Leave a note", description="scripted-agent: write notes/todo.md FIXME: say more")
+    project.tick()  # both agents start
+    project.wait_for_jobs()
+    project.tick()  # the first stopped at the limit: the runner pauses; the second's gate starts
+    assert project.state().runner_pauses
+    assert project.worker(failing).lifecycle is Lifecycle.CHECKING
+    project.wait_for_jobs()
+    report = project.tick()  # the gate failed: its remediation would be an agent of the paused runner
+    assert not [a for a in report.actions if a.action == "started_agent"]
+    worker = project.worker(failing)
+    assert (worker.lifecycle, worker.attempt) == (Lifecycle.FAILED, 0)
+    assert worker.last_error is not None and worker.last_error.startswith("not started: claude paused until")
+    assert project.worker(limited).attempt == 0

@@ -11,7 +11,8 @@ run while ticks run, and changes nothing if it crashes halfway.
 
 This module is the list of checks and what they say. What they read lives with its noun: unit files
 in ralph.systemd, /proc/locks in ralph.proc, the mount table in ralph.files, PATH lookups in
-ralph.programs.
+ralph.programs, makefiles in ralph.makefile, the box in ralph.sandbox, a CLI's version and credentials
+in ralph.runners, the Rust ralph's files in ralph.rust_config and ralph.ownership.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import pwd
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,7 +29,7 @@ from typing import Any, Final, Literal
 
 import click
 
-from ralph import files, health, proc, runners, systemd
+from ralph import files, health, makefile, ownership, proc, runners, rust_config, sandbox, systemd
 from ralph import job as jobs
 from ralph.bookkeeping import Mode, detect_source, read_queues
 from ralph.checkout import Checkout
@@ -40,10 +42,10 @@ from ralph.git import Git, find_repository
 from ralph.nesting import loads_json
 from ralph.paths import Paths
 from ralph.pause import read_pause
-from ralph.preflight import check_workspace_root
+from ralph.preflight import check_identity, check_workspace_root
 from ralph.programs import CRON_PATH, fragile_reason, interpreter, lookup
 from ralph.queue import Queues, load_local_queues
-from ralph.state import SCHEMA_VERSION, Lifecycle, State, Worker, load_state
+from ralph.state import SCHEMA_VERSION, Lifecycle, State, Worker, load_state, short_time
 from ralph.text import printable
 
 Level = Literal["ok", "warning", "fail"]
@@ -291,34 +293,119 @@ def _check_config(ctx: _Context) -> Check:
             f"config invalid: {e}",
             f"edit {path} (README: 'Configuration' lists every key); ticks refuse to run until it loads",
         )
-    ctx.paths = Paths.for_root(ctx.root, ctx.config.parallel.workspace_root)
+    # As a tick builds them (ralph.checkout.open_checkout): the queue files may live elsewhere.
+    ctx.paths = Paths.for_root(
+        ctx.root,
+        ctx.config.parallel.workspace_root,
+        queue_file=ctx.config.queue.file,
+        done_file=ctx.config.queue.done_file,
+    )
     checkout = Checkout(root=ctx.root, paths=ctx.paths, config=ctx.config)
     try:
         ctx.base = checkout.base_branch()
     except RalphError as e:
         ctx.base_problem = str(e)
     if not path.exists():
+        rust = ctx.paths.rust_config
+        if rust.exists():
+            return Check(
+                "config", "ok", f"config: no {path.name}; the Rust ralph's {ctx.paths.relative(rust)} is read"
+            )
         return Check("config", "ok", f"config: no {ctx.paths.relative(path)}, so every default applies")
     return Check("config", "ok", f"config {ctx.paths.relative(path)} valid")
 
 
+def _check_setup(ctx: _Context) -> Check:
+    _, paths = _need_config(ctx)
+    if not paths.is_initialised():
+        return Check(
+            "setup",
+            "fail",
+            f"setup: {paths.root} is not set up for ralph (no .ralph/config.toml, no config.jsonc, no queue "
+            "file): ticks refuse to run",
+            "run `ralph init` there, then commit and push what it creates",
+        )
+    return Check("setup", "ok", "setup: set up for ralph (a config or a queue file exists)")
+
+
+def _check_rust_config(ctx: _Context) -> Check:
+    """The Rust ralph's config.jsonc: keys with no meaning here, or a file nobody reads any more."""
+    _, paths = _need_config(ctx)
+    shadowed = rust_config.shadowed(paths.config)
+    if shadowed is not None:
+        return Check(
+            "rust_config",
+            "warning",
+            f"rust_config: {paths.relative(shadowed)} is not read: {paths.relative(paths.config)} exists and "
+            "wins, so an edit there changes nothing",
+            f"move what you still need into {paths.relative(paths.config)}, then delete "
+            f"{paths.relative(shadowed)}",
+        )
+    if not paths.rust_config.exists():
+        return Check("rust_config", "ok", "rust_config: no Rust ralph config.jsonc")
+    ignored = rust_config.unmapped(paths.rust_config)
+    if ignored:
+        return Check(
+            "rust_config",
+            "warning",
+            f"rust_config: {paths.relative(paths.rust_config)} is read, but these keys mean nothing here and "
+            f"are ignored: {', '.join(ignored)}",
+            '`ralph init --from-rust` writes .ralph/config.toml from it (README "Coming from the Rust '
+            'ralph")',
+        )
+    return Check(
+        "rust_config", "ok", f"rust_config: every key of {paths.relative(paths.rust_config)} is read"
+    )
+
+
+def _check_rust_lock(ctx: _Context) -> Check:
+    _, paths = _need_config(ctx)
+    lock = ownership.inspect_rust_lock(paths)
+    if lock is None:
+        return Check("rust_lock", "ok", "rust_lock: no Rust ralph lock (.ralph/lock/)")
+    if lock.state == "stale":
+        return Check("rust_lock", "ok", f"rust_lock: {lock.describe()}, which is gone: stale, ignored")
+    if lock.state == "live":
+        return Check(
+            "rust_lock",
+            "warning",
+            f"rust_lock: {lock.describe()}: ticks wait for it (each exits 75 and starts nothing)",
+            "let that Rust ralph finish, or stop it, before switching to ralph",
+        )
+    return Check(
+        "rust_lock",
+        "fail",
+        f"rust_lock: {paths.relative(lock.path)} exists but names no process ralph can check (no readable "
+        "`owner` file): ticks refuse to run",
+        f"if no Rust ralph runs in {paths.root}, remove the directory (`rmdir {lock.path}`)",
+    )
+
+
+def _check_cache_ignored(ctx: _Context) -> Check:
+    git = _need_git(ctx)
+    _, paths = _need_config(ctx)
+    problem = ownership.cache_not_ignored(git, paths)
+    if problem is not None:
+        detail, _, fix = problem.partition(": add ")
+        return Check("cache_ignored", "fail", f"cache_ignored: {detail}", f"add {fix}" if fix else None)
+    return Check("cache_ignored", "ok", "cache_ignored: .ralph/cache/ is ignored by git")
+
+
 def _check_identity(ctx: _Context) -> Check:
     git = _need_git(ctx)
-    result = git.run("var", "GIT_COMMITTER_IDENT", ok=(0, 128))
     root = ctx.root
     fix = (
         f'`git -C {root} config user.name "Ralph on $(hostname)"` and '
         f"`git -C {root} config user.email ralph@example.com` (in the repository, so a HOME that differs "
         "under cron or systemd does not matter)"
     )
-    if result.returncode != 0:
-        return Check(
-            "identity",
-            "fail",
-            f"committer identity missing: git cannot sign ralph's commits ({_git_message(result.stderr)})",
-            fix,
-        )
-    ident = result.out.rsplit(" ", 2)[0]  # without the timestamp and zone
+    try:
+        # The tick's own check: author and committer, as git works them out in the control checkout.
+        check_identity(git)
+    except PreflightError as e:
+        said = str(e).split(": set one with", 1)[0]
+        return Check("identity", "fail", f"identity missing: {said}", fix)
+    ident = git.run("var", "GIT_COMMITTER_IDENT").out.rsplit(" ", 2)[0]  # without the timestamp and zone
     configured = [bool(git.run("config", "--get", key, ok=(0, 1)).out) for key in ("user.name", "user.email")]
     from_env = [v for v in ("GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL") if os.environ.get(v)]
     if from_env and not all(configured):
@@ -659,11 +746,159 @@ def _check_agent(ctx: _Context) -> Check:
     )
 
 
+def _check_credentials(ctx: _Context) -> Check:
+    """A preset's CLI must reach its model: a key, an endpoint, or a login file in ~ (copied into each
+    job's private HOME)."""
+    config, _ = _need_config(ctx)
+    agent = config.agent
+    if agent.runner == "command":
+        return Check("credentials", "ok", 'credentials: runner "command" is your own program: not checked')
+    if agent.api_key_env and agent.api_key_env not in os.environ:
+        return Check(
+            "credentials",
+            "fail",
+            f"credentials: agent.api_key_env names ${agent.api_key_env}, which is not set in ralph's "
+            "environment: every agent run would go without its key",
+            f"set {agent.api_key_env} where ticks start (the crontab, or Environment= in the systemd unit)",
+        )
+    preset = runners.PRESETS[agent.runner]
+    found = []
+    if agent.base_url:
+        found.append(f"endpoint {agent.base_url} (agent.base_url)")
+    if agent.api_key_env:
+        found.append(f"${agent.api_key_env} (agent.api_key_env)")
+    found += [f"${name}" for name in runners.credential_names(agent, os.environ)]
+    found += [f"agent.env.{name}" for name in agent.env if name.startswith(preset.credential_env)]
+    home = Path.home()
+    found += [f"~/{rel}" for rel in runners.credential_files(agent) if (home / rel).is_file()]
+    if found:
+        return Check("credentials", "ok", f"credentials: runner {agent.runner!r} gets {', '.join(found)}")
+    variables = ", ".join(f"{p}*" for p in preset.credential_env)
+    logins = ", ".join(f"~/{rel}" for rel in runners.credential_files(agent))
+    return Check(
+        "credentials",
+        "fail",
+        f"credentials: runner {agent.runner!r} has no key and no endpoint: no {variables} variable is set, "
+        f"none of {logins} exists, and agent.base_url is empty",
+        f"log in with `{preset.binary}` once as the user ticks run as, or set its API key where ticks start, "
+        'or set agent.base_url and agent.api_key_env (README "Agent runners")',
+    )
+
+
+def _check_agent_versions(ctx: _Context) -> Check:
+    """Every preset CLI installed here, against the version its preset was checked with."""
+    config, _ = _need_config(ctx)
+    assert ctx.root is not None
+    agent = config.agent
+    found: dict[str, str] = {}
+    for name, preset in runners.PRESETS.items():
+        binary = agent.binary if agent.runner == name and agent.binary else preset.binary
+        path, _ = lookup(binary, ctx.root, ctx.path_env)
+        if path is not None:
+            found[name] = path
+    if not found:
+        names = ", ".join(runners.PRESETS)
+        return Check("agent_versions", "ok", f"agent_versions: none of {names} is installed here")
+    with ThreadPoolExecutor(max_workers=len(found)) as pool:
+        versions = dict(zip(found, pool.map(runners.installed_version, found.values()), strict=True))
+    parts = []
+    level: Level = "ok"
+    fix = None
+    for name, version in versions.items():
+        tested = runners.TESTED_CLIS[name][2]
+        if version == tested:
+            parts.append(f"{name} {version} (the version tested)")
+            continue
+        parts.append(f"{name} {version or '(no version)'} (tested: {tested})")
+        if name == agent.runner:
+            level = "warning"
+            fix = (
+                f"install {runners.TESTED_CLIS[name][1]}@{tested}, or read contrib/agents/FACTS.md and check "
+                f"that {name} {version or 'as installed'} still behaves so (its flags, output, limits)"
+            )
+    return Check("agent_versions", level, f"agent_versions: {'; '.join(parts)}", fix)
+
+
 def _check_ci(ctx: _Context) -> Check:
     config, _ = _need_config(ctx)
     if not config.ci.command:
         return Check("ci", "ok", "ci: no CI gate (ci.command = []): work lands once its agent succeeds")
-    return _check_program(ctx, "ci", config.ci.command[0], what="CI command", key="ci.command[0]")
+    check = _check_program(ctx, "ci", config.ci.command[0], what="CI command", key="ci.command[0]")
+    if check.level == "fail" or not makefile.is_make(config.ci.command):
+        return check
+    target = _make_target(ctx, config.ci.command)
+    worst = max(check.level, target.level, key=lambda lv: _SEVERITY[lv])
+    fixes = "; ".join(f for f in (check.fix, target.fix) if f)
+    return Check("ci", worst, f"{check.detail}; {target.detail}", fixes or None)
+
+
+def _make_target(ctx: _Context, command: list[str]) -> _Found:
+    """Whether the makefile the gate's `make` reads, as the base has it, has a rule for its goals."""
+    git = _need_git(ctx)
+    config, paths = _need_config(ctx)
+    invocation = makefile.parse(command)
+    ref = f"refs/remotes/{config.git.remote}/{ctx.base}" if ctx.base else None
+    fetched = ref is not None and bool(git.run("rev-parse", "--verify", "--quiet", ref, ok=(0, 1)).out)
+    where = f"{config.git.remote}/{ctx.base}" if fetched else "the working tree"
+    for candidate in invocation.candidates():
+        if fetched:
+            shown = git.run("show", f"{ref}:{candidate}", ok=(0, 128))
+            text = shown.out if shown.returncode == 0 else None
+        else:
+            file = paths.root / candidate
+            text = file.read_text(errors="replace") if file.is_file() else None
+        if text is not None:
+            break
+    else:
+        names = " or ".join(invocation.candidates())
+        return _Found(
+            "fail",
+            f"`{' '.join(command)}` needs {names}, and {where} has none: every gate run fails",
+            "commit a Makefile with that target, or set ci.command to the command that checks your code",
+        )
+    rules = makefile.read_rules(text)
+    goals = list(invocation.goals) or ([rules.first] if rules.first else [])
+    missing = [g for g in goals if g not in rules.targets]
+    if not goals:
+        missing = ["(a default goal)"]
+    if not missing:
+        return _Found("ok", f"{candidate} on {where} has a rule for {', '.join(goals)}")
+    what = f"{candidate} on {where} has no rule for {', '.join(missing)}"
+    if rules.unsure:
+        return _Found(
+            "warning",
+            f"{what} that doctor can see ({'; '.join(rules.unsure)})",
+            f"make sure `{' '.join(command)}` works in a fresh checkout",
+        )
+    return _Found(
+        "fail",
+        f"{what}: every gate run fails (make: *** No rule to make target)",
+        f"add a `{missing[0]}:` rule to {candidate} and push it, or set ci.command",
+    )
+
+
+def _check_sandbox(ctx: _Context) -> Check:
+    """Every job runs in a bubblewrap box unless sandbox.mode = "none" (ticks refuse to run without it)."""
+    config, _ = _need_config(ctx)
+    if config.sandbox.mode == "none":
+        return Check(
+            "sandbox",
+            "warning",
+            'sandbox: sandbox.mode = "none": every job runs unboxed, as ralph itself, with ralph\'s files, '
+            "your credentials and the remote within its reach",
+            'remove sandbox.mode (the default is "bwrap") once bubblewrap works here (README "Security '
+            'model")',
+        )
+    found = sandbox.probe()
+    if not found.ok:
+        return Check(
+            "sandbox",
+            "fail",
+            f"sandbox: {found.problem}: ticks refuse to run, as every job runs in a bubblewrap box",
+            f"{sandbox.INSTALL_HINT}; or, knowing that agents then run as ralph itself, set "
+            'sandbox.mode = "none" in .ralph/config.toml',
+        )
+    return Check("sandbox", "ok", f"sandbox: {found.version or 'bubblewrap'} starts a box")
 
 
 # --- systemd ------------------------------------------------------------------------------------------
@@ -839,13 +1074,20 @@ def _check_ticks(ctx: _Context) -> Check:
 def _check_paused(ctx: _Context) -> Check:
     _, paths = _need_config(ctx)
     paused = read_pause(paths.pause)
-    if paused is None:
+    held = [p for p in (ctx.state.runner_pauses if ctx.state else []) if p.active(ctx.now)]
+    if paused is None and not held:
         return Check("paused", "ok", "not paused: ticks start new tasks")
+    said = [f"{paused.describe()}: ticks start no new task"] if paused else []
+    said += [
+        f"{p.describe(ctx.now)}: no {p.runner} agent starts before {short_time(p.until, ctx.now)}"
+        for p in held
+    ]
     return Check(
         "paused",
         "warning",
-        f"{paused.describe()}: ticks start no new task",
-        "`ralph resume` when new work may start again",
+        "; ".join(said),
+        "`ralph resume` when new work may start again"
+        + (" (it lifts the runner's pause too)" if held else ""),
     )
 
 
@@ -857,13 +1099,20 @@ _MACHINE_CHECKS: Final[tuple[tuple[str, Callable[[_Context], Check]], ...]] = (
 _CHECKOUT_CHECKS: Final[tuple[tuple[str, Callable[[_Context], Check]], ...]] = (
     ("ticks", _check_ticks),
     ("config", _check_config),
+    ("setup", _check_setup),
+    ("rust_config", _check_rust_config),
     ("identity", _check_identity),
     ("origin", _check_origin),
     ("queue", _check_queue),
     ("state", _check_state),
     ("lock", _check_lock),
+    ("rust_lock", _check_rust_lock),
     ("workspace_root", _check_workspace_root),
+    ("cache_ignored", _check_cache_ignored),
+    ("sandbox", _check_sandbox),
     ("agent", _check_agent),
+    ("credentials", _check_credentials),
+    ("agent_versions", _check_agent_versions),
     ("ci", _check_ci),
     ("systemd", _check_systemd),
     ("jobs", _check_jobs),

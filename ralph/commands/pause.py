@@ -38,8 +38,10 @@ def resume(*, start: Path) -> ExitCode:
     strikes: the next limit pauses 5 minutes again)."""
     checkout = open_checkout(start)
     now = read_clock()
+    # The file first: it needs no lock, and a state.json that cannot be read must not keep it.
+    removed = remove_pause(checkout.paths.pause)
     lifted = _lift_runner_pauses(checkout, now)
-    if remove_pause(checkout.paths.pause):
+    if removed:
         said = "resumed: the next tick starts new tasks again"
     elif lifted:
         said = "resumed"
@@ -48,9 +50,7 @@ def resume(*, start: Path) -> ExitCode:
     for pause in lifted:
         said += f"\nlifted: {pause.describe(now)}"
     if lifted:
-        said += (
-            "\nits agents start again on the next tick (the limit may still hold: the pause comes back if so)"
-        )
+        said += "\nits agents start on the next tick (if the limit still holds, the pause comes back)"
     click.echo(said)
     return ExitCode.OK
 

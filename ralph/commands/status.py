@@ -213,12 +213,13 @@ def render_status(doc: dict[str, Any], now: datetime) -> str:
                 one_line(w["last_error"], 60),
             ]
         )
+    held = [p for p in doc["runner_pauses"] if p["active"]]
     headers = ["TASK", "LIFECYCLE", "ATTEMPT", "TIME", "JOB", "COST", "LAST ERROR"]
     rendered = table(headers, rows).splitlines()
     lines.append(rendered[0])
     for w, row in zip(workers, rendered[1:], strict=True):
         lines.append(row)
-        lines.extend(f"    {detail}" for detail in _details(w, now))
+        lines.extend(f"    {detail}" for detail in _details(w, now, held))
     return _escaped(lines)
 
 
@@ -244,7 +245,7 @@ def _spend(usage: dict[str, Any] | None) -> Spend | None:
     return None if usage is None else Spend(**usage)
 
 
-def _details(w: dict[str, Any], now: datetime) -> list[str]:
+def _details(w: dict[str, Any], now: datetime, held: list[dict[str, Any]]) -> list[str]:
     """The lines under a worker's row: where its log is, what its markers say, and what comes next."""
     out = []
     if w["log_path"] and w["lifecycle"] != "completed":
@@ -262,11 +263,11 @@ def _details(w: dict[str, Any], now: datetime) -> list[str]:
             f"push blocked ({blocked['attempt']}/{blocked['max_attempts']}): "
             f"{one_line(blocked['reason'], 100)}"
         )
-    out.extend(_next_step(w, now))
+    out.extend(_next_step(w, now, held))
     return out
 
 
-def _next_step(w: dict[str, Any], now: datetime) -> list[str]:
+def _next_step(w: dict[str, Any], now: datetime, held: list[dict[str, Any]]) -> list[str]:
     """When a failed task starts again, or an integrating one tries its push, as selection decides
     (ralph.queue.why_not_runnable): never a time in the past, nor one for a task with no attempts left."""
     task, lifecycle, at = w["task_id"], w["lifecycle"], w["next_attempt_at"]
@@ -282,6 +283,9 @@ def _next_step(w: dict[str, Any], now: datetime) -> list[str]:
         ]
     if at is None:
         return [f"not retried on its own (stopped, or closed elsewhere); `ralph retry {task}` runs it again"]
+    if held:
+        # A runner's pause after a usage limit holds every new start back, this one too.
+        return [f"next attempt once the pause ends: {one_line(held[0]['line'], 200)}"]
     if due:
         return [f"next attempt at {at}"]
     return ["next attempt: at the next tick"]
