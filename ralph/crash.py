@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 CRASHPOINTS = (
     "after-load",
@@ -27,3 +28,8 @@ def crashpoint(name: str) -> None:
     if os.environ.get("RALPH_CRASHPOINT") == name:
         logging.shutdown()
         os._exit(137)
+    # RALPH_STALL=<name>:<seconds> holds the process there instead (with whatever lock it has), so a
+    # test can make something happen while a tick is at that step.
+    stall, _, seconds = os.environ.get("RALPH_STALL", "").partition(":")
+    if stall == name:
+        time.sleep(float(seconds or 1))

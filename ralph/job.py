@@ -67,6 +67,9 @@ class JobSpec:
     # Signs the result a wrapper leaves in its log when it cannot write the result file (`_finish`):
     # the command writes to that log too, and must not be able to forge its own result there.
     record_key: str = field(default_factory=lambda: secrets.token_hex(16))
+    # The control checkout's .ralph/cache/parallel: when set, the job asks for a tick once its result
+    # is written (ralph.wake), so the next step does not wait for the timer.
+    follow: str | None = None
 
 
 @dataclass(frozen=True)
@@ -556,7 +559,21 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         sys.stderr.write("usage: python -m ralph.job SPEC.json (started by `ralph run`, not by hand)\n")
         return 2
-    return run_wrapper(Path(argv[1]))
+    code = run_wrapper(Path(argv[1]))
+    _follow(Path(argv[1]))
+    return code
+
+
+def _follow(spec_path: Path) -> None:
+    """Once the result is written (or the job never started), ask for the next tick at once."""
+    try:
+        follow = json.loads(spec_path.read_text()).get("follow")
+    except (OSError, ValueError, AttributeError):
+        return
+    if follow:
+        from ralph import wake
+
+        wake.request_tick(Path(follow))
 
 
 if __name__ == "__main__":

@@ -171,6 +171,7 @@ class Launcher:
             prepare=prepare,
             after_create=list(hooks.after_create) if prepare and hooks.after_create else None,
             setup_timeout_s=float(hooks.timeout_seconds),
+            follow=self._follow(),
         )
 
     def gate(self, *, task_id: str, commit: str, base_sha: str, stem: str, now: datetime) -> JobSpec:
@@ -210,9 +211,14 @@ class Launcher:
             prepare={"setup": self.setup().as_dict(), "commit": commit, "base_sha": base_sha},
             after_create=list(hooks.after_create) or None,
             setup_timeout_s=float(hooks.timeout_seconds),
+            follow=self._follow(),
         )
 
     # --- parts ----------------------------------------------------------------------------------------
+
+    def _follow(self) -> str | None:
+        """run.follow_jobs: the job asks for a tick when it ends (ralph.wake)."""
+        return str(self.checkout.paths.parallel) if self.config.run.follow_jobs else None
 
     def _ralph_env(self, task_id: str, cwd: Path) -> dict[str, str]:
         return {_RALPH_TASK_ID: task_id, "RALPH_WORKSPACE": str(cwd), "RALPH_BASE_BRANCH": self.base}

@@ -15,9 +15,10 @@ from pathlib import Path
 from shutil import rmtree
 from typing import Any
 
-from ralph import landing, markers, prompts, repair, runners, stamp
+from ralph import landing, markers, prompts, repair, runners, stamp, wake
 from ralph.bookkeeping import Mode, rev
 from ralph.checkout import Checkout
+from ralph.clock import now as clock_now
 from ralph.crash import crashpoint
 from ralph.crew import Crew, TickOptions, TickReport, Waiting
 from ralph.errors import RalphError, StateError, resource_error
@@ -40,13 +41,43 @@ __all__ = ["TickOptions", "TickReport", "Waiting", "check_workspace_root", "run_
 logger = logging.getLogger(__name__)
 
 
+# Extra passes a tick makes for jobs that ended while it ran (ralph.wake), within its budget.
+MAX_FOLLOW_PASSES = 3
+
+
 def run_tick(
     checkout: Checkout, options: TickOptions, now: datetime, waiting: Waiting | None = None
 ) -> TickReport:
-    """One tick. Raises LockBusy when another tick runs, PreflightError when nothing may start."""
+    """One tick. Raises LockBusy when another tick runs, PreflightError when nothing may start.
+
+    A job that ended while it ran asked for a tick and found the lock held: once the pass is done and
+    the lock released, the tick sees the request and makes another pass (a request made before the
+    lock was released is never lost: the tick that held it looks after releasing it).
+    """
     if options.dry_run:
         return _dry_run(checkout, options, now)
     waiting = waiting or Waiting()
+    began = waiting.monotonic()
+    report = None
+    for n in range(1 + MAX_FOLLOW_PASSES):
+        seen = wake.requested_at(checkout.paths.parallel)
+        this = _pass(checkout, options, now if n == 0 else clock_now(), waiting)
+        report = this if report is None else _merged(report, this)
+        followed = checkout.config.run.follow_jobs and wake.requested_at(checkout.paths.parallel) > seen
+        if not followed or waiting.monotonic() - began > checkout.config.parallel.tick_budget_s:
+            break
+        logger.debug("a job ended during the tick: one more pass")
+    assert report is not None
+    return report
+
+
+def _merged(first: TickReport, then: TickReport) -> TickReport:
+    first.actions.extend(then.actions)
+    first.workers = then.workers
+    return first
+
+
+def _pass(checkout: Checkout, options: TickOptions, now: datetime, waiting: Waiting) -> TickReport:
     git = checkout.git()
     base = checkout.base_branch()
     with TickLock(checkout.paths.lock, now=now):

@@ -67,6 +67,8 @@ class Project:
                 "retry_backoff_minutes": [0],
             },
             "ci": {"command": [sys.executable, ".ci-check.py"]},
+            # Tests drive every tick themselves; tests/test_follow.py turns job-followed ticks on.
+            "run": {"follow_jobs": False},
         }
         sections_in_use = {**defaults, **self.settings}
         config = Config.model_validate(

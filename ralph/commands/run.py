@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
-from ralph import alerts, health
+from ralph import alerts, health, wake
 from ralph.checkout import open_checkout
 from ralph.clock import now as read_clock
 from ralph.commands._output import emit_json
@@ -44,6 +46,9 @@ def run(
 
 def _tick(start: Path, options: TickOptions, as_json: bool) -> ExitCode:
     checkout = open_checkout(start)
+    if checkout.config.run.follow_jobs:
+        # How this tick was started, so a job that ends can start the next one the same way.
+        wake.remember(checkout.paths.parallel, sys.argv[1:], os.getcwd())
     report = run_tick(checkout, options, read_clock())
     if not options.dry_run:
         refresh_page(checkout, changed=bool(report.actions), now=read_clock())
