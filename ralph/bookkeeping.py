@@ -25,11 +25,12 @@ from typing import TypeVar
 
 from ralph.checkout import Checkout
 from ralph.crash import crashpoint
-from ralph.errors import GitError, LockBusy, PreflightError, QueueError
+from ralph.errors import GitError, LockBusy, PreflightError, QueueError, resource_error
 from ralph.files import scratch_dir, write_atomic
 from ralph.git import Git, PushStatus, push_with_lease
 from ralph.lock import TickLock
 from ralph.ownership import refuse_if_rust_runs
+from ralph.paths import Paths
 from ralph.queue import QueueFile, Queues, load_local_queues, parse_queue_file, read_queue_bytes
 from ralph.queuedoc import QueueEdit
 
@@ -143,6 +144,10 @@ def current_queues(checkout: Checkout) -> Queues:
 FETCH_TIMEOUT_S = 120.0
 
 
+class RemoteUnreachable(PreflightError):
+    """The remote did not answer the fetch (network, DNS, the server): work that needs no remote goes on."""
+
+
 def fetch_base(git: Git, *, remote: str, base: str, timeout: float = FETCH_TIMEOUT_S) -> str:
     """Fetch `<remote> <base>` into its remote-tracking ref and return the commit it points at.
 
@@ -169,7 +174,9 @@ def fetch_base(git: Git, *, remote: str, base: str, timeout: float = FETCH_TIMEO
             raise PreflightError(
                 f"{remote} has no branch {base!r}: push it, or set git.base_branch in .ralph/config.toml"
             ) from None
-        raise PreflightError(f"cannot fetch {remote} {base}: {e}") from None
+        if resource_error(e) is not None:
+            raise
+        raise RemoteUnreachable(f"cannot fetch {remote} {base}: {e}") from None
     return rev(git, tracking)
 
 
@@ -257,22 +264,27 @@ def edit_locally(checkout: Checkout, *, change: Callable[[QueueEdit], T], now: d
         ) from None
     try:
         refuse_if_rust_runs(paths)
-        queue_path, done_path = paths.queue_file(), paths.done_file()
-        edit = QueueEdit.parse(
-            read_queue_bytes(queue_path),
-            read_queue_bytes(done_path),
-            queue_name=paths.relative(queue_path),
-            done_name=paths.relative(done_path),
-            now=now,
-        )
-        value = change(edit)
-        queue, done = edit.changed()
-        for path, data in ((done_path, done), (queue_path, queue)):
-            if data is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_atomic(path, data)
+        return edit_files(paths, change=change, now=now)
     finally:
         lock.release()
+
+
+def edit_files(paths: Paths, *, change: Callable[[QueueEdit], T], now: datetime) -> T:
+    """Change the working-tree queue files; the caller holds the tick lock (edit_locally takes it)."""
+    queue_path, done_path = paths.queue_file(), paths.done_file()
+    edit = QueueEdit.parse(
+        read_queue_bytes(queue_path),
+        read_queue_bytes(done_path),
+        queue_name=paths.relative(queue_path),
+        done_name=paths.relative(done_path),
+        now=now,
+    )
+    value = change(edit)
+    queue, done = edit.changed()
+    for path, data in ((done_path, done), (queue_path, queue)):
+        if data is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, data)
     return value
 
 

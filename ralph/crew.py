@@ -18,7 +18,7 @@ from typing import Any
 
 from ralph import job as jobs
 from ralph import markers, prompts, runners, workspace
-from ralph.bookkeeping import Source, detect_source, fetch_base, read_queues
+from ralph.bookkeeping import RemoteUnreachable, Source, detect_source, fetch_base, read_queues, rev
 from ralph.checkout import Checkout
 from ralph.clock import format_z, scheduled
 from ralph.config import Config
@@ -185,6 +185,23 @@ class Crew:
     def fetch(self) -> None:
         sha = fetch_base(self.git, remote=self.checkout.remote, base=self.base)
         self.fetched = self.waiting.monotonic()
+        self._follow_base(sha)
+
+    def fetch_or_go_offline(self) -> None:
+        """The tick's first fetch. An unreachable remote does not stop the tick: it works from the base
+        as last fetched (jobs are reaped, gated, remediated) and lands nothing until the remote answers."""
+        try:
+            self.fetch()
+        except RemoteUnreachable as e:
+            try:
+                sha = rev(self.git, self.base_ref)
+            except RalphError:
+                raise e from None  # never fetched: there is no base to work from
+            self.offline = str(e)
+            logger.warning("%s; working from %s as last fetched (%s), not landing", e, self.base, sha[:10])
+            self._follow_base(sha)
+
+    def _follow_base(self, sha: str) -> None:
         if sha != self.base_sha or self.queues is None:
             # A queue of thousands of tasks is read and validated only when the base moved. Until
             # that read succeeds there are no queues: never the old queue paired with the new sha.
@@ -195,7 +212,7 @@ class Crew:
     def refetch_if_stale(self, max_age_s: float = 0.1) -> None:
         """Before a push: someone may have pushed since our last look, and a push built on an old base
         only loses a race. A fetch costs far less than the backoff after one."""
-        if self.waiting.monotonic() - self.fetched > max_age_s:
+        if self.offline is None and self.waiting.monotonic() - self.fetched > max_age_s:
             self.fetch()
 
     # --- slots -------------------------------------------------------------------------------------
@@ -478,6 +495,24 @@ class Crew:
         )
         self._launch(worker, spec, run_dir / f"{stem}.spec.json", lifecycle, detail, new=new)
 
+    def job_record(self, spec: jobs.JobSpec, started: jobs.StartedJob, *, commit: str | None) -> Job:
+        """What state.json keeps of a job just started: who it is, and when it must be done."""
+        # The job's set-up (its checkout, after_create) comes before the command's own timeout.
+        setup_s = (PREPARE_ALLOWANCE_S if spec.prepare else 0) + (
+            spec.setup_timeout_s if spec.after_create else 0
+        )
+        return Job(
+            kind=JobKind(spec.kind),
+            pid=started.identity.pid,
+            pid_start_ticks=started.identity.start_ticks,
+            boot_id=started.identity.boot_id,
+            started_at=self.now,
+            deadline=self.now + timedelta(seconds=spec.timeout_s + setup_s),
+            log_path=spec.log_path,
+            result_path=spec.result_path,
+            commit=commit,
+        )
+
     def _launch(
         self,
         worker: Worker,
@@ -492,21 +527,7 @@ class Crew:
         """Start a job, record it, save, and only then let it run (the two-phase start in ralph.job)."""
         rotate(Path(spec.log_path), self.config.parallel.log_max_bytes)
         started = jobs.start(spec, spec_path)
-        # The job's set-up (its checkout, after_create) comes before the command's own timeout.
-        setup_s = (PREPARE_ALLOWANCE_S if spec.prepare else 0) + (
-            spec.setup_timeout_s if spec.after_create else 0
-        )
-        worker.job = Job(
-            kind=JobKind(spec.kind),
-            pid=started.identity.pid,
-            pid_start_ticks=started.identity.start_ticks,
-            boot_id=started.identity.boot_id,
-            started_at=self.now,
-            deadline=self.now + timedelta(seconds=spec.timeout_s + setup_s),
-            log_path=spec.log_path,
-            result_path=spec.result_path,
-            commit=commit,
-        )
+        worker.job = self.job_record(spec, started, commit=commit)
         worker.completed_at = None
         self.ledger.transition(worker, lifecycle, detail, new=new, pid=started.identity.pid, kind=spec.kind)
         crashpoint("after-spawn-before-save")

@@ -219,8 +219,10 @@ def _expire(cmd: sh_module.RunningCommand, expired: threading.Event) -> None:
 
 
 def _last_line(text: str) -> str:
+    """The line that says why: git's first `fatal:` (the advice after it says less), else the last."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no message"
+    fatal = [line for line in lines if line.startswith("fatal: ")]
+    return fatal[0] if fatal else lines[-1] if lines else "no message"
 
 
 def find_repository(start: Path) -> Path:

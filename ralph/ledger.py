@@ -122,6 +122,22 @@ class Ledger:
                 )
             )
 
+    def report(self, worker: Worker, event: str, detail: str, *, sha: str) -> None:
+        """Something happened to `worker` that is no transition (its landing vanished): an entry in
+        events.jsonl, and hooks.on_event hears `event` after the next save."""
+        append_event(
+            self.paths.events,
+            at=self.now,
+            task_id=worker.task_id,
+            event=event,
+            previous=str(worker.lifecycle),
+            attempt=worker.attempt,
+            detail=detail,
+            sha=sha,
+        )
+        if self.hooks is not None and self.hooks.on_event:
+            self.notices.append(Notice(event, worker.task_id, worker.workspace_path, sha, detail))
+
     def fail(self, worker: Worker, reason: str, *, retry_after: timedelta | None) -> None:
         """End this attempt. With `retry_after` None the task is retried only when a person asks."""
         worker.last_error = reason

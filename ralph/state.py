@@ -171,6 +171,29 @@ class Train(FileModel):
         return next((n for n, p in enumerate(self.positions) if p.task_id == task_id), None)
 
 
+class BaseWatch(FileModel):
+    """Whether the base's tip passes the gate (README "Watching main"): ralph's own landings did; a tip
+    someone else pushed is gated by ralph (ci.watch_base) or asked of the team's CI
+    (ci.base_status_command)."""
+
+    sha: Text | None = None  # the tip judged (or being judged)
+    verdict: Literal["green", "red", "unknown"] = "unknown"
+    red_since: UtcDatetime | None = None  # when the base was first seen red, while it is
+    red_sha: Text | None = None  # the first red tip
+    reason: Text | None = None  # what failed, as the gate or the status command said it
+    fix_task: Text | None = None  # the task ralph added to fix the base, once per red spell
+    job: Job | None = None  # the gate on a new tip, while it runs
+
+    def describe(self, base: str) -> str | None:
+        """`main is red since 2026-12-04T21:00:00Z at 1a2b3c4d5e: <why>; fix task RQ-0042`, while it is."""
+        if self.verdict != "red" or self.red_since is None:
+            return None
+        why = " ".join((self.reason or "the gate failed").split())[:120]
+        fix = f"; fix task {self.fix_task}" if self.fix_task else ""
+        red_since = self.red_since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return f"{base} is red since {red_since} at {(self.red_sha or '')[:10]}: {why}{fix}"
+
+
 class RunnerPause(FileModel):
     """No new agent of `runner` starts before `until`: it reported a usage or rate limit."""
 
@@ -249,6 +272,7 @@ class State(FileModel):
     workers: list[Worker] = []
     runner_pauses: list[RunnerPause] = []
     train: Train | None = None
+    watch: BaseWatch = Field(default_factory=BaseWatch)
 
     @model_validator(mode="after")
     def _one_record_per_task(self) -> State:

@@ -15,8 +15,8 @@ from pathlib import Path
 from shutil import rmtree
 from typing import Any
 
-from ralph import landing, markers, prompts, repair, runners, stamp, wake
-from ralph.bookkeeping import Mode, rev
+from ralph import health, landing, markers, prompts, repair, rewinds, runners, stamp, wake, watch
+from ralph.bookkeeping import Mode, RemoteUnreachable, rev
 from ralph.checkout import Checkout
 from ralph.clock import now as clock_now
 from ralph.crash import crashpoint
@@ -61,7 +61,12 @@ def run_tick(
     report = None
     for n in range(1 + MAX_FOLLOW_PASSES):
         seen = wake.requested_at(checkout.paths.parallel)
-        this = _pass(checkout, options, now if n == 0 else clock_now(), waiting)
+        try:
+            this = _pass(checkout, options, now if n == 0 else clock_now(), waiting)
+        except RemoteUnreachable:
+            if report is None:
+                raise
+            break  # the first pass did work offline; a follow pass that could do nothing ends the tick
         report = this if report is None else _merged(report, this)
         followed = checkout.config.run.follow_jobs and wake.requested_at(checkout.paths.parallel) > seen
         if not followed or waiting.monotonic() - began > checkout.config.parallel.tick_budget_s:
@@ -99,23 +104,33 @@ def _pass(checkout: Checkout, options: TickOptions, now: datetime, waiting: Wait
         stamp.clear(checkout.paths.parallel)  # this tick decides anew whether ticks may idle
         _repair(crew)
         loaded = _content(crew.state)
+        workers_loaded = loaded["workers"]
         _retarget(crew)
         _prune(crew)
         preflight(crew)
-        crew.fetch()
+        crew.fetch_or_go_offline()
         conductor = _conductor(crew)
-        _recover_push(crew, conductor)
+        if crew.offline is None:  # the remote must say whether a push arrived
+            _recover_push(crew, conductor)
         enforce_budget(crew)
         _advance(crew, conductor)
+        if crew.offline is None:
+            watch.look(crew, conductor)
         _run_train(crew, conductor)
-        _land(crew, conductor)
-        _spawn(crew)
+        if crew.offline is None:
+            _land(crew, conductor)
+        if crew.offline is None or crew.config.run.offline_spawn:
+            _spawn(crew)
+        changed = _content(crew.state) != loaded
         # A tick that changed nothing writes nothing (cron runs many of those), except the first,
         # so that status can tell a tick ran.
-        if ledger.on_disk is None or _content(crew.state) != loaded:
+        if ledger.on_disk is None or changed:
             crew.save()
         crashpoint("after-save")
         _settle(crew)
+    if crew.offline is not None:
+        moved = _content(crew.state)["workers"] != workers_loaded  # a job reaped, started, gated
+        _offline_end(crew, did_something=moved or bool(crew.report.actions))
     crew.report.workers = crew.state.lifecycle_counts()
     return crew.report
 
@@ -123,9 +138,20 @@ def _pass(checkout: Checkout, options: TickOptions, now: datetime, waiting: Wait
 # --- steps ------------------------------------------------------------------------------------------
 
 
+def _offline_end(crew: Crew, *, did_something: bool) -> None:
+    """An offline tick that moved work on ends 0 (the tick's health still notes the remote); one that
+    could do nothing at all fails with the fetch's error."""
+    assert crew.offline is not None
+    health.note_remote_unreachable(crew.offline)
+    if not did_something:
+        raise RemoteUnreachable(crew.offline)
+
+
 def _repair(crew: Crew) -> None:
     """What a killed tick left of ralph's git state goes first, before anything can fail on it."""
     live = frozenset(w.task_id for w in crew.state.workers if w.lifecycle is Lifecycle.CHECKING)
+    if crew.state.watch.job is not None:
+        live |= {watch.WATCH_ID}
     repair.repair(crew.paths, gates=crew.paths.workspace_root / GATES_DIR, live_gates=live)
 
 
@@ -197,7 +223,7 @@ def _in_queue_order(crew: Crew, workers: list[Worker]) -> list[Worker]:
 
 def _advance(crew: Crew, conductor: Conductor) -> None:
     """Every worker in flight: stopped if its task is closed elsewhere, else its finished job reaped."""
-    conductor.follow(crew.base_sha)
+    _follow(crew, conductor)
     in_flight = [w for w in crew.state.workers if w.lifecycle not in Lifecycle.terminal()]
     for worker in _in_queue_order(crew, in_flight):
         try:
@@ -216,9 +242,15 @@ def _advance(crew: Crew, conductor: Conductor) -> None:
 # --- the merge train ---------------------------------------------------------------------------------
 
 
+def _follow(crew: Crew, conductor: Conductor) -> bool:
+    """The train stands on the base as just fetched; first, what a rewind of it took is looked for."""
+    rewinds.check(crew)
+    return conductor.follow(crew.base_sha)
+
+
 def _run_train(crew: Crew, conductor: Conductor) -> None:
     """Follow the base, take in what became ready, blame a failure, start the gates slots allow."""
-    if conductor.follow(crew.base_sha):
+    if _follow(crew, conductor):
         _starving(crew, conductor)
     conductor.restack(0)  # positions behind one that left (blocked, failed, closed) stand on the one ahead
     waiting = [w for w in crew.state.workers if w.lifecycle is Lifecycle.INTEGRATING]
@@ -268,6 +300,7 @@ def _recover_push(crew: Crew, conductor: Conductor) -> None:
             _landed(crew, worker, commit)
             count += 1
     conductor.landed(tip, chain)
+    watch.landed(crew, conductor, tip)
     crew.save()
 
 
@@ -299,7 +332,7 @@ def _land(crew: Crew, conductor: Conductor) -> None:
         if crew.base_sha != built_on:
             # Someone pushed while the chain was built: build it again on what is there now.
             train.pushing = {}
-            conductor.follow(crew.base_sha)
+            _follow(crew, conductor)
             redos += 1
             if redos <= landing.MAX_QUICK_REDOS:
                 continue
@@ -359,7 +392,7 @@ def _land(crew: Crew, conductor: Conductor) -> None:
         crew.save()
         crew.waiting.sleep(delay)  # longer than refetch_if_stale's limit: the next attempt looks again
         crew.refetch_if_stale()
-        conductor.follow(crew.base_sha)
+        _follow(crew, conductor)
 
 
 def _build(crew: Crew, prefix: list[Any]) -> landing.Chain:
@@ -399,6 +432,7 @@ def _record_landing(crew: Crew, conductor: Conductor, chain: landing.Chain) -> N
             landing.archive_locally(crew.paths, task_id, chain.followups.get(task_id, []), crew.now)
         _landed(crew, worker, commit)
     conductor.landed(chain.tip, chain.commits)
+    watch.landed(crew, conductor, chain.tip)
     crew.base_sha = chain.tip
     if crew.source.mode is Mode.UNTRACKED:
         crew.read_base()

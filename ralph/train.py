@@ -88,6 +88,11 @@ class Conductor:
         assert worker is not None, position.task_id
         return worker
 
+    @property
+    def base_red(self) -> bool:
+        """The base's tip fails the gate (ralph.watch): a failure is not blamed on the task it met."""
+        return self.state.watch.verdict == "red"
+
     # --- the base ----------------------------------------------------------------------------------
 
     def follow(self, base_sha: str) -> bool:
@@ -193,8 +198,10 @@ class Conductor:
         self.effects.act(worker.task_id, "left_train", f"left the merge train: {why}")
 
     def join(self, worker: Worker) -> bool:
-        """Stack `worker`'s committed change at the end of the train; False when it cannot join now."""
-        onto = self.train.positions[-1].commit if self.train.positions else self.train.base_sha
+        """Stack `worker`'s committed change at the end of the train; False when it cannot join now.
+        The task that fixes a red base goes to the front: nothing behind a red base can pass before it."""
+        first = self.base_red and worker.task_id == self.state.watch.fix_task
+        onto = self.train.positions[-1].commit if self.train.positions and not first else self.train.base_sha
         replayed = self._replay(worker, onto)
         if not replayed.clean:
             if self.train.positions:
@@ -214,11 +221,14 @@ class Conductor:
         position = Position(task_id=worker.task_id, commit=replayed.commit, onto=onto)
         if not self.rules.gate:
             position.passed = replayed.commit
-        self.train.positions.append(position)
+        if first:
+            self.train.positions.insert(0, position)
+            self.restack(1)
+        else:
+            self.train.positions.append(position)
+        n = self.train.positions.index(position) + 1
         self.effects.act(
-            worker.task_id,
-            "joined_train",
-            f"joined the merge train at position {len(self.train.positions)} ({replayed.commit[:10]})",
+            worker.task_id, "joined_train", f"joined the merge train at position {n} ({replayed.commit[:10]})"
         )
         return True
 
@@ -255,6 +265,8 @@ class Conductor:
     def blame(self) -> None:
         """A failed position with every position ahead passed is at fault: it leaves for remediation
         and the positions behind it are stacked again without it."""
+        if self.base_red:
+            return  # the failures met a red base: they wait for it to pass again (ask_again)
         n = 0
         while n < len(self.train.positions):
             position = self.train.positions[n]
@@ -291,13 +303,24 @@ class Conductor:
             )
 
     def landable(self) -> list[Position]:
-        """The longest prefix whose every position passed the gate."""
-        out = []
+        """The longest prefix whose every position passed the gate. While the base is red, the longest
+        prefix whose last position passed and none ahead is undecided: positions ahead failed on the red
+        base, and that tip fixed it."""
+        positions = self.train.positions
+        end = 0
+        for n, position in enumerate(positions):
+            if self.valid(position):
+                end = n + 1
+            elif not (self.base_red and position.failed == position.commit):
+                break  # undecided, or (the base green) failed: nothing behind it lands
+        return positions[:end]
+
+    def ask_again(self) -> None:
+        """The base passes again: gate failures met on the red base are no verdict on their tasks."""
         for position in self.train.positions:
-            if not self.valid(position):
-                break
-            out.append(position)
-        return out
+            position.failed = None
+            position.failed_exit = None
+            position.failed_timed_out = False
 
     def landed(self, tip: str, tasks: Iterable[str]) -> None:
         """`tasks` (a prefix) landed as `tip`: the rest stands on it now, verdicts kept (the landed

@@ -207,7 +207,9 @@ def test_a_push_that_loses_a_race_is_rebased_verified_again_and_landed(
     subjects = project.origin_log()
     assert subjects[:2] == [f"{task}: Feature", "rival commit 0"]
     verdicts = recorded.read_text().splitlines()
-    assert len(verdicts) == 2 and all(v.endswith(" pass") for v in verdicts)
+    rival = code_of(project.origin, f"{BASE}^")
+    ours = [v for v in verdicts if not v.startswith(rival)]  # the rival's tip is gated too (watch_base)
+    assert len(ours) == 2 and all(v.endswith(" pass") for v in verdicts)
     assert_only_verified_trees_landed(project, recorded)
 
 

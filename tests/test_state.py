@@ -159,6 +159,7 @@ def test_keys_are_in_the_documented_order() -> None:
         "workers",
         "runner_pauses",
         "train",
+        "watch",
     ]
     worker_keys = [
         "task_id",

@@ -19,6 +19,17 @@ from helpers import hold_lock, pids_running, ralph, stop
 from ralph import clock, proc
 from ralph.crash import CRASHPOINTS
 from ralph.state import Job, JobKind, Lifecycle, State, Worker, new_state, save_state
+from ralph.watch import WATCH_ID
+
+
+def recorded_job(state: State, task_id: str) -> Job | None:
+    """The job state.json records for `task_id`'s run directory: a worker's, or the gate on main's."""
+    if task_id == WATCH_ID:
+        return state.watch.job
+    worker = state.worker(task_id)
+    if worker is None or worker.lifecycle not in Lifecycle.active():
+        return None
+    return worker.job
 
 
 def assert_consistent(project: Project) -> State:
@@ -26,20 +37,17 @@ def assert_consistent(project: Project) -> State:
     state = project.state()  # parses and validates: one record per task
     for task_id, pids in live_wrappers(project.control).items():
         assert len(pids) == 1, f"{task_id} has {len(pids)} live jobs: {pids}"
-        worker = state.worker(task_id)
-        assert worker is not None and worker.job is not None, f"{task_id}: live job {pids} is not recorded"
-        assert worker.job.pid == pids[0], (
-            f"{task_id}: live job {pids[0]} is not the recorded {worker.job.pid}"
-        )
-        assert worker.lifecycle in Lifecycle.active()
+        job = recorded_job(state, task_id)
+        assert job is not None, f"{task_id}: live job {pids} is not recorded"
+        assert job.pid == pids[0], f"{task_id}: live job {pids[0]} is not the recorded {job.pid}"
     return state
 
 
 def no_unrecorded_jobs(project: Project) -> bool:
     state = project.state()
     for task_id, pids in live_wrappers(project.control).items():
-        worker = state.worker(task_id)
-        if worker is None or worker.job is None or pids != [worker.job.pid]:
+        job = recorded_job(state, task_id)
+        if job is None or pids != [job.pid]:
             return False
     return True
 

@@ -27,7 +27,7 @@ from ralph.history import Spend, describe_spend
 from ralph.markers import read_blocked_push, read_ci_failure
 from ralph.pause import read_pause
 from ralph.queue import TaskStatus
-from ralph.state import Lifecycle, RunnerPause, Worker
+from ralph.state import Lifecycle, RunnerPause, State, Worker
 from ralph.summary import WINDOW, base_problem, look
 from ralph.text import printable
 
@@ -87,7 +87,55 @@ def build_status(checkout: Checkout, now: datetime) -> dict[str, Any]:
         "runner_pauses": [_runner_pause_doc(p, now) for p in state.runner_pauses],
         "lifecycle_counts": state.lifecycle_counts(),
         "workers": [_worker_doc(w, titles.get(w.task_id), checkout, now) for w in state.workers],
+        "train": _train_doc(state),
+        "base_watch": {
+            **state.watch.model_dump(mode="json", exclude={"job"}),
+            "gating": state.watch.job.commit if state.watch.job else None,
+            "line": state.watch.describe(state.target_branch),
+        },
     }
+
+
+def _train_doc(state: State) -> dict[str, Any] | None:
+    """The merge train as status shows it: each position's verdict, in landing order."""
+    train = state.train
+    if train is None:
+        return None
+    positions = []
+    for position in train.positions:
+        worker = state.worker(position.task_id)
+        if position.passed is not None:
+            verdict = "passed"
+        elif position.failed == position.commit:
+            verdict = "failed"
+        elif worker is not None and worker.lifecycle is Lifecycle.CHECKING:
+            verdict = "gating"
+        else:
+            verdict = "waiting"
+        positions.append({"task_id": position.task_id, "commit": position.commit, "verdict": verdict})
+    return {
+        "base_sha": train.base_sha,
+        "positions": positions,
+        "rebuilds": train.rebuilds,
+        "starved_at": format_z(train.starved_at) if train.starved_at else None,
+        "push_attempts": train.push_attempts,
+        "next_attempt_at": format_z(train.next_attempt_at) if train.next_attempt_at else None,
+        "last_error": train.last_error,
+    }
+
+
+def _train_line(train: dict[str, Any] | None) -> str | None:
+    """`train: RQ-0003 passed, RQ-0004 gating, RQ-0005 waiting on 1a2b3c4d5e`, with trouble after it."""
+    if not train or not train["positions"]:
+        return None
+    stops = ", ".join(f"{p['task_id']} {p['verdict']}" for p in train["positions"])
+    line = f"train: {stops} on {train['base_sha'][:10]}"
+    if train["starved_at"]:
+        line += f"; starved since {train['starved_at']} ({train['rebuilds']} rebuilds by outside pushes)"
+    if train["next_attempt_at"]:
+        line += f"; push {train['push_attempts']} lost ({one_line(train['last_error'], 120)}), "
+        line += f"next at {train['next_attempt_at']}"
+    return line
 
 
 def _runner_pause_doc(pause: RunnerPause, now: datetime) -> dict[str, Any]:
@@ -193,6 +241,9 @@ def render_status(doc: dict[str, Any], now: datetime) -> str:
             f"queue: {', '.join(parts) or 'empty'}    "
             f"done archive: {a.get('done', 0)} done, {a.get('rejected', 0)} rejected"
         )
+    train = _train_line(doc["train"])
+    if train:
+        lines.append(one_line(train, 2000))
     workers = doc["workers"]
     if not workers:
         lines.append("workers: none" + ("" if doc["state_exists"] else " (no tick has run yet)"))
@@ -238,6 +289,9 @@ def alarms(doc: dict[str, Any], now: datetime) -> list[str]:
     if not health["ok"]:
         since = f" (since {health['since']})" if health["since"] else ""
         out.append(f"TICKS {health['verdict'].upper()}: {one_line(health['problem'], 400)}{since}")
+    red = (doc.get("base_watch") or {}).get("line")  # absent when only tick health could be read
+    if red:
+        out.append(one_line(red, 400))
     return out
 
 
