@@ -53,6 +53,7 @@ class Busy:
     rival_pushes: int
     rival_refused: int
     starved: int  # "starved" reports
+    rebuilds: int  # the most `train.rebuilds` state.json showed after a tick (landing.max_rebuilds: 5)
     exact: bool
     unmatched: list[str]
 
@@ -92,6 +93,7 @@ def busy_once(verified: Verified, root: Path, seed: int) -> Busy:
     began_wall = time.time()
     stderr: list[str] = []
     ticks = 0
+    rebuilds = 0
     last_landing = LIMIT_S
     with Rivals(project.origin, rivals_root, RIVALS, PERIOD_S, seed=seed) as rivals:
         start = time.perf_counter()
@@ -99,6 +101,7 @@ def busy_once(verified: Verified, root: Path, seed: int) -> Busy:
         while True:
             stderr.append(project.tick(timeout=LIMIT_S).stderr)
             ticks += 1
+            rebuilds = max(rebuilds, (project.state().get("train") or {}).get("rebuilds", 0))
             done = sum(1 for w in project.workers() if w["lifecycle"] == "completed")
             if done == WORKERS:
                 last_landing = time.perf_counter() - start
@@ -123,6 +126,7 @@ def busy_once(verified: Verified, root: Path, seed: int) -> Busy:
         rival_pushes=rival_pushes,
         rival_refused=rival_refused,
         starved=len(STARVED.findall(text)),
+        rebuilds=rebuilds,
         exact=not unmatched,
         unmatched=unmatched,
     )
@@ -143,7 +147,8 @@ def run(runs: int = RUNS) -> list[Row]:
             f"  run {n}: {r.landed}/{WORKERS} landed in {r.seconds:.1f} s; ticks {r.ticks}, "
             f"gate runs {r.gate_runs}, "
             f"gates stopped {r.gates_stopped}; push races lost: ralph {r.races}, rivals {r.rival_refused} "
-            f"(rivals landed {r.rival_pushes} pushes); starved reports {r.starved}; "
+            f"(rivals landed {r.rival_pushes} pushes); train.rebuilds up to {r.rebuilds}, "
+            f"starved reports {r.starved}; "
             f"exact: {'yes' if r.exact else 'NO: ' + ', '.join(r.unmatched)}"
         )
     all_landed = all(r.landed == WORKERS and r.seconds <= LIMIT_S for r in results)

@@ -15,6 +15,8 @@ spawn       the tick that starts 8 workers on ~5,000 files and ~2,000 commits (b
 landing     the tick that joins 20 verified workers to the train and lands them, CI disabled
             (benchmark 4)
 landing-ci  the first tick of benchmark 4 with CI `true`: joins the 20 and starts their 20 gates
+train       the second tick of benchmark 6 (CI `sleep 1`, ci.max_parallel 4): reaps the first 4
+            gates, lands those 4 in one push, stacks the 16 behind on the landed chain, starts 4 gates
 landing-10k one task landing (CI disabled) with benchmark 2's 10,000-task queue and 1,000 records:
             the tick that reaps the scripted agent, commits its work and lands it
 """
@@ -176,6 +178,16 @@ def main() -> int:
 
             project = scale.build(root, 10_000, runnable=1)  # scripted agent, CI disabled
             project.tick()  # starts the agent
+            project.wait_for_jobs()
+            profile_tick(project, root, top)
+        elif scenario == "train":
+            import landing
+            import merge_train
+
+            verified = landing.prepare(root)
+            project = verified.restore()
+            landing.set_ci(project, merge_train.PASSING, max_parallel=merge_train.MAX_PARALLEL)
+            project.tick()
             project.wait_for_jobs()
             profile_tick(project, root, top)
         elif scenario in ("landing", "landing-ci"):
