@@ -21,6 +21,8 @@ periods.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
 import sys
 import time
@@ -80,6 +82,25 @@ def _at(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
+def settle(project: Project, timeout: float = 120) -> None:
+    """Until no job runs and no tick holds the lock (a job-followed tick is no child of ours), so the
+    sandbox is not removed under one."""
+    project.wait_for_jobs(timeout)
+    fd = os.open(project.cache / "state.json.lock", os.O_RDWR)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"a tick still holds the lock after {timeout:.0f} s") from None
+                time.sleep(0.1)
+    finally:
+        os.close(fd)
+
+
 def once(root: Path, period: float) -> Ended:
     project = build(root)
     seen: set[tuple[Any, ...]] = {_key(e) for e in project.ring()}
@@ -124,6 +145,7 @@ def once(root: Path, period: float) -> Ended:
             time.sleep(0.25)
     for p in timer_procs:
         p.wait()
+    settle(project)
     for end in project.ring():  # the last ticks' ends
         if _key(end) not in seen:
             seen.add(_key(end))
