@@ -150,16 +150,25 @@ def config_toml(
     id_width: int = 4,
     push_backoff_ms: Sequence[int] = (500, 2000, 5000, 10000),
     max_push_attempts: int = 50,
+    max_parallel: int | None = None,
+    max_rebuilds: int | None = None,
 ) -> str:
-    """The config a benchmark project uses (README "Configuration"); keys not named keep their default."""
+    """The config a benchmark project uses (README "Configuration"); keys not named keep their default.
+
+    Jobs run in ralph's default box (`sandbox.mode = "bwrap"`), as they would for a user.
+    """
     agent = list(agent_command or [str(SCRIPTED_AGENT), "{prompt_file}"])
+    ci = f"[ci]\ncommand = {_toml_list(list(ci_command))}\ntimeout_minutes = 5\n"
+    if max_parallel is not None:
+        ci += f"max_parallel = {max_parallel}\n"
+    landing = f"\n[landing]\nmax_rebuilds = {max_rebuilds}\n" if max_rebuilds is not None else ""
     return (
         f'[git]\nremote = "origin"\nbase_branch = "{BASE}"\n\n'
         f"[parallel]\nworkers = {workers}\nkill_grace_seconds = 1\n"
         f"push_backoff_ms = {_toml_list(push_backoff_ms)}\nmax_push_attempts = {max_push_attempts}\n\n"
         f'[agent]\nrunner = "command"\ncommand = {_toml_list(agent)}\ntimeout_minutes = 5\n'
         "retry_backoff_minutes = [0]\n\n"
-        f"[ci]\ncommand = {_toml_list(list(ci_command))}\ntimeout_minutes = 5\n\n"
+        f"{ci}{landing}\n"
         f'[queue]\nid_prefix = "RQ"\nid_width = {id_width}\n'
     )
 
@@ -173,6 +182,27 @@ class Project:
     @property
     def cache(self) -> Path:
         return self.control / ".ralph" / "cache" / "parallel"
+
+    @property
+    def stamp(self) -> Path:
+        """The idle stamp (ralph.stamp): while it holds, a tick exits after one `git ls-remote`."""
+        return self.cache / "idle.json"
+
+    def clear_stamp(self) -> None:
+        """Make the next tick a full one (it writes the stamp again if it finds nothing to do)."""
+        self.stamp.unlink(missing_ok=True)
+
+    def run_dir(self, task_id: str) -> Path:
+        return self.cache / "runs" / task_id
+
+    def ring(self) -> list[dict[str, Any]]:
+        """The tick-health ring (`ticks.json`): how the last 50 `ralph run`s ended, whoever started them."""
+        path = self.cache / "ticks.json"
+        try:
+            ticks: list[dict[str, Any]] = json.loads(path.read_text())["ticks"]
+        except (OSError, ValueError, KeyError):
+            return []
+        return ticks
 
     @property
     def state_path(self) -> Path:
@@ -318,6 +348,8 @@ class Figure:
 
 
 def fmt_s(seconds: float) -> str:
+    if seconds != seconds:  # NaN: the run failed
+        return "failed"
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
     return f"{seconds:.2f} s"
@@ -336,7 +368,7 @@ class Row:
 
     @property
     def ratio(self) -> float | None:
-        if self.floor is None or self.floor.median <= 0:
+        if self.floor is None or self.floor.median <= 0 or self.ralph.median != self.ralph.median:
             return None
         return self.ralph.median / self.floor.median
 
@@ -372,10 +404,11 @@ def heading(text: str) -> None:
     print(f"\n== {text} ==", flush=True)
 
 
-def runs_from_argv(default: int) -> int:
-    """`--runs N` on a benchmark's command line (at least 5, for a meaningful median)."""
+def runs_from_argv(default: int, minimum: int = 5) -> int:
+    """`--runs N` on a benchmark's command line (at least `minimum`: 5 for a meaningful median; the
+    benchmarks that take minutes a run accept fewer)."""
     if "--runs" in sys.argv:
-        return max(5, int(sys.argv[sys.argv.index("--runs") + 1]))
+        return max(minimum, int(sys.argv[sys.argv.index("--runs") + 1]))
     return default
 
 
@@ -402,3 +435,100 @@ def ralph_version() -> str:
     head = git(REPO, "rev-parse", "--short", "HEAD", check=False) or "unknown"
     dirty = git(REPO, "status", "--porcelain", "--", "ralph", "pyproject.toml", check=False)
     return head + (" with uncommitted changes to ralph/" if dirty else "")
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The p-th percentile (0-100) of `values`, by linear interpolation between the closest ranks."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no values")
+    rank = (len(ordered) - 1) * p / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+# --- counting git commands ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def logging_git(directory: Path) -> Iterator[Path]:
+    """A `git` that logs its argv (one line per command) and runs the real one, first on PATH while the
+    block runs; yields the log. Jobs started meanwhile inherit PATH, so their set-up (a job's checkout)
+    is counted too, marked as a job's; a command run inside a job's box cannot write the log, and is
+    not counted."""
+    real = shutil.which("git")
+    assert real is not None, "git is not on PATH"
+    directory.mkdir(parents=True, exist_ok=True)
+    log = directory / "git.log"
+    shim = directory / "git"
+    shim.write_text(
+        "#!/bin/sh\n"
+        "case \"$(tr '\\0' ' ' < /proc/$PPID/cmdline 2>/dev/null)\" in\n"
+        "  *ralph.job*) who=job ;;\n"
+        "  *) who=ralph ;;\n"
+        "esac\n"
+        f'printf "%s %s\\n" "$who" "$*" >> "{log}" 2>/dev/null\n'
+        f'exec "{real}" "$@"\n'
+    )
+    shim.chmod(0o755)
+    before = os.environ["PATH"]
+    os.environ["PATH"] = f"{directory}:{before}"
+    try:
+        yield log
+    finally:
+        os.environ["PATH"] = before
+
+
+def git_log(log: Path, who: str | None = None) -> list[str]:
+    """The logged git commands (argv after `git`); `who` = "ralph" or "job" keeps only those."""
+    lines = log.read_text().splitlines() if log.exists() else []
+    out = []
+    for line in lines:
+        by, _, argv = line.partition(" ")
+        if who is None or by == who:
+            out.append(argv)
+    return out
+
+
+def git_kind(call: str) -> str:
+    """`worktree add`, `update-ref`, ...: the subcommand of a logged git command line, without `-c` pairs
+    and `-C DIR`."""
+    words = call.split()
+    while len(words) >= 2 and words[0] in ("-c", "-C"):
+        words = words[2:]
+    if not words:
+        return "(none)"
+    if words[0] in ("worktree", "remote", "cat-file", "rev-parse") and len(words) > 1:
+        return f"{words[0]} {words[1]}"
+    return words[0]
+
+
+def git_kinds(calls: Sequence[str]) -> str:
+    """`12 x cat-file --batch, 3 x fetch, ...`, most frequent first."""
+    counts: dict[str, int] = {}
+    for call in calls:
+        kind = git_kind(call)
+        counts[kind] = counts.get(kind, 0) + 1
+    return ", ".join(f"{n} x {kind}" for kind, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+# --- a loaded machine -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def loaded_machine(loops: int | None = None) -> Iterator[list[int]]:
+    """Busy loops on every core (one process each, at normal priority) while the block runs; yields
+    their pids. They are ended, by pid, however the block ends."""
+    count = loops or len(os.sched_getaffinity(0))
+    procs = [
+        subprocess.Popen([PYTHON, "-c", "while True: pass"], stdin=subprocess.DEVNULL) for _ in range(count)
+    ]
+    try:
+        time.sleep(0.5)  # let the scheduler see them as the CPU hogs they are
+        yield [p.pid for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()

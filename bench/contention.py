@@ -2,16 +2,16 @@
 commit to main every second.
 
 The 20 verified workers are benchmark 4's (landing.py: verified by the CI gate, held at
-`integrating`, restored from a copy for every run), landing with CI disabled. The rival is a second
-clone that, once a second (the first half a second after the first tick starts), commits a new
-file of its own (`rival/<n>.txt`) and pushes it; when its push is refused because main moved, it
-fetches, rebases and pushes again at once, as a person's `git pull --rebase && git push` would.
+`integrating`, restored from a copy for every run), landing with CI disabled: one tick joins them to
+the merge train and pushes the 20 as one chain. The rival is a process of its own (rival.py): every
+0.8-1.2 s it commits a new file and pushes it with `git pull --rebase && git push`, again at once
+when refused, logging every attempt.
 
 ralph: ticks (as in benchmark 4) until all 20 are `completed`: the time, the push races ralph lost
-(the sum of the workers' `push_attempts` in state.json: a push that lands is not counted), and that
-no worker ended `blocked_push`.
-Floor: benchmark 4's git-only script, with the same rival, retrying a refused push after
-`git fetch` + `git rebase` (no backoff).
+(its log lines "push N did not land"), the rival's refused pushes (its log), and that no worker ended
+`blocked_push`.
+Floor: benchmark 4's train floor (fetch, 20 x (cherry-pick + bookkeeping commit), one push) with the
+same rival, retrying a refused push after `git fetch` + `git rebase` (no backoff).
 
     python bench/contention.py [--runs N]
 """
@@ -20,94 +20,44 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import BASE, Figure, Row, git, heading, print_table, runs_from_argv, sandbox
-from landing import CHANGES, Verified, check_landed, floor_setup, land_all, prepare, set_ci
+from common import BASE, Figure, Row, heading, print_table, runs_from_argv, sandbox
+from landing import (
+    CHANGES,
+    Verified,
+    bookkeeping,
+    check_landed,
+    floor_setup,
+    git_per_landing,
+    land_all,
+    prepare,
+    set_ci,
+)
+from rival import Rivals
 
 RUNS = 5
 PERIOD_S = 1.0
 
-
-class Rival:
-    """A second clone pushing an unrelated commit to main every PERIOD_S seconds, in a thread."""
-
-    def __init__(self, origin: Path, clone: Path) -> None:
-        self.clone = clone
-        git(clone.parent, "clone", "-q", str(origin), str(clone))
-        self.pushed = 0
-        self.refused = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self.error: BaseException | None = None
-
-    def __enter__(self) -> Rival:
-        self._start = time.monotonic()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        if self.error is not None:
-            raise RuntimeError(f"the rival pusher failed: {self.error}")
-
-    def _loop(self) -> None:
-        try:
-            n = 0
-            # The first push half a period in, then one every period.
-            while not self._stop.wait(max(0.0, self._start + (n + 0.5) * PERIOD_S - time.monotonic())):
-                n += 1
-                self._push_one(n)
-        except BaseException as e:  # reported by __exit__
-            self.error = e
-
-    def _push_one(self, n: int) -> None:
-        path = self.clone / "rival" / f"{n}.txt"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(f"rival change {n}\n")
-        git(self.clone, "add", "-A")
-        git(self.clone, "commit", "-q", "-m", f"rival commit {n}")
-        while not self._stop.is_set():
-            pushed = subprocess.run(
-                ["git", "push", "-q", "origin", f"HEAD:{BASE}"], cwd=self.clone, capture_output=True
-            )
-            if pushed.returncode == 0:
-                self.pushed += 1
-                return
-            self.refused += 1
-            git(self.clone, "fetch", "-q", "origin", BASE)
-            git(self.clone, "rebase", "-q", f"origin/{BASE}")
-
-
-FLOOR_RETRY = """\
-land() {{
-  git rebase -q origin/{base} "$1"
-  until git push -q origin HEAD:{base} 2>/dev/null; do
-    echo race >> races.txt
-    git fetch -q origin {base}
-    git rebase -q origin/{base}
-  done
-}}
+RETRY = f"""\
+until git push -q origin HEAD:{BASE} 2>/dev/null; do
+  echo race >> races.txt
+  git fetch -q origin {BASE}
+  git rebase -q origin/{BASE}
+done
 """
 
 
 def floor_once(verified: Verified, root: Path) -> tuple[float, int]:
-    """The git-only landing script, retrying refused pushes, against the same rival."""
+    """The git-only train floor, retrying refused pushes, against the same rival."""
     project = verified.restore()
-    clone, script = floor_setup(verified, "floor-contended")
+    clone, script = floor_setup(verified, "floor-contended", one_push=True)
     lines = script.read_text().splitlines()
-    body = [FLOOR_RETRY.format(base=BASE)]
-    for line in lines[2:]:
-        if line.startswith("git rebase -q"):
-            body.append(f"land {line.split()[-1]}")
-        elif line.startswith("git fetch") or not line.startswith("git push"):
-            body.append(line)
-    script.write_text("#!/bin/sh\nset -e\n" + "\n".join(body) + "\n")
-    with Rival(project.origin, root / "rival-floor"):
+    assert lines[-1].startswith("git push"), lines[-1]
+    script.write_text("\n".join(lines[:-1]) + "\n" + RETRY)
+    with Rivals(project.origin, root / "rival-floor", 1, PERIOD_S):
         start = time.perf_counter()
         subprocess.run(["sh", str(script)], cwd=clone, check=True, capture_output=True)
         seconds = time.perf_counter() - start
@@ -123,19 +73,33 @@ class Contended:
     races: int
     blocked: int
     rival_pushes: int
+    rival_refused: int
     ticks: int
+    error: str | None = None  # a tick that failed: the run ends there
 
 
 def ralph_once(verified: Verified, root: Path) -> Contended:
     project = verified.restore()
     set_ci(project, [])
-    with Rival(project.origin, root / "rival") as rival:
-        landed = land_all(project, timeout=240)
+    (root / "rival").mkdir()
+    with Rivals(project.origin, root / "rival", 1, PERIOD_S) as rivals:
+        try:
+            landed = land_all(project, timeout=240)
+        except RuntimeError as e:
+            failed = str(e).strip().splitlines()
+            error = failed[0][:120] + (" ... " + failed[-1][:160] if len(failed) > 1 else "")
+    if "landed" not in locals():
+        pushed, refused = rivals.counts()
+        subprocess.run(["rm", "-rf", str(root / "rival")], check=True)
+        return Contended(
+            float("nan"), 0, 0, pushed, refused, 0, error=f"{error}; workers {project.lifecycles()}"
+        )
     check_landed(project, verified.ids)
+    pushed, refused = rivals.counts()
     subjects = project.origin_subjects()
-    assert sum(1 for s in subjects if s.startswith("rival commit ")) == rival.pushed
+    assert sum(1 for s in subjects if s.startswith("rival commit ")) == pushed
     subprocess.run(["rm", "-rf", str(root / "rival")], check=True)
-    return Contended(landed.seconds, landed.races, landed.blocked, rival.pushed, landed.ticks)
+    return Contended(landed.seconds, landed.races, landed.blocked, pushed, refused, landed.ticks)
 
 
 def run(runs: int = RUNS, verified: Verified | None = None, changes: int = CHANGES) -> list[Row]:
@@ -148,24 +112,37 @@ def run(runs: int = RUNS, verified: Verified | None = None, changes: int = CHANG
             verified = prepare(root, changes)
             took = time.perf_counter() - began
             print(f"  set-up ({changes} workers verified, blocked, retried): {took:.1f} s")
+        if not (verified.root / "bookkeeping").exists():
+            git_per_landing(verified)
+            bookkeeping(verified.project, verified.ids, verified.root / "bookkeeping")
+        (root / "rival-floor").mkdir(exist_ok=True)
         results: list[Contended] = []
         floors: list[tuple[float, int]] = []
         for _ in range(runs):
             results.append(ralph_once(verified, root))
+            (root / "rival-floor").mkdir(exist_ok=True)
             floors.append(floor_once(verified, root))
     blocked = sum(r.blocked for r in results)
-    races = sorted(r.races for r in results)
-    floor_races = sorted(f[1] for f in floors)
-    ticks = sorted(r.ticks for r in results)
+    failures = [r.error for r in results if r.error]
+    for error in dict.fromkeys(failures):
+        print(f"  FAILED ({failures.count(error)} of {len(results)} runs): {error}")
+    results = [r for r in results if not r.error] or results
     rows = [
         Row(
             f"land {changes} under contention",
             Figure([r.seconds for r in results]),
             Figure([f[0] for f in floors]),
-            "git fetch + rebase + push, retried",
-            notes=f"push races per run {races} (floor {floor_races}); ticks {ticks}; "
-            f"rival pushes {[r.rival_pushes for r in results]}; blocked_push: {blocked}",
-            extra={"races": races, "floor_races": floor_races, "blocked": blocked},
+            "the train floor, its push retried",
+            notes=f"ralph's lost races per run {[r.races for r in results]} "
+            f"(floor {[f[1] for f in floors]}); "
+            f"ticks {[r.ticks for r in results]}; rival pushes {[r.rival_pushes for r in results]}, "
+            f"refused {[r.rival_refused for r in results]}; blocked_push: {blocked}"
+            + (f"; {len(failures)} runs FAILED (a tick exited non-zero)" if failures else ""),
+            extra={
+                "races": [r.races for r in results],
+                "floor_races": [f[1] for f in floors],
+                "blocked": blocked,
+            },
         )
     ]
     print_table(rows)

@@ -2,15 +2,21 @@
 with every git command counted by a logging `git` first on PATH. Not a benchmark: the profiler and
 the logging shim slow everything down; read the proportions, not the totals.
 
-    python bench/profile_tick.py noop|scale|spawn|landing|landing-ci [--top N]
+    python bench/profile_tick.py SCENARIO [--top N]
     python bench/profile_tick.py git-call     # one git call through ralph.git.Git vs subprocess.run
 
-noop        the no-op tick (benchmark 1)
-scale       the no-op tick with 10,000 queued tasks and 1,000 terminal records (benchmark 2)
-spawn       the tick that starts 8 workers on ~5,000 files and ~2,000 commits (benchmark 3)
-landing     the tick that lands 20 verified workers, CI disabled (benchmark 4)
-landing-ci  the first tick of benchmark 4 with CI `true`: lands one, rebases the other 19 and
-            starts their CI gates again
+idle        the idle path (benchmark 1): `python -m cProfile -m ralph ... run` in a process of its
+            own, since the path is the process's start
+lost        a tick that finds the lock held (benchmark 9), likewise in a process of its own
+noop        the full no-op tick (benchmark 1), in this process
+scale       the full no-op tick with 10,000 queued tasks and 1,000 terminal records (benchmark 2)
+spawn       the tick that starts 8 workers on ~5,000 files and ~2,000 commits (benchmark 3); the git
+            commands of the 8 jobs' checkouts are counted too
+landing     the tick that joins 20 verified workers to the train and lands them, CI disabled
+            (benchmark 4)
+landing-ci  the first tick of benchmark 4 with CI `true`: joins the 20 and starts their 20 gates
+train       the second tick of benchmark 6 (CI `sleep 1`, ci.max_parallel 4): reaps the first 4
+            gates, lands those 4 in one push, stacks the 16 behind on the landed chain, starts 4 gates
 landing-10k one task landing (CI disabled) with benchmark 2's 10,000-task queue and 1,000 records:
             the tick that reaps the scripted agent, commits its work and lands it
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import cProfile
+import fcntl
 import os
 import pstats
 import statistics
@@ -28,19 +35,7 @@ import time
 from pathlib import Path
 
 import common
-from common import Project, sandbox
-
-
-def shim_git(directory: Path) -> Path:
-    real = subprocess.run(
-        ["sh", "-c", "command -v git"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    log = directory / "git.log"
-    shim = directory / "git"
-    shim.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\nexec "{real}" "$@"\n')
-    shim.chmod(0o755)
-    os.environ["PATH"] = f"{directory}:{os.environ['PATH']}"
-    return log
+from common import Project, git_kind, git_log, logging_git, sandbox
 
 
 def profile_tick(project: Project, root: Path, top: int, **options: object) -> None:
@@ -48,40 +43,66 @@ def profile_tick(project: Project, root: Path, top: int, **options: object) -> N
     from ralph.checkout import open_checkout
     from ralph.tick import TickOptions, run_tick
 
-    shim_dir = root / "shim"
-    shim_dir.mkdir()
-    log = shim_git(shim_dir)
-    profiler = cProfile.Profile()
-    start = time.perf_counter()
-    profiler.enable()
-    report = run_tick(open_checkout(project.control), TickOptions(allow_root=True, **options), clock.now())  # type: ignore[arg-type]
-    profiler.disable()
-    elapsed = time.perf_counter() - start
-    actions = len(report.actions)
-    print(f"tick: {elapsed:.2f} s under the profiler; {actions} actions; workers {project.lifecycles()}")
-    calls = log.read_text().splitlines() if log.exists() else []
-    kinds = collections.Counter(_kind(c) for c in calls)
-    print(f"git commands: {len(calls)}")
-    for kind, n in kinds.most_common():
-        print(f"  {n:5d}  git {kind}")
+    with logging_git(root / "shim") as log:
+        profiler = cProfile.Profile()
+        start = time.perf_counter()
+        profiler.enable()
+        tick_options = TickOptions(allow_root=True, **options)  # type: ignore[arg-type]
+        report = run_tick(open_checkout(project.control), tick_options, clock.now())
+        profiler.disable()
+        elapsed = time.perf_counter() - start
+        project.wait_for_jobs()
+    print(
+        f"tick: {elapsed:.2f} s under the profiler; {len(report.actions)} actions; "
+        f"workers {project.lifecycles()}"
+    )
+    show_git(log)
     stats = pstats.Stats(profiler)
     print(f"\ntop {top} by cumulative time:")
     stats.sort_stats("cumulative").print_stats(top)
     print(f"top {top} by own time:")
     stats.sort_stats("tottime").print_stats(top)
-    project.wait_for_jobs()
 
 
-def _kind(call: str) -> str:
-    """`worktree add`, `update-ref`, ...: the subcommand of a logged git command line, without `-c` pairs."""
-    words = call.split()
-    while len(words) >= 2 and words[0] == "-c":
-        words = words[2:]
-    if not words:
-        return "(none)"
-    if words[0] in ("worktree", "remote", "cat-file", "rev-parse") and len(words) > 1:
-        return f"{words[0]} {words[1]}"
-    return words[0]
+def show_git(log: Path) -> None:
+    for who, label in (("ralph", "the tick"), ("job", "its jobs (their set-up, outside the box)")):
+        calls = git_log(log, who)
+        if not calls and who == "job":
+            continue
+        print(f"git commands, {label}: {len(calls)}")
+        counts = collections.Counter(git_kind(c) for c in calls)
+        for kind, n in counts.most_common():
+            print(f"  {n:5d}  git {kind}")
+
+
+def profile_process(project: Project, root: Path, top: int) -> None:
+    """`ralph run` in a process of its own under cProfile: for the paths a process's start decides."""
+    out = root / "tick.prof"
+    with logging_git(root / "shim") as log:
+        start = time.perf_counter()
+        done = subprocess.run(
+            [
+                common.PYTHON,
+                "-m",
+                "cProfile",
+                "-o",
+                str(out),
+                "-m",
+                "ralph",
+                "-C",
+                str(project.control),
+                "run",
+                "--allow-root",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        elapsed = time.perf_counter() - start
+    print(f"tick: {elapsed * 1000:.0f} ms under the profiler, exit {done.returncode}")
+    show_git(log)
+    stats = pstats.Stats(str(out))
+    print(f"\ntop {top} by cumulative time:")
+    stats.sort_stats("cumulative").print_stats(top)
 
 
 def git_call() -> None:
@@ -125,7 +146,17 @@ def main() -> int:
         git_call()
         return 0
     with sandbox(f"profile-{scenario}") as root:
-        if scenario == "noop":
+        if scenario in ("idle", "lost"):
+            project = common.make_project(root)
+            project.tick()  # leaves the idle stamp
+            if scenario == "idle":
+                profile_process(project, root, top)
+            else:
+                fd = os.open(project.cache / "state.json.lock", os.O_RDWR)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                profile_process(project, root, top)
+                os.close(fd)
+        elif scenario == "noop":
             project = common.make_project(root)
             project.tick()
             profile_tick(project, root, top)
@@ -147,6 +178,16 @@ def main() -> int:
 
             project = scale.build(root, 10_000, runnable=1)  # scripted agent, CI disabled
             project.tick()  # starts the agent
+            project.wait_for_jobs()
+            profile_tick(project, root, top)
+        elif scenario == "train":
+            import landing
+            import merge_train
+
+            verified = landing.prepare(root)
+            project = verified.restore()
+            landing.set_ci(project, merge_train.PASSING, max_parallel=merge_train.MAX_PARALLEL)
+            project.tick()
             project.wait_for_jobs()
             profile_tick(project, root, top)
         elif scenario in ("landing", "landing-ci"):

@@ -2,15 +2,16 @@
 
     python bench/run_all.py [--full] [--runs N] [--json FILE]
 
---full     land 20 verified workers in benchmarks 4 and 5, as the issue asks (about 6 minutes on a
-           2-core machine); without it, 10 (about 3 minutes): CI-enabled landing grows with the
-           square of the number of workers (bench/README.md, 4)
---runs N   runs per figure (at least 5; default: each benchmark's own, 5 to 9)
+--full     also benchmark 8, end to end with a 60 s timer (about 6 more minutes while ticks do not
+           follow the jobs), and benchmark 7 three times instead of once
+--runs N   runs per figure (at least 5; default: each benchmark's own, 5 to 15); benchmarks 7 and 8
+           keep their own counts
 --json F   also write the figures (every run) and the machine to F
 
 Each benchmark builds its repositories in a temporary directory ($TMPDIR, else /tmp) from a fixed
-seed and removes them afterwards. The landing and contention benchmarks share one set-up: the 20
-verified workers are built once.
+seed and removes them afterwards. The landing, contention and merge-train benchmarks share one
+set-up: the 20 verified workers are built once. About 9 minutes on a 2-core machine without
+--full, 15 with it.
 """
 
 from __future__ import annotations
@@ -22,8 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import busy_base
 import contention
+import end_to_end
 import landing
+import lock_contention
+import merge_train
 import noop_tick
 import scale
 import spawn
@@ -47,19 +52,24 @@ def main() -> int:
         rows.extend(module.run(**kw, **kwargs))
 
     try:
+        full = "--full" in sys.argv
         go(noop_tick)
         go(scale)
         go(spawn)
         with sandbox("landing-shared") as root:
             start = time.perf_counter()
-            changes = landing.CHANGES if "--full" in sys.argv else landing.QUICK_CHANGES
-            verified = landing.prepare(root, changes)
+            verified = landing.prepare(root, landing.CHANGES)
             print(
-                f"\n(set-up for 4 and 5: {changes} workers verified, blocked, retried: "
+                f"\n(set-up for 4, 5 and 6: {landing.CHANGES} workers verified, blocked, retried: "
                 f"{time.perf_counter() - start:.1f} s)"
             )
             go(landing, verified=verified)
             go(contention, verified=verified)
+            go(merge_train, verified=verified)
+        rows.extend(busy_base.run(3 if full else 1))
+        go(lock_contention)
+        if full:
+            rows.extend(end_to_end.run())
     finally:
         cleanup_home()
     total = time.perf_counter() - began

@@ -7,8 +7,10 @@ the tick stays a no-op. The done archive holds one done task per terminal record
 records are `completed` (their task archived), one in ten `failed` with its attempts used up (its
 task still queued). Records are recent, so none is pruned.
 
-ralph: the tick as a process (`python -m ralph ... run`), and `run_tick` in this process (no
-start-up, no imports: the part that grows with the queue).
+ralph: the tick as a process (`python -m ralph ... run`), on the idle path (the stamp the last tick
+left says nothing changed) and as a full tick (the stamp removed first, not timed), and `run_tick` in
+this process (a full tick without start-up and imports: the part that grows with the queue).
+The issue's target: the 10,000-task tick at most 1.3x the 100-task tick.
 Floor: one Python process that fetches, reads both queue files from origin/main and state.json,
 and parses the three as JSON: what any tick over these files has to do.
 
@@ -165,55 +167,60 @@ def in_process_tick(control: Path) -> float:
     return timed(once)
 
 
+def full_tick(project: Project) -> float:
+    project.clear_stamp()
+    return timed(project.tick)
+
+
 def run(runs: int = RUNS) -> list[Row]:
     heading("2. scale: the no-op tick with 100, 1,000 and 10,000 queued tasks")
     rows: list[Row] = []
-    medians: dict[int, tuple[float, float, float]] = {}
+    medians: dict[int, dict[str, float]] = {}
     for n in SIZES:
         with sandbox(f"scale{n}") as root:
             project = build(root, n)
             queue_bytes = len((project.control / ".ralph" / "queue.json").read_bytes())
-            first = project.tick()  # warm: the lock file, the first save
+            first = project.tick()  # warm: the lock file, the first save, the idle stamp
             assert "started" not in first.stderr, first.stderr
+            assert project.stamp.exists(), "the no-op tick left no idle stamp"
             workers_before = len(project.workers())
             assert workers_before == n // 10, workers_before
             floor_cmd = [PYTHON, "-c", FLOOR_SCRIPT, str(project.control), BASE]
-            ralph, inproc, floor = Figure([]), Figure([]), Figure([])
+            idle, full, inproc, floor = Figure([]), Figure([]), Figure([]), Figure([])
             for _ in range(runs):  # interleaved, so that a busy moment weighs on each alike
-                ralph.runs.append(timed(project.tick))
+                idle.runs.append(timed(project.tick))
+                full.runs.append(full_tick(project))
                 inproc.runs.append(in_process_tick(project.control))
                 floor.runs.append(timed(partial(subprocess.run, floor_cmd, check=True)))
             assert len(project.workers()) == n // 10  # nothing started, nothing pruned
-        medians[n] = (ralph.median, inproc.median, floor.median)
+        medians[n] = {"idle": idle.median, "full": full.median, "in-process": inproc.median}
         label = f"{n:,} tasks, {n // 10:,} records"
-        rows.append(
+        floor_label = "python: fetch + read queue/done/state + json.loads"
+        rows += [
             Row(
-                f"no-op tick, {label}",
-                ralph,
+                f"no-op tick, idle path, {label}",
+                idle,
                 floor,
-                "python: fetch + read queue/done/state + json.loads",
+                floor_label,
                 extra={"queue_bytes": queue_bytes},
-            )
-        )
-        rows.append(Row(f"  run_tick in-process, {label}", inproc, floor, "(same floor)"))
+            ),
+            Row(f"  full no-op tick, {label}", full, floor, "(same floor)"),
+            Row(f"  run_tick in-process, {label}", inproc, floor, "(same floor)"),
+        ]
     print_table(rows)
-    print("  growth (median): per 1,000 more tasks")
-    sizes = list(SIZES)
-    for a, b in zip(sizes, sizes[1:], strict=False):
-        per_k = [(medians[b][i] - medians[a][i]) / ((b - a) / 1000) for i in range(3)]
+    small, mid, big = SIZES
+    print(f"  {big:,} tasks against {small:,} (the issue's target: at most 1.3x):")
+    for kind in ("idle", "full", "in-process"):
+        print(f"    {kind:10s} {medians[big][kind] / medians[small][kind]:.2f}x")
+    print("  growth (median) per 1,000 more tasks:")
+    for a, b in ((small, mid), (mid, big)):
+        per_k = {k: (medians[b][k] - medians[a][k]) / ((b - a) / 1000) * 1000 for k in medians[a]}
         print(
-            f"    {a:>6,} -> {b:>6,}: process +{per_k[0] * 1000:.0f} ms, "
-            f"in-process +{per_k[1] * 1000:.0f} ms, floor +{per_k[2] * 1000:.0f} ms per 1,000 tasks"
+            f"    {a:>6,} -> {b:>6,}: idle +{per_k['idle']:.0f} ms, full +{per_k['full']:.0f} ms, "
+            f"in-process +{per_k['in-process']:.0f} ms"
         )
-    big, mid = medians[sizes[-1]][1], medians[sizes[-2]][1]
-    small = medians[sizes[0]][1]
-    factor = (big - small) / max(mid - small, 1e-9)
-    print(
-        f"    in-process time above the {sizes[0]}-task tick grows {factor:.1f}x for "
-        f"{(sizes[-1] - sizes[0]) / (sizes[-2] - sizes[0]):.1f}x more tasks "
-        "(linear: about equal; quadratic: about the square)"
-    )
     rows[0].extra["medians"] = medians
+    rows[0].extra["ratio_10k_100"] = {k: medians[big][k] / medians[small][k] for k in medians[big]}
     return rows
 
 

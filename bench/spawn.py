@@ -4,11 +4,16 @@ The repository is generated from a fixed seed with `git fast-import`: a first co
 then 1,999 commits that each add one file and change two. Eight independent tasks are queued; the
 agent is `true` (ralph's part ends when the job is started, so the agent's own cost is not ralph's).
 
-ralph: `python -m ralph -C <control> run --workers 8 --allow-root`, from nothing in flight to eight
-agent jobs started (eight workspaces cloned and checked out, prompts written, jobs recorded). Between
-runs the jobs are waited for and `.ralph/cache` and `.ralph/workspaces` are removed (not timed).
-Floors, in the same control repository: 8 x `git worktree add --detach`, and 8 x
-`git clone --local` (which checks out, as ralph's clone does).
+ralph: `python -m ralph -C <control> run --workers 8 --allow-root`. Spawning only starts the jobs (a
+prompt written, a job wrapper started and recorded in state.json, each); every job then makes its own
+checkout (a local clone, checked out at the base) before its command runs. Two figures:
+  - the tick's part: the `ralph run` process, from its start to its exit;
+  - until the 8 checkouts exist: from the tick's start to the last job's "checked out" line in its
+    log (the wrapper's own time stamp, so nothing polls meanwhile).
+Between runs the jobs are waited for and `.ralph/cache` and `.ralph/workspaces` are removed (not
+timed). Floors, in the same control repository: 8 x `git clone --local` (which checks out, as a job's
+clone does), one after the other, and 8 x `git worktree add --detach`. The issue's target: at most
+1.5x the 8 clones. Also counted: the git commands of one spawn, the tick's and the jobs'.
 
     python bench/spawn.py [--runs N]
 """
@@ -17,9 +22,12 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 
 from common import (
@@ -30,7 +38,10 @@ from common import (
     Row,
     config_toml,
     git,
+    git_kinds,
+    git_log,
     heading,
+    logging_git,
     make_project,
     print_table,
     runs_from_argv,
@@ -41,6 +52,7 @@ from common import (
 
 RUNS = 5
 WORKERS = 8
+CHECKED_OUT = re.compile(r"^\[ralph\.job (\S+)\] checked out ")
 FIRST_FILES = 3_000
 COMMITS = 2_000
 WORDS = [
@@ -107,12 +119,28 @@ def reset(project: Project) -> None:
     shutil.rmtree(project.control / ".ralph" / "cache", ignore_errors=True)
 
 
-def spawn_once(project: Project) -> float:
+def checked_out_at(project: Project) -> list[float]:
+    """When each job's checkout was done (unix time), from the "checked out" line its wrapper logs."""
+    out = []
+    for log in sorted((project.cache / "runs").glob("*/agent.log")):
+        for line in log.read_text().splitlines():
+            match = CHECKED_OUT.match(line)
+            if match:
+                out.append(datetime.fromisoformat(match.group(1).replace("Z", "+00:00")).timestamp())
+    return out
+
+
+def spawn_once(project: Project) -> tuple[float, float]:
+    """(the tick's part, until the 8 checkouts exist), in seconds."""
+    began = time.time()
     elapsed = timed(lambda: project.tick("--workers", str(WORKERS)))
     started = project.lifecycles()
     assert started == {"running": WORKERS}, started
+    project.wait_for_jobs()
+    done = checked_out_at(project)
+    assert len(done) == WORKERS, f"{len(done)} checkouts logged"
     reset(project)
-    return elapsed
+    return elapsed, max(done) - began
 
 
 def worktrees_once(control: Path, scratch: Path) -> float:
@@ -158,20 +186,29 @@ def run(runs: int = RUNS) -> list[Row]:
         scratch.mkdir()
         # Interleaved, so that a machine busy with something else weighs on all three alike; each run
         # starts after a sync, so the previous run's writes are not paid for by the next one.
-        ralph, worktrees, clones = Figure([]), Figure([]), Figure([])
+        ralph, ready, worktrees, clones = Figure([]), Figure([]), Figure([]), Figure([])
         for _ in range(runs):
             os.sync()
-            ralph.runs.append(spawn_once(project))
+            tick_s, ready_s = spawn_once(project)
+            ralph.runs.append(tick_s)
+            ready.runs.append(ready_s)
             os.sync()
             worktrees.runs.append(worktrees_once(project.control, scratch))
             os.sync()
             clones.runs.append(clones_once(project.control, scratch))
+        with logging_git(root / "shim") as log:
+            spawn_once(project)
+        tick_calls, job_calls = git_log(log, "ralph"), git_log(log, "job")
     rows = [
-        Row(f"spawn {WORKERS} workers", ralph, clones, f"{WORKERS} x git clone --local"),
-        Row(f"spawn {WORKERS} workers", ralph, worktrees, f"{WORKERS} x git worktree add"),
+        Row(f"spawn {WORKERS}: the tick's part", ralph, clones, f"{WORKERS} x git clone --local"),
+        Row(f"spawn {WORKERS}: until the checkouts exist", ready, clones, "(same floor)"),
+        Row(f"spawn {WORKERS}: the tick's part", ralph, worktrees, f"{WORKERS} x git worktree add"),
     ]
-    rows[0].extra.update(files=files, commits=commits)
+    rows[0].extra.update(files=files, commits=commits, tick_git_calls=tick_calls, job_git_calls=job_calls)
     print_table(rows)
+    print(f"  git commands in one spawn of {WORKERS}:")
+    print(f"    the tick: {len(tick_calls)} ({git_kinds(tick_calls)})")
+    print(f"    the jobs: {len(job_calls)}, {len(job_calls) / WORKERS:.1f} per job ({git_kinds(job_calls)})")
     return rows
 
 
