@@ -733,20 +733,18 @@ def _refusal(pushed: MultiPush, remote: str) -> str:
 # --- doctor ---------------------------------------------------------------------------------------------
 
 
-def probe(git: Git, *, remote: str, host: str, now: datetime) -> str | None:
-    """Whether `remote` lets ralph keep claims: create a throwaway ref under refs/ralph/doctor/ with an
-    atomic leased push, see it listed, delete it under its lease. None when all of that worked, else
-    what failed (one line)."""
+def probe(git: Git, *, remote: str, host: str, commit: str) -> str | None:
+    """Whether `remote` lets ralph keep claims: point a throwaway ref under refs/ralph/doctor/ at
+    `commit` (one the remote has, so nothing new is written anywhere) with an atomic leased push, see it
+    listed, delete it under its lease. None when all of that worked, else what failed (one line)."""
     ref = DOCTOR + host
-    message = "ralph doctor: can refs/ralph/ be pushed?"
-    (sha,) = write_commits(git, [NewCommit({"probe.json": b"{}\n"}, message, now)])
     there = ls_remote_refs(git, remote, [ref], timeout=READ_TIMEOUT_S, exact=True).get(ref)
-    pushed = push_atomic(git, remote=remote, updates=[RefUpdate(ref, sha, there)], timeout=PUSH_TIMEOUT_S)
+    pushed = push_atomic(git, remote=remote, updates=[RefUpdate(ref, commit, there)], timeout=PUSH_TIMEOUT_S)
     if not pushed.ok:
         return f"{remote} refused an atomic push to {ref}: {pushed.message}"
     listed = ls_remote_refs(git, remote, [ref], timeout=READ_TIMEOUT_S, exact=True).get(ref)
-    deleted = push_atomic(git, remote=remote, updates=[RefUpdate(ref, None, sha)], timeout=PUSH_TIMEOUT_S)
-    if listed != sha:
+    deleted = push_atomic(git, remote=remote, updates=[RefUpdate(ref, None, commit)], timeout=PUSH_TIMEOUT_S)
+    if listed != commit:
         return f"{remote} took a push to {ref} but does not list it (refs/ralph/ hidden from ls-remote?)"
     if not deleted.ok:
         return f"{remote} took a push to {ref} but refused to delete it: {deleted.message}"

@@ -493,17 +493,24 @@ def queue_sort(ctx: click.Context, no_push: bool) -> None:
 
 
 @cli.command()
+@click.option(
+    "--all-hosts",
+    is_flag=True,
+    help="Also ask the remote: every host's claims (host, age, stale ones marked) and the tasks' "
+    "shared attempts, cancellations and blocks.",
+)
 @_json_option("Print one stable JSON document on stdout (documented in the README).")
 @click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
+def status(ctx: click.Context, all_hosts: bool, as_json: bool) -> None:
     """A summary line, whether ticks are failing, and what every worker is doing.
 
     Exits 1 when ticks cannot do their work (the base branch is missing, or the last ticks failed,
-    hung or could not reach the remote); the first lines say which.
+    hung or could not reach the remote); the first lines say which. With --all-hosts, also when the
+    remote cannot be asked.
     """
     from ralph.commands.status import status as run_status
 
-    _finish(ctx, run_status(start=_start(ctx), as_json=as_json))
+    _finish(ctx, run_status(start=_start(ctx), as_json=as_json, all_hosts=all_hosts))
 
 
 def _since(ctx: click.Context, param: click.Parameter, value: str) -> object:
@@ -735,7 +742,8 @@ def resume(ctx: click.Context) -> None:
 def doctor(ctx: click.Context, cron: bool, allow_root: bool, as_json: bool) -> None:
     """Check this checkout and machine for what would make unattended ticks fail, and say how to fix it.
 
-    Read-only: it changes nothing. Exits 1 when a check fails (warnings do not).
+    It changes nothing but a throwaway ref, refs/ralph/doctor/<host>, pushed to the remote and deleted
+    again to see that claims can be kept there. Exits 1 when a check fails (warnings do not).
     """
     from ralph.commands.doctor import doctor as run_doctor
 

@@ -86,6 +86,12 @@ def refuse_ralph_refs(origin: Path) -> None:
     hook.chmod(0o755)
 
 
+def probe_from(claims: Claims) -> str | None:
+    """The doctor's probe, pointing the throwaway ref at origin's base as this clone last fetched it."""
+    tip = git(claims.git.cwd, "rev-parse", f"origin/{BASE}")
+    return probe(claims.git, remote="origin", host=claims.host, commit=tip)
+
+
 def new_base_commit(repo: Path, message: str) -> tuple[str, str]:
     """A commit on top of origin's base (fetched into `repo`): (its parent, the commit)."""
     git(repo, "fetch", "-q", "origin")
@@ -475,21 +481,21 @@ def test_a_remote_refusing_refs_ralph_gives_one_clear_line_and_starts_nothing(
         "it must allow pushes to refs/ralph/ (`ralph doctor` checks, and says what to configure)"
     )
     assert a.held() == {} and remote_refs(origin) == {}
-    said = probe(a.git, remote="origin", host="a", now=T0)
+    said = probe_from(a)
     assert said is not None and said.startswith("origin refused an atomic push to refs/ralph/doctor/a: ")
 
 
 def test_the_doctor_probe_leaves_nothing_behind(origin: Path, clone: Clone) -> None:
     a = host(clone, "a")
-    assert probe(a.git, remote="origin", host="a", now=T0) is None
-    assert probe(a.git, remote="origin", host="a", now=T0) is None
+    assert probe_from(a) is None
+    assert probe_from(a) is None
     assert remote_refs(origin) == {}
 
 
 def test_a_remote_that_hides_refs_ralph_is_found_by_the_probe(origin: Path, clone: Clone) -> None:
     git(origin, "config", "uploadpack.hideRefs", "refs/ralph")
     a = host(clone, "a")
-    said = probe(a.git, remote="origin", host="a", now=T0)
+    said = probe_from(a)
     assert said == (
         "origin took a push to refs/ralph/doctor/a but does not list it (refs/ralph/ hidden from ls-remote?)"
     )
