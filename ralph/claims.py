@@ -202,6 +202,14 @@ class Facts:
         return None
 
 
+def describe(facts: Facts) -> str:
+    """What the remote records for a task, for a person: `3 attempts, cancelled`; empty when nothing."""
+    doc = facts.doc
+    said = [f"{doc.attempts} attempt{'s' if doc.attempts != 1 else ''}"] if doc.attempts else []
+    said += [what for what, mark in (("cancelled", doc.cancelled), ("blocked", doc.blocked)) if mark]
+    return ", ".join(said)
+
+
 @dataclass(frozen=True)
 class Board:
     """Every claim and every task's facts on the remote, as one read found them."""
@@ -270,6 +278,17 @@ class Recorded:
     message: str
     facts: Facts | None = None  # as they were before the change
     released: Claim | None = None  # the claim the change deleted with it
+
+    cleared: bool = False  # the facts were deleted (a fresh round), not changed
+
+    def undone(self, host: str, remote: str) -> list[str]:
+        """What the change undid, for a command's line: a record cleared, another host's claim released."""
+        said = []
+        if self.cleared and self.facts is not None and describe(self.facts):
+            said.append(f"its record on {remote} ({describe(self.facts)}) is cleared for every host")
+        if self.released is not None and self.released.host != host:
+            said.append(f"{self.released.host} loses its claim and stops its worker without landing it")
+        return said
 
 
 # --- the remote ------------------------------------------------------------------------------------
@@ -659,7 +678,8 @@ class Claims:
                 return Recorded(True, f"{task_id}: nothing recorded on {self.remote}", facts)
             pushed = push_atomic(self.git, remote=self.remote, updates=updates, timeout=self.timeout)
             if pushed.ok:
-                return Recorded(True, f"{task_id}: {what} recorded on {self.remote}", facts, claim)
+                said = f"{task_id}: {what} recorded on {self.remote}"
+                return Recorded(True, said, facts, claim, cleared=doc is None)
             if pushed.status is not PushStatus.RACE:
                 return Recorded(False, _refusal(pushed, self.remote), facts)
         return Recorded(False, f"{task_id}: lost {MAX_RACES} races for its facts in a row; try again")

@@ -650,7 +650,11 @@ def logs(ctx: click.Context, task_id: str, ci: bool, follow: bool) -> None:
 @click.argument("task_id", metavar="TASK")
 @click.pass_context
 def cancel(ctx: click.Context, task_id: str) -> None:
-    """Stop TASK's job and its process group, and mark it failed; it is not retried on its own."""
+    """Stop TASK's job and its process group, and mark it failed; it is not retried on its own.
+
+    The cancellation is recorded on the remote, so no host starts TASK again until `ralph retry`, and
+    a host working on it loses its claim and stops without landing. Works from any host.
+    """
     from ralph.commands.cancel import cancel as cancel_task
 
     _finish(ctx, cancel_task(start=_start(ctx), task_id=task_id))
@@ -663,7 +667,9 @@ def retry(ctx: click.Context, task_id: str) -> None:
     """Give a failed or blocked TASK another go, keeping its work.
 
     Verified work blocked on its push goes back to landing with fresh push attempts. Anything else
-    starts over with fresh attempts; its earlier commits are kept in refs/ralph/attic/.
+    starts over with fresh attempts; its earlier commits are kept in refs/ralph/attic/. TASK's
+    record on the remote (attempts, a cancellation, a block) is cleared for every host; from a host
+    with no worker for TASK, that is all it does.
     """
     from ralph.commands.retry import retry as retry_task
 
@@ -677,7 +683,11 @@ def retry(ctx: click.Context, task_id: str) -> None:
 )
 @click.pass_context
 def discard(ctx: click.Context, task_id: str, reject: bool) -> None:
-    """Stop TASK's worker, keep its commits in refs/ralph/attic/, remove its workspace and record."""
+    """Stop TASK's worker, keep its commits in refs/ralph/attic/, remove its workspace and record.
+
+    The task is parked as a draft in the queue (rejected with --reject); its claim and record on the
+    remote go too, so a host working on it elsewhere stops without landing. Works from any host.
+    """
     from ralph.commands.discard import discard as discard_task
 
     _finish(ctx, discard_task(start=_start(ctx), task_id=task_id, reject=reject))

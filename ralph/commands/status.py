@@ -366,7 +366,9 @@ def render_hosts(doc: dict[str, Any], now: datetime) -> str:
         return _escaped(lines)
     rows = [_claim_row(c) for c in doc["claims"]]
     if rows:
-        lines.append(table(["TASK", "HOST", "ATTEMPT", "LIFECYCLE", "AGE", "HEARTBEAT", ""], rows))
+        lines.extend(
+            table(["TASK", "HOST", "ATTEMPT", "LIFECYCLE", "AGE", "HEARTBEAT", ""], rows).splitlines()
+        )
     else:
         lines.append("claims: none (no host is working on a task)")
     for f in doc["facts"]:
