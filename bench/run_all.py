@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import claims
 import contention
 import landing
 import noop_tick
@@ -60,6 +61,7 @@ def main() -> int:
             )
             go(landing, verified=verified)
             go(contention, verified=verified)
+        go(claims)
     finally:
         cleanup_home()
     total = time.perf_counter() - began

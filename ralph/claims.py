@@ -331,7 +331,7 @@ class Claims:
         """Every claim and every task's facts: one ls-remote, one cat-file, and a fetch of the
         documents this repository does not have yet (none when nothing changed)."""
         board = self._read([CLAIMS, TASKS])
-        if self.multi:
+        if self.multi and board.claims:  # nothing on the remote: nothing held here worth comparing
             board.held.update((t, ref.sha) for t, ref in self.held().items())
         return board
 
