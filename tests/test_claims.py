@@ -125,6 +125,26 @@ def test_of_three_clones_racing_for_a_claim_exactly_one_wins(origin: Path, clone
         assert [task in h.held() for h in hosts] == [h is winner for h in hosts]
 
 
+def test_a_claim_another_host_wins_inside_the_server_is_lost_not_an_error(origin: Path, clone: Clone) -> None:
+    """The other push lands between this one's listing and its update: the server's transaction fails
+    as a whole ("cannot lock ref ...: reference already exists"), which is a race, read again."""
+    a, b = host(clone, "a"), host(clone, "b")
+    b.claim("RQ-0001", 1, T0)
+    theirs = remote_refs(origin)[claim_ref("RQ-0001")]
+    git(origin, "update-ref", "-d", claim_ref("RQ-0001"))
+    hook = origin / "hooks" / "pre-receive"
+    # Once: b's claim appears while a's push is being received (outside the push's quarantine).
+    hook.write_text(
+        f'#!/bin/sh\ncat >/dev/null\nrm "$0"\n'
+        f"env -u GIT_QUARANTINE_PATH git update-ref {claim_ref('RQ-0001')} {theirs} ''\n"
+    )
+    hook.chmod(0o755)
+    result = a.claim("RQ-0001", 1, T0)
+    assert result.outcome is Outcome.LOST, result.message
+    assert result.holder is not None and result.holder.host == "b"
+    assert a.held() == {} and remote_refs(origin)[claim_ref("RQ-0001")] == theirs
+
+
 def test_a_loser_is_told_who_holds_the_claim(clone: Clone) -> None:
     a, b = host(clone, "a"), host(clone, "b")
     assert a.claim("RQ-0001", 1, T0).outcome is Outcome.WON
