@@ -153,6 +153,9 @@ class FactsDoc(_Doc):
     last_host: str | None = None
     cancelled: Mark | None = None
     blocked: Mark | None = None
+    # A fresh round (`ralph retry`, `ralph discard`): attempts a host made before it are of an earlier
+    # round, and no longer count against agent.max_attempts.
+    cleared: Mark | None = None
 
 
 @dataclass(frozen=True)
@@ -221,9 +224,15 @@ class Board:
     def facts_of(self, task_id: str) -> Facts:
         return self.facts.get(task_id) or Facts(task_id, None, FactsDoc(task_id=task_id))
 
-    def next_attempt(self, task_id: str, attempts_here: int = 0) -> int:
-        """The number of the next attempt: after every attempt started here or on any other host."""
-        return max(attempts_here, self.facts_of(task_id).attempts) + 1
+    def next_attempt(self, task_id: str, attempts_here: int = 0, here_since: datetime | None = None) -> int:
+        """The number of the next attempt: after every attempt started here (`attempts_here`, the
+        latest started at `here_since`) or on any other host. Attempts made here before the task's
+        record was last cleared are of an earlier round and do not count."""
+        facts = self.facts_of(task_id)
+        cleared = facts.doc.cleared
+        if cleared is not None and (here_since is None or here_since <= cleared.at):
+            attempts_here = 0
+        return max(attempts_here, facts.attempts) + 1
 
 
 # --- what the calls return -------------------------------------------------------------------------
@@ -279,7 +288,7 @@ class Recorded:
     facts: Facts | None = None  # as they were before the change
     released: Claim | None = None  # the claim the change deleted with it
 
-    cleared: bool = False  # the facts were deleted (a fresh round), not changed
+    cleared: bool = False  # a fresh round (clear), not a change
 
     def undone(self, host: str, remote: str) -> list[str]:
         """What the change undid, for a command's line: a record cleared, another host's claim released."""
@@ -365,7 +374,14 @@ class Claims:
         return {ref[len(HELD) :]: local for ref, local in local_refs(self.git, HELD).items()}
 
     def why_not(
-        self, board: Board, task_id: str, now: datetime, *, max_attempts: int, attempts_here: int = 0
+        self,
+        board: Board,
+        task_id: str,
+        now: datetime,
+        *,
+        max_attempts: int,
+        attempts_here: int = 0,
+        here_since: datetime | None = None,
     ) -> str | None:
         """Why selection must not start `task_id` here, from the board: the shared facts (in every
         mode) and, with claims, a live claim of another host. None: it may be claimed."""
@@ -373,7 +389,7 @@ class Claims:
         stop = facts.stop()
         if stop:
             return stop
-        attempt = board.next_attempt(task_id, attempts_here)
+        attempt = board.next_attempt(task_id, attempts_here, here_since)
         if attempt > max_attempts:
             return f"no attempts left ({attempt - 1}/{max_attempts}, counted on every host)"
         claim = board.claims.get(task_id)
@@ -381,6 +397,16 @@ class Claims:
         if self.multi and claim is not None and not claim.stale(now, self.ttl) and not mine:
             return f"claimed by {claim.describe(now)}"
         return None
+
+    def stale_at(self, board: Board) -> datetime | None:
+        """The earliest time a claim of another host turns stale (its task may then be taken over):
+        for the idle stamp's wake-up, since no push to the base announces it."""
+        times = [
+            c.doc.heartbeat + self.ttl
+            for t, c in board.claims.items()
+            if self.multi and c.doc is not None and board.held.get(t) != c.sha
+        ]
+        return min(times, default=None)
 
     # --- claiming --------------------------------------------------------------------------------
 
@@ -642,16 +668,19 @@ class Claims:
         mark = Mark(at=now, host=self.host, reason=reason)
         return self._change(task_id, now, lambda doc: doc.model_copy(update={"blocked": mark}), "block")
 
-    def clear(self, task_id: str, now: datetime, *, release: bool = False) -> Recorded:
-        """Forget the task's facts (a fresh round of attempts, no cancellation, no block): `ralph
-        retry` and `ralph discard`; with `release`, its claim goes too."""
-        return self._change(task_id, now, lambda _: None, "clear", release=release)
+    def clear(self, task_id: str, now: datetime, reason: str, *, release: bool = False) -> Recorded:
+        """A fresh round for the task on every host: no attempts, no cancellation, no block (`ralph
+        retry`, `ralph discard`). The record stays, marked cleared, so that a host's own older count
+        is known to be of an earlier round (Board.next_attempt); with `release`, the claim goes too."""
+        mark = Mark(at=now, host=self.host, reason=reason)
+        fresh = FactsDoc(task_id=task_id, cleared=mark)
+        return self._change(task_id, now, lambda _: fresh, "clear", release=release)
 
     def _change(
         self,
         task_id: str,
         now: datetime,
-        change: Callable[[FactsDoc], FactsDoc | None],
+        change: Callable[[FactsDoc], FactsDoc],
         what: str,
         *,
         release: bool = False,
@@ -665,21 +694,15 @@ class Claims:
             facts = board.facts_of(task_id)
             claim = board.claims.get(task_id) if release else None
             doc = change(facts.doc)
-            updates: list[RefUpdate] = []
-            if doc is not None:
-                message = f"ralph: {task_id} {what}"
-                (sha,) = write_commits(self.git, [NewCommit({FACTS_FILE: _dump(doc)}, message, now)])
-                updates.append(RefUpdate(facts_ref(task_id), sha, facts.sha))
-            elif facts.sha is not None:
-                updates.append(RefUpdate(facts_ref(task_id), None, facts.sha))
+            message = f"ralph: {task_id} {what}"
+            (sha,) = write_commits(self.git, [NewCommit({FACTS_FILE: _dump(doc)}, message, now)])
+            updates = [RefUpdate(facts_ref(task_id), sha, facts.sha)]
             if claim is not None:
                 updates.append(RefUpdate(claim_ref(task_id), None, claim.sha))
-            if not updates:
-                return Recorded(True, f"{task_id}: nothing recorded on {self.remote}", facts)
             pushed = push_atomic(self.git, remote=self.remote, updates=updates, timeout=self.timeout)
             if pushed.ok:
                 said = f"{task_id}: {what} recorded on {self.remote}"
-                return Recorded(True, said, facts, claim, cleared=doc is None)
+                return Recorded(True, said, facts, claim, cleared=what == "clear")
             if pushed.status is not PushStatus.RACE:
                 return Recorded(False, _refusal(pushed, self.remote), facts)
         return Recorded(False, f"{task_id}: lost {MAX_RACES} races for its facts in a row; try again")

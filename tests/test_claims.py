@@ -418,11 +418,22 @@ def test_clearing_the_facts_gives_a_task_a_fresh_round_on_every_host(origin: Pat
     a, b = host(clone, "a"), host(clone, "b")
     a.record_attempt("RQ-0001", 3, T0)
     a.record_cancel("RQ-0001", T0, "stop")
-    assert b.clear("RQ-0001", T0).ok
-    assert facts_ref("RQ-0001") not in remote_refs(origin)
+    later = T0 + timedelta(hours=1)
+    assert b.clear("RQ-0001", later, "`ralph retry`").ok
+    facts = remote_doc(origin, facts_ref("RQ-0001"))
+    assert facts == {
+        "task_id": "RQ-0001",
+        "attempts": 0,
+        "cleared": {"at": "2026-11-21T11:00:00Z", "host": "b", "reason": "`ralph retry`"},
+    }
     board = a.read_all()
-    assert a.why_not(board, "RQ-0001", T0, max_attempts=3) is None
-    assert board.next_attempt("RQ-0001") == 1
+    # a's own record still says 3 attempts, all started before the clear: an earlier round.
+    assert a.why_not(board, "RQ-0001", later, max_attempts=3, attempts_here=3, here_since=T0) is None
+    assert board.next_attempt("RQ-0001", 3, T0) == 1
+    # Attempts a host makes after the clear count again.
+    assert board.next_attempt("RQ-0001", 2, later + timedelta(minutes=1)) == 3
+    assert a.claim("RQ-0001", 1, later, board=board).outcome is Outcome.WON
+    assert (remote_doc(origin, facts_ref("RQ-0001")) or {})["attempts"] == 1
 
 
 def test_claims_of_another_host_hold_selection_back_until_stale(clone: Clone) -> None:
@@ -434,6 +445,15 @@ def test_claims_of_another_host_hold_selection_back_until_stale(clone: Clone) ->
     )
     assert b.why_not(board, "RQ-0001", T0 + TTL * 2, max_attempts=3) is None
     assert a.why_not(a.read_all(), "RQ-0001", T0, max_attempts=3) is None  # its own claim
+
+
+def test_an_idle_host_knows_when_the_next_claim_of_another_host_turns_stale(clone: Clone) -> None:
+    a, b = host(clone, "a"), host(clone, "b")
+    a.claim("RQ-0001", 1, T0)
+    a.claim("RQ-0002", 1, T0 + timedelta(minutes=5))
+    b.claim("RQ-0003", 1, T0 - timedelta(hours=1))  # b's own: no reason for b to wake
+    assert b.stale_at(b.read_all()) == T0 + TTL
+    assert host(clone, "c", multi=False).stale_at(b.read_all()) is None
 
 
 def test_prune_removes_what_the_remote_keeps_for_done_tasks(origin: Path, clone: Clone) -> None:

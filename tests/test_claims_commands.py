@@ -83,7 +83,7 @@ def test_retry_from_another_host_gives_every_host_a_fresh_round(
         "RQ-0001 may start again on any host; its record on origin (3 attempts, cancelled) is cleared "
         "for every host\n"
     )
-    assert remote_refs(project.origin) == []
+    assert remote_refs(project.origin) == [facts_ref("RQ-0001")]  # marked cleared: a fresh round
     board = here.read_all()
     assert here.why_not(board, "RQ-0001", now, max_attempts=3) is None and board.next_attempt("RQ-0001") == 1
 
@@ -109,7 +109,7 @@ def test_discard_from_another_host_parks_the_task_and_releases_the_claim(
         "its record on origin (1 attempt) is cleared for every host; "
         f"{here.host} loses its claim and stops its worker without landing it\n"
     )
-    assert remote_refs(project.origin) == []
+    assert remote_refs(project.origin) == [facts_ref("RQ-0001")]
     assert [t["status"] for t in project.origin_tasks("queue")] == ["draft"]
 
 

@@ -73,7 +73,7 @@ def discard(*, start: Path, task_id: str, reject: bool) -> ExitCode:
     if kept_in_place is not None:
         parts.append(f"its workspace {kept_in_place} is outside the workspace root and was left in place")
     parts.append(in_queue)
-    recorded = claims.clear(task_id, now, release=True)
+    recorded = claims.clear(task_id, now, "`ralph discard`", release=True)
     if recorded.ok:
         parts += recorded.undone(claims.host, checkout.remote)
     else:

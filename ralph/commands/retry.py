@@ -21,10 +21,10 @@ import click
 from ralph import markers, workspace
 from ralph.bookkeeping import current_queues
 from ralph.checkout import Checkout, open_checkout
-from ralph.claims import Claims
+from ralph.claims import Claims, describe
 from ralph.clock import now as read_clock
 from ralph.commands._output import warn
-from ralph.errors import ExitCode, RalphError
+from ralph.errors import ExitCode, GitError, RalphError
 from ralph.ledger import edit_state
 from ralph.paths import check_task_id, is_within
 from ralph.queue import still_wanted
@@ -89,7 +89,7 @@ def retry(*, start: Path, task_id: str) -> ExitCode:
                 kept += f"; {path} is outside the workspace root and is left in place"
             message = f"{task_id} starts over on the next tick; {kept}"
         ledger.save()
-    recorded = claims.clear(task_id, now)
+    recorded = claims.clear(task_id, now, "`ralph retry`")
     if not recorded.ok:
         warn(f"{task_id} gets a fresh round on this host only: {recorded.message}")
     click.echo(printable("; ".join([message, *recorded.undone(claims.host, checkout.remote)])))
@@ -99,14 +99,18 @@ def retry(*, start: Path, task_id: str) -> ExitCode:
 def _retry_elsewhere(checkout: Checkout, claims: Claims, task_id: str, now: datetime) -> ExitCode:
     """No worker here: the task failed or was stopped on another host, or in a checkout since lost.
     Clearing its shared record is what lets every host start it again."""
-    recorded = claims.clear(task_id, now)
-    if not recorded.ok:
-        raise RalphError(f"{task_id} is not retried: no worker for it here, and {recorded.message}")
-    undone = recorded.undone(claims.host, checkout.remote)
-    if not undone:
+    try:
+        before = describe(claims.read(task_id).facts_of(task_id))
+    except GitError as e:
+        raise RalphError(f"{task_id} is not retried: no worker for it here, and {e}") from None
+    if not before:
         raise RalphError(
             f"no worker for {task_id} here and nothing recorded for it on {checkout.remote}; nothing to "
             "retry (`ralph status --all-hosts` lists what every host holds)"
         )
+    recorded = claims.clear(task_id, now, "`ralph retry`")
+    if not recorded.ok:
+        raise RalphError(f"{task_id} is not retried: no worker for it here, and {recorded.message}")
+    undone = recorded.undone(claims.host, checkout.remote)
     click.echo(printable("; ".join([f"{task_id} may start again on any host", *undone])))
     return ExitCode.OK

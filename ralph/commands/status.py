@@ -347,6 +347,7 @@ def _facts_doc(facts: Facts) -> dict[str, Any]:
         "last_host": doc.last_host,
         "cancelled": None if doc.cancelled is None else _mark_doc(doc.cancelled),
         "blocked": None if doc.blocked is None else _mark_doc(doc.blocked),
+        "cleared": None if doc.cleared is None else _mark_doc(doc.cleared),
         "readable": facts.readable,
     }
 
@@ -375,10 +376,11 @@ def render_hosts(doc: dict[str, Any], now: datetime) -> str:
         said = [f"{f['attempts']} attempt{'s' if f['attempts'] != 1 else ''} started"]
         if f["last_host"]:
             said[0] += f", last on {f['last_host']} at {f['last_attempt_at']}"
-        for what in ("cancelled", "blocked"):
+        for what in ("cancelled", "blocked", "cleared"):
             if f[what]:
                 m = f[what]
-                said.append(f"{what.upper()} by {m['host']} at {m['at']}: {one_line(m['reason'], 200)}")
+                shout = what.upper() if what != "cleared" else "a fresh round"
+                said.append(f"{shout} by {m['host']} at {m['at']}: {one_line(m['reason'], 200)}")
         lines.append(f"{f['task_id']}: " + "; ".join(said))
     return _escaped(lines)
 
