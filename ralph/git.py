@@ -586,7 +586,7 @@ def fetch_objects(git: Git, remote: str, refs: Sequence[str], *, timeout: float)
         git.run("fetch", "--no-tags", "--no-write-fetch-head", remote, *refs, timeout=timeout)
 
 
-def cat_blobs(git: Git, specs: Sequence[str], *, limit: int) -> dict[str, bytes]:
+def cat_blobs(git: Git, specs: Sequence[str], *, limit: int | None = None) -> dict[str, bytes]:
     """The contents of the blobs `specs` name (`<commit>:<path>`), one git call for all; a spec this
     repository cannot resolve, or a blob larger than `limit` bytes, is left out."""
     if not specs:
@@ -601,7 +601,7 @@ def cat_blobs(git: Git, specs: Sequence[str], *, limit: int) -> dict[str, bytes]
         if header.endswith((" missing", " ambiguous")):
             continue
         _, kind, size = header.rsplit(" ", 2)
-        if kind == "blob" and int(size) <= limit:
+        if kind == "blob" and (limit is None or int(size) <= limit):
             found[spec] = out[pos : pos + int(size)]
         pos += int(size) + 1  # the content, then a newline
     return found
