@@ -13,7 +13,8 @@ Nothing runs but the git server a team already has: refs, leases and atomic push
   (never two owners: of two hosts taking it over, one lease fails). Claims are parentless so that no
   push, leased or not, can ever move one by fast-forward: every change is a lease on a known value.
 - `refs/ralph/tasks/<TASK>`: `task.json`, the facts every host and every fresh checkout respects, in
-  both host modes: how many attempts were started, a cancellation, a block. Changed under a lease on
+  both host modes: how many attempts were started, a cancellation, a block, and when a person last
+  gave the task a fresh round (`ralph retry`, `ralph discard`). Changed under a lease on
   the commit read; a lost race reads again and retries. A claim records its attempt in the same
   atomic push that creates it, so a claim and its counted attempt never disagree either.
 
@@ -36,7 +37,6 @@ records the attempt, `heartbeat` does nothing and the landing needs no fence.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import re
 import secrets
@@ -73,8 +73,6 @@ from ralph.nesting import loads_json
 from ralph.paths import check_task_id
 from ralph.text import duration
 
-logger = logging.getLogger(__name__)
-
 D = TypeVar("D", bound="_Doc")
 
 CLAIMS = "refs/ralph/claims/"
@@ -99,7 +97,7 @@ def host_id(root: Path, name: str | None = None) -> str:
     """`<name>@<8 hex of the checkout's path>`: the name from $RALPH_HOST, else the hostname."""
     raw = name or os.environ.get("RALPH_HOST") or socket.gethostname() or "host"
     # Used in a ref name (refs/ralph/doctor/<host>) and in log lines: a safe subset only.
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", raw).strip(".-")[:40] or "host"
+    safe = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]+", "-", raw)).strip(".-")[:40] or "host"
     digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
     return f"{safe}@{digest}"
 
@@ -519,11 +517,16 @@ class Claims:
 
     # --- heartbeats and releases -----------------------------------------------------------------
 
-    def heartbeat(self, live: Mapping[str, str], now: datetime, *, force: bool = False) -> Heartbeat:
+    def heartbeat(
+        self, live: Mapping[str, str], now: datetime, *, force: bool = False, board: Board | None = None
+    ) -> Heartbeat:
         """Refresh the claims of this host's live workers (`live`: task id -> lifecycle) in one push,
         each under a lease on the commit this checkout last wrote, and release the claims it holds
         for anything not live. A claim is refreshed once REFRESH_FRACTION of the TTL has passed
-        (every time with `force`), so most ticks push nothing. Single mode: nothing to do.
+        (every time with `force`), so most ticks push nothing. With `board` (this tick's read_all), a
+        claim the board shows gone or changed is settled at once, with no push: lost (cancelled,
+        discarded or taken over elsewhere), or this checkout's own write it had not noted.
+        Single mode: nothing to do.
 
         The push is deliberately not atomic: each claim stands alone, so a lost one is named by its
         own verdict (the remote's `stale info`) and the others are refreshed all the same.
@@ -534,14 +537,20 @@ class Claims:
         held = self.held()
         beat.unheld = [t for t in live if t not in held]
         release = [t for t in held if t not in live]
+        seen = {} if board is None else {t: c.sha for t, c in board.claims.items()}
+        moved = [t for t in live if t in held and board is not None and seen.get(t) != held[t].sha]
         refresh_after = self.ttl / REFRESH_FRACTION
-        due = [t for t in live if t in held and (force or _older(held[t], now, refresh_after))]
-        if not due and not release:
+        due = [
+            t for t in live if t in held and t not in moved and (force or _older(held[t], now, refresh_after))
+        ]
+        if not due and not release and not moved:
             return beat
-        docs = _read_docs(self.git, {t: held[t].sha for t in due}, CLAIM_FILE, ClaimDoc)
-        fresh = [d.model_copy(update={"heartbeat": now, "lifecycle": live[t]}) for t, d in docs.items()]
-        shas = write_commits(self.git, [_claim_commit(d, now) for d in fresh])
-        new = dict(zip(docs, shas, strict=True))
+        docs = _read_docs(self.git, {t: held[t].sha for t in (*due, *moved)}, CLAIM_FILE, ClaimDoc)
+        fresh = {
+            t: docs[t].model_copy(update={"heartbeat": now, "lifecycle": live[t]}) for t in due if t in docs
+        }
+        shas = write_commits(self.git, [_claim_commit(d, now) for d in fresh.values()])
+        new = dict(zip(fresh, shas, strict=True))
         updates = [RefUpdate(claim_ref(t), sha, held[t].sha) for t, sha in new.items()]
         updates += [RefUpdate(claim_ref(t), None, held[t].sha) for t in release]
         pushed = self._push(updates)
@@ -561,8 +570,16 @@ class Claims:
             if status in (PushStatus.OK, PushStatus.RACE):  # released, or not ours to release any more
                 notes[HELD + t] = None
                 beat.released.append(t)
+        if moved:
+            assert board is not None
+            self._settle(moved, held, docs, notes, beat, board)
         if suspects:
-            self._settle(suspects, held, docs, notes, beat)
+            try:
+                there = self._read([claim_ref(t) for t in suspects], exact=True)
+            except GitError as e:
+                beat.error = beat.error or f"cannot read {self.remote}: {e}"
+            else:
+                self._settle(suspects, held, docs, notes, beat, there)
         update_refs(self.git, notes)
         return beat
 
@@ -573,18 +590,15 @@ class Claims:
         docs: dict[str, ClaimDoc],
         notes: dict[str, str | None],
         beat: Heartbeat,
+        board: Board,
     ) -> None:
-        """Claims whose lease failed: still ours if the remote holds our own later write (same token:
-        a crash came between a push and its note), else lost."""
-        try:
-            board = self._read([claim_ref(t) for t in tasks], exact=True)
-        except GitError as e:
-            beat.error = beat.error or f"cannot read {self.remote}: {e}"
-            return
+        """Claims the remote (as `board` read it) no longer has as this checkout left them: still ours
+        if it holds our own later write (same token: a crash came between a push and its note), else
+        lost."""
         for t in tasks:
             now_there = board.claims.get(t)
-            if now_there is not None and _same_claim(docs.get(t), now_there.doc, self.host):
-                notes[HELD + t] = now_there.sha  # adopted; refreshed on the next heartbeat
+            if now_there is not None and _same_claim(docs.get(t), now_there.doc):
+                notes[HELD + t] = now_there.sha  # adopted; refreshed when due
                 continue
             if now_there is not None and now_there.sha == held[t].sha:
                 continue  # unchanged after all (the push raced with nothing): try again next time
@@ -755,9 +769,9 @@ def _read_docs(git: Git, shas: Mapping[str, str], name: str, model: type[D]) -> 
     return {task: doc for task, doc in docs.items() if doc is not None}
 
 
-def _same_claim(mine: ClaimDoc | None, theirs: ClaimDoc | None, host: str) -> bool:
-    """Whether the remote's claim is this checkout's own later write: its token, its host."""
-    return mine is not None and theirs is not None and (theirs.token, theirs.host) == (mine.token, host)
+def _same_claim(mine: ClaimDoc | None, theirs: ClaimDoc | None) -> bool:
+    """Whether the remote's claim is this checkout's own later write: the token its claim was made with."""
+    return mine is not None and theirs is not None and theirs.token == mine.token
 
 
 def _older(ref: LocalRef, now: datetime, age: timedelta) -> bool:

@@ -288,6 +288,22 @@ def test_the_old_owner_finds_its_claim_lost_at_its_next_heartbeat(origin: Path, 
     assert taken is not None and taken["host"] == "b"  # a's stale lease changed nothing
 
 
+def test_a_heartbeat_with_the_board_checks_at_once_a_claim_that_changed(origin: Path, clone: Clone) -> None:
+    """A cancel elsewhere deletes the claim: the owner's next tick sees it on its board and finds out,
+    though its heartbeat is not due."""
+    a, b = host(clone, "a"), host(clone, "b")
+    a.claim("RQ-0001", 1, T0)
+    a.claim("RQ-0002", 1, T0)
+    b.record_cancel("RQ-0001", T0, "`ralph cancel`")
+    pushes = count_pushes(origin)
+    soon = T0 + timedelta(minutes=1)
+    beat = a.heartbeat({"RQ-0001": "running", "RQ-0002": "running"}, soon, board=a.read_all())
+    assert beat.lost == {"RQ-0001": None} and beat.refreshed == []
+    assert pushes() == []  # the board said it all
+    assert list(a.held()) == ["RQ-0002"]
+    assert a.heartbeat({"RQ-0002": "running"}, soon, board=a.read_all()).refreshed == []  # nothing due
+
+
 def test_a_heartbeat_adopts_its_own_write_after_a_crash_before_the_note(origin: Path, clone: Clone) -> None:
     """The push of a heartbeat went through but the tick died before noting it: the claim is still ours."""
     a = host(clone, "a")
@@ -550,7 +566,9 @@ def test_a_host_id_names_the_machine_and_the_checkout(
     one, two = tmp_path / "one", tmp_path / "two"
     assert host_id(one, "web-01").startswith("web-01@") and host_id(one, "web-01") != host_id(two, "web-01")
     assert host_id(one, "web-01") == host_id(one, "web-01")  # stable: nothing random, nothing stored
-    assert host_id(one, "a b/../c:d").split("@")[0] == "a-b-..-c-d"
+    odd = host_id(one, "a b/../c:d")
+    assert odd.split("@")[0] == "a-b-.-c-d"
+    git(tmp_path, "check-ref-format", f"refs/ralph/doctor/{odd}")
     monkeypatch.setenv("RALPH_HOST", "builder")
     assert host_id(one).startswith("builder@")
     git(tmp_path, "check-ref-format", f"refs/ralph/doctor/{host_id(one, '.x.lock')}")
