@@ -314,6 +314,12 @@ def test_a_heartbeat_adopts_its_own_write_after_a_crash_before_the_note(origin: 
     beat = a.heartbeat({"RQ-0001": "running"}, T0 + TTL, force=True)
     assert not beat.lost and a.held()["RQ-0001"].sha == remote_refs(origin)[claim_ref("RQ-0001")]
     assert a.heartbeat({"RQ-0001": "running"}, T0 + TTL, force=True).refreshed == ["RQ-0001"]
+    # The same, seen on the tick's board: adopted without a push.
+    git(a.git.cwd, "update-ref", HELD + "RQ-0001", noted)
+    pushes = count_pushes(origin)
+    beat = a.heartbeat({"RQ-0001": "running"}, T0 + TTL, board=a.read_all())
+    assert not beat.lost and pushes() == []
+    assert a.held()["RQ-0001"].sha == remote_refs(origin)[claim_ref("RQ-0001")]
 
 
 def test_an_unreadable_claim_is_stale_and_can_be_taken_over(origin: Path, clone: Clone) -> None:
