@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import busy_base
+import claims
 import contention
 import end_to_end
 import landing
@@ -68,6 +69,7 @@ def main() -> int:
             go(merge_train, verified=verified)
         rows.extend(busy_base.run(3 if full else 1))
         go(lock_contention)
+        go(claims)
         if full:
             rows.extend(end_to_end.run())
     finally:

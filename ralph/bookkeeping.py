@@ -27,7 +27,7 @@ from ralph.checkout import Checkout
 from ralph.crash import crashpoint
 from ralph.errors import GitError, LockBusy, PreflightError, QueueError, resource_error
 from ralph.files import scratch_dir, write_atomic
-from ralph.git import Git, PushStatus, push_with_lease
+from ralph.git import Git, PushStatus, cat_blobs, push_with_lease
 from ralph.lock import TickLock
 from ralph.ownership import refuse_if_rust_runs
 from ralph.paths import Paths
@@ -106,20 +106,8 @@ def _read_blob(source: Source, path: str) -> QueueFile:
 
 def read_files(git: Git, ref: str, names: tuple[str, ...]) -> dict[str, bytes]:
     """The files among `names` that `ref` has, with their contents: one git call for all of them."""
-    out = git.run("cat-file", "--batch", input="".join(f"{ref}:{name}\n" for name in names)).data
-    found: dict[str, bytes] = {}
-    pos = 0
-    for name in names:
-        eol = out.index(b"\n", pos)
-        header = out[pos:eol].decode(errors="replace")
-        pos = eol + 1
-        if header.endswith(" missing"):
-            continue
-        _, kind, size = header.rsplit(" ", 2)
-        if kind == "blob":
-            found[name] = out[pos : pos + int(size)]
-        pos += int(size) + 1  # the content, then a newline
-    return found
+    blobs = cat_blobs(git, [f"{ref}:{name}" for name in names])
+    return {name: blobs[f"{ref}:{name}"] for name in names if f"{ref}:{name}" in blobs}
 
 
 def read_current_queues(checkout: Checkout, git: Git, base: str) -> Queues:

@@ -493,17 +493,24 @@ def queue_sort(ctx: click.Context, no_push: bool) -> None:
 
 
 @cli.command()
+@click.option(
+    "--all-hosts",
+    is_flag=True,
+    help="Also ask the remote: every host's claims (host, age, stale ones marked) and the tasks' "
+    "shared attempts, cancellations and blocks.",
+)
 @_json_option("Print one stable JSON document on stdout (documented in the README).")
 @click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
+def status(ctx: click.Context, all_hosts: bool, as_json: bool) -> None:
     """A summary line, whether ticks are failing, and what every worker is doing.
 
     Exits 1 when ticks cannot do their work (the base branch is missing, or the last ticks failed,
-    hung or could not reach the remote); the first lines say which.
+    hung or could not reach the remote); the first lines say which. With --all-hosts, also when the
+    remote cannot be asked.
     """
     from ralph.commands.status import status as run_status
 
-    _finish(ctx, run_status(start=_start(ctx), as_json=as_json))
+    _finish(ctx, run_status(start=_start(ctx), as_json=as_json, all_hosts=all_hosts))
 
 
 def _since(ctx: click.Context, param: click.Parameter, value: str) -> object:
@@ -643,7 +650,11 @@ def logs(ctx: click.Context, task_id: str, ci: bool, follow: bool) -> None:
 @click.argument("task_id", metavar="TASK")
 @click.pass_context
 def cancel(ctx: click.Context, task_id: str) -> None:
-    """Stop TASK's job and its process group, and mark it failed; it is not retried on its own."""
+    """Stop TASK's job and its process group, and mark it failed; it is not retried on its own.
+
+    The cancellation is recorded on the remote, so no host starts TASK again until `ralph retry`, and
+    a host working on it loses its claim and stops without landing. Works from any host.
+    """
     from ralph.commands.cancel import cancel as cancel_task
 
     _finish(ctx, cancel_task(start=_start(ctx), task_id=task_id))
@@ -656,7 +667,9 @@ def retry(ctx: click.Context, task_id: str) -> None:
     """Give a failed or blocked TASK another go, keeping its work.
 
     Verified work blocked on its push goes back to landing with fresh push attempts. Anything else
-    starts over with fresh attempts; its earlier commits are kept in refs/ralph/attic/.
+    starts over with fresh attempts; its earlier commits are kept in refs/ralph/attic/. TASK's
+    record on the remote (attempts, a cancellation, a block) is cleared for every host; from a host
+    with no worker for TASK, that is all it does.
     """
     from ralph.commands.retry import retry as retry_task
 
@@ -670,7 +683,11 @@ def retry(ctx: click.Context, task_id: str) -> None:
 )
 @click.pass_context
 def discard(ctx: click.Context, task_id: str, reject: bool) -> None:
-    """Stop TASK's worker, keep its commits in refs/ralph/attic/, remove its workspace and record."""
+    """Stop TASK's worker, keep its commits in refs/ralph/attic/, remove its workspace and record.
+
+    The task is parked as a draft in the queue (rejected with --reject); its claim and record on the
+    remote go too, so a host working on it elsewhere stops without landing. Works from any host.
+    """
     from ralph.commands.discard import discard as discard_task
 
     _finish(ctx, discard_task(start=_start(ctx), task_id=task_id, reject=reject))
@@ -735,7 +752,8 @@ def resume(ctx: click.Context) -> None:
 def doctor(ctx: click.Context, cron: bool, allow_root: bool, as_json: bool) -> None:
     """Check this checkout and machine for what would make unattended ticks fail, and say how to fix it.
 
-    Read-only: it changes nothing. Exits 1 when a check fails (warnings do not).
+    It changes nothing but a throwaway ref, refs/ralph/doctor/<host>, pushed to the remote and deleted
+    again to see that claims can be kept there. Exits 1 when a check fails (warnings do not).
     """
     from ralph.commands.doctor import doctor as run_doctor
 

@@ -16,8 +16,9 @@ import re
 import shlex
 import subprocess
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 from functools import cache
 from pathlib import Path
@@ -376,9 +377,7 @@ def classify_push(returncode: int, stdout: str, stderr: str, ref: str) -> PushRe
     blocks at once; a hook that declines without saying why is taken at its word (permanent).
     """
     line = next((lin for lin in stdout.splitlines() if lin[:1] in " +-*!=" and f":{ref}\t" in lin), None)
-    remote_says = " ".join(
-        m.removeprefix("remote:").strip() for m in stderr.splitlines() if m.startswith("remote:")
-    )
+    remote_says = _remote_says(stderr)
     if line is not None:
         flag, _, summary = line.split("\t", 2)
         summary = summary.strip()
@@ -391,6 +390,11 @@ def classify_push(returncode: int, stdout: str, stderr: str, ref: str) -> PushRe
     lowered = stderr.lower()
     refused = not _temporary(lowered) and (_refused(lowered) or any(p in lowered for p in POLICY_PHRASES))
     return PushResult(PushStatus.PERMANENT if refused else PushStatus.TRANSPORT, _last_line(stderr))
+
+
+def _remote_says(stderr: str) -> str:
+    """The `remote:` lines of a push's stderr (a server's hook speaks there), joined."""
+    return " ".join(m.removeprefix("remote:").strip() for m in stderr.splitlines() if m.startswith("remote:"))
 
 
 def _verdict(summary: str, remote_says: str) -> PushStatus:
@@ -428,3 +432,247 @@ def ls_remote_sha(cwd: Path, remote: str, branch: str, *, timeout: float = LS_RE
         return None
     words = done.stdout.split() if done.returncode == 0 else []
     return words[0] if words else None
+
+
+# --- several refs in one push: claims, shared task facts, and the fenced landing -------------------
+#
+# The claims of ralph.claims are refs under refs/ralph/ on the remote, changed only by pushes that name
+# every ref with its own lease, never forced: a ref is created only if absent (an empty lease), changed
+# or deleted only if it still holds what the pusher last saw. `--atomic` makes the landing one
+# transaction: the base moves and the landed tasks' claims go, or nothing changes.
+
+
+@dataclass(frozen=True)
+class RefUpdate:
+    """One ref of a push: `new` None deletes it; `expected` None means it must not exist yet."""
+
+    ref: str
+    new: str | None
+    expected: str | None
+
+    @property
+    def refspec(self) -> str:
+        return f"{self.new or ''}:{self.ref}"
+
+    @property
+    def lease(self) -> str:
+        """`<ref>:<expected>`; an empty expected value means "must not exist" (git-push(1))."""
+        return f"{self.ref}:{self.expected or ''}"
+
+
+@dataclass(frozen=True)
+class MultiPush:
+    """What the remote said about each ref of one push.
+
+    `rejected` names the refs refused for a reason of their own (a stale lease, a hook, a policy), not
+    the ones an atomic push only took down with them: a lost claim is told from a lost base race by
+    which ref it names.
+    """
+
+    status: PushStatus
+    message: str
+    results: Mapping[str, PushResult]
+    rejected: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status is PushStatus.OK
+
+
+# An atomic push names every ref it did not update; only these words say a ref fell with another.
+_ATOMIC_BYSTANDER = "atomic"
+_SEVERITY = {PushStatus.OK: 0, PushStatus.RACE: 1, PushStatus.TRANSPORT: 2, PushStatus.PERMANENT: 3}
+
+
+def push_refs(
+    git: Git, *, remote: str, updates: Sequence[RefUpdate], atomic: bool, timeout: float
+) -> MultiPush:
+    """Push every update in one `git push`, each under its own lease; with `atomic`, all or none.
+
+    Without `atomic` each ref stands alone (one refused ref leaves the others updated), which is what
+    a refresh of many independent claims wants: one round trip, and a verdict per ref.
+    """
+    if not updates:
+        return MultiPush(PushStatus.OK, "nothing to push", {})
+    mode = ("--atomic",) if atomic else ()
+    args = ("push", "--porcelain", *mode, *(f"--force-with-lease={u.lease}" for u in updates))
+    args += (remote, *(u.refspec for u in updates))
+    try:
+        result = git.run(*args, ok=tuple(range(256)), timeout=timeout)
+    except GitError as e:  # a timeout: the remote did not answer in time
+        down = PushResult(PushStatus.TRANSPORT, str(e))
+        return MultiPush(PushStatus.TRANSPORT, str(e), {u.ref: down for u in updates})
+    results = {u.ref: _ref_verdict(result, u.ref) for u in updates}
+    refused = [ref for ref, r in results.items() if r.status is not PushStatus.OK]
+    if not refused:
+        return MultiPush(PushStatus.OK, "ok", results)
+    culprits = tuple(
+        ref
+        for ref in refused
+        if _porcelain_line(result.stdout, ref) is not None and _ATOMIC_BYSTANDER not in results[ref].message
+    )
+    if not culprits:
+        # The server's transaction failed as a whole: only its words name the ref (git: "cannot lock
+        # ref '<ref>': reference already exists" when another push created it first).
+        said = _remote_says(result.stderr)
+        culprits = tuple(ref for ref in refused if f"'{ref}'" in said)
+        if culprits and any(p in said.lower() for p in RACE_PHRASES):
+            lost = PushResult(PushStatus.RACE, said)
+            results = {**results, **dict.fromkeys(culprits, lost)}
+    worst = max((culprits or refused), key=lambda ref: _SEVERITY[results[ref].status])
+    return MultiPush(results[worst].status, f"{worst}: {results[worst].message}", results, culprits)
+
+
+def push_atomic(git: Git, *, remote: str, updates: Sequence[RefUpdate], timeout: float) -> MultiPush:
+    """One transaction on the remote: every update applies, or none does (the fenced landing).
+
+    A branch update must build on the tip it leases, as in push_with_lease; on success the
+    remote-tracking refs of the branches follow, as a fetch would have moved them.
+    """
+    for u in updates:
+        branch = u.ref.removeprefix("refs/heads/")
+        if branch != u.ref and u.new and u.expected and not git.is_ancestor(u.expected, u.new):
+            refused = PushResult(
+                PushStatus.PERMANENT,
+                f"{u.new[:10]} does not build on {u.expected[:10]}, the tip of {remote}/{branch}; "
+                f"pushing it would remove commits from {branch}",
+            )
+            return MultiPush(PushStatus.PERMANENT, f"{u.ref}: {refused.message}", {u.ref: refused}, (u.ref,))
+    pushed = push_refs(git, remote=remote, updates=updates, atomic=True, timeout=timeout)
+    if pushed.ok:
+        moved = [u for u in updates if u.ref.startswith("refs/heads/") and u.new]
+        if moved:
+            tracking = "".join(
+                f"update refs/remotes/{remote}/{u.ref.removeprefix('refs/heads/')} {u.new}\n" for u in moved
+            )
+            git.run("update-ref", "--stdin", input=tracking)
+    return pushed
+
+
+def _porcelain_line(stdout: str, ref: str) -> str | None:
+    return next((lin for lin in stdout.splitlines() if lin[:1] in " +-*!=" and f":{ref}\t" in lin), None)
+
+
+def _ref_verdict(result: Result, ref: str) -> PushResult:
+    """One ref's verdict in a push of several: a ref the remote updated (or already had) is OK even
+    when another ref made git exit non-zero."""
+    line = _porcelain_line(result.stdout, ref)
+    if line is not None and not line.startswith("!"):
+        return PushResult(PushStatus.OK, line.split("\t", 2)[-1].strip())
+    return classify_push(result.returncode, result.stdout, result.stderr, ref)
+
+
+def ls_remote_refs(
+    git: Git, remote: str, names: Sequence[str], *, timeout: float, exact: bool = False
+) -> dict[str, str]:
+    """The refs on `remote` under any of the prefixes `names` (each ending in '/'), or with `exact`
+    the refs named exactly, with their shas: one round trip.
+
+    ls-remote matches its patterns against the tail of a name (refs/heads/x/refs/ralph/... too), so
+    only the names that start with a prefix (or equal a name) are kept.
+    """
+    patterns = names if exact else [f"{p}*" for p in names]
+    listing = git.run("ls-remote", remote, *patterns, timeout=timeout).out
+    refs: dict[str, str] = {}
+    for line in listing.splitlines():
+        sha, _, ref = line.partition("\t")
+        if (ref in names) if exact else ref.startswith(tuple(names)):
+            refs[ref] = sha
+    return refs
+
+
+def fetch_objects(git: Git, remote: str, refs: Sequence[str], *, timeout: float) -> None:
+    """Bring the commits `refs` name on `remote` into the object store, writing no ref at all (a
+    refspec without a destination), so nothing local ever has to be forced to follow a rewritten ref."""
+    if refs:
+        git.run("fetch", "--no-tags", "--no-write-fetch-head", remote, *refs, timeout=timeout)
+
+
+def cat_blobs(git: Git, specs: Sequence[str], *, limit: int | None = None) -> dict[str, bytes]:
+    """The contents of the blobs `specs` name (`<commit>:<path>`), one git call for all; a spec this
+    repository cannot resolve, or a blob larger than `limit` bytes, is left out."""
+    if not specs:
+        return {}
+    out = git.run("cat-file", "--batch", input="".join(f"{spec}\n" for spec in specs)).data
+    found: dict[str, bytes] = {}
+    pos = 0
+    for spec in specs:
+        eol = out.index(b"\n", pos)
+        header = out[pos:eol].decode(errors="replace")
+        pos = eol + 1
+        if header.endswith((" missing", " ambiguous")):
+            continue
+        _, kind, size = header.rsplit(" ", 2)
+        if kind == "blob" and (limit is None or int(size) <= limit):
+            found[spec] = out[pos : pos + int(size)]
+        pos += int(size) + 1  # the content, then a newline
+    return found
+
+
+@dataclass(frozen=True)
+class NewCommit:
+    """A commit of small files and no parent, written without a work tree or an index."""
+
+    files: Mapping[str, bytes]  # path -> content; plain names, no spaces
+    message: str
+    when: datetime
+
+
+# Who the metadata commits are by: not the person's identity, which the work's commits carry.
+METADATA_IDENT = "ralph <ralph@localhost>"
+# The branch name fast-import builds on; it is reset before the stream ends, so it is never written.
+_SCRATCH_BRANCH = "refs/ralph/fast-import"
+
+
+def write_commits(git: Git, commits: Sequence[NewCommit]) -> list[str]:
+    """Write `commits` (blobs, trees, parentless commits) in one `git fast-import`; their shas, in order."""
+    if not commits:
+        return []
+    stream: list[bytes] = []
+    mark = 0
+    for commit in commits:
+        stream.append(f"reset {_SCRATCH_BRANCH}\n".encode())  # no parent: a new branch each time
+        blobs: list[tuple[str, int]] = []
+        for path, data in commit.files.items():
+            mark += 1
+            blobs.append((path, mark))
+            stream += [f"blob\nmark :{mark}\ndata {len(data)}\n".encode(), data, b"\n"]
+        mark += 1
+        message = commit.message.encode()
+        when = int(commit.when.timestamp())
+        stream += [
+            f"commit {_SCRATCH_BRANCH}\nmark :{mark}\ncommitter {METADATA_IDENT} {when} +0000\n".encode(),
+            f"data {len(message)}\n".encode(),
+            message,
+            b"\n",
+            *(f"M 100644 :{blob} {path}\n".encode() for path, blob in blobs),
+            f"get-mark :{mark}\n".encode(),
+        ]
+    stream.append(f"reset {_SCRATCH_BRANCH}\ndone\n".encode())
+    out = git.run("fast-import", "--quiet", "--done", input=b"".join(stream)).out.split()
+    if len(out) != len(commits):
+        raise GitError(f"git fast-import wrote {len(out)} commits for {len(commits)}", argv=("fast-import",))
+    return out
+
+
+@dataclass(frozen=True)
+class LocalRef:
+    sha: str
+    committed: datetime | None  # the commit's committer date (None: the ref names no commit)
+
+
+def local_refs(git: Git, prefix: str) -> dict[str, LocalRef]:
+    """The refs of this repository under `prefix`: one for-each-ref."""
+    listing = git.run("for-each-ref", "--format=%(objectname) %(committerdate:unix) %(refname)", prefix).out
+    refs: dict[str, LocalRef] = {}
+    for line in listing.splitlines():
+        sha, stamp, ref = line.split(" ", 2)
+        refs[ref] = LocalRef(sha, datetime.fromtimestamp(int(stamp), UTC) if stamp.isdigit() else None)
+    return refs
+
+
+def update_refs(git: Git, updates: Mapping[str, str | None]) -> None:
+    """Set (or, for None, delete) local refs in one transaction."""
+    if updates:
+        lines = "".join(f"update {ref} {sha}\n" if sha else f"delete {ref}\n" for ref, sha in updates.items())
+        git.run("update-ref", "--stdin", input=lines)

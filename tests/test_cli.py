@@ -87,16 +87,16 @@ TEACHES: dict[tuple[str, ...], list[str]] = {
     ("queue", "show"): ["ID", "done archive"],
     ("queue", "validate"): ["every problem", "exit 1"],
     ("queue", "explain"): ["can start now"],
-    ("status",): ["README", "worker"],
+    ("status",): ["README", "worker", "every host's claims"],
     ("run",): ["--workers N", "--max-tasks N", "Exits 75", "cron"],
     ("logs",): ["TASK", "CI log"],
-    ("cancel",): ["TASK", "process group", "not retried"],
-    ("retry",): ["TASK", "refs/ralph/attic/"],
-    ("discard",): ["TASK", "refs/ralph/attic/", "rejected"],
+    ("cancel",): ["TASK", "process group", "not retried", "no host starts TASK again", "any host"],
+    ("retry",): ["TASK", "refs/ralph/attic/", "cleared for every host"],
+    ("discard",): ["TASK", "refs/ralph/attic/", "rejected", "without landing", "any host"],
     ("demo",): ["sandbox", "scripted agent", "No model is called"],
     ("pause",): ["ralph resume", "in flight"],
     ("resume",): ["ralph pause"],
-    ("doctor",): ["Read-only", "cron's bare PATH", "Exits 1"],
+    ("doctor",): ["refs/ralph/doctor/", "cron's bare PATH", "Exits 1"],
 }
 
 

@@ -165,8 +165,8 @@ def test_a_healthy_project_passes_every_check(project: Project, capsys: pytest.C
     _, checks = report(project.control, capsys)
     assert set(checks) == {
         "git", "user", "repository", "ticks", "config", "setup", "rust_config", "identity", "origin",
-        "queue", "state", "lock", "rust_lock", "workspace_root", "cache_ignored", "sandbox", "agent",
-        "credentials", "agent_versions", "ci", "systemd", "jobs", "workspaces", "paused",
+        "claims", "queue", "state", "lock", "rust_lock", "workspace_root", "cache_ignored", "sandbox",
+        "agent", "credentials", "agent_versions", "ci", "systemd", "jobs", "workspaces", "paused",
     }  # fmt: skip
     assert "main is at" in checks["origin"]["detail"]
     assert checks["queue"]["detail"].startswith("queue valid (tracked on origin/main, as last fetched: ")
@@ -212,7 +212,12 @@ def test_doctor_changes_nothing(
     before = snapshot(project.control, project.origin)
     doctor(start=project.control, as_json=False, cron=True, allow_root=False)
     doctor(start=project.control, as_json=True, cron=False, allow_root=True)
-    assert snapshot(project.control, project.origin) == before
+    # The claims check pushes refs/ralph/doctor/<host> and deletes it: git leaves the first directory
+    # under refs/ on the bare origin, empty. Nothing else, and no ref, remains.
+    probed = str(project.origin / "refs" / "ralph")
+    assert not os.listdir(probed)
+    assert snapshot(project.control, project.origin) == {**before, probed: None}
+    before = {**before, probed: None}
     # A damaged state file is what a tick copies aside; doctor leaves it, and makes no copy.
     project.paths.state.write_bytes(b"{")
     before = snapshot(project.control, project.origin)
@@ -427,6 +432,47 @@ def test_origin_unreachable(project: Project, capsys: pytest.CaptureFixture[str]
     assert "authenticate" in origin["fix"]
     # The queue is still read, from origin/main as last fetched.
     assert checks["queue"]["level"] == "ok"
+
+
+def test_claims_fail_in_multi_mode_when_the_remote_refuses_refs_ralph(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refuse = project.origin / "hooks" / "update"
+    refuse.write_text(
+        '#!/bin/sh\ncase "$1" in refs/ralph/*) echo "refs/ralph is protected" >&2; exit 1;; esac\n'
+    )
+    refuse.chmod(0o755)
+    code, checks = report(project.control, capsys)
+    assert code == ExitCode.ERROR
+    claims = checks["claims"]
+    assert claims["level"] == "fail"
+    assert claims["detail"].startswith("claims: origin refused an atomic push to refs/ralph/doctor/")
+    assert "refs/ralph is protected" in claims["detail"]
+    assert claims["detail"].endswith("with hosts.mode = multi no task can be claimed, so none starts")
+    assert claims["fix"].startswith(
+        "let the user ralph pushes as create, update and delete refs under refs/ralph/"
+    )
+    assert "GitHub" in claims["fix"] and "GitLab" in claims["fix"]
+    assert claims["fix"].endswith('or, with one host only, set hosts.mode = "single" in .ralph/config.toml')
+    # A single host only loses the shared facts: a warning.
+    project.configure(hosts={"mode": "single"})
+    code, checks = report(project.control, capsys)
+    assert checks["claims"]["level"] == "warning" and code == ExitCode.OK
+    assert checks["claims"]["detail"].endswith(
+        "attempts, cancellations and blocks stay on this host (hosts.mode = single)"
+    )
+
+
+def test_claims_ok_says_the_mode(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    _, checks = report(project.control, capsys)
+    assert checks["claims"] == {
+        "name": "claims",
+        "ok": True,
+        "level": "ok",
+        "detail": "claims: origin takes atomic, leased pushes to refs/ralph/ (hosts.mode = multi)",
+        "fix": None,
+    }
+    assert git(project.origin, "for-each-ref", "refs/ralph/") == ""
 
 
 def test_a_password_in_the_url_is_not_shown(project: Project, capsys: pytest.CaptureFixture[str]) -> None:

@@ -265,7 +265,7 @@ def test_cancel_stops_the_group_and_the_task_is_not_retried_on_its_own(project: 
     assert job is not None
     result = ralph(project.control, "cancel", task)
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"{task} cancelled; `ralph retry {task}` runs it again\n"
+    assert result.stdout == f"{task} cancelled; no host starts it again until `ralph retry {task}`\n"
     assert proc.group_members(job.pid) == []
     worker = project.worker(task)
     assert (worker.lifecycle, worker.last_error, worker.next_attempt_at) == (

@@ -21,6 +21,11 @@ def emit_json(doc: dict[str, Any]) -> None:
     click.echo(json.dumps({"schema": JSON_SCHEMA, **doc}, indent=2, ensure_ascii=False))
 
 
+def warn(line: str) -> None:
+    """A diagnostic on stderr, escaped: the command did its work, but not all of it."""
+    click.echo(f"warning: {printable(line)}", err=True)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Aligned columns; a cell is one line, its control characters escaped (ralph.text)."""
     rows = [[printable(cell) for cell in row] for row in rows]

@@ -8,6 +8,11 @@ the done archive as rejected, for good.
 
 A workspace outside the workspace root (one the Rust ralph made, say) is never deleted: a tick would
 not delete it either. Its commits are saved all the same, and the message names it.
+
+On the remote (ralph.claims), the task's shared record is cleared and its claim released in one push:
+a host working on it elsewhere loses the claim, so it cannot land the work and stops its worker at
+its next tick. So `discard` works from any host: with no worker here, it parks (or rejects) the task
+and lets go of the claim another host holds.
 """
 
 from __future__ import annotations
@@ -20,12 +25,15 @@ import click
 from ralph import workspace
 from ralph.bookkeeping import change_queue
 from ralph.checkout import Checkout, open_checkout
+from ralph.claims import Claims
 from ralph.clock import now as read_clock
+from ralph.commands._output import warn
 from ralph.errors import ExitCode, RalphError
 from ralph.ledger import edit_state, stop_job
 from ralph.paths import check_task_id, is_within
 from ralph.queue import TERMINAL_STATUSES, TaskStatus
 from ralph.queuedoc import QueueEdit
+from ralph.text import printable
 
 
 def discard(*, start: Path, task_id: str, reject: bool) -> ExitCode:
@@ -35,11 +43,12 @@ def discard(*, start: Path, task_id: str, reject: bool) -> ExitCode:
     base = checkout.base_branch()
     saved = None
     kept_in_place = None
+    claims = Claims.for_checkout(checkout)
     with edit_state(checkout, now=now) as ledger:
         worker = ledger.state.worker(task_id)
         # A workspace no record owns (an orphan `ralph doctor` found) is discarded the same way.
         path = Path(worker.workspace_path) if worker is not None else checkout.paths.workspace(task_id)
-        if worker is None and not path.exists() and not reject:
+        if worker is None and not path.exists() and not reject and not _held_elsewhere(claims, task_id):
             raise RalphError(
                 f"no worker for {task_id} and no workspace at {path}; nothing to discard "
                 f"(`ralph task reject {task_id}` closes the task in the queue)"
@@ -64,8 +73,22 @@ def discard(*, start: Path, task_id: str, reject: bool) -> ExitCode:
     if kept_in_place is not None:
         parts.append(f"its workspace {kept_in_place} is outside the workspace root and was left in place")
     parts.append(in_queue)
-    click.echo("; ".join(parts))
+    recorded = claims.clear(task_id, now, "`ralph discard`", release=True)
+    if recorded.ok:
+        parts += recorded.undone(claims.host, checkout.remote)
+    else:
+        warn(f"{task_id}'s claim and record on {checkout.remote} are left as they were: {recorded.message}")
+    click.echo(printable("; ".join(parts)))
     return ExitCode.OK
+
+
+def _held_elsewhere(claims: Claims, task_id: str) -> bool:
+    """Whether the remote has a claim or a record for the task (a worker on another host, say)."""
+    try:
+        board = claims.read(task_id)
+    except RalphError:
+        return False  # the remote cannot say: only what this host has can be discarded
+    return bool(board.claims or board.facts)
 
 
 def _close_in_queue(checkout: Checkout, task_id: str, now: datetime, *, reject: bool) -> str:

@@ -7,7 +7,10 @@ as; `--cron` looks programs up on the PATH cron gives (/usr/bin:/bin) instead of
 
 Doctor only looks. It never fetches (it asks the remote with `git ls-remote`), never takes the tick
 lock, never writes or quarantines a file (state.json is read with under_lock=False), so it is safe to
-run while ticks run, and changes nothing if it crashes halfway.
+run while ticks run, and changes nothing if it crashes halfway. The one exception is the claims check:
+to know that the remote keeps claims it pushes a throwaway ref, refs/ralph/doctor/<host>, and deletes
+it (both leased; it points at the base's tip, so no object is written on either side; one left
+behind by a crash is replaced and deleted by the next run).
 
 This module is the list of checks and what they say. What they read lives with its noun: unit files
 in ralph.systemd, /proc/locks in ralph.proc, the mount table in ralph.files, PATH lookups in
@@ -33,6 +36,7 @@ from ralph import files, health, makefile, ownership, proc, runners, rust_config
 from ralph import job as jobs
 from ralph.bookkeeping import Mode, detect_source, read_queues
 from ralph.checkout import Checkout
+from ralph.claims import host_id, probe
 from ralph.clock import format_z
 from ralph.clock import now as read_clock
 from ralph.commands._output import duration, emit_json, one_line
@@ -461,6 +465,52 @@ def _check_origin(ctx: _Context) -> Check:
             f"push it (`git push {remote} HEAD:{base}`), or set git.base_branch in .ralph/config.toml",
         )
     return Check("origin", "ok", f"{remote} reachable ({url}); {base} is at {sha[:10]}")
+
+
+# What a server must allow for claims, said once for doctor and the README.
+CLAIMS_FIX: Final = (
+    "let the user ralph pushes as create, update and delete refs under refs/ralph/ with atomic pushes, "
+    "and list them: on GitHub no ruleset may restrict refs/ralph/**; on GitLab no push rule or server "
+    "hook may refuse them; on Gerrit grant Push, Create Reference and Delete Reference on refs/ralph/*; "
+    "on your own server check its update and pre-receive hooks, and that receive.hideRefs and "
+    "uploadpack.hideRefs leave refs/ralph alone"
+)
+
+
+def _check_claims(ctx: _Context) -> Check:
+    """Whether the remote keeps claims and shared task facts (ralph.claims): a probe ref pushed with an
+    atomic leased push, listed, and deleted."""
+    git = _need_git(ctx)
+    config, _ = _need_config(ctx)
+    base = _need_base(ctx)
+    assert ctx.root is not None
+    remote, mode = config.git.remote, config.hosts.mode
+    tip = git.run("rev-parse", "--verify", "--quiet", f"refs/remotes/{remote}/{base}", ok=(0, 1)).out
+    if not tip:
+        raise _NotChecked(f"{remote}/{base} was never fetched here")
+    try:
+        problem = probe(git, remote=remote, host=host_id(ctx.root), commit=tip)
+    except GitError as e:
+        raise _NotChecked(f"{remote} could not be asked ({one_line(str(e), 200)})") from None
+    if problem is None:
+        return Check(
+            "claims",
+            "ok",
+            f"claims: {remote} takes atomic, leased pushes to refs/ralph/ (hosts.mode = {mode})",
+        )
+    if mode == "multi":
+        return Check(
+            "claims",
+            "fail",
+            f"claims: {problem}; with hosts.mode = multi no task can be claimed, so none starts",
+            f'{CLAIMS_FIX}; or, with one host only, set hosts.mode = "single" in .ralph/config.toml',
+        )
+    return Check(
+        "claims",
+        "warning",
+        f"claims: {problem}; attempts, cancellations and blocks stay on this host (hosts.mode = single)",
+        CLAIMS_FIX,
+    )
 
 
 def _redact(url: str) -> str:
@@ -1103,6 +1153,7 @@ _CHECKOUT_CHECKS: Final[tuple[tuple[str, Callable[[_Context], Check]], ...]] = (
     ("rust_config", _check_rust_config),
     ("identity", _check_identity),
     ("origin", _check_origin),
+    ("claims", _check_claims),
     ("queue", _check_queue),
     ("state", _check_state),
     ("lock", _check_lock),

@@ -1,9 +1,12 @@
-"""`ralph status`: a summary line, the health of the ticks, and what every worker is doing.
+"""`ralph status [--all-hosts]`: a summary line, the health of the ticks, and what every worker is doing.
 
 Read from state.json, events.jsonl, the tick ring file and the queue as last fetched, without taking
 the lock: each is replaced atomically or appended to, so a reader never sees a torn file. Exits 1
 when ticks cannot do their work (the base branch is missing, or the last ticks failed, hung or could
 not reach the remote); its first lines say which.
+
+`--all-hosts` also asks the remote (ralph.claims): every claim, with its host and age, stale ones
+marked, and the tasks' shared facts (attempts, cancellations, blocks); exits 1 when it cannot ask.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import click
 
 from ralph import health as ticks
 from ralph.checkout import Checkout, open_checkout
+from ralph.claims import Board, Claim, Claims, Facts, Mark
 from ralph.clock import format_z
 from ralph.clock import now as read_clock
 from ralph.commands._output import duration, emit_json, one_line, table
-from ralph.errors import ConfigError, ExitCode
+from ralph.errors import ConfigError, ExitCode, GitError
 from ralph.git import find_repository
 from ralph.history import Spend, describe_spend
 from ralph.markers import read_blocked_push, read_ci_failure
@@ -32,7 +36,7 @@ from ralph.summary import WINDOW, base_problem, look
 from ralph.text import printable
 
 
-def status(*, start: Path, as_json: bool) -> ExitCode:
+def status(*, start: Path, as_json: bool, all_hosts: bool = False) -> ExitCode:
     now = read_clock()
     try:
         checkout = open_checkout(start)
@@ -42,11 +46,15 @@ def status(*, start: Path, as_json: bool) -> ExitCode:
         _say_tick_health(start, now, as_json)
         raise
     doc = build_status(checkout, now)
+    if all_hosts:
+        doc["hosts"] = hosts_doc(checkout, now)
     if as_json:
         emit_json(doc)
     else:
-        click.echo(render_status(doc, now))
-    return ExitCode.ERROR if doc["base_error"] or not doc["health"]["ok"] else ExitCode.OK
+        text = render_status(doc, now)
+        click.echo(text if not all_hosts else text + "\n" + render_hosts(doc["hosts"], now))
+    unreachable = all_hosts and doc["hosts"]["error"] is not None
+    return ExitCode.ERROR if doc["base_error"] or not doc["health"]["ok"] or unreachable else ExitCode.OK
 
 
 def _say_tick_health(start: Path, now: datetime, as_json: bool) -> None:
@@ -343,3 +351,107 @@ def _next_step(w: dict[str, Any], now: datetime, held: list[dict[str, Any]]) -> 
     if due:
         return [f"next attempt at {at}"]
     return ["next attempt: at the next tick"]
+
+
+# --- every host: claims and shared facts on the remote ---------------------------------------------
+
+
+def hosts_doc(checkout: Checkout, now: datetime) -> dict[str, Any]:
+    """The `hosts` section of `ralph status --all-hosts --json` (README "Running on several machines")."""
+    claims = Claims.for_checkout(checkout)
+    try:
+        board, error = claims.read_all(), None
+    except GitError as e:
+        board, error = Board(), f"cannot read the claims on {checkout.remote}: {e}"
+    return {
+        "host": claims.host,
+        "mode": checkout.config.hosts.mode,
+        "claim_ttl_minutes": checkout.config.hosts.claim_ttl_minutes,
+        "error": error,
+        "claims": [_claim_doc(c, board, claims.ttl, now) for _, c in sorted(board.claims.items())],
+        "facts": [_facts_doc(f) for _, f in sorted(board.facts.items())],
+    }
+
+
+def _claim_doc(claim: Claim, board: Board, ttl: timedelta, now: datetime) -> dict[str, Any]:
+    doc = claim.doc
+    beat = claim.age(now)
+    return {
+        "task_id": claim.task_id,
+        "host": None if doc is None else doc.host,
+        "here": board.held.get(claim.task_id) == claim.sha,
+        "attempt": None if doc is None else doc.attempt,
+        "lifecycle": None if doc is None else doc.lifecycle,
+        "started_at": None if doc is None else format_z(doc.started_at),
+        "heartbeat": None if doc is None else format_z(doc.heartbeat),
+        "age_seconds": None if doc is None else int((now - doc.started_at).total_seconds()),
+        "heartbeat_age_seconds": None if beat is None else int(beat.total_seconds()),
+        "stale": claim.stale(now, ttl),
+        "readable": doc is not None,
+        "sha": claim.sha,
+    }
+
+
+def _facts_doc(facts: Facts) -> dict[str, Any]:
+    doc = facts.doc
+    return {
+        "task_id": facts.task_id,
+        "attempts": doc.attempts,
+        "last_attempt_at": format_z(doc.last_attempt_at) if doc.last_attempt_at else None,
+        "last_host": doc.last_host,
+        "cancelled": None if doc.cancelled is None else _mark_doc(doc.cancelled),
+        "blocked": None if doc.blocked is None else _mark_doc(doc.blocked),
+        "cleared": None if doc.cleared is None else _mark_doc(doc.cleared),
+        "readable": facts.readable,
+    }
+
+
+def _mark_doc(mark: Mark) -> dict[str, Any]:
+    return {"at": format_z(mark.at), "host": mark.host, "reason": mark.reason}
+
+
+def render_hosts(doc: dict[str, Any], now: datetime) -> str:
+    """The claims of every host, then the shared facts; escaped like the rest of status."""
+    lines = [
+        f"hosts: this checkout is {doc['host']} (hosts.mode = {doc['mode']}; a claim is stale after "
+        f"{doc['claim_ttl_minutes']:g} min without a heartbeat)"
+    ]
+    if doc["error"]:
+        lines.append(f"HOSTS UNKNOWN: {one_line(doc['error'], 400)}")
+        return _escaped(lines)
+    rows = [_claim_row(c) for c in doc["claims"]]
+    if rows:
+        lines.extend(
+            table(["TASK", "HOST", "ATTEMPT", "LIFECYCLE", "AGE", "HEARTBEAT", ""], rows).splitlines()
+        )
+    else:
+        lines.append("claims: none (no host is working on a task)")
+    for f in doc["facts"]:
+        said = [f"{f['attempts']} attempt{'s' if f['attempts'] != 1 else ''} started"]
+        if f["last_host"]:
+            said[0] += f", last on {f['last_host']} at {f['last_attempt_at']}"
+        for what in ("cancelled", "blocked", "cleared"):
+            if f[what]:
+                m = f[what]
+                shout = what.upper() if what != "cleared" else "a fresh round"
+                said.append(f"{shout} by {m['host']} at {m['at']}: {one_line(m['reason'], 200)}")
+        lines.append(f"{f['task_id']}: " + "; ".join(said))
+    return _escaped(lines)
+
+
+def _claim_row(c: dict[str, Any]) -> list[str]:
+    def seconds(key: str) -> str:
+        return "-" if c[key] is None else duration(timedelta(seconds=c[key]))
+
+    mark = ""
+    if c["stale"]:
+        mark = ("STALE" if c["readable"] else "UNREADABLE") + ": may be taken over"
+    return [
+        c["task_id"],
+        (c["host"] or "?") + (" (here)" if c["here"] else ""),
+        str(c["attempt"] or "-"),
+        c["lifecycle"] or "-",
+        seconds("age_seconds"),
+        seconds("heartbeat_age_seconds") + (" ago" if c["heartbeat_age_seconds"] is not None else ""),
+        mark,
+    ]
