@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +75,17 @@ class Result:
         return self.stdout.rstrip("\n")
 
 
+_GIT_VERSION = re.compile(r"git version (\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def parse_git_version(text: str) -> tuple[int, int, int] | None:
+    """`git version 2.39.5` (or `2.39.3 (Apple Git-145)`, `2.45.1.windows.1`) as numbers."""
+    m = _GIT_VERSION.search(text)
+    if m is None:
+        return None
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
 class Git:
     """git in one directory."""
 
@@ -95,6 +106,11 @@ class Git:
             _out_bufsize=PIPE_BUFFER,
             _err_bufsize=PIPE_BUFFER,
         )
+
+    @cached_property
+    def version(self) -> tuple[int, int, int]:
+        """This git's version, asked once per Git: a train tick replays dozens of times."""
+        return parse_git_version(self.run("--version").out) or (0, 0, 0)
 
     def run(
         self,

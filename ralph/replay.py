@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 from ralph.crash import crashpoint
@@ -77,13 +76,7 @@ def _commit(git: Git, tree: str, parent: str | None, message: str) -> str:
 
 def has_merge_tree(git: Git) -> bool:
     """Whether this git has `merge-tree --write-tree` (2.38+)."""
-    return not _FORCE_SCRATCH and _version(git.run("version").out)[:2] >= MERGE_TREE_VERSION
-
-
-@cache
-def _version(raw: str) -> tuple[int, ...]:
-    """`git version 2.39.5` as (2, 39, 5)."""
-    return tuple(int(n) for n in re.findall(r"\d+", raw.split("version", 1)[-1])[:3])
+    return not _FORCE_SCRATCH and git.version[:2] >= MERGE_TREE_VERSION
 
 
 # Tests set this to exercise the fallback older git takes on a git that does not need it.

@@ -242,16 +242,16 @@ def _advance(crew: Crew, conductor: Conductor) -> None:
 # --- the merge train ---------------------------------------------------------------------------------
 
 
-def _follow(crew: Crew, conductor: Conductor) -> bool:
+def _follow(crew: Crew, conductor: Conductor) -> None:
     """The train stands on the base as just fetched; first, what a rewind of it took is looked for."""
     rewinds.check(crew)
-    return conductor.follow(crew.base_sha)
+    conductor.follow(crew.base_sha)
 
 
 def _run_train(crew: Crew, conductor: Conductor) -> None:
     """Follow the base, take in what became ready, blame a failure, start the gates slots allow."""
-    if _follow(crew, conductor):
-        _starving(crew, conductor)
+    _follow(crew, conductor)
+    _starving(crew, conductor)  # once per starvation: a landing clears it
     conductor.restack(0)  # positions behind one that left (blocked, failed, closed) stand on the one ahead
     waiting = [w for w in crew.state.workers if w.lifecycle is Lifecycle.INTEGRATING]
     waiting = [w for w in waiting if conductor.train.position(w.task_id) is None]

@@ -170,10 +170,12 @@ class Conductor:
             gating = worker.job.commit if worker.job and worker.lifecycle is Lifecycle.CHECKING else None
             if gating is not None and not self.code_same(gating, replayed.commit):
                 self.effects.stop_gate(worker, "the train was stacked again under it")
+                dropped = True  # a gate stopped by the move runs again: that too is a rebuild
             if was_passed and not self.code_same(position.commit, replayed.commit) and not trust:
                 dropped = True
             keep = was_passed and (trust or self.code_same(position.commit, replayed.commit))
-            position.passed = replayed.commit if keep else None
+            # Without a gate a position passes when it stacks cleanly, wherever it is stacked.
+            position.passed = replayed.commit if keep or not self.rules.gate else None
             position.failed = None
             position.commit = replayed.commit
             position.onto = onto
@@ -258,6 +260,8 @@ class Conductor:
         return True
 
     def valid(self, position: Position) -> bool:
+        if not self.rules.gate:
+            return True  # no gate to wait for (also a train saved while ci.command was set, then emptied)
         return position.passed is not None and (
             position.passed == position.commit or self.code_same(position.passed, position.commit)
         )

@@ -28,9 +28,9 @@ from ralph.commands.doctor import (
     MIN_GIT,
     MIN_GIT_WHY,
     doctor,
-    parse_git_version,
 )
 from ralph.errors import ExitCode
+from ralph.git import parse_git_version
 from ralph.lock import TickLock
 from ralph.state import Job, JobKind, Lifecycle, Worker, new_state, save_state
 

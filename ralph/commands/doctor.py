@@ -42,7 +42,7 @@ from ralph.clock import now as read_clock
 from ralph.commands._output import duration, emit_json, one_line
 from ralph.config import Config, ParallelConfig, load_config
 from ralph.errors import ExitCode, GitError, PreflightError, QueueError, RalphError
-from ralph.git import Git, find_repository
+from ralph.git import Git, find_repository, parse_git_version
 from ralph.nesting import loads_json
 from ralph.paths import Paths
 from ralph.pause import read_pause
@@ -220,16 +220,6 @@ def _need_state(ctx: _Context) -> State:
 
 
 # --- git, user, repository, config ----------------------------------------------------------------
-
-_GIT_VERSION = re.compile(r"git version (\d+)\.(\d+)(?:\.(\d+))?")
-
-
-def parse_git_version(text: str) -> tuple[int, int, int] | None:
-    """`git version 2.39.5` (or `2.39.3 (Apple Git-145)`, `2.45.1.windows.1`) as numbers."""
-    m = _GIT_VERSION.search(text)
-    if m is None:
-        return None
-    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
 
 
 def _check_git(ctx: _Context) -> Check:

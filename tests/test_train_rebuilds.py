@@ -1,0 +1,109 @@
+"""The merge train when the base moves under it: without a gate, while its gates run, and what a
+rebuild costs in git commands."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import BASE, git
+from harness import Project, all_landed, install_rival_hook, make_project
+
+from ralph.state import Lifecycle
+
+SLOW_GATE = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+@pytest.fixture
+def project(origin: Path, control: Path) -> Project:
+    return make_project(origin, control)
+
+
+def _push_outside(other: Path, name: str) -> None:
+    """Someone else lands code on the base (a file no task touches)."""
+    git(other, "pull", "-q", "--rebase", "origin", BASE)
+    (other / name).write_text(f"{name}\n")
+    git(other, "add", name)
+    git(other, "commit", "-q", "-m", f"outside: {name}")
+    git(other, "push", "-q", "origin", f"HEAD:{BASE}")
+
+
+def test_without_a_gate_an_outside_push_under_the_train_does_not_wedge_it(project: Project) -> None:
+    """ci.command = [] and the base's code moves between the train's build and its push: the positions
+    are stacked again, pass again (there is no gate to ask), and land. (A dropped verdict used to send
+    the next tick to start a gate with an empty command: exit 3 on every tick after.)"""
+    project.configure(ci={"command": [], "verify_rebased": True})
+    tasks = [project.add(f"Task {n}", description=f"scripted-agent: write t{n}.txt {n}") for n in range(2)]
+    project.tick(workers=2)
+    project.wait_for_jobs()
+    rivals = install_rival_hook(project.origin, times=1, change="outside.txt")
+    state = project.run_until(all_landed(2), timeout=60)
+    assert rivals.read_text().strip() == "1"  # the rival did move the code under the first push
+    assert {w.task_id for w in state.workers if w.lifecycle is Lifecycle.COMPLETED} == set(tasks)
+    assert [project.origin_file(f"t{n}.txt") for n in range(2)] == ["0", "1"]
+    assert state.train is not None and state.train.positions == []
+
+
+def test_a_train_saved_with_a_gate_lands_once_the_gate_is_turned_off(project: Project) -> None:
+    """Positions still undecided when a person empties ci.command: nothing waits for a gate that is gone."""
+    project.configure(ci={"command": SLOW_GATE})
+    task = project.add("Task", description="scripted-agent: write t.txt x")
+    project.tick()
+    project.wait_for_jobs()
+    project.tick()  # joined the train, its gate started
+    assert project.worker(task).lifecycle is Lifecycle.CHECKING
+    project.configure(ci={"command": []})
+    state = project.run_until(all_landed(1), timeout=60)
+    assert state.workers[0].lifecycle is Lifecycle.COMPLETED
+    assert project.origin_file("t.txt") == "x"
+
+
+def test_outside_pushes_that_keep_stopping_the_gates_report_a_starved_train(
+    project: Project, clone: Callable[[str], Path]
+) -> None:
+    """Each outside push stops the gates in flight and starts them again: that is a rebuild, and after
+    landing.max_rebuilds of them the tick says so, once."""
+    project.configure(ci={"command": SLOW_GATE}, landing={"max_rebuilds": 2})
+    other = clone("other")
+    task = project.add("Task", description="scripted-agent: write t.txt x")
+    project.tick()
+    project.wait_for_jobs()
+    project.tick()  # joined the train, its gate started
+    assert project.worker(task).lifecycle is Lifecycle.CHECKING
+    starved = []
+    for n in range(3):
+        _push_outside(other, f"outside-{n}.txt")
+        report = project.tick()
+        starved += [a for a in report.actions if a.action == "starved"]
+        assert project.worker(task).lifecycle is Lifecycle.CHECKING  # a new gate, on the new base
+    state = project.state()
+    assert state.train is not None and state.train.rebuilds == 3
+    assert len(starved) == 1, starved
+    assert "stacked again 2 times by outside pushes" in starved[0].detail
+
+
+def test_a_tick_asks_git_its_version_once_however_many_positions_it_stacks(
+    project: Project, tmp_path: Path
+) -> None:
+    """Every replay needs to know whether git has `merge-tree --write-tree`; git is asked once."""
+    project.configure(ci={"command": SLOW_GATE})
+    for n in range(4):
+        project.add(f"Task {n}", description=f"scripted-agent: write t{n}.txt {n}")
+    project.tick(workers=4)
+    project.wait_for_jobs()
+    log = tmp_path / "git-calls.log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "git"
+    path = os.environ["PATH"]
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nPATH="{path}" exec git "$@"\n')
+    wrapper.chmod(0o755)
+    done = project.tick_process("--workers", "4", env={"PATH": f"{bin_dir}:{path}"})
+    assert done.returncode == 0, done.stderr
+    state = project.state()
+    assert state.train is not None and len(state.train.positions) == 4  # three of them replayed
+    calls = log.read_text().splitlines()
+    assert sum(1 for c in calls if c in ("version", "--version")) == 1, calls
