@@ -442,3 +442,91 @@ def test_sandbox_agent_network_cuts_the_agents_network(
         server.shutdown()
         server.server_close()
     assert seen == (["/from-the-agent"] if network else [])
+
+
+# --- the box itself: no box, no tick; the gate's network; a resolution that keeps its markers --------
+
+
+def test_a_tick_refuses_to_run_when_the_box_cannot_start(project: Project, tmp_path: Path) -> None:
+    """As on a host with unprivileged user namespaces off: no job starts unboxed, and the error says how
+    to install the box and how to opt out."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    bwrap = bin_dir / "bwrap"
+    bwrap.write_text(
+        "#!/bin/sh\n[ \"$1\" = --version ] && { echo 'bubblewrap 0.8.0'; exit 0; }\n"
+        "echo 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n"
+    )
+    bwrap.chmod(0o755)
+    task = project.add("Do the task")
+    done = project.tick_process(env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert done.returncode == 1, done.stderr
+    assert (
+        "sandbox: bwrap cannot start a box here (bwrap: setting up uid map: Permission denied)" in done.stderr
+    )
+    assert 'set sandbox.mode = "none" in .ralph/config.toml' in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not project.paths.state.exists() or project.state().worker(task) is None  # nothing started
+
+
+@pytest.mark.parametrize("network", [True, False])
+def test_sandbox_gate_network_cuts_the_gates_network(project: Project, tmp_path: Path, network: bool) -> None:
+    """The gate tries a server on 127.0.0.1 before its check: it gets through only while allowed."""
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/from-the-gate"
+        reach = (
+            "import urllib.request\ntry:\n"
+            f"    urllib.request.urlopen({url!r}, timeout=5)\n"
+            "except OSError:\n    pass\n"
+        )
+        gate = [sys.executable, "-c", reach + "import runpy; runpy.run_path('.ci-check.py')"]
+        project.configure(ci={"command": gate}, sandbox={"gate_network": network})
+        task = project.add("Do the task", description="scripted-agent: write work.txt done")
+        state = project.run_until(settled(task), timeout=90)
+    finally:
+        server.shutdown()
+        server.server_close()
+    worker = state.worker(task)
+    assert worker is not None and worker.lifecycle is Lifecycle.COMPLETED, worker
+    assert project.origin_file("work.txt") == "done"
+    assert seen == (["/from-the-gate"] if network else [])
+
+
+def test_a_conflict_resolution_that_leaves_its_markers_never_lands(origin: Path, control: Path) -> None:
+    """The agent edits the conflicted file but keeps git's markers: ralph checks, and fails it."""
+    project = make_project(origin, control, agent={"max_attempts": 1, "max_remediations": 1})
+    (project.control / "shared.txt").write_text("value = 0\n")
+    project.commit_and_push("a shared file")
+    keep_markers = "scripted-agent: conflict: append shared.txt resolved, but the markers stay"
+    for side in ("A", "B"):
+        project.add(
+            f"Set {side}", description=f"scripted-agent: write shared.txt value = {side}\n{keep_markers}"
+        )
+    state = project.run_until(
+        lambda s: len(s.workers) == 2 and all(w.lifecycle in Lifecycle.terminal() for w in s.workers),
+        workers=2,
+        timeout=120,
+    )
+    loser = next(w for w in state.workers if w.lifecycle is not Lifecycle.COMPLETED)
+    assert loser.remediations == 1
+    assert loser.last_error is not None
+    assert "conflict markers are left in shared.txt after the remediation" in loser.last_error
+    on_origin = project.origin_file("shared.txt")
+    assert on_origin in ("value = A", "value = B")  # the winner alone; no marker line ever landed
+    assert not any(line.startswith(("<<<<<<<", "=======", ">>>>>>>")) for line in on_origin.splitlines())
