@@ -167,6 +167,20 @@ def _read_json(path: Path) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
+def keep_from_aider(home: Path, patterns: Iterable[str], repository_own: bytes | None) -> dict[str, str]:
+    """aider adds every tracked file its message names to its chat, editable, and under --yes-always it
+    never asks: ralph's prompt names the gate's program and ralph's own files, which a task may not
+    change (README "Security model"), so they would come back as a protected-path refusal and a lost
+    attempt. They go into an ignore file in the job's HOME that aider reads instead of the repository's
+    .aiderignore, whose lines come first. Returns the variable that points aider at it."""
+    own = repository_own.decode(errors="replace").rstrip("\n") if repository_own else ""
+    lines = [own] if own else []
+    lines += ["# ralph: paths a task may not change", *patterns]
+    path = home / ".aiderignore"
+    _write(path, "\n".join(lines) + "\n")
+    return {"AIDER_AIDERIGNORE": str(path)}
+
+
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.write_text(text)

@@ -22,13 +22,13 @@ from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 
-from ralph import runners, sandbox, workspace
+from ralph import policy, runners, sandbox, workspace
 from ralph.checkout import Checkout
 from ralph.clock import format_z
 from ralph.config import Config
 from ralph.errors import PreflightError
-from ralph.git import Git
-from ralph.home import make_home, point_at_endpoint
+from ralph.git import Git, cat_blobs
+from ralph.home import keep_from_aider, make_home, point_at_endpoint
 from ralph.job import JobSpec
 
 # Set for every job, and the only RALPH_* a job sees (the Rust ralph's RQ-0942: queue-path variables
@@ -67,6 +67,19 @@ class Launcher:
                 workspace_root=self.checkout.paths.workspace_root,
             )
         )
+
+    def _aider_ignore(self, home: Path) -> dict[str, str]:
+        """What aider must not pull into its chat: ralph's files, the gate's, landing.protected_paths."""
+        tracking = f"refs/remotes/{self.checkout.remote}/{self.base}"
+        gate = policy.gate_files(self.git, tracking, self.config.ci.command)
+        patterns = [
+            f"/{policy.RALPH_FILES}*",
+            f"!/{policy.RALPH_FILES}cache/",  # where a task writes its follow-up proposals
+            *(f"/{p}" for p in sorted(gate)),
+            *self.config.landing.protected_paths,
+        ]
+        own = cat_blobs(self.git, [f"{tracking}:.aiderignore"]).get(f"{tracking}:.aiderignore")
+        return keep_from_aider(home, patterns, own)
 
     @cached_property
     def object_dirs(self) -> list[str]:
@@ -140,6 +153,7 @@ class Launcher:
             **runners.home_env(agent, home),
             **invocation.env,
             **endpoint,
+            **(self._aider_ignore(home) if agent.runner == "aider" else {}),
             **expand_agent_env(agent.env, self.environ),
         }
         box = self._box(

@@ -122,6 +122,23 @@ def test_a_task_in_which_the_agent_runs_a_program_and_commits_lands(project: Pro
     assert doc["workers"][0]["usage"]["output_tokens"] == answered * USAGE_OUTPUT
 
 
+def test_aider_lands_its_edit_and_keeps_the_files_ralph_names_out_of_its_chat(project: Project) -> None:
+    """aider pulls every tracked file its message names into its chat, editable, without asking under
+    --yes-always; ralph's prompt names the gate's program. ralph's ignore file keeps it out."""
+    task = project.add("Say hello")
+    ws = project.paths.workspace(task)
+    script: list[Turn] = [[WriteFile(str(ws / "hello.txt"), "hello from the model\n")]]
+    _, server = drive(project, "aider", script, all_landed(1))
+    assert project.origin_file("hello.txt") == "hello from the model"  # aider edits; ralph commits
+    prompt = next(project.paths.run_dir(task).glob("*prompt.md")).read_text()
+    assert ".ci-check.py" in prompt  # the mention aider would act on
+    sent = json.dumps([r.body for r in server.model_requests()])
+    assert '\\"FIX\\" + \\"ME\\"' not in sent and "ci: {word} left in" not in sent  # the gate's source
+    log = (project.paths.run_dir(task) / "agent.log").read_text()
+    assert "Added .ci-check.py to the chat" not in log
+    assert "Added .ralph/" not in log
+
+
 @pytest.mark.parametrize("name", ["claude", "codex"])
 def test_a_failing_gate_is_fixed_by_the_remediation_agent(project: Project, name: str) -> None:
     task = project.add("Leave a note")
