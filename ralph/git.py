@@ -627,11 +627,27 @@ def cat_blobs(git: Git, specs: Sequence[str], *, limit: int | None = None) -> di
 
 @dataclass(frozen=True)
 class NewCommit:
-    """A commit of small files and no parent, written without a work tree or an index."""
+    """A commit of small files, written without a work tree or an index: parentless on an empty tree
+    unless told otherwise."""
 
     files: Mapping[str, bytes]  # path -> content; plain names, no spaces
     message: str
     when: datetime
+    parent: str | int | None = None  # a commit, or the index of an earlier one in the same write_commits
+    tree: str | None = None  # the tree `files` change (default: the empty tree)
+
+
+def object_names(git: Git, specs: Sequence[str]) -> dict[str, str]:
+    """The object each of `specs` names (`<commit>^{tree}`, `<commit>:<path>`): one git call for all;
+    a spec that names nothing is left out."""
+    if not specs:
+        return {}
+    out = git.run("cat-file", "--batch-check=%(objectname)", input="".join(f"{s}\n" for s in specs)).out
+    return {
+        spec: line
+        for spec, line in zip(specs, out.splitlines(), strict=True)
+        if not line.endswith(" missing")
+    }
 
 
 # Who the metadata commits are by: not the person's identity, which the work's commits carry.
@@ -641,13 +657,15 @@ _SCRATCH_BRANCH = "refs/ralph/fast-import"
 
 
 def write_commits(git: Git, commits: Sequence[NewCommit]) -> list[str]:
-    """Write `commits` (blobs, trees, parentless commits) in one `git fast-import`; their shas, in order."""
+    """Write `commits` (blobs, trees, commits) in one `git fast-import`; their shas, in order."""
     if not commits:
         return []
     stream: list[bytes] = []
     mark = 0
+    marks: list[int] = []
     for commit in commits:
-        stream.append(f"reset {_SCRATCH_BRANCH}\n".encode())  # no parent: a new branch each time
+        if commit.parent is None:
+            stream.append(f"reset {_SCRATCH_BRANCH}\n".encode())  # no parent: a new branch each time
         blobs: list[tuple[str, int]] = []
         for path, data in commit.files.items():
             mark += 1
@@ -656,11 +674,16 @@ def write_commits(git: Git, commits: Sequence[NewCommit]) -> list[str]:
         mark += 1
         message = commit.message.encode()
         when = int(commit.when.timestamp())
+        marks.append(mark)
+        parent = commit.parent
         stream += [
             f"commit {_SCRATCH_BRANCH}\nmark :{mark}\ncommitter {METADATA_IDENT} {when} +0000\n".encode(),
             f"data {len(message)}\n".encode(),
             message,
             b"\n",
+            *([f"from :{marks[parent]}\n".encode()] if isinstance(parent, int) else []),
+            *([f"from {parent}\n".encode()] if isinstance(parent, str) else []),
+            *([f'M 040000 {commit.tree} ""\n'.encode()] if commit.tree else []),  # the whole root tree
             *(f"M 100644 :{blob} {path}\n".encode() for path, blob in blobs),
             f"get-mark :{mark}\n".encode(),
         ]

@@ -212,7 +212,7 @@ def _conductor(crew: Crew) -> Conductor:
         max_rebuilds=crew.config.landing.max_rebuilds,
         ignore=(crew.source.queue_path, crew.source.done_path),
     )
-    return Conductor(crew.state, crew.git, crew, rules, scratch=crew.paths.scratch)
+    return Conductor(crew.state, crew.git, crew, rules, scratch=crew.paths.scratch, now=crew.now)
 
 
 def _in_queue_order(crew: Crew, workers: list[Worker]) -> list[Worker]:

@@ -22,10 +22,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
-from ralph.git import Git
+from ralph.git import Git, NewCommit, cat_blobs, object_names, write_commits
 from ralph.replay import Replayed, replay
 from ralph.state import Lifecycle, Position, State, Train, Worker
 
@@ -71,8 +72,11 @@ class Rules:
 class Conductor:
     """Keeps `state.train` in order for one tick."""
 
-    def __init__(self, state: State, git: Git, effects: Effects, rules: Rules, *, scratch: Path) -> None:
+    def __init__(
+        self, state: State, git: Git, effects: Effects, rules: Rules, *, scratch: Path, now: datetime
+    ) -> None:
         self.state = state
+        self.now = now
         self.git = git
         self.effects = effects
         self.rules = rules
@@ -338,4 +342,51 @@ class Conductor:
         self.train.next_attempt_at = None
         self.train.last_error = None
         self.train.pushing = {}
+        self._stand_on(tip)
         self.restack(0)
+
+    def _stand_on(self, tip: str) -> None:
+        """Move the positions behind a landing onto its `tip` without replaying them: the tip is the
+        last landed position plus ralph's bookkeeping, and no position changes ralph's queue and done
+        files (the policy refuses that), so each position's tree is its own with the tip's queue and
+        done files. One fast-import for the whole train, where replaying costs six git commands a
+        position. Anything else (a position of its own queue files, a tip with other code) is left to
+        restack."""
+        positions = self.train.positions
+        if not positions or positions[0].onto == tip:
+            return
+        landed = positions[0].onto  # the last landed position (the landed workers left the train)
+        if not self.code_same(landed, tip):
+            return
+        chain = [landed, *(p.commit for p in positions)]
+        specs = [f"{c}:{path}" for c in chain for path in self.rules.ignore] + [
+            f"{p.commit}^{{tree}}" for p in positions
+        ]
+        names = object_names(self.git, specs)
+        if any(
+            names.get(f"{c}:{path}") != names.get(f"{landed}:{path}")
+            for c in chain
+            for path in self.rules.ignore
+        ):
+            return
+        files = cat_blobs(self.git, [f"{tip}:{path}" for path in self.rules.ignore])
+        if len(files) != len(self.rules.ignore):
+            return
+        ours = {spec.split(":", 1)[1]: data for spec, data in files.items()}
+        commits = [
+            NewCommit(
+                ours,
+                self.effects.message(self.worker(p)),
+                self.now,
+                parent=n - 1 if n else tip,
+                tree=names[f"{p.commit}^{{tree}}"],
+            )
+            for n, p in enumerate(positions)
+        ]
+        for n, (position, sha) in enumerate(zip(positions, write_commits(self.git, commits), strict=True)):
+            keep = self.valid(position)
+            if position.failed == position.commit:
+                position.failed = sha
+            position.commit = sha
+            position.onto = positions[n - 1].commit if n else tip
+            position.passed = sha if keep else None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BASE, git
-from harness import Project, all_landed, install_rival_hook, make_project
+from harness import Project, all_landed, install_rival_hook, make_project, wait_until
 
 from ralph.state import Lifecycle
 
@@ -107,3 +107,55 @@ def test_a_tick_asks_git_its_version_once_however_many_positions_it_stacks(
     assert state.train is not None and len(state.train.positions) == 4  # three of them replayed
     calls = log.read_text().splitlines()
     assert sum(1 for c in calls if c in ("version", "--version")) == 1, calls
+
+
+def test_positions_behind_a_landing_move_onto_it_without_replaying_and_keep_their_gates(
+    project: Project, tmp_path: Path
+) -> None:
+    """The landed tip is the last landed position plus ralph's bookkeeping: the positions behind it get
+    the tip's queue and done files and the tip as parent in one fast-import; their gates run on."""
+    gate = "import os, time, runpy\nif os.path.exists('t1.txt'): time.sleep(60)\nrunpy.run_path('.ci-check.py')\n"
+    project.configure(ci={"command": [sys.executable, "-c", gate]})
+    for n in range(3):
+        project.add(f"Task {n}", description=f"scripted-agent: write t{n}.txt {n}")
+    project.tick(workers=3)
+    project.wait_for_jobs()
+    project.tick(workers=3)  # all three join; three gates start; only the first ends soon
+    state = project.state()
+    assert state.train is not None and [p.task_id for p in state.train.positions] == [
+        "RQ-0001",
+        "RQ-0002",
+        "RQ-0003",
+    ]
+    gates = {w.task_id: w.job.pid for w in state.workers if w.job is not None and w.task_id != "RQ-0001"}
+    first = state.worker("RQ-0001")
+    assert first is not None and first.job is not None
+    result = Path(first.job.result_path)
+    wait_until(result.exists, timeout=60, message="the first position's gate")
+    log = tmp_path / "git-calls.log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    path = os.environ["PATH"]
+    (bin_dir / "git").write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nPATH="{path}" exec git "$@"\n')
+    (bin_dir / "git").chmod(0o755)
+    done = project.tick_process("--workers", "3", env={"PATH": f"{bin_dir}:{path}"})
+    assert done.returncode == 0, done.stderr
+    state = project.state()
+    tip = git(project.origin, "rev-parse", BASE)
+    assert project.worker("RQ-0001").lifecycle is Lifecycle.COMPLETED
+    assert state.train is not None
+    second, third = state.train.positions
+    assert (second.onto, third.onto) == (tip, second.commit)
+    assert git(project.control, "rev-parse", f"{second.commit}^") == tip
+    for position in (second, third):
+        assert git(project.control, "rev-parse", f"{position.commit}:.ralph/queue.json") == git(
+            project.origin, "rev-parse", f"{BASE}:.ralph/queue.json"
+        )
+    assert git(project.control, "show", f"{third.commit}:t2.txt") == "2"
+    assert git(project.control, "show", f"{third.commit}:t0.txt") == "0"
+    # The gates in flight go on: the code they judge did not change.
+    assert {
+        w.task_id: w.job.pid for w in state.workers if w.job is not None and w.task_id != "RQ-0001"
+    } == gates
+    calls = log.read_text().splitlines()
+    assert not [c for c in calls if c.startswith("merge-tree")], calls  # nothing replayed
