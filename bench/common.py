@@ -152,10 +152,13 @@ def config_toml(
     max_push_attempts: int = 50,
     max_parallel: int | None = None,
     max_rebuilds: int | None = None,
+    follow_jobs: bool = False,
 ) -> str:
     """The config a benchmark project uses (README "Configuration"); keys not named keep their default.
 
-    Jobs run in ralph's default box (`sandbox.mode = "bwrap"`), as they would for a user.
+    Jobs run in ralph's default box (`sandbox.mode = "bwrap"`), as they would for a user. The benchmarks
+    that tick until done start every tick themselves, so a job does not ask for one (`run.follow_jobs`)
+    unless `follow_jobs`: end to end measures exactly that.
     """
     agent = list(agent_command or [str(SCRIPTED_AGENT), "{prompt_file}"])
     ci = f"[ci]\ncommand = {_toml_list(list(ci_command))}\ntimeout_minutes = 5\n"
@@ -169,7 +172,8 @@ def config_toml(
         f'[agent]\nrunner = "command"\ncommand = {_toml_list(agent)}\ntimeout_minutes = 5\n'
         "retry_backoff_minutes = [0]\n\n"
         f"{ci}{landing}\n"
-        f'[queue]\nid_prefix = "RQ"\nid_width = {id_width}\n'
+        f'[queue]\nid_prefix = "RQ"\nid_width = {id_width}\n\n'
+        f"[run]\nfollow_jobs = {'true' if follow_jobs else 'false'}\n"
     )
 
 

@@ -70,7 +70,9 @@ def build(root: Path) -> Project:
         task(n, title=f"Feature {n}", description=f"scripted-agent: sleep {AGENT_S}")
         for n in range(1, TASKS + 1)
     ]
-    config = config_toml(ci_command=["sleep", str(CI_S)], workers=WORKERS, max_parallel=WORKERS)
+    config = config_toml(
+        ci_command=["sleep", str(CI_S)], workers=WORKERS, max_parallel=WORKERS, follow_jobs=True
+    )
     return make_project(root, tasks=tasks, config=config)
 
 

@@ -15,7 +15,7 @@ CRASHPOINTS = (
     "mid-commit",  # ralph's own git directory made, the agent's leftovers staged, nothing committed
     "mid-import",  # a workspace's commit fetched into refs/ralph/incoming/, the ref not yet dropped
     "mid-replay",  # the scratch clone of a replay made (git older than 2.38)
-    "mid-bookkeeping",  # the landing commit's temporary index written
+    "mid-bookkeeping",  # a bookkeeping commit's temporary index written (task add; landing.squash = false)
     "after-spawn-before-save",
     "after-reap-before-save",
     "after-push-before-save",

@@ -635,6 +635,8 @@ class NewCommit:
     when: datetime
     parent: str | int | None = None  # a commit, or the index of an earlier one in the same write_commits
     tree: str | None = None  # the tree `files` change (default: the empty tree)
+    author: str | None = None  # `Name <email> <seconds> <zone>` (`git var`); default: ralph, at `when`
+    committer: str | None = None
 
 
 def object_names(git: Git, specs: Sequence[str]) -> dict[str, str]:
@@ -676,8 +678,11 @@ def write_commits(git: Git, commits: Sequence[NewCommit]) -> list[str]:
         when = int(commit.when.timestamp())
         marks.append(mark)
         parent = commit.parent
+        ralph = f"{METADATA_IDENT} {when} +0000"
+        author = f"author {commit.author}\n" if commit.author else ""
+        committer = commit.committer or ralph
         stream += [
-            f"commit {_SCRATCH_BRANCH}\nmark :{mark}\ncommitter {METADATA_IDENT} {when} +0000\n".encode(),
+            f"commit {_SCRATCH_BRANCH}\nmark :{mark}\n{author}committer {committer}\n".encode(),
             f"data {len(message)}\n".encode(),
             message,
             b"\n",

@@ -27,7 +27,7 @@ from ralph.clock import scheduled
 from ralph.config import Config
 from ralph.files import write_atomic
 from ralph.followups import proposed_tasks
-from ralph.git import Git
+from ralph.git import Git, NewCommit, object_names, write_commits
 from ralph.paths import Paths
 from ralph.prompts import commit_message
 from ralph.queue import Queues, Task, TaskStatus, read_queue_bytes
@@ -95,6 +95,11 @@ def build_chain(
         now=now,
     )
     parent = base_sha
+    squashed: list[NewCommit] = []
+    trees, author, committer = {}, "", ""
+    if config.landing.squash:
+        trees = object_names(git, [f"{x.position}^{{tree}}" for x in landings])
+        author, committer = _ident(git, "AUTHOR"), _ident(git, "COMMITTER")
     for landing in landings:
         task_id = landing.task.id
         followups = proposed_tasks(landing.run_dir, edit.queues, config.queue, now)
@@ -107,16 +112,35 @@ def build_chain(
         files = {source.queue_path: queue_bytes, source.done_path: done_bytes}
         added = f" (+{len(followups)} follow-up{'s' if len(followups) != 1 else ''})" if followups else ""
         message = f"{commit_message(landing.task)}\n\nralph: archive {task_id}{added}"
-        tree_from = landing.position
-        if not config.landing.squash:
-            parent, tree_from, message = _replay_commits(git, landing, parent, message, scratch)
+        chain.followups[task_id] = followups
+        if config.landing.squash:
+            # All of the chain in one fast-import below: the gated tree, the task's queue and done files.
+            squashed.append(
+                NewCommit(
+                    files,
+                    message + "\n",  # as commit-tree -m writes it
+                    now,
+                    parent=len(squashed) - 1 if squashed else base_sha,
+                    tree=trees[f"{landing.position}^{{tree}}"],
+                    author=author,
+                    committer=committer,
+                )
+            )
+            continue
+        parent, tree_from, message = _replay_commits(git, landing, parent, message, scratch)
         parent = commit_files(
             git, parent=parent, tree_from=tree_from, files=files, message=message, scratch=scratch
         )
         chain.commits[task_id] = parent
-        chain.followups[task_id] = followups
+    for landing, sha in zip(landings, write_commits(git, squashed), strict=False):
+        chain.commits[landing.task.id] = sha
     chain.queues = edit.queues
     return chain
+
+
+def _ident(git: Git, role: str) -> str:
+    """`Name <email> <seconds> <zone>` as git would write it now (the control checkout's identity)."""
+    return git.run("var", f"GIT_{role}_IDENT").out
 
 
 def _replay_commits(

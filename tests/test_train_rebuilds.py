@@ -114,7 +114,11 @@ def test_positions_behind_a_landing_move_onto_it_without_replaying_and_keep_thei
 ) -> None:
     """The landed tip is the last landed position plus ralph's bookkeeping: the positions behind it get
     the tip's queue and done files and the tip as parent in one fast-import; their gates run on."""
-    gate = "import os, time, runpy\nif os.path.exists('t1.txt'): time.sleep(60)\nrunpy.run_path('.ci-check.py')\n"
+    gate = (
+        "import os, time, runpy\n"
+        "if os.path.exists('t1.txt'): time.sleep(60)\n"  # positions 2 and 3 hold t1.txt: slow gates
+        "runpy.run_path('.ci-check.py')\n"
+    )
     project.configure(ci={"command": [sys.executable, "-c", gate]})
     for n in range(3):
         project.add(f"Task {n}", description=f"scripted-agent: write t{n}.txt {n}")
