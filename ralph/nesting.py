@@ -8,6 +8,7 @@ outside strings and comments turns that into a one-line error naming the file. S
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 # Far deeper than any queue, state or config file ralph writes or reads (they nest 4 or 5 levels).
@@ -26,6 +27,9 @@ def check_depth(text: str, *, toml: bool = False, limit: int = MAX_DEPTH) -> Non
     JSON strings are "..." with backslash escapes; JSONC adds // and /* */ comments; TOML adds '...',
     triple-quoted strings and # comments. Anything else is left for the real parser to judge.
     """
+    if not toml:
+        _check_json_depth(text, limit)
+        return
     depth = 0
     line = 1
     i = 0
@@ -53,6 +57,47 @@ def check_depth(text: str, *, toml: bool = False, limit: int = MAX_DEPTH) -> Non
             i = end
             continue
         i += 1
+
+
+# What hides brackets in JSON and JSONC: a string (a line break ends a broken one: the parser will say
+# so), a // comment, a /* */ comment (unclosed: to the end).
+_JSON_SKIP = re.compile(r'"(?:[^"\\\n]|\\(?:.|\Z))*(?:"|\n|\Z)|//[^\n]*|/\*.*?(?:\*/|\Z)', re.S)
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+
+
+def _check_json_depth(text: str, limit: int) -> None:
+    """check_depth for JSON and JSONC, the scanning done by regular expressions: a state file or a
+    queue of megabytes is checked on every tick that reads it, where a loop over every character in
+    Python was most of reading one. Only a text that is too deep is scanned again for its line."""
+    if _depth(_NOT_BRACKETS.sub("", _JSON_SKIP.sub("", text)), limit) < 0:
+        return
+    bare = _JSON_SKIP.sub(lambda m: "\n" * m.group().count("\n"), text)  # keeps the line numbers
+    at = _depth(_NOT_BRACKETS.sub(lambda m: "\n" * m.group().count("\n"), bare), limit)
+    raise TooDeep(bare.count("\n", 0, _nth_bracket(bare, at)) + 1, limit)
+
+
+def _depth(brackets: str, limit: int) -> int:
+    """The index in `brackets` (nothing but brackets and line breaks) of the first one past `limit`
+    levels deep; -1 when none is."""
+    depth = 0
+    for n, c in enumerate(brackets):
+        if c == "[" or c == "{":
+            depth += 1
+            if depth > limit:
+                return n
+        elif depth and c != "\n":
+            depth -= 1
+    return -1
+
+
+def _nth_bracket(text: str, n: int) -> int:
+    """The position in `text` of the bracket that is character `n` of its brackets-and-line-breaks."""
+    seen = -1
+    for m in re.finditer(r"[\[\]{}\n]", text):
+        seen += 1
+        if seen == n:
+            return m.start()
+    return len(text)
 
 
 def loads_json(text: str | bytes, *, limit: int = MAX_DEPTH) -> Any:

@@ -17,7 +17,7 @@ from helpers import ralph
 from ralph import health, job, markers
 from ralph.clock import format_z
 from ralph.home import point_at_endpoint
-from ralph.nesting import loads_json
+from ralph.nesting import TooDeep, check_depth, loads_json
 from ralph.pause import read_pause
 from ralph.state import Lifecycle
 
@@ -37,6 +37,34 @@ def test_loads_json_refuses_deep_nesting_as_a_value_error() -> None:
         loads_json(DEEP_JSON)
     assert loads_json('{"a": "[[[[[[", "b": [[1]]}') == {"a": "[[[[[[", "b": [[1]]}
     assert loads_json(b'{"x": 1}') == {"x": 1}
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('{"a": "[[[[[[[[", "b": /* {{{{{{ */ 1, // [[[[[[\n "c": [[[1]]]}', None),  # strings, comments
+        ('{"a": "\\"[[[[[[[[", "b": 1}', None),  # an escaped quote does not end the string
+        ('{\n"a": "[\n [[[[\n', 3),  # a line break ends a broken string: what follows counts
+        ('"unclosed \\', None),  # a backslash at the very end
+        ('{"x": "y",\n\n  "z": [[[[1]]]]}', 3),  # the line where the limit is passed
+    ],
+)
+def test_json_depth_is_counted_outside_strings_and_comments(text: str, line: int | None) -> None:
+    if line is None:
+        check_depth(text, limit=4)
+    else:
+        with pytest.raises(TooDeep) as e:
+            check_depth(text, limit=4)
+        assert e.value.line == line
+
+
+def test_a_large_queue_is_checked_whole() -> None:
+    """Ten thousand tasks of brackets in strings, then one level too many at the very end."""
+    task = '{"id": "RQ-%05d", "title": "a [b] {c} \\" [[", "deps": ["x"]}'
+    tasks = ",".join(task.replace("%05d", f"{n:05d}") for n in range(10_000))
+    check_depth('{"tasks": [' + tasks + "]}", limit=4)
+    with pytest.raises(TooDeep):
+        check_depth('{"tasks": [' + tasks + ", [[[1]]]]}", limit=4)
 
 
 def test_a_deeply_nested_marker_an_agent_left_is_ignored(tmp_path: Path) -> None:
