@@ -23,7 +23,14 @@ from typing import Any
 
 import pytest
 from conftest import BASE, git
-from harness import REPORT_VERDICT, Project, VerdictRecorder, archive_count, install_rival_hook, make_project
+from harness import (
+    REPORT_VERDICT,
+    Project,
+    archive_count,
+    install_rival_hook,
+    make_project,
+    record_gates,
+)
 
 from ralph.state import Lifecycle, State
 from ralph.watch import WATCH_ID
@@ -97,11 +104,8 @@ def project(origin: Path, control: Path) -> Project:
 
 @pytest.fixture
 def logs(project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Logs]:
-    recorder = VerdictRecorder(tmp_path / "gate-runs.txt")
+    recorder = record_gates(project, tmp_path / "gate-runs.txt", RECORDING_GATE)
     monkeypatch.setenv("CI_RECORD_URL", recorder.url)
-    project.configure(sandbox={"env_passthrough": ["CI_RECORD_URL"]})
-    (project.control / ".ci-check.py").write_text(RECORDING_GATE)
-    project.commit_and_push("a gate that reports what it ran on")
     pushes = tmp_path / "pushes.txt"
     pushes.touch()
     hook = project.origin / "hooks" / "post-receive"
