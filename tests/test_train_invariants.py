@@ -6,8 +6,13 @@ the bare origin logs every push. From those two logs, and nothing ralph says abo
 
 - every commit ralph pushed is a gated tree plus ralph's own bookkeeping, on the code it was gated on;
 - no task lands twice, and a failing member leaves the train while the rest land;
-- a rival push during the train rebuilds it, and what lands was gated on the rival's code;
+- a rival push during the train rebuilds it, and what lands was gated on the rival's code; ralph's
+  own queue commits do not, and ci.verify_rebased "overlap"/false trust what they may;
 - a tick killed in the landing path is repaired by the next one.
+
+The strict xfails are gaps found here (each reason names the function at fault): a base moving faster
+than the gate is never reported starved, a trusted outside push still throws away verdicts not yet
+read, and with no gate at all an outside push makes every tick fail.
 """
 
 from __future__ import annotations
