@@ -271,6 +271,17 @@ def report(line):
 """
 
 
+def record_gates(project: Project, record: Path, script: str) -> VerdictRecorder:
+    """Make `script` (which reports through REPORT_VERDICT) the project's CI gate, with CI_RECORD_URL
+    passed into its box, and start the recorder it reports to (appending to `record`). The caller puts
+    the recorder's url in ralph's environment as CI_RECORD_URL and closes it."""
+    recorder = VerdictRecorder(record)
+    project.configure(sandbox={"env_passthrough": ["CI_RECORD_URL"]})
+    (project.control / ".ci-check.py").write_text(script)
+    project.commit_and_push("record every CI verdict")
+    return recorder
+
+
 # --- processes ---------------------------------------------------------------------------------------
 
 

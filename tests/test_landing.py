@@ -23,12 +23,12 @@ from harness import (
     REPO,
     REPORT_VERDICT,
     Project,
-    VerdictRecorder,
     all_landed,
     install_declining_hook,
     install_rewinding_hook,
     install_rival_hook,
     make_project,
+    record_gates,
     wait_until,
 )
 
@@ -67,11 +67,8 @@ def project(origin: Path, control: Path) -> Project:
 
 @pytest.fixture
 def recorded(project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    recorder = VerdictRecorder(tmp_path / "ci-record.txt")
+    recorder = record_gates(project, tmp_path / "ci-record.txt", RECORDING_CI)
     monkeypatch.setenv("CI_RECORD_URL", recorder.url)
-    project.configure(sandbox={"env_passthrough": ["CI_RECORD_URL"]})
-    (project.control / ".ci-check.py").write_text(RECORDING_CI)
-    project.commit_and_push("record every CI verdict")
     yield recorder.record
     recorder.close()
 
