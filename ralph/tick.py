@@ -222,8 +222,9 @@ def _in_queue_order(crew: Crew, workers: list[Worker]) -> list[Worker]:
 
 
 def _advance(crew: Crew, conductor: Conductor) -> None:
-    """Every worker in flight: stopped if its task is closed elsewhere, else its finished job reaped."""
-    _follow(crew, conductor)
+    """Every worker in flight: stopped if its task is closed elsewhere, else its finished job reaped; then
+    the train follows the base. Gates are read first: a verdict on code that an outside push leaves
+    alone (ci.verify_rebased false or "overlap") must not be thrown away with the commit it judged."""
     in_flight = [w for w in crew.state.workers if w.lifecycle not in Lifecycle.terminal()]
     for worker in _in_queue_order(crew, in_flight):
         try:
@@ -237,6 +238,7 @@ def _advance(crew: Crew, conductor: Conductor) -> None:
             # One task's trouble must not stop the others.
             crew.fail(worker, str(e))
             crew.save()
+    _follow(crew, conductor)
 
 
 # --- the merge train ---------------------------------------------------------------------------------

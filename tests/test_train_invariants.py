@@ -8,11 +8,9 @@ the bare origin logs every push. From those two logs, and nothing ralph says abo
 - no task lands twice, and a failing member leaves the train while the rest land;
 - a rival push during the train rebuilds it, and what lands was gated on the rival's code; ralph's
   own queue commits do not, and ci.verify_rebased "overlap"/false trust what they may;
-- a tick killed in the landing path is repaired by the next one.
-
-The strict xfails are gaps found here (each reason names the function at fault): a base moving faster
-than the gate is never reported starved, a trusted outside push still throws away verdicts not yet
-read, and with no gate at all an outside push makes every tick fail.
+- a tick killed in the landing path is repaired by the next one;
+- a base moving faster than the gate is reported starved, a trusted outside push keeps the verdicts
+  of gates that already ran, and with no gate at all an outside push does not stop the ticks.
 """
 
 from __future__ import annotations
@@ -435,11 +433,6 @@ def test_under_overlap_an_outside_push_to_a_file_of_the_train_gates_it_again(
     assert project.origin_file("shared.txt") == SHARED.replace("line 0", "line zero") + "appended by a task"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a trusted outside push (verify_rebased overlap/false) met by _advance's follow before the "
-    "gates are reaped stops and discards their verdicts (Conductor.restack): every position is gated again",
-)
 def test_a_trusted_outside_push_keeps_the_verdict_of_a_gate_that_already_ran(
     project: Project, logs: Logs, clone: Callable[[str], Path]
 ) -> None:
@@ -459,19 +452,9 @@ def test_a_trusted_outside_push_keeps_the_verdict_of_a_gate_that_already_ran(
     [
         pytest.param(
             "between ticks",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="Conductor.restack counts a rebuild only when it drops a passed verdict: gates it "
-                "stops (running, or finished and not yet reaped) never count, so train.rebuilds stays 0",
-            ),
         ),
         pytest.param(
             "during the push",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="tick._land's _follow after a lost race counts rebuilds but never calls _starving; "
-                "_run_train's follow then finds the base unchanged: starved is never reported",
-            ),
         ),
     ],
 )
@@ -513,6 +496,8 @@ def test_a_tick_killed_while_landing_a_prefix_is_repaired_by_the_next(
 ) -> None:
     """Two passed positions land in one push; the tick dies at `point`. With `moved`, a person pushes
     on top of the landing before the next tick. Nothing is lost, nothing lands twice or ungated."""
+    if point == "mid-bookkeeping":
+        project.configure(landing={"squash": False})  # a squashed chain is one fast-import, no index
     tasks = features(project, 2)
     gating_all(project, tasks)
     project.wait_for_jobs()
@@ -543,11 +528,6 @@ def test_a_tick_killed_while_landing_a_prefix_is_repaired_by_the_next(
     assert gate_starts(project) == Counter(tasks)  # the verdicts survived the kill
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with no CI gate, an outside push drops the positions' 'passed' and Launcher.gate indexes an "
-    "empty ci.command (IndexError, exit 3 every tick)",
-)
 def test_without_a_gate_an_outside_push_under_waiting_positions_does_not_crash_the_ticks(
     project: Project,
 ) -> None:
