@@ -58,8 +58,8 @@ def look(crew: Crew, conductor: Conductor) -> None:
     if watch.sha is None:
         watch.sha = tip  # the base ralph found: not a move, and not gated on first sight (its tasks' are)
         return
-    if watch.sha is not None and watch.verdict != "unknown" and conductor.code_same(watch.sha, tip):
-        watch.sha = tip  # only ralph's queue files moved: the verdict holds
+    if conductor.code_same(watch.sha, tip):
+        watch.sha = tip  # only ralph's queue files moved: the verdict holds (unknown stays unknown)
         return
     if not enabled(crew.config):
         return

@@ -128,6 +128,18 @@ def test_ralph_landings_and_queue_edits_are_not_gated_again(project: Project) ->
     assert gates == []
 
 
+def test_a_queue_edit_on_a_base_seen_but_never_judged_is_not_gated(project: Project) -> None:
+    """The first tick adopts the base without gating it; a `task add` on top changes only ralph's files,
+    so the same holds: no gate on main, the verdict still unknown."""
+    assert ralph(project.control, "pause").exit_code == 0
+    project.tick()
+    assert project.state().watch.verdict == "unknown"
+    project.add("Another")
+    project.tick()
+    watch = project.state().watch
+    assert (watch.sha, watch.job, watch.verdict) == (git(project.origin, "rev-parse", BASE), None, "unknown")
+
+
 def test_the_team_ci_is_asked_instead_when_configured(project: Project, clone: Callable[[str], Path]) -> None:
     verdicts = project.control.parent / "verdicts"
     verdicts.mkdir()
