@@ -7,6 +7,7 @@ stamp says nothing changed, exits without importing click, pydantic or sh.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -145,3 +146,44 @@ def test_options_it_cannot_read_go_to_the_full_command_line(project: Project) ->
     dry = run(project, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert stamp.read(project.paths.parallel) is None  # a dry run takes no lock and leaves no stamp
+
+
+def test_eight_ticks_at_once_on_a_loaded_machine_start_each_task_once(project: Project) -> None:
+    """Both cores busy with loops, eight ticks started together, three times: every tick ends 0 or 75,
+    the losers before any heavy import, and no task's agent is started twice."""
+    tasks = [project.add(f"Task {n}", description=f"scripted-agent: write t{n}.txt {n}") for n in range(3)]
+    loops = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(max(2, os.cpu_count() or 2))
+    ]
+    try:
+        for _ in range(3):
+            argv = [sys.executable, "-X", "importtime", "-m", "ralph", "-C", str(project.control)]
+            started = [
+                subprocess.Popen(
+                    [*argv, "run", "--allow-root", "--workers", "3"],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(8)
+            ]
+            ended = [(p.wait(timeout=120), p.communicate()[1]) for p in started]
+            codes = sorted(code for code, _ in ended)
+            assert set(codes) <= {0, 75} and 0 in codes, ended
+            for code, stderr in ended:
+                assert "Traceback" not in stderr
+                if code == 75:
+                    assert "another ralph tick holds" in stderr
+                    assert imported(stderr).isdisjoint(HEAVY)
+            project.wait_for_jobs()
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+    state = project.state()
+    for task in tasks:
+        log = (project.paths.run_dir(task) / "agent.log").read_text()
+        worker = state.worker(task)
+        assert worker is not None
+        assert log.count(f"started agent for {task}") == worker.attempt == 1, log
