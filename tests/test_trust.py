@@ -9,11 +9,14 @@ blocked with a clear reason. Real bubblewrap, real git, real processes.
 from __future__ import annotations
 
 import hashlib
+import http.server
 import os
 import shutil
 import stat
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -412,14 +415,9 @@ def test_the_gate_gets_the_env_files_a_workspace_gets(project: Project, tmp_path
     assert ".env" not in git(project.origin, "ls-tree", "-r", "--name-only", BASE).split()
 
 
-@pytest.mark.parametrize("network", [True, False])
-def test_sandbox_agent_network_cuts_the_agents_network(
-    project: Project, tmp_path: Path, network: bool
-) -> None:
-    """A server on 127.0.0.1 that the agent tries to reach: reachable only while the config allows."""
-    import http.server
-    import threading
-
+@contextmanager
+def loopback_server() -> Iterator[tuple[str, list[str]]]:
+    """A server on 127.0.0.1: its address, and the paths it was asked for."""
     seen: list[str] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -434,13 +432,22 @@ def test_sandbox_agent_network_cuts_the_agents_network(
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/from-the-agent"
-        fetch = f"python3 -c \"import urllib.request; urllib.request.urlopen('{url}', timeout=5)\"\n"
-        project.configure(sandbox={"agent_network": network})
-        attack(project, tmp_path, fetch + "echo work > work.txt\n")
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("network", [True, False])
+def test_sandbox_agent_network_cuts_the_agents_network(
+    project: Project, tmp_path: Path, network: bool
+) -> None:
+    """A server on 127.0.0.1 that the agent tries to reach: reachable only while the config allows."""
+    with loopback_server() as (address, seen):
+        url = f"{address}/from-the-agent"
+        fetch = f"python3 -c \"import urllib.request; urllib.request.urlopen('{url}', timeout=5)\"\n"
+        project.configure(sandbox={"agent_network": network})
+        attack(project, tmp_path, fetch + "echo work > work.txt\n")
     assert seen == (["/from-the-agent"] if network else [])
 
 
@@ -472,24 +479,8 @@ def test_a_tick_refuses_to_run_when_the_box_cannot_start(project: Project, tmp_p
 @pytest.mark.parametrize("network", [True, False])
 def test_sandbox_gate_network_cuts_the_gates_network(project: Project, tmp_path: Path, network: bool) -> None:
     """The gate tries a server on 127.0.0.1 before its check: it gets through only while allowed."""
-    import http.server
-    import threading
-
-    seen: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.path)
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/from-the-gate"
+    with loopback_server() as (address, seen):
+        url = f"{address}/from-the-gate"
         reach = (
             "import urllib.request\ntry:\n"
             f"    urllib.request.urlopen({url!r}, timeout=5)\n"
@@ -499,9 +490,6 @@ def test_sandbox_gate_network_cuts_the_gates_network(project: Project, tmp_path:
         project.configure(ci={"command": gate}, sandbox={"gate_network": network})
         task = project.add("Do the task", description="scripted-agent: write work.txt done")
         state = project.run_until(settled(task), timeout=90)
-    finally:
-        server.shutdown()
-        server.server_close()
     worker = state.worker(task)
     assert worker is not None and worker.lifecycle is Lifecycle.COMPLETED, worker
     assert project.origin_file("work.txt") == "done"
