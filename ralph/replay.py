@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ralph.crash import crashpoint
 from ralph.files import scratch_dir
-from ralph.git import UNTRUSTED, Git
+from ralph.git import UNTRUSTED, Git, NewCommit, write_commits
 
 MERGE_TREE_VERSION = (2, 38)
 SCRATCH_PREFIX = "replay-"
+_SCAFFOLD_DATE = datetime(2000, 1, 1, tzinfo=UTC)
 _MARKER = re.compile(rb"^(<{7}|={7}|>{7})( |$)", re.M)
 
 
@@ -53,9 +55,16 @@ def replay(git: Git, *, old_base: str, head: str, onto: str, message: str, scrat
         return Replayed(_commit(git, head_tree, onto, message))
     # Three commits that exist only to make git's merge base the old base's tree: the merge of O and
     # T (both children of A) is then exactly "apply A..head onto onto", a cherry-pick of the squash.
-    a = _commit(git, old_tree, None, "ralph: replay base")
-    o = _commit(git, onto_tree, a, "ralph: replay onto")
-    t = _commit(git, head_tree, a, "ralph: replay change")
+    # One fast-import writes them (three commit-trees cost twice as much); only their trees and
+    # parents matter, so their date is fixed.
+    _, o, t = write_commits(
+        git,
+        [
+            NewCommit({}, "ralph: replay base", _SCAFFOLD_DATE, tree=old_tree),
+            NewCommit({}, "ralph: replay onto", _SCAFFOLD_DATE, parent=0, tree=onto_tree),
+            NewCommit({}, "ralph: replay change", _SCAFFOLD_DATE, parent=0, tree=head_tree),
+        ],
+    )
     if has_merge_tree(git):
         tree, conflicts = _merge_tree(git, o, t)
     else:
