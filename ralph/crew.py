@@ -226,9 +226,11 @@ class Crew:
         return worker.remediations >= self.config.agent.max_remediations or self.agent_slots() > 0
 
     def gate_slots(self) -> int:
-        """Gate jobs that may still start: ci.max_parallel bounds them (--workers when unset)."""
+        """Gate jobs that may still start: ci.max_parallel bounds them (--workers when unset), the gate on
+        main (ralph.watch) included."""
         limit = self.config.ci.max_parallel or self.options.workers or self.config.parallel.workers
-        return limit - sum(1 for w in self.state.workers if w.lifecycle is Lifecycle.CHECKING)
+        running = sum(1 for w in self.state.workers if w.lifecycle is Lifecycle.CHECKING)
+        return limit - running - (self.state.watch.job is not None)
 
     # --- workspaces ------------------------------------------------------------------------------
 

@@ -140,6 +140,30 @@ def test_a_queue_edit_on_a_base_seen_but_never_judged_is_not_gated(project: Proj
     assert (watch.sha, watch.job, watch.verdict) == (git(project.origin, "rev-parse", BASE), None, "unknown")
 
 
+def test_the_gate_on_main_takes_one_of_the_gate_slots(project: Project, clone: Callable[[str], Path]) -> None:
+    """ci.max_parallel = 1: while the gate on main runs, a task's position waits for the slot."""
+    slow = (
+        "import os, time, runpy\n"
+        "if os.path.exists('slow.txt'): time.sleep(60)\n"
+        "runpy.run_path('.ci-check.py')\n"
+    )
+    project.configure(ci={"command": [sys.executable, "-c", slow], "max_parallel": 1})
+    project.tick()  # the base as ralph first finds it
+    person = clone("person")
+    git(person, "pull", "-q", "origin", BASE)
+    (person / "slow.txt").write_text("slow\n")
+    git(person, "add", "slow.txt")
+    git(person, "commit", "-q", "-m", "a change that slows the gate")
+    git(person, "push", "-q", "origin", f"HEAD:{BASE}")
+    task = project.add("Feature")
+    project.tick()  # the gate on main starts, and the task's agent
+    assert project.state().watch.job is not None
+    project.wait_for_jobs()
+    project.tick()  # the agent is done: its position joins the train, but no slot is free
+    worker = project.worker(task)
+    assert worker.lifecycle is Lifecycle.INTEGRATING and project.state().watch.job is not None
+
+
 def test_the_team_ci_is_asked_instead_when_configured(project: Project, clone: Callable[[str], Path]) -> None:
     verdicts = project.control.parent / "verdicts"
     verdicts.mkdir()
