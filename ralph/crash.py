@@ -18,6 +18,7 @@ CRASHPOINTS = (
     "mid-bookkeeping",  # a bookkeeping commit's temporary index written (task add; landing.squash = false)
     "after-spawn-before-save",
     "after-reap-before-save",
+    "before-push",  # the chain built and saved as `train.pushing`, the push not yet made
     "after-push-before-save",
     "after-save",
 )

@@ -338,6 +338,7 @@ def _land(crew: Crew, conductor: Conductor) -> None:
             redos += 1
             if redos <= landing.MAX_QUICK_REDOS:
                 continue
+        crashpoint("before-push")
         pushed = push_with_lease(
             crew.git,
             remote=crew.checkout.remote,

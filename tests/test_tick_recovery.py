@@ -74,6 +74,10 @@ RECOVERY_TESTS = {
     "mid-bookkeeping": ("test_repair.py", "test_a_crash_inside_a_git_step_is_repaired_by_the_next_tick"),
     "mid-replay": ("test_repair.py", "test_a_crash_inside_a_scratch_replay_is_repaired"),
     "after-reap-before-save": (HERE, "test_a_crash_after_reaping_before_saving_starts_ci_once"),
+    "before-push": (
+        "test_train_invariants.py",
+        "test_a_tick_killed_while_landing_a_prefix_is_repaired_by_the_next",
+    ),
     "after-push-before-save": ("test_landing.py", "test_a_crash_after_the_push_lands_once"),
 }
 

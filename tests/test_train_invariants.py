@@ -489,7 +489,7 @@ def test_a_base_that_moves_faster_than_the_gate_is_reported_starved(
 
 @pytest.mark.parametrize(
     ("point", "moved"),
-    [("mid-bookkeeping", False), ("after-push-before-save", True)],
+    [("mid-bookkeeping", False), ("before-push", False), ("after-push-before-save", True)],
 )
 def test_a_tick_killed_while_landing_a_prefix_is_repaired_by_the_next(
     project: Project, logs: Logs, clone: Callable[[str], Path], point: str, moved: bool
@@ -511,6 +511,9 @@ def test_a_tick_killed_while_landing_a_prefix_is_repaired_by_the_next(
         assert git(project.origin, "rev-parse", BASE) == before
         assert any("index-" in p.name for p in project.paths.scratch.iterdir())  # left by the kill
         assert state.train.pushing == {}
+    elif point == "before-push":  # the chain saved as being pushed, the push never made
+        assert git(project.origin, "rev-parse", BASE) == before
+        assert list(state.train.pushing) == tasks
     else:
         landed = git(project.origin, "rev-list", "--reverse", f"{before}..{BASE}").split()
         assert list(state.train.pushing) == tasks and list(state.train.pushing.values()) == landed
