@@ -32,7 +32,7 @@ def append_event(path: Path, *, at: datetime, task_id: str, event: str, **fields
 class Notice:
     """One hooks.on_event run, decided at a transition and started once the state is saved."""
 
-    event: str  # landed, failed, blocked_push, rewound
+    event: str  # landed, failed, blocked_push, rewound, starved
     task_id: str
     workspace: str
     sha: str

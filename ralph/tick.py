@@ -274,13 +274,15 @@ def _starving(crew: Crew, conductor: Conductor) -> None:
         return
     train.starved_at = crew.now
     tasks = ", ".join(p.task_id for p in train.positions)
-    crew.act(
-        "train",
-        "starved",
+    detail = (
         f"the merge train was stacked again {train.rebuilds} times by outside pushes without landing "
         f"({tasks}); it keeps trying, but the base moves faster than its gate "
-        '(ci.verify_rebased = "overlap" or false may help)',
+        '(ci.verify_rebased = "overlap" or false may help)'
     )
+    crew.act("train", "starved", detail)
+    front = crew.state.worker(train.positions[0].task_id) if train.positions else None
+    if front is not None:  # an event (events.jsonl, hooks.on_event) on the task held at the front
+        crew.ledger.report(front, "starved", detail, sha=train.base_sha)
 
 
 def _recover_push(crew: Crew, conductor: Conductor) -> None:

@@ -83,6 +83,8 @@ def test_outside_pushes_that_keep_stopping_the_gates_report_a_starved_train(
     assert state.train is not None and state.train.rebuilds == 3
     assert len(starved) == 1, starved
     assert "stacked again 2 times by outside pushes" in starved[0].detail
+    events = [e for e in project.events() if e["event"] == "starved"]
+    assert [e["task_id"] for e in events] == [task] and events[0]["detail"] == starved[0].detail
 
 
 def test_a_tick_asks_git_its_version_once_however_many_positions_it_stacks(
