@@ -20,6 +20,7 @@ from ralph import job as jobs
 from ralph import markers, prompts, runners, workspace
 from ralph.bookkeeping import RemoteUnreachable, Source, detect_source, fetch_base, read_queues, rev
 from ralph.checkout import Checkout
+from ralph.claims import Board, Claims
 from ralph.clock import format_z, scheduled
 from ralph.config import Config
 from ralph.crash import crashpoint
@@ -99,6 +100,16 @@ def read_log_tail(path: Path, limit: int = CI_LOG_TAIL_BYTES) -> str:
 
 
 @dataclass
+class Sharing:
+    """What one pass knows of the claims and shared facts on the remote (ralph.hosts; ralph.claims)."""
+
+    claims: Claims
+    board: Board | None = None  # read on first use, once per pass
+    error: str | None = None  # why no claim can be made this pass (multi mode: nothing starts)
+    said: set[str] = field(default_factory=set)  # tasks whose refusal was logged this pass
+
+
+@dataclass
 class Crew:
     """Everything one tick works with; built once, then passed through the steps."""
 
@@ -116,6 +127,7 @@ class Crew:
     fetched: float = 0.0  # monotonic, when the base was last fetched
     remote_url: str = ""  # the remote's fetch URL, as preflight found it
     offline: str | None = None  # why the remote could not be reached this tick
+    sharing: Sharing | None = None  # claims and shared facts; None offline and in a dry run
 
     @property
     def now(self) -> datetime:
@@ -317,6 +329,11 @@ class Crew:
                 ),
             )
         self.ledger.transition(worker, Lifecycle.BLOCKED_PUSH, reason)
+        if self.sharing is not None:  # shared: no host starts the task again until retry or discard
+            recorded = self.sharing.claims.record_block(worker.task_id, self.now, reason)
+            if not recorded.ok:
+                said = recorded.message
+                logger.warning("%s: its block is known on this host only: %s", worker.task_id, said)
         self.act(
             worker.task_id,
             "blocked_push",
