@@ -637,6 +637,10 @@ class Claims:
 
     def landed(self, task_ids: Iterable[str]) -> None:
         """After the fenced landing push succeeded: forget the claims it deleted."""
+        self.forget(task_ids)
+
+    def forget(self, task_ids: Iterable[str]) -> None:
+        """Claims this checkout no longer holds (landed, or lost to another host): no longer noted."""
         if self.multi:
             update_refs(self.git, {HELD + t: None for t in task_ids})
 

@@ -106,7 +106,9 @@ class Sharing:
     claims: Claims
     board: Board | None = None  # read on first use, once per pass
     error: str | None = None  # why no claim can be made this pass (multi mode: nothing starts)
+    refused: bool = False  # the remote refused a claim: the tick fails, saying `error`
     said: set[str] = field(default_factory=set)  # tasks whose refusal was logged this pass
+    lost: set[str] = field(default_factory=set)  # claims lost this pass: the board is out of date on them
 
 
 @dataclass

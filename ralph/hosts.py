@@ -20,7 +20,8 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ralph.claims import CLAIMS, Board, Claims, Outcome, task_of
+from ralph import stamp
+from ralph.claims import CLAIMS, Board, Claims, Outcome, claim_ref, facts_ref, task_of
 from ralph.crew import Crew, Sharing
 from ralph.errors import GitError, RalphError
 from ralph.git import PushResult, PushStatus, RefUpdate, push_atomic, push_with_lease
@@ -71,6 +72,8 @@ def startable(crew: Crew, tasks: list[Task]) -> list[Task]:
         return [] if sharing.claims.multi else tasks
     keep = []
     for task in tasks:
+        if task.id in sharing.lost:
+            continue  # another host has it now
         worker = crew.state.worker(task.id)
         why = sharing.claims.why_not(
             seen,
@@ -108,8 +111,7 @@ def claim(crew: Crew, task: Task) -> int | None:
         logger.info("%s", result.message)
         return attempt
     if result.outcome is Outcome.ERROR:
-        sharing.error = result.message
-        crew.act(task.id, "claim_error", f"{result.message}; nothing starts")
+        sharing.error, sharing.refused = result.message, True
         return None
     crew.act(task.id, "not_claimed", result.message)
     return None
@@ -118,9 +120,8 @@ def claim(crew: Crew, task: Task) -> int | None:
 def check(crew: Crew) -> None:
     """After the pass: a remote that refused a claim in multi mode fails the tick with its one line."""
     sharing = crew.sharing
-    refused = any(a.action == "claim_error" for a in crew.report.actions)
-    if sharing is not None and sharing.error is not None and refused:
-        raise ClaimsRefused(sharing.error)
+    if sharing is not None and sharing.refused and sharing.error is not None:
+        raise ClaimsRefused(f"{sharing.error}; nothing was started")
 
 
 # --- heartbeats -----------------------------------------------------------------------------------------
@@ -163,11 +164,32 @@ def keep(crew: Crew) -> None:
             logger.warning("%s", result.message)
 
 
+def let_go(crew: Crew) -> None:
+    """The claims of workers that ended in this pass (failed, blocked) go at once, in one push, so
+    another host need not wait for this host's next tick to start the task's next attempt."""
+    sharing = crew.sharing
+    if sharing is None or not sharing.claims.multi:
+        return
+    ended = [
+        w.task_id
+        for w in crew.state.workers
+        if w.lifecycle in (Lifecycle.FAILED, Lifecycle.BLOCKED_PUSH) and w.completed_at == crew.now
+    ]
+    if ended:
+        try:
+            sharing.claims.release(ended)
+        except GitError as e:  # the next heartbeat lets go of them
+            logger.warning("could not release the claims of %s: %s", ", ".join(ended), e)
+
+
 def stop(crew: Crew, worker: Worker | None, reason: str) -> None:
     """Stop a worker that may no longer land its task: its job killed, its commits kept in the attic,
     nothing pushed; the attempt ends failed (retried later only if no other host holds the task)."""
     if worker is None or worker.lifecycle in Lifecycle.terminal():
         return
+    if crew.sharing is not None:
+        crew.sharing.lost.add(worker.task_id)
+        crew.sharing.claims.forget([worker.task_id])
     try:
         saved = crew.stop_and_shelve(worker)
     except RalphError as e:
@@ -263,6 +285,17 @@ def prune(crew: Crew) -> None:
         return
     if cleaned:
         logger.debug("pruned the remote's records of %s", ", ".join(cleaned))
+
+
+def shared_digest(crew: Crew) -> str | None:
+    """What the idle stamp compares to wake when another host changes a task's record or claims
+    (ralph.stamp); None when this pass read nothing of refs/ralph/."""
+    seen = None if crew.sharing is None else crew.sharing.board
+    if seen is None:
+        return None
+    refs = {facts_ref(t): f.sha for t, f in seen.facts.items() if f.sha is not None}
+    refs.update((claim_ref(t), c.sha) for t, c in seen.claims.items())
+    return stamp.shared_digest(refs)
 
 
 def wake_at(crew: Crew) -> list[datetime]:

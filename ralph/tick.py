@@ -124,6 +124,7 @@ def _pass(checkout: Checkout, options: TickOptions, now: datetime, waiting: Wait
             _land(crew, conductor)
         if crew.offline is None or crew.config.run.offline_spawn:
             _spawn(crew)
+        hosts.let_go(crew)
         changed = _content(crew.state) != loaded
         # A tick that changed nothing writes nothing (cron runs many of those), except the first,
         # so that status can tell a tick ran.
@@ -600,6 +601,7 @@ def _settle(crew: Crew) -> None:
         base_sha=crew.base_sha,
         wake_at=_wake_at(crew),
         watched=watched,
+        shared=hosts.shared_digest(crew),  # another host's retry or release wakes this one
     )
 
 
