@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ralph import stamp
-from ralph.claims import CLAIMS, Board, Claims, Outcome, claim_ref, facts_ref, task_of
+from ralph.bookkeeping import RemoteUnreachable
+from ralph.claims import CLAIMS, READ_TIMEOUT_S, Board, Claims, Outcome, claim_ref, facts_ref, task_of
 from ralph.crew import Crew, Sharing
 from ralph.errors import GitError, RalphError
-from ralph.git import PushResult, PushStatus, RefUpdate, push_atomic, push_with_lease
+from ralph.git import PushResult, PushStatus, RefUpdate, ls_remote_refs, push_atomic, push_with_lease
 from ralph.landing import PUSH_TIMEOUT_S
 from ralph.queue import Task
 from ralph.state import Lifecycle, Worker
@@ -47,9 +48,20 @@ def board(crew: Crew) -> Board | None:
     if sharing is None:
         return None
     if sharing.board is None and sharing.error is None:
+        branch = f"refs/heads/{crew.base}"
         try:
             sharing.board = sharing.claims.read_all()
-        except GitError as e:
+            # A landing moves the base and deletes its tasks' claims in one transaction, but a
+            # listing is no snapshot: a claim this board no longer has may be of a task that landed
+            # after this tick's fetch. The base, asked for after the claims, shows every such
+            # landing; when it moved, it is fetched again, so that nothing landed starts again.
+            there = ls_remote_refs(
+                crew.git, crew.checkout.remote, [branch], timeout=READ_TIMEOUT_S, exact=True
+            )
+            if there.get(branch) != crew.base_sha:
+                crew.fetch()
+        except (GitError, RemoteUnreachable) as e:
+            sharing.board = None
             sharing.error = f"cannot read the claims on {crew.checkout.remote}: {e}"
             logger.warning("%s; %s", sharing.error, _consequence(sharing.claims))
     return sharing.board

@@ -88,7 +88,9 @@ def project(origin: Path, control: Path) -> Project:
     # The hosts are named by their directories: host1 is the project's own control clone.
     host1 = control.parent / "host1"
     control.rename(host1)
-    return make_project(origin, host1, sandbox={"mode": "none"}, ci={"command": []}, parallel={"workers": 4})
+    return make_project(
+        origin, host1, sandbox={"mode": "none"}, ci={"command": ["true"]}, parallel={"workers": 4}
+    )
 
 
 # --- many hosts, one queue ------------------------------------------------------------------------
