@@ -115,12 +115,12 @@ def claim(crew: Crew, task: Task) -> int | None:
         return None
     seen = board(crew)
     since = None if worker is None else worker.started_at
-    attempt = here + 1 if seen is None else seen.next_attempt(task.id, here, since)
+    attempt = here + 1 if seen is None else seen.next_attempt(task.id, here, since, sharing.claims.host)
     result = sharing.claims.claim(
         task.id, attempt, crew.now, board=seen, max_attempts=crew.config.agent.max_attempts
     )
     if result.started:
-        logger.info("%s", result.message)
+        logger.debug("%s", result.message)
         return attempt
     if result.outcome is Outcome.ERROR:
         sharing.error, sharing.refused = result.message, True
@@ -169,7 +169,7 @@ def keep(crew: Crew) -> None:
         assert worker is not None
         result = claims.claim(task_id, worker.attempt, crew.now, board=seen, lifecycle=live[task_id])
         if result.started:
-            logger.info("%s: %s", task_id, result.message)
+            logger.debug("%s", result.message)
         elif result.outcome in (Outcome.LOST, Outcome.REFUSED):
             stop(crew, worker, f"claim lost: {result.message}")
         else:
