@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,12 @@ def test_a_killed_host_loses_its_task_to_another_after_the_ttl(
     ticked = tick(host2)
     assert ticked.returncode == 0, ticked.stderr
     assert state_of(host2).workers == []
+    # Idle, it leaves the stamp that lets the next ticks exit early, but with a wake-up for when the
+    # claim turns stale: no push to the base would announce that.
+    idle = json.loads((open_checkout(host2).paths.parallel / "idle.json").read_text())
+    heartbeat = claims.read(task).claims[task].doc.heartbeat  # type: ignore[union-attr]
+    stale_at = heartbeat + timedelta(minutes=0.05)
+    assert idle["wake_at"] == stale_at.strftime("%Y-%m-%dT%H:%M:%SZ")
     time.sleep(3.2)
     ticked = tick(host2, "--json")
     assert ticked.returncode == 0, ticked.stderr
@@ -328,14 +335,15 @@ def test_a_claim_lost_just_before_the_landing_push_takes_its_task_out_of_the_tra
 ) -> None:
     keep, lose = project.add("Keep"), project.add("Lose")
     assert tick(project.control).returncode == 0
-    project.wait_for_jobs()
     # Another host takes `lose` over on the server while the landing push is on its way: a pre-receive
     # hook replaces the claim under the push's lease, once.
     rival = _rival_claim(project.origin, lose)
     hook = project.origin / "hooks" / "pre-receive"
+    pushes = project.origin / "pushes.log"
     hook.write_text(
         "#!/bin/sh\n"
-        'grep -q " refs/heads/main$" || exit 0\n'
+        f'input=$(cat); echo "$input" >> "{pushes}"\n'
+        'echo "$input" | grep -q " refs/heads/main$" || exit 0\n'
         "unset GIT_QUARANTINE_PATH GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES\n"
         "GIT_DIR=$(pwd); export GIT_DIR\n"
         f"git update-ref refs/ralph/claims/{lose} {rival}\n"
@@ -343,8 +351,16 @@ def test_a_claim_lost_just_before_the_landing_push_takes_its_task_out_of_the_tra
         "exit 0\n"
     )
     hook.chmod(0o755)
-    ticked = tick(project.control, "--json")
-    assert ticked.returncode == 0, ticked.stderr
+    deadline = time.monotonic() + 60
+    while state_of(project.control).worker(keep).lifecycle is not Lifecycle.COMPLETED:  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, state_of(project.control).workers
+        project.wait_for_jobs()
+        ticked = tick(project.control)
+        assert ticked.returncode == 0, ticked.stderr
+    # The push the hook saw moved the base and deleted both claims, under their leases: the rival's
+    # claim failed its lease, so nothing of it happened.
+    fenced = pushes.read_text().split()
+    assert f"refs/ralph/claims/{keep}" in fenced and f"refs/ralph/claims/{lose}" in fenced
     state = state_of(project.control)
     kept, lost = state.worker(keep), state.worker(lose)
     assert kept is not None and kept.lifecycle is Lifecycle.COMPLETED
