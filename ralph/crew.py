@@ -109,6 +109,7 @@ class Sharing:
     refused: bool = False  # the remote refused a claim: the tick fails, saying `error`
     said: set[str] = field(default_factory=set)  # tasks whose refusal was logged this pass
     lost: set[str] = field(default_factory=set)  # claims lost this pass: the board is out of date on them
+    base_checked: bool = False  # the base was asked for after the board was read (ralph.hosts)
 
 
 @dataclass

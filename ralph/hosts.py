@@ -48,23 +48,35 @@ def board(crew: Crew) -> Board | None:
     if sharing is None:
         return None
     if sharing.board is None and sharing.error is None:
-        branch = f"refs/heads/{crew.base}"
         try:
             sharing.board = sharing.claims.read_all()
-            # A landing moves the base and deletes its tasks' claims in one transaction, but a
-            # listing is no snapshot: a claim this board no longer has may be of a task that landed
-            # after this tick's fetch. The base, asked for after the claims, shows every such
-            # landing; when it moved, it is fetched again, so that nothing landed starts again.
-            there = ls_remote_refs(
-                crew.git, crew.checkout.remote, [branch], timeout=READ_TIMEOUT_S, exact=True
-            )
-            if there.get(branch) != crew.base_sha:
-                crew.fetch()
-        except (GitError, RemoteUnreachable) as e:
-            sharing.board = None
+        except GitError as e:
             sharing.error = f"cannot read the claims on {crew.checkout.remote}: {e}"
             logger.warning("%s; %s", sharing.error, _consequence(sharing.claims))
     return sharing.board
+
+
+def fetch_after_board(crew: Crew) -> bool:
+    """Before selection trusts the board: whether the base moved since this tick's fetch (then it is
+    fetched again, and selection must look again). A landing moves the base and deletes its tasks'
+    claims in one transaction, but a listing is no snapshot: a claim the board no longer has may be
+    of a task that landed after this tick's fetch. The base, asked for after the claims, shows every
+    such landing, so nothing landed starts again."""
+    sharing = crew.sharing
+    if sharing is None or sharing.base_checked or board(crew) is None:
+        return False
+    sharing.base_checked = True
+    branch = f"refs/heads/{crew.base}"
+    try:
+        there = ls_remote_refs(crew.git, crew.checkout.remote, [branch], timeout=READ_TIMEOUT_S, exact=True)
+        if there.get(branch) == crew.base_sha:
+            return False
+        crew.fetch()
+    except (GitError, RemoteUnreachable) as e:
+        sharing.error = f"cannot read {crew.checkout.remote}/{crew.base} after its claims: {e}"
+        sharing.board = None
+        logger.warning("%s; %s", sharing.error, _consequence(sharing.claims))
+    return True
 
 
 def _consequence(claims: Claims) -> str:

@@ -475,8 +475,15 @@ def _landed(crew: Crew, worker: Worker, commit: str) -> None:
 
 
 def _runnable(crew: Crew) -> list[Task]:
+    runnable = _selected(crew)
+    if runnable and hosts.fetch_after_board(crew):
+        runnable = _selected(crew)  # the base moved: what landed meanwhile is not started again
+    return hosts.startable(crew, runnable)  # what every host's record and claims allow
+
+
+def _selected(crew: Crew) -> list[Task]:
     assert crew.queues is not None
-    runnable = select_runnable(
+    return select_runnable(
         crew.queues.queue,
         crew.queues.done,
         crew.state.by_task(),
@@ -485,7 +492,6 @@ def _runnable(crew: Crew) -> list[Task]:
         include_draft=crew.options.include_draft,
         only=crew.options.only,
     )
-    return hosts.startable(crew, runnable)  # what every host's record and claims allow
 
 
 def _spawn(crew: Crew) -> None:
