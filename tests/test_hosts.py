@@ -371,6 +371,9 @@ def test_a_claim_lost_just_before_the_landing_push_takes_its_task_out_of_the_tra
     # The rival's claim is untouched; the landed task's claim is gone with the landing.
     assert remote_claims(project.origin) == [f"refs/ralph/claims/{lose}"]
     assert git(project.origin, "rev-parse", f"refs/ralph/claims/{lose}") == rival
+    # The landing tick pruned the landed task's shared record: refs/ralph/ keeps only work to do.
+    facts = git(project.origin, "for-each-ref", "--format=%(refname)", "refs/ralph/tasks/").splitlines()
+    assert facts == [facts_ref(lose)]
 
 
 def _rival_claim(origin: Path, task_id: str) -> str:
