@@ -249,6 +249,9 @@ def push_landing(crew: Crew, tip: str, task_ids: list[str]) -> LandingPush:
         worker = crew.state.worker(task_id)
         attempt = 1 if worker is None else worker.attempt
         result = claims.claim(task_id, attempt, crew.now, lifecycle=str(Lifecycle.INTEGRATING))
+        if result.outcome is Outcome.ERROR:  # the remote, not another host: a push that failed
+            status = PushStatus.PERMANENT if result.permanent else PushStatus.TRANSPORT
+            return LandingPush(PushResult(status, result.message))
         if not result.started:
             lost[task_id] = result.message
     if lost:
