@@ -222,14 +222,24 @@ class Board:
     def facts_of(self, task_id: str) -> Facts:
         return self.facts.get(task_id) or Facts(task_id, None, FactsDoc(task_id=task_id))
 
-    def next_attempt(self, task_id: str, attempts_here: int = 0, here_since: datetime | None = None) -> int:
+    def next_attempt(
+        self,
+        task_id: str,
+        attempts_here: int = 0,
+        here_since: datetime | None = None,
+        host: str | None = None,
+    ) -> int:
         """The number of the next attempt: after every attempt started here (`attempts_here`, the
         latest started at `here_since`) or on any other host. Attempts made here before the task's
-        record was last cleared are of an earlier round and do not count."""
+        record was last cleared are of an earlier round and do not count. The last attempt counted,
+        when `host` (this one) counted it and has since given it back (a run stopped by a usage limit,
+        a landing a rewind removed: `attempts_here` one lower), is not spent: its number is used again."""
         facts = self.facts_of(task_id)
         cleared = facts.doc.cleared
         if cleared is not None and (here_since is None or here_since <= cleared.at):
             attempts_here = 0
+        if host is not None and facts.doc.last_host == host and facts.attempts == attempts_here + 1:
+            return facts.attempts
         return max(attempts_here, facts.attempts) + 1
 
 
@@ -387,7 +397,7 @@ class Claims:
         stop = facts.stop()
         if stop:
             return stop
-        attempt = board.next_attempt(task_id, attempts_here, here_since)
+        attempt = board.next_attempt(task_id, attempts_here, here_since, self.host)
         if attempt > max_attempts:
             return f"no attempts left ({attempt - 1}/{max_attempts}, counted on every host)"
         claim = board.claims.get(task_id)
@@ -637,6 +647,10 @@ class Claims:
 
     def landed(self, task_ids: Iterable[str]) -> None:
         """After the fenced landing push succeeded: forget the claims it deleted."""
+        self.forget(task_ids)
+
+    def forget(self, task_ids: Iterable[str]) -> None:
+        """Claims this checkout no longer holds (landed, or lost to another host): no longer noted."""
         if self.multi:
             update_refs(self.git, {HELD + t: None for t in task_ids})
 

@@ -20,6 +20,7 @@ from ralph import job as jobs
 from ralph import markers, prompts, runners, workspace
 from ralph.bookkeeping import RemoteUnreachable, Source, detect_source, fetch_base, read_queues, rev
 from ralph.checkout import Checkout
+from ralph.claims import Board, Claims
 from ralph.clock import format_z, scheduled
 from ralph.config import Config
 from ralph.crash import crashpoint
@@ -99,6 +100,19 @@ def read_log_tail(path: Path, limit: int = CI_LOG_TAIL_BYTES) -> str:
 
 
 @dataclass
+class Sharing:
+    """What one pass knows of the claims and shared facts on the remote (ralph.hosts; ralph.claims)."""
+
+    claims: Claims
+    board: Board | None = None  # read on first use, once per pass
+    error: str | None = None  # why no claim can be made this pass (multi mode: nothing starts)
+    refused: bool = False  # the remote refused a claim: the tick fails, saying `error`
+    said: set[str] = field(default_factory=set)  # tasks whose refusal was logged this pass
+    lost: set[str] = field(default_factory=set)  # claims lost this pass: the board is out of date on them
+    base_checked: bool = False  # the base was asked for after the board was read (ralph.hosts)
+
+
+@dataclass
 class Crew:
     """Everything one tick works with; built once, then passed through the steps."""
 
@@ -116,6 +130,7 @@ class Crew:
     fetched: float = 0.0  # monotonic, when the base was last fetched
     remote_url: str = ""  # the remote's fetch URL, as preflight found it
     offline: str | None = None  # why the remote could not be reached this tick
+    sharing: Sharing | None = None  # claims and shared facts; None offline and in a dry run
 
     @property
     def now(self) -> datetime:
@@ -319,6 +334,11 @@ class Crew:
                 ),
             )
         self.ledger.transition(worker, Lifecycle.BLOCKED_PUSH, reason)
+        if self.sharing is not None:  # shared: no host starts the task again until retry or discard
+            recorded = self.sharing.claims.record_block(worker.task_id, self.now, reason)
+            if not recorded.ok:
+                said = recorded.message
+                logger.warning("%s: its block is known on this host only: %s", worker.task_id, said)
         self.act(
             worker.task_id,
             "blocked_push",

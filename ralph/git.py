@@ -4,7 +4,7 @@ Commands are argv tuples of plain strings (no keyword-to-flag magic), run withou
 colour), with a timeout, and with failures turned into GitError carrying the command and its stderr.
 
 `sh` is imported when the first Git is made, not with this module: the tick's idle check (ralph.stamp)
-asks the remote one question with `subprocess` alone (`ls_remote_sha`), and a tick with nothing to do
+asks the remote one question with `subprocess` alone (`ls_remote_listing`), and a tick with nothing to do
 never pays for importing sh.
 """
 
@@ -431,12 +431,15 @@ def _verdict(summary: str, remote_says: str) -> PushStatus:
 LS_REMOTE_TIMEOUT_S = 30.0
 
 
-def ls_remote_sha(cwd: Path, remote: str, branch: str, *, timeout: float = LS_REMOTE_TIMEOUT_S) -> str | None:
-    """The sha of `branch` on `remote`, asked of the remote itself with `subprocess` (no sh, for the
-    idle check of a tick that may have nothing to do); None when it cannot say."""
+def ls_remote_listing(
+    cwd: Path, remote: str, patterns: Sequence[str], *, timeout: float = LS_REMOTE_TIMEOUT_S
+) -> dict[str, str] | None:
+    """The refs on `remote` matching `patterns` (ref -> sha) in one `git ls-remote`, with `subprocess`
+    alone (no sh: the idle check of a tick that may have nothing to do); None when the remote cannot
+    say, or has no ref matching any pattern."""
     try:
         done = subprocess.run(
-            ["git", "ls-remote", "--exit-code", remote, f"refs/heads/{branch}"],
+            ["git", "ls-remote", "--exit-code", remote, *patterns],
             cwd=cwd,
             env=git_env(),
             stdin=subprocess.DEVNULL,
@@ -446,8 +449,14 @@ def ls_remote_sha(cwd: Path, remote: str, branch: str, *, timeout: float = LS_RE
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    words = done.stdout.split() if done.returncode == 0 else []
-    return words[0] if words else None
+    if done.returncode != 0:
+        return None
+    listing = {}
+    for line in done.stdout.splitlines():
+        sha, _, ref = line.partition("\t")
+        if sha and ref:
+            listing[ref] = sha
+    return listing
 
 
 # --- several refs in one push: claims, shared task facts, and the fenced landing -------------------

@@ -15,6 +15,7 @@ Standard library only.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -23,7 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ralph import __version__
-from ralph.git import ls_remote_sha
+from ralph.git import ls_remote_listing
+
+# What other hosts change without moving the base (ralph.claims): every task's shared facts (a retry, a
+# cancellation, an attempt) by sha, and which tasks are claimed (not their heartbeats: those change
+# every few minutes, and change nothing a waiting host could do). Named here, not imported: this
+# module stays on the standard library.
+SHARED_PREFIXES = ("refs/ralph/tasks/", "refs/ralph/claims/")
 
 _NAME = "idle.json"
 
@@ -50,6 +57,7 @@ class Stamp:
     base_sha: str
     wake_at: str | None  # RFC 3339 UTC; None: nothing falls due by itself
     files: dict[str, Fingerprint] = field(default_factory=dict)
+    shared: str | None = None  # shared_digest of what the tick read of refs/ralph/; None: not read
     version: str = __version__
 
 
@@ -61,6 +69,7 @@ def write(
     base_sha: str,
     wake_at: datetime | None,
     watched: list[Path],
+    shared: str | None = None,
 ) -> None:
     """Record an idle tick's view (after its last write, so its own files are as it left them)."""
     stamp = Stamp(
@@ -69,6 +78,7 @@ def write(
         base_sha=base_sha,
         wake_at=None if wake_at is None else wake_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         files={str(p): fingerprint(p) for p in watched},
+        shared=shared,
     )
     parallel_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=parallel_dir, prefix=f".{_NAME}.", suffix=".tmp")
@@ -109,4 +119,19 @@ def still_idle(root: Path, parallel_dir: Path, now: datetime) -> bool:
             return False
     if any(fingerprint(Path(p)) != fp for p, fp in stamp.files.items()):
         return False
-    return ls_remote_sha(root, stamp.remote, stamp.base) == stamp.base_sha
+    branch = f"refs/heads/{stamp.base}"
+    patterns = [branch, *(f"{p}*" for p in SHARED_PREFIXES)] if stamp.shared is not None else [branch]
+    listing = ls_remote_listing(root, stamp.remote, patterns)
+    if listing is None or listing.get(branch) != stamp.base_sha:
+        return False
+    return stamp.shared is None or shared_digest(listing) == stamp.shared
+
+
+def shared_digest(refs: dict[str, str]) -> str:
+    """A digest of the shared refs in `refs` (ref -> sha): the facts with their shas, the claims by name."""
+    lines = sorted(
+        f"{ref} {sha}" if ref.startswith(SHARED_PREFIXES[0]) else ref
+        for ref, sha in refs.items()
+        if ref.startswith(SHARED_PREFIXES)
+    )
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()

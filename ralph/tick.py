@@ -15,7 +15,7 @@ from pathlib import Path
 from shutil import rmtree
 from typing import Any
 
-from ralph import health, landing, markers, prompts, repair, rewinds, runners, stamp, wake, watch
+from ralph import health, hosts, landing, markers, prompts, repair, rewinds, runners, stamp, wake, watch
 from ralph.bookkeeping import Mode, RemoteUnreachable, rev
 from ralph.checkout import Checkout
 from ralph.clock import now as clock_now
@@ -24,7 +24,7 @@ from ralph.crew import Crew, TickOptions, TickReport, Waiting
 from ralph.errors import RalphError, StateError, resource_error
 from ralph.files import rotate
 from ralph.followups import FollowupError
-from ralph.git import PushStatus, push_with_lease
+from ralph.git import PushStatus
 from ralph.launch import GATES_DIR
 from ralph.ledger import Ledger
 from ralph.lock import TickLock
@@ -109,10 +109,13 @@ def _pass(checkout: Checkout, options: TickOptions, now: datetime, waiting: Wait
         _prune(crew)
         preflight(crew)
         crew.fetch_or_go_offline()
+        if crew.offline is None:
+            hosts.begin(crew)
         conductor = _conductor(crew)
         if crew.offline is None:  # the remote must say whether a push arrived
             _recover_push(crew, conductor)
         enforce_budget(crew)
+        hosts.keep(crew)  # before reaping: a worker whose claim was lost goes no further
         _advance(crew, conductor)
         if crew.offline is None:
             watch.look(crew, conductor)
@@ -121,6 +124,7 @@ def _pass(checkout: Checkout, options: TickOptions, now: datetime, waiting: Wait
             _land(crew, conductor)
         if crew.offline is None or crew.config.run.offline_spawn:
             _spawn(crew)
+        hosts.let_go(crew)
         changed = _content(crew.state) != loaded
         # A tick that changed nothing writes nothing (cron runs many of those), except the first,
         # so that status can tell a tick ran.
@@ -128,6 +132,7 @@ def _pass(checkout: Checkout, options: TickOptions, now: datetime, waiting: Wait
             crew.save()
         crashpoint("after-save")
         _settle(crew)
+    hosts.check(crew)
     if crew.offline is not None:
         moved = _content(crew.state)["workers"] != workers_loaded  # a job reaped, started, gated
         _offline_end(crew, did_something=moved or bool(crew.report.actions))
@@ -303,6 +308,8 @@ def _recover_push(crew: Crew, conductor: Conductor) -> None:
         if worker is not None and worker.lifecycle in Lifecycle.in_train():
             _landed(crew, worker, commit)
             count += 1
+    if crew.sharing is not None:
+        crew.sharing.claims.landed(chain)  # the push deleted their claims with it
     conductor.landed(tip, chain)
     watch.landed(crew, conductor, tip)
     crew.save()
@@ -341,17 +348,21 @@ def _land(crew: Crew, conductor: Conductor) -> None:
             if redos <= landing.MAX_QUICK_REDOS:
                 continue
         crashpoint("before-push")
-        pushed = push_with_lease(
-            crew.git,
-            remote=crew.checkout.remote,
-            commit=chain.tip,
-            branch=crew.base,
-            expected=crew.base_sha,
-            timeout=landing.PUSH_TIMEOUT_S,
-        )
+        fenced = hosts.push_landing(crew, chain.tip, list(chain.commits))
+        if fenced.pushed is None:
+            # A claim was lost to another host: that task may not land from here. It leaves the
+            # train, and the train is built again without it.
+            train.pushing = {}
+            for task_id, why in fenced.lost.items():
+                hosts.stop(crew, crew.state.worker(task_id), why)
+            conductor.restack(0)
+            crew.save()
+            continue
+        pushed = fenced.pushed
         if pushed.status is PushStatus.OK:
             crashpoint("after-push-before-save")
             _record_landing(crew, conductor, chain)
+            hosts.prune(crew)
             return
         train.pushing = {}
         workers = [crew.state.worker(p.task_id) for p in prefix]
@@ -469,6 +480,13 @@ def _landed(crew: Crew, worker: Worker, commit: str) -> None:
 
 
 def _runnable(crew: Crew) -> list[Task]:
+    runnable = _selected(crew)
+    if runnable and hosts.fetch_after_board(crew):
+        runnable = _selected(crew)  # the base moved: what landed meanwhile is not started again
+    return hosts.startable(crew, runnable)  # what every host's record and claims allow
+
+
+def _selected(crew: Crew) -> list[Task]:
     assert crew.queues is not None
     return select_runnable(
         crew.queues.queue,
@@ -489,30 +507,46 @@ def _spawn(crew: Crew) -> None:
             "not starting new tasks: the queue on %s/%s cannot be read", crew.checkout.remote, crew.base
         )
         return
-    for task in _to_start(crew):
-        _start_task(crew, task)
+    runnable, limit = _startable(crew)
+    started = 0
+    for task in runnable:
+        if started >= limit:
+            break
+        attempt = hosts.claim(crew, task)  # a task claimed by another host first is not started here
+        if attempt is None:
+            if crew.sharing is not None and crew.sharing.error is not None:
+                break
+            continue
+        _start_task(crew, task, attempt)
+        started += 1
 
 
 def _to_start(crew: Crew) -> list[Task]:
     """Runnable tasks in queue order, as many as free slots and --max-tasks allow; none while paused."""
+    runnable, limit = _startable(crew)
+    return runnable[:limit]
+
+
+def _startable(crew: Crew) -> tuple[list[Task], int]:
+    """Runnable tasks in queue order, and how many may start (free slots, --max-tasks; none paused)."""
     paused = read_pause(crew.paths.pause)
     if paused is not None:
         if _runnable(crew):
             logger.info("not starting new tasks: %s; `ralph resume` to go on", paused.describe())
-        return []
+        return [], 0
     held = crew.state.runner_pause(crew.config.agent.runner, crew.now)
     if held is not None:
         if _runnable(crew):
             logger.info("not starting new tasks: %s; `ralph resume` to go on now", held.describe(crew.now))
-        return []
+        return [], 0
     limit = crew.agent_slots()
     if crew.options.max_tasks:
         limit = min(limit, crew.options.max_tasks)
     runnable = [t for t in _runnable(crew) if within_budget(crew, crew.state.worker(t.id))]
-    return runnable[: max(0, limit)]
+    return runnable, max(0, limit)
 
 
-def _start_task(crew: Crew, task: Task) -> None:
+def _start_task(crew: Crew, task: Task, attempt: int) -> None:
     worker = crew.state.worker(task.id)
     path = crew.paths.workspace(task.id)
     new = worker is None
@@ -520,7 +554,7 @@ def _start_task(crew: Crew, task: Task) -> None:
         worker = Worker(
             task_id=task.id,
             lifecycle=Lifecycle.FAILED,  # becomes running once its job is recorded
-            attempt=1,
+            attempt=attempt,
             workspace_path=str(path),
             started_at=crew.now,
             updated_at=crew.now,
@@ -529,7 +563,7 @@ def _start_task(crew: Crew, task: Task) -> None:
         crew.state.workers.append(worker)
     else:
         # A retry reuses the record: one record per task, with its attempt count.
-        worker.attempt += 1
+        worker.attempt = attempt  # after every attempt made here or, as the remote counts, elsewhere
         worker.workspace_path = str(path)
         worker.started_at = crew.now
         worker.remediations = 0
@@ -578,6 +612,7 @@ def _settle(crew: Crew) -> None:
         base_sha=crew.base_sha,
         wake_at=_wake_at(crew),
         watched=watched,
+        shared=hosts.shared_digest(crew),  # another host's retry or release wakes this one
     )
 
 
@@ -594,6 +629,7 @@ def _wake_at(crew: Crew) -> datetime | None:
         if w.completed_at is not None and w.lifecycle in (Lifecycle.COMPLETED, Lifecycle.FAILED):
             times += [w.completed_at + ttl, w.completed_at + retention]
     times += [p.until for p in crew.state.runner_pauses]
+    times += hosts.wake_at(crew)  # another host's claim turning stale: its task may be taken over
     assert crew.queues is not None
     times += [t.scheduled_at for t in crew.queues.queue.tasks if t.scheduled_at is not None]
     future = [t for t in times if t > crew.now]

@@ -374,11 +374,17 @@ def install_rival_hook(origin: Path, *, times: int, change: str | None = None) -
 
 def install_declining_hook(origin: Path, message: str, *, hook: str = "pre-receive") -> None:
     """A hook on the bare origin that prints `message` (any text: it is read from a file) and declines
-    every push: `[remote rejected] (pre-receive hook declined)`, or `(hook declined)` for `update`."""
+    every push to a branch: `[remote rejected] (pre-receive hook declined)`, or `(hook declined)` for
+    `update`. Pushes of ralph's claims (refs/ralph/) go through, as on a server protecting branches."""
     said = origin / f"{hook}-message"
     said.write_text(message + "\n")
     path = origin / "hooks" / hook
-    path.write_text(f'#!/bin/sh\ncat "{said}" >&2\nexit 1\n')
+    branches_only = (
+        'grep -q " refs/heads/" || exit 0\n'
+        if hook == "pre-receive"
+        else 'case "$1" in refs/heads/*) ;; *) exit 0;; esac\n'
+    )
+    path.write_text(f'#!/bin/sh\n{branches_only}cat "{said}" >&2\nexit 1\n')
     path.chmod(0o755)
 
 

@@ -408,7 +408,9 @@ def test_races_retry_within_the_tick_budget_then_on_later_ticks(project: Project
     train = project.state().train
     assert worker.lifecycle is Lifecycle.INTEGRATING
     assert train is not None and train.next_attempt_at is not None
-    assert worker.last_error is not None and "failed to update ref" in worker.last_error
+    # The landing push is atomic (the base and the task's claim in one transaction): a compare-and-swap
+    # lost inside it, git's receive-pack names the ref and both values.
+    assert worker.last_error is not None and "cannot lock ref 'refs/heads/main'" in worker.last_error
     # Not before next_attempt_at: a tick now leaves it alone.
     tick_with(project, FakeClock().waiting())
     assert project.worker(task).push_attempts == 4
@@ -616,7 +618,11 @@ def test_retry_after_a_block_lands_the_same_verified_commit(project: Project) ->
     hook.unlink()  # the freeze is over
     result = CliRunner().invoke(cli, ["-C", str(project.control), "retry", task])
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"{task} goes back to landing {str(verified)[:10]} on the next tick\n"
+    # Its attempt and its block were recorded on the remote: the retry clears them for every host.
+    assert result.stdout == (
+        f"{task} goes back to landing {str(verified)[:10]} on the next tick; "
+        "its record on origin (1 attempt, blocked) is cleared for every host\n"
+    )
     worker = project.worker(task)
     assert (worker.lifecycle, worker.push_attempts) == (Lifecycle.INTEGRATING, 0)
     assert markers.read_blocked_push(Path(worker.workspace_path)) is None
@@ -653,7 +659,8 @@ def test_discard_keeps_the_work_and_reject_stops_the_task_for_good(project: Proj
     assert result.exit_code == 0, result.output
     assert result.stdout == (
         f"{task} discarded; its work is kept as refs/ralph/attic/{task}-1; "
-        "rejected: moved to the done archive\n"
+        # Its attempt was counted on the remote when it started: the discard clears that record.
+        "rejected: moved to the done archive; its record on origin (1 attempt) is cleared for every host\n"
     )
     assert not ws.exists()
     assert git(project.control, "rev-parse", f"refs/ralph/attic/{task}-1") == head

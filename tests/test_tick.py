@@ -94,7 +94,9 @@ def test_a_remote_not_named_origin_lands_and_keeps_unlanded_work(project: Projec
     assert result.exit_code == 0, result.output
     assert result.stdout == (
         "RQ-0001 discarded; its work is kept as refs/ralph/attic/RQ-0001-1; parked as a draft in the queue, "
-        "so no tick starts it again: `ralph task edit RQ-0001 --status todo` queues it again\n"
+        "so no tick starts it again: `ralph task edit RQ-0001 --status todo` queues it again; "
+        # Its attempt was counted on the remote when it started: the discard clears that record.
+        "its record on upstream (1 attempt) is cleared for every host\n"
     )
     assert git(project.control, "rev-parse", "refs/ralph/attic/RQ-0001-1") == failed.head_sha
 

@@ -68,7 +68,10 @@ def test_a_passing_gate_clears_the_ci_marker(project: Project) -> None:
     """Seen in a workspace that stays: the remote declines the push, so the task is blocked, not landed."""
     task = project.add("Leave a note", description="scripted-agent: write notes/todo.md FIXME: say more")
     hook = project.origin / "hooks" / "pre-receive"
-    hook.write_text("#!/bin/sh\necho 'pushes to main are frozen today' >&2\nexit 1\n")
+    # Pushes to the branch only: the server lets ralph's claims (refs/ralph/) through.
+    hook.write_text(
+        '#!/bin/sh\ngrep -q " refs/heads/" || exit 0\necho "pushes to main are frozen today" >&2\nexit 1\n'
+    )
     hook.chmod(0o755)
     state = project.run_until(lambda s: bool(s.workers) and s.workers[0].lifecycle is Lifecycle.BLOCKED_PUSH)
     ws = Path(state.workers[0].workspace_path)
