@@ -86,6 +86,42 @@ def _consequence(claims: Claims) -> str:
 # --- selection and the start --------------------------------------------------------------------------
 
 
+def adopt_fresh_rounds(crew: Crew) -> None:
+    """A task this host gave up on (no attempts left, cancelled, blocked) that a person gave a fresh
+    round from another host (`ralph retry` or `ralph discard` there clears its shared record) gets one
+    here too: the local record starts over, as `ralph retry` here would have done. Reads the board only
+    when such a record exists."""
+    stuck = [w for w in crew.state.workers if _given_up(w, crew.config.agent.max_attempts)]
+    if crew.sharing is None or not stuck:
+        return
+    seen = board(crew)
+    if seen is None:
+        return
+    for worker in stuck:
+        cleared = seen.facts_of(worker.task_id).doc.cleared
+        if cleared is None or cleared.at <= worker.updated_at:
+            continue  # no fresh round, or one this record already knows of
+        worker.attempt = 0  # the next start is attempt 1 of the fresh round
+        worker.next_attempt_at = crew.now
+        worker.push_attempts = 0
+        worker.remediations = 0
+        worker.last_error = None
+        crew.ledger.transition(
+            worker,
+            Lifecycle.FAILED,
+            f"a fresh round given on {cleared.host} ({cleared.reason}): starting over",
+            announce=False,
+        )
+
+
+def _given_up(worker: Worker, max_attempts: int) -> bool:
+    """A record that by itself keeps its task from starting here again."""
+    if worker.lifecycle is Lifecycle.BLOCKED_PUSH:
+        return True
+    stopped = worker.next_attempt_at is None or worker.attempt >= max_attempts
+    return worker.lifecycle is Lifecycle.FAILED and stopped
+
+
 def startable(crew: Crew, tasks: list[Task]) -> list[Task]:
     """The tasks no host's record or claim refuses; all of them when the tick keeps no claims."""
     sharing = crew.sharing

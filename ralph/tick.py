@@ -480,6 +480,7 @@ def _landed(crew: Crew, worker: Worker, commit: str) -> None:
 
 
 def _runnable(crew: Crew) -> list[Task]:
+    hosts.adopt_fresh_rounds(crew)  # a `ralph retry` made on another host counts here too
     runnable = _selected(crew)
     if runnable and hosts.fetch_after_board(crew):
         runnable = _selected(crew)  # the base moved: what landed meanwhile is not started again

@@ -403,3 +403,32 @@ def _rival_claim(origin: Path, task_id: str) -> str:
         text=True,
     ).stdout.strip()
     return git(origin, "commit-tree", tree, "-m", f"ralph: {task_id} claimed by rival")
+
+
+def test_a_retry_made_on_another_host_gives_the_task_a_fresh_round_on_the_host_that_gave_up(
+    project: Project, clone: Clone
+) -> None:
+    """host1 used up the task's attempts (its own record says so); `ralph retry` on a laptop with no
+    record of it clears the shared one, and host1's next tick starts the task over, attempt 1."""
+    project.configure(agent={"max_attempts": 1})
+    failing = project.add("Fails", description="scripted-agent: fail")
+    assert tick(project.control).returncode == 0
+    deadline = time.monotonic() + 30
+    while (
+        worker := state_of(project.control).worker(failing)
+    ) is None or worker.lifecycle is not Lifecycle.FAILED:
+        assert time.monotonic() < deadline, worker
+        time.sleep(0.3)
+        assert tick(project.control).returncode == 0
+    assert tick(project.control).returncode == 0  # nothing to start: the attempt is used up
+    assert state_of(project.control).worker(failing).lifecycle is Lifecycle.FAILED  # type: ignore[union-attr]
+    laptop = clone("laptop")
+    retried = command(laptop, "retry", failing)
+    assert retried.returncode == 0, retried.stderr
+    assert "may start again on any host" in retried.stdout
+    ticked = tick(project.control)
+    assert ticked.returncode == 0, ticked.stderr
+    again = state_of(project.control).worker(failing)
+    assert again is not None and (again.attempt, again.lifecycle) == (1, Lifecycle.RUNNING)
+    log = (open_checkout(project.control).paths.run_dir(failing) / "agent.log").read_text()
+    assert log.count(f"started agent for {failing}") == 2
