@@ -104,7 +104,7 @@ def wrap(argv: list[str], box: Box, *, bwrap: str = BWRAP) -> list[str]:
         elif os.path.lexists(path):
             mounts.append((_depth(path), 0, ["--ro-bind", "/dev/null", path]))
     for path in box.readonly:
-        if os.path.lexists(path):
+        if os.path.lexists(path) and not _shown_already(path, box):
             mounts.append((_depth(path), 1, ["--ro-bind", path, path]))
     for path in box.writable:
         mounts.append((_depth(path), 2, ["--bind", path, path]))
@@ -119,6 +119,21 @@ def wrap(argv: list[str], box: Box, *, bwrap: str = BWRAP) -> list[str]:
 
 def _depth(path: str) -> int:
     return len(Path(path).parts)
+
+
+def _shown_already(path: str, box: Box) -> bool:
+    """Whether a read-only bind of a directory above `path` shows it already, with no cover between.
+    bwrap cannot bind onto a symlink inside a bound directory (a virtual environment's `bin/python3`
+    under /tmp): "Can't create file"."""
+    above = [p for p in box.readonly if p != path and _within(path, p)]
+    if not above:
+        return False
+    nearest = max(above, key=_depth)
+    return not any(_within(path, h) and _within(h, nearest) and h != nearest for h in box.hidden)
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def hidden_paths(*, control: Path, remote_url: str, extra: Iterable[str] = ()) -> list[str]:
