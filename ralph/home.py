@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import stat
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
+from shutil import copyfile
 from typing import Any
 
 import tomli_w
@@ -58,7 +58,7 @@ def make_home(home: Path, *, real_home: Path, files: Iterable[str], identity: Ma
             continue
         dst = home / rel
         dst.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
+        copyfile(src, dst)
         os.chmod(dst, 0o600)
         copied.append(rel)
     _write_gitconfig(home, identity)
