@@ -397,10 +397,7 @@ class Crew:
             log_path=str(log),
             generated_at=format_z(self.now),
         )
-        worker.remediations += 1
-        worker.base_sha = position.onto
-        worker.head_sha = position.commit
-        worker.verified_sha = None
+        self._next_remediation(worker, base=position.onto, head=position.commit)
         prompt = prompts.ci_remediation_prompt(
             self.task(worker.task_id),
             workspace=worker.workspace_path,
@@ -433,10 +430,8 @@ class Crew:
                 worker, f"replaying onto {where} conflicts in {listed}, and {limit} remediations are used up"
             )
             return
-        worker.remediations += 1
-        worker.base_sha = onto
-        worker.head_sha = replayed.commit  # its tree holds the markers: never landed as it is
-        worker.verified_sha = None
+        # The head's tree holds the markers: it never lands as it is.
+        self._next_remediation(worker, base=onto, head=replayed.commit)
         worker.conflicts = list(replayed.conflicts)
         prompt = prompts.conflict_remediation_prompt(
             self.task(worker.task_id),
@@ -455,6 +450,14 @@ class Crew:
             detail=f"merge conflict in {listed}; remediation {worker.remediations}/{limit}",
             checkout_at=replayed.commit,
         )
+
+    @staticmethod
+    def _next_remediation(worker: Worker, *, base: str, head: str) -> None:
+        """A remediation agent works on `base..head`; nothing of it is verified until its gate says so."""
+        worker.remediations += 1
+        worker.base_sha = base
+        worker.head_sha = head
+        worker.verified_sha = None
 
     # --- agents ------------------------------------------------------------------------------------
 

@@ -132,8 +132,8 @@ def build_chain(
             git, parent=parent, tree_from=tree_from, files=files, message=message, scratch=scratch
         )
         chain.commits[task_id] = parent
-    for landing, sha in zip(landings, write_commits(git, squashed), strict=False):
-        chain.commits[landing.task.id] = sha
+    if squashed:  # landing.squash: every commit was left for this one fast-import
+        chain.commits.update(zip((x.task.id for x in landings), write_commits(git, squashed), strict=True))
     chain.queues = edit.queues
     return chain
 

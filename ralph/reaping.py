@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ralph import job as jobs
 from ralph import markers, policy, proc, prompts, replay, workspace
+from ralph.clock import format_z
 from ralph.crash import crashpoint
 from ralph.crew import Crew, read_log_tail
 from ralph.files import copy_truncate
@@ -163,7 +164,7 @@ def gate_finished(crew: Crew, worker: Worker, result: jobs.JobResult, conductor:
                 timed_out=result.timed_out,
                 output_tail=prompts.tail(output),
                 log_path=worker.job.log_path,
-                generated_at=crew.now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                generated_at=format_z(crew.now),
             ),
         )
     elif passed:

@@ -72,3 +72,16 @@ def test_follow_jobs_false_leaves_it_to_the_timer(project: Project) -> None:
     assert project.worker(task).lifecycle is Lifecycle.RUNNING  # nobody ticked
     assert not (project.paths.parallel / wake.INVOCATION).exists()
     project.run_until(all_landed(1))
+
+
+def test_a_dry_run_or_a_one_task_run_does_not_replace_the_timers_command_line(project: Project) -> None:
+    """Jobs start the next tick the way the timer started the last: a person's `--dry-run` (which
+    promises to change nothing) or `--only T` must not become what every ending job runs."""
+    project.configure(run={"follow_jobs": True})
+    assert not (project.paths.parallel / wake.INVOCATION).exists()
+    task = project.add("Feature", description="scripted-agent: sleep 30")
+    for args in (("--dry-run",), ("--only", task)):
+        run = tick_process(project, *args)
+        assert run.wait(timeout=60) == 0, run.stderr.read() if run.stderr else ""
+        assert not (project.paths.parallel / wake.INVOCATION).exists(), args
+    project.tick()  # stops nothing; the agent of --only is still running

@@ -46,8 +46,9 @@ def run(
 
 def _tick(start: Path, options: TickOptions, as_json: bool) -> ExitCode:
     checkout = open_checkout(start)
-    if checkout.config.run.follow_jobs:
-        # How this tick was started, so a job that ends can start the next one the same way.
+    if checkout.config.run.follow_jobs and not options.dry_run and options.only is None:
+        # How this tick was started, so a job that ends can start the next one the same way: the
+        # timer's command line, never a person's one-off (a dry run, one task out of order).
         wake.remember(checkout.paths.parallel, sys.argv[1:], os.getcwd())
     report = run_tick(checkout, options, read_clock())
     if not options.dry_run:
