@@ -305,10 +305,11 @@ def push_landing(crew: Crew, tip: str, task_ids: list[str]) -> LandingPush:
             lost[named] = _holder(crew, claims, named)
     if lost:
         return LandingPush(None, lost)
-    verdict = pushed.results.get(base.ref)
-    if verdict is None or verdict.status is PushStatus.OK or "atomic" in verdict.message:
-        verdict = PushResult(pushed.status, pushed.message)
-    return LandingPush(verdict)
+    # The base's own verdict when it was refused for a reason of its own, else the push's as a whole
+    # (it fell only with another ref of the transaction).
+    if base.ref in pushed.rejected:
+        return LandingPush(pushed.results[base.ref])
+    return LandingPush(PushResult(pushed.status, pushed.message))
 
 
 def _plain_push(crew: Crew, tip: str) -> PushResult:

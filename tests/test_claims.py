@@ -490,16 +490,30 @@ def test_prune_removes_what_the_remote_keeps_for_done_tasks(origin: Path, clone:
     assert sorted(remote_refs(origin)) == [claim_ref("RQ-0003")]
 
 
-def test_read_all_is_one_listing_and_reads_nothing_twice(origin: Path, clone: Clone) -> None:
+def git_commands(claims: Claims, tmp_path: Path, name: str) -> tuple[Claims, Callable[[], list[str]]]:
+    """The same host with git traced: the git commands it has run so far, by name."""
+    trace = tmp_path / f"{name}.trace"
+    traced = Claims(
+        Git(claims.git.cwd, env={"GIT_TRACE": str(trace)}), remote="origin", host=claims.host, ttl=TTL
+    )
+    said = " built-in: git "
+    return traced, lambda: [
+        line.split(said, 1)[1].split()[0] for line in trace.read_text().splitlines() if said in line
+    ]
+
+
+def test_read_all_is_one_listing_and_reads_nothing_twice(origin: Path, clone: Clone, tmp_path: Path) -> None:
     a, b = host(clone, "a"), host(clone, "b")
     a.claim("RQ-0001", 1, T0)
     a.record_block("RQ-0002", T0, "refused")
+    b, first_commands = git_commands(b, tmp_path, "first")
     first = b.read_all()
     assert set(first.claims) == {"RQ-0001"} and set(first.facts) == {"RQ-0001", "RQ-0002"}
-    # The documents are in b's object store now: a second read fetches nothing (no new pack).
-    packs = sorted((b.git.cwd / ".git" / "objects" / "pack").glob("*.pack"))
+    assert first_commands().count("ls-remote") == 1 and "fetch" in first_commands()
+    # The documents are in b's object store now: a second read lists once and fetches nothing.
+    b, second_commands = git_commands(b, tmp_path, "second")
     second = b.read_all()
-    assert sorted((b.git.cwd / ".git" / "objects" / "pack").glob("*.pack")) == packs
+    assert second_commands().count("ls-remote") == 1 and "fetch" not in second_commands()
     assert second == Board(first.claims, first.facts, first.held)
 
 

@@ -13,6 +13,7 @@ from harness import SCRIPTED_AGENT, Project, all_landed, wait_until
 from helpers import executable, ralph
 
 from ralph.state import Lifecycle
+from ralph.watch import WATCH_ID
 
 BROKEN = "FIX" + "ME"  # what the project's CI gate fails on (tests/harness.py)
 
@@ -71,6 +72,7 @@ def test_an_outside_push_that_turns_main_red_gets_a_fix_and_blames_no_task(
     red = break_main(clone)
     assert (BASE, "base_gate") in actions(project)  # a tip ralph did not push: gated
     tick_until_red(project)
+    assert project.paths.run_dir(WATCH_ID).is_dir()  # where the gate on main keeps its log
     watch = project.state().watch
     assert watch.red_sha == red and watch.fix_task is not None
     queue = project.origin_tasks("queue")
@@ -124,8 +126,7 @@ def test_ralph_landings_and_queue_edits_are_not_gated_again(project: Project) ->
     project.add("Another")  # a queue-only push on top of the landing
     assert (BASE, "base_gate") not in actions(project)
     assert project.state().watch.sha == git(project.origin, "rev-parse", BASE)
-    gates = [e for e in project.events() if e.get("task_id") == "ralph-watch"]
-    assert gates == []
+    assert not project.paths.run_dir(WATCH_ID).exists()  # no gate on main ever ran
 
 
 def test_a_queue_edit_on_a_base_seen_but_never_judged_is_not_gated(project: Project) -> None:
@@ -186,9 +187,10 @@ def test_the_team_ci_is_asked_instead_when_configured(project: Project, clone: C
     project.tick()
     watch = project.state().watch
     assert watch.verdict == "red" and watch.reason is not None and "build 42: red" in watch.reason
-    assert not any(e.get("task_id") == "ralph-watch" for e in project.events())  # ralph gated nothing
+    assert watch.fix_task is not None
+    assert not project.paths.run_dir(WATCH_ID).exists()  # the team's CI judged; ralph gated nothing
     fixed = break_main(clone, fix=True)
     (verdicts / fixed).write_text("green")
     project.tick()
     assert project.state().watch.verdict == "green"
-    assert Lifecycle.RUNNING not in {w.lifecycle for w in project.state().workers}
+    assert project.state().watch.fix_task is None

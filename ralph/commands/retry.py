@@ -25,6 +25,7 @@ from ralph.claims import Claims, describe
 from ralph.clock import now as read_clock
 from ralph.commands._output import warn
 from ralph.errors import ExitCode, GitError, RalphError
+from ralph.git import object_names
 from ralph.ledger import edit_state
 from ralph.paths import check_task_id, is_within
 from ralph.queue import still_wanted
@@ -53,10 +54,7 @@ def retry(*, start: Path, task_id: str) -> ExitCode:
             worker.lifecycle is Lifecycle.BLOCKED_PUSH
             and bool(worker.verified_sha)
             and bool(worker.head_sha)
-            and checkout.git()
-            .run("cat-file", "-e", f"{worker.head_sha}^{{commit}}", ok=(0, 1, 128))
-            .returncode
-            == 0
+            and bool(object_names(claims.git, [f"{worker.head_sha}^{{commit}}"]))
         )
         if not land:
             task = current_queues(checkout).find(task_id)
