@@ -39,3 +39,11 @@ def open_checkout(start: Path) -> Checkout:
         root, config.parallel.workspace_root, queue_file=config.queue.file, done_file=config.queue.done_file
     )
     return Checkout(root=root, paths=paths, config=config)
+
+
+def open_initialised(start: Path) -> Checkout:
+    """open_checkout for a command that writes queue files: without `ralph init` there is no
+    .gitignore entry for .ralph/cache/, and the lock and files it would create show up as clutter."""
+    checkout = open_checkout(start)
+    checkout.paths.require_initialised()
+    return checkout

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,6 +18,9 @@ from ralph.constants import MAX_NOTE_CHARS, MAX_REASON_CHARS, MAX_TASKS_PER_TICK
 from ralph.errors import ExitCode, Failure, classify
 from ralph.log import logs_to_file, quiet_info_logs, setup_logging
 from ralph.text import printable
+
+if TYPE_CHECKING:
+    from ralph.queuedoc import Position
 
 logger = logging.getLogger("ralph")
 
@@ -182,6 +185,17 @@ def _no_push_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--no-push", is_flag=True, help=_NO_PUSH_HELP)(f)
 
 
+def _position_option(what: str, default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--top/--bottom, passed on as `position`: "top", "bottom", or None for the queue's default."""
+    return click.option(
+        "--top/--bottom",
+        "position",
+        default=None,
+        callback=lambda _ctx, _param, top: None if top is None else "top" if top else "bottom",
+        help=f"Put {what} first / last in the queue [default: {default}].",
+    )
+
+
 @cli.group()
 def task() -> None:
     """Add and change tasks in the queue.
@@ -209,12 +223,7 @@ def task() -> None:
     show_default=True,
     help="Queue order, not priority, decides what runs first; `ralph queue sort` orders by priority.",
 )
-@click.option(
-    "--top/--bottom",
-    "top",
-    default=None,
-    help="Put it first / last in the queue [default: first, after a leading doing task, as the Rust ralph].",
-)
+@_position_option("it", "first, after a leading doing task, as the Rust ralph")
 @_no_push_option
 @click.pass_context
 def task_add(
@@ -223,7 +232,7 @@ def task_add(
     description: str | None,
     depends_on: tuple[str, ...],
     priority: str,
-    top: bool | None,
+    position: Position | None,
     no_push: bool,
 ) -> None:
     """Add a task titled TITLE to the queue and print its id.
@@ -241,7 +250,7 @@ def task_add(
         depends_on=list(depends_on),
         priority=priority,
         push=not no_push,
-        position=None if top is None else "top" if top else "bottom",
+        position=position,
     )
     _finish(ctx, code)
 
@@ -455,15 +464,10 @@ def queue_explain(ctx: click.Context, as_json: bool) -> None:
 
 @queue.command("import")
 @click.argument("source", metavar="FILE")
-@click.option(
-    "--top/--bottom",
-    "top",
-    default=None,
-    help="Put them first / last in the queue [default: first, after a task marked doing].",
-)
+@_position_option("them", "first, after a task marked doing")
 @_no_push_option
 @click.pass_context
-def queue_import(ctx: click.Context, source: str, top: bool | None, no_push: bool) -> None:
+def queue_import(ctx: click.Context, source: str, position: Position | None, no_push: bool) -> None:
     """Add every task in FILE at once, in its order, and print their ids: all of them, or none.
 
     \b
@@ -477,7 +481,7 @@ def queue_import(ctx: click.Context, source: str, top: bool | None, no_push: boo
         start=_start(ctx),
         source=source,
         push=not no_push,
-        position=None if top is None else "top" if top else "bottom",
+        position=position,
     )
     _finish(ctx, code)
 

@@ -61,6 +61,14 @@ def diff_lines(origin: Path, name: str) -> tuple[list[str], list[str]]:
 # --- task edit ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("flag", "order"), [("--top", ["RQ-0004", "RQ-0001"]), ("--bottom", ["RQ-0001"])])
+def test_task_add_top_and_bottom(pushed: Path, origin: Path, flag: str, order: list[str]) -> None:
+    assert ralph(pushed, "task", "add", "Another", flag).exit_code == 0
+    queue = ids(origin)
+    assert queue[: len(order)] == order and len(queue) == 4
+    assert queue[-1] == ("RQ-0003" if flag == "--top" else "RQ-0004")
+
+
 def test_edit_pushes_one_commit_changing_only_that_tasks_lines(pushed: Path, origin: Path) -> None:
     before = git(pushed, "rev-parse", "HEAD")
     with freeze_time("2030-01-01T00:00:00Z", tick=True):  # a later second than the add's: updated_at moves

@@ -14,7 +14,7 @@ import click
 
 from ralph import jsonc
 from ralph.bookkeeping import Mode, NotPublished, change_queue, current_queues, detect_source
-from ralph.checkout import Checkout, open_checkout
+from ralph.checkout import Checkout, open_checkout, open_initialised
 from ralph.clock import format_z
 from ralph.clock import now as read_clock
 from ralph.commands._output import emit_json, one_line, table
@@ -293,8 +293,7 @@ def import_tasks(
     *, start: Path, source: str, push: bool = True, position: Position | None = None
 ) -> ExitCode:
     """Queue every task of a JSON or Markdown file at once: all of them, or (on any problem) none."""
-    checkout = open_checkout(start)
-    checkout.paths.require_initialised()
+    checkout = open_initialised(start)
     now = read_clock()
     data = _read_import(source)
     items = parse_import(data, source)
@@ -454,8 +453,7 @@ def _imported(
 
 def sort(*, start: Path, push: bool = True) -> ExitCode:
     """Reorder the queue by priority (critical first), keeping queue order among tasks of equal priority."""
-    checkout = open_checkout(start)
-    checkout.paths.require_initialised()
+    checkout = open_initialised(start)
     moved, where = change_queue(
         checkout,
         now=read_clock(),

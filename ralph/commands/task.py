@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from ralph.bookkeeping import change_queue, fetch_base, read_current_queues
-from ralph.checkout import Checkout, open_checkout
+from ralph.checkout import Checkout, open_initialised
 from ralph.clock import format_z
 from ralph.clock import now as read_clock
 from ralph.errors import ExitCode, QueueError, RalphError, TaskIdError
@@ -29,14 +29,6 @@ logger = logging.getLogger(__name__)
 
 # --no-push: a short look at the remote for ids handed out there; the edit does not wait on a slow one.
 ID_FETCH_TIMEOUT_S = 20.0
-
-
-def _open(start: Path) -> Checkout:
-    checkout = open_checkout(start)
-    # Without init there is no .gitignore entry for .ralph/cache/, and the lock and queue files this
-    # command would create would show up as untracked clutter.
-    checkout.paths.require_initialised()
-    return checkout
 
 
 def _ids(option: str, values: Iterable[str]) -> list[str]:
@@ -71,7 +63,7 @@ def add(
 ) -> ExitCode:
     """Add a task with the next id and print the id; `position` None puts it where the Rust ralph does
     (the top, after a leading `doing` task)."""
-    checkout = _open(start)
+    checkout = open_initialised(start)
     now = read_clock()
     title = title.strip()
     if not title:
@@ -142,7 +134,7 @@ def edit(
 ) -> ExitCode:
     """Change fields of a queued task; updated_at becomes now, and only that task's lines change."""
     check_task_id(task_id)
-    checkout = _open(start)
+    checkout = open_initialised(start)
     now = read_clock()
     changes: dict[str, Any] = {}
     if title is not None:
@@ -200,7 +192,7 @@ def _schedule(value: str) -> str | None:
 def remove(*, start: Path, task_id: str, push: bool = True) -> ExitCode:
     """Delete a queued task outright (the done archive is history and is not edited)."""
     check_task_id(task_id)
-    checkout = _open(start)
+    checkout = open_initialised(start)
 
     def drop(edit: QueueEdit) -> Task:
         edit.queued(task_id)
@@ -227,7 +219,7 @@ def remove(*, start: Path, task_id: str, push: bool = True) -> ExitCode:
 def finish(*, start: Path, task_id: str, status: str, note: str | None = None, push: bool = True) -> ExitCode:
     """`task done` / `task reject`: move the task to the done archive at once, completed now."""
     check_task_id(task_id)
-    checkout = _open(start)
+    checkout = open_initialised(start)
     final = TaskStatus(status)
     verb = "done" if final is TaskStatus.DONE else "reject"
 
@@ -263,7 +255,7 @@ def move(
         check_task_id(anchor)
         if anchor == task_id:
             raise QueueError(f"{task_id} cannot move next to itself; name another task")
-    checkout = _open(start)
+    checkout = open_initialised(start)
 
     def place(edit: QueueEdit) -> int:
         edit.queued(task_id)
