@@ -147,7 +147,8 @@ def test_three_hosts_ticking_at_once_land_every_task_exactly_once(
 
 
 def test_no_agent_ever_runs_on_two_hosts_at_once(project: Project, clone: Clone, tmp_path: Path) -> None:
-    """The intervals, checked on their own with a longer agent: overlapping runs would show here."""
+    """Three hosts ticking at the same moment while a longer agent runs: each task's agent runs once,
+    on one host."""
     log = tmp_path / "agents.log"
     ids = [project.add(f"Task {n}", description=agent_run(log, "sleep 1")) for n in range(1, 4)]
     hosts = [project.control, clone("host2"), clone("host3")]
@@ -162,14 +163,9 @@ def test_no_agent_ever_runs_on_two_hosts_at_once(project: Project, clone: Clone,
     for h in hosts:
         tick(h)
     ran = runs(log)
-    for task_id in ids:
+    for task_id in ids:  # one run each: no second host ever started it, overlapping or not
         spans = ran.get(task_id, [])
         assert len(spans) == 1, (task_id, spans)
-    # Whatever ran, ran on one host per task at a time.
-    for task_id, spans in ran.items():
-        for i, (h1, s1, e1) in enumerate(spans):
-            for h2, s2, e2 in spans[i + 1 :]:
-                assert h1 == h2 or e1 <= s2 or e2 <= s1, (task_id, spans)
 
 
 # --- a host that dies --------------------------------------------------------------------------------
