@@ -160,11 +160,10 @@ def _busy(root: str, path: str, log_file: str | None) -> None:
 def _idle(root: str, parallel: str) -> bool:
     """Whether the idle stamp says this tick has nothing to do; records its end if so."""
     from datetime import UTC, datetime
-    from pathlib import Path
 
     from ralph import stamp
 
-    if not stamp.still_idle(Path(root), Path(parallel), datetime.now(UTC)):
+    if not stamp.still_idle(root, parallel, datetime.now(UTC)):
         return False
     _record(root, code=0, error=None)
     return True
@@ -172,13 +171,18 @@ def _idle(root: str, parallel: str) -> bool:
 
 def _record(root: str, *, code: int, error: str | None) -> None:
     """The tick's end in the tick-health ring, as `ralph run` records a full tick's (README "Tick
-    health"); hooks are told of a change in health by the full machinery, imported only then."""
-    from pathlib import Path
-
-    from ralph import health
-
+    health"): appended by ralph.ring alone when it cannot change the ticks' health, else through
+    ralph.health, which tells hooks of the change."""
     try:
+        from ralph import ring
+
         seconds = time.monotonic() - _started
+        if ring.append_quiet(root, code=code, error=error, seconds=seconds, now=time.time()):
+            return
+        from pathlib import Path
+
+        from ralph import health
+
         health.record_early_end(Path(root), code=code, error=error, seconds=seconds, announce=_announce)
     except Exception as e:  # recording must never change how the tick ends
         sys.stderr.write(f"ralph: warning: could not record this tick's end ({e})\n")

@@ -7,56 +7,43 @@ though it exited 0 (`note_remote_unreachable`). `ralph status` and `ralph doctor
 first, that ticks are failing; hooks.on_event hears `ticks_failing` once when they start failing and
 `ticks_recovered` once when they run again, not every minute.
 
-Standard library only: the run entry point takes its lock before it imports anything heavy, and a
-tick that failed on a broken install or config is recorded all the same.
+Standard library only: a tick that failed on a broken install or config is recorded all the same. The
+ring file itself (where, its lock, the write, an early end's quick append) is ralph.ring's.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import json
 import logging
-import os
-import re
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal
 
+from ralph import ring
+from ralph.ring import DEFAULT_TICK_BUDGET_S, HUNG_BUDGETS, RING_SIZE
+
 logger = logging.getLogger(__name__)
 
-RING_SIZE: Final = 50  # tick ends kept, the newest last
 # Failing ticks in a row before hooks.on_event is told: one failed fetch on a flaky network is not
 # worth waking anyone, three in a row (three minutes under a one-minute timer) are.
 ALERT_AFTER: Final = 3
-# A tick that has held the lock this many tick budgets is hung: a healthy one takes about one budget
-# (parallel.tick_budget_s) plus a few bounded git calls.
-HUNG_BUDGETS: Final = 5
-DEFAULT_TICK_BUDGET_S: Final = 45.0  # parallel.tick_budget_s until a tick has remembered the real one
 DEFAULT_HOOK_TIMEOUT_S: Final = 300.0
 # Tick-health hooks log to runs/<this>/hooks.log. A task id is a prefix, a dash and a number, so no
 # task's run directory can have this name.
 HOOK_RUN_DIR: Final = "ticks"
-MAX_ERROR_CHARS: Final = 500
-RING_LOCK_WAIT_S: Final = 5.0
-
-_PARALLEL = Path(".ralph") / "cache" / "parallel"
-_HOLDER = re.compile(r"pid (\d+) since (\S+)")
 
 
 def ticks_file(root: Path) -> Path:
-    return root / _PARALLEL / "ticks.json"
+    return Path(ring.ticks_file(str(root)))
 
 
 def tick_lock_file(root: Path) -> Path:
     """The tick lock (ralph.lock writes its holder into it as `pid N since TIME`)."""
-    return root / _PARALLEL / "state.json.lock"
+    return Path(ring.tick_lock_file(str(root)))
 
 
 def find_root(start: Path) -> Path | None:
@@ -85,12 +72,6 @@ def _parse_time(text: object) -> datetime | None:
     return value.astimezone(UTC) if value.tzinfo is not None else None
 
 
-def _flatten(text: str, limit: int = MAX_ERROR_CHARS) -> str:
-    """One line, bounded; kept as it was otherwise (whoever prints it escapes it: ralph.text)."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
 # --- who holds the tick lock -----------------------------------------------------------------------
 
 
@@ -116,15 +97,9 @@ class Holder:
 
 def read_lock_holder(lock: Path) -> Holder | None:
     """The last holder the lock file names; None when it names none (or cannot be read)."""
-    try:
-        text = lock.read_text(errors="replace")
-    except OSError:
-        return None
-    found = _HOLDER.search(text)
-    since = _parse_time(found.group(2)) if found else None
-    if found is None or since is None:
-        return None
-    return Holder(int(found.group(1)), since)
+    found = ring.read_holder(str(lock))
+    since = _parse_time(found[1]) if found else None
+    return Holder(found[0], since) if found and since else None
 
 
 # --- the ring ----------------------------------------------------------------------------------------
@@ -254,43 +229,6 @@ def read_ring(path: Path) -> Ring:
     )
 
 
-def _write_ring(path: Path, ring: Ring) -> None:
-    # ralph.files.write_atomic's steps, spelled out here so this module imports nothing of ralph's;
-    # no directory fsync: a ring file lost to a power cut costs a few ticks' history, nothing more.
-    data = (json.dumps(ring.as_dict(), indent=2, ensure_ascii=False) + "\n").encode()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def _ring_lock(path: Path, wait_s: float = RING_LOCK_WAIT_S) -> Iterator[None]:
-    """Ticks that found the tick lock held record too, beside the one that holds it: a read-modify-write
-    of the ring is serialised by a lock of its own, held for a few milliseconds."""
-    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.01)
-        yield
-    finally:
-        os.close(fd)  # releases the flock
-
-
 # --- judging the ring -------------------------------------------------------------------------------
 
 Verdict = Literal["ok", "failing", "offline", "hung", "unknown"]
@@ -392,8 +330,8 @@ def _the_last(n: int, capped: bool) -> str:
 
 def load(root: Path) -> Health:
     """The health of the ticks of the checkout at `root`, as recorded."""
-    ring = read_ring(ticks_file(root))
-    return assess(ring.ticks, tick_budget_s=ring.remembered.tick_budget_s)
+    kept = read_ring(ticks_file(root))
+    return assess(kept.ticks, tick_budget_s=kept.remembered.tick_budget_s)
 
 
 # --- recording a tick's end ------------------------------------------------------------------------
@@ -414,22 +352,22 @@ def record(root: Path, end: TickEnd, remembered: Remembered | None = None) -> Ch
     health that hooks.on_event must hear of, if this tick made one."""
     path = ticks_file(root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _ring_lock(path):
-        ring = read_ring(path)
+    with ring.locked(str(path)):
+        kept = read_ring(path)
         if remembered is not None:
-            ring.remembered = remembered
-        ring.ticks = [*ring.ticks, end][-RING_SIZE:]
-        health = assess(ring.ticks, tick_budget_s=ring.remembered.tick_budget_s)
+            kept.remembered = remembered
+        kept.ticks = [*kept.ticks, end][-RING_SIZE:]
+        health = assess(kept.ticks, tick_budget_s=kept.remembered.tick_budget_s)
         change = None
-        if ring.alerted is None and health.alarming and health.problem:
-            ring.alerted = health.problem
-            change = Change("ticks_failing", health.problem, end.at, ring.remembered)
-        elif ring.alerted is not None and health.verdict == "ok":
+        if kept.alerted is None and health.alarming and health.problem:
+            kept.alerted = health.problem
+            change = Change("ticks_failing", health.problem, end.at, kept.remembered)
+        elif kept.alerted is not None and health.verdict == "ok":
             change = Change(
-                "ticks_recovered", f"ticks run again; before: {ring.alerted}", end.at, ring.remembered
+                "ticks_recovered", f"ticks run again; before: {kept.alerted}", end.at, kept.remembered
             )
-            ring.alerted = None
-        _write_ring(path, ring)
+            kept.alerted = None
+        ring.write(str(path), kept.as_dict())
     return change
 
 
@@ -440,7 +378,7 @@ _remote_errors: list[str] = []
 def note_remote_unreachable(reason: str) -> None:
     """Say that this tick could not reach the remote (a fetch or a push failed to connect), even if it
     goes on and exits 0: ticks that keep doing so are unhealthy, since nothing they verify can land."""
-    _remote_errors.append(_flatten(reason))
+    _remote_errors.append(ring.flatten(reason))
 
 
 def _now() -> datetime:
@@ -458,7 +396,8 @@ def record_early_end(
     """Record a tick that ended in ralph.entry, before the full command line was imported: one that
     found the lock held (75), or one whose idle stamp said there was nothing to do (0)."""
     holder = read_lock_holder(tick_lock_file(root)) if code == 75 else None
-    end = TickEnd(at=_now(), exit_code=code, seconds=seconds, error=error and _flatten(error), holder=holder)
+    error = error and ring.flatten(error)
+    end = TickEnd(at=_now(), exit_code=code, seconds=seconds, error=error, holder=holder)
     change = record(root, end, None)
     if change is not None:
         announce(root, change)
@@ -535,4 +474,4 @@ def _outcome(exc: BaseException | None) -> tuple[int, str | None]:
     from ralph.errors import classify
 
     failure = classify(exc)  # as the command line maps it: the same code and the same words
-    return int(failure.exit_code), _flatten(failure.message)
+    return int(failure.exit_code), ring.flatten(failure.message)

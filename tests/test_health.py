@@ -15,7 +15,7 @@ import pytest
 from harness import Project, wait_until
 from helpers import executable, hold_lock, ralph, stop
 
-from ralph import health
+from ralph import health, ring
 from ralph.commands.doctor import doctor
 from ralph.errors import ConfigError, ExitCode, LockBusy
 from ralph.health import (
@@ -171,6 +171,44 @@ def test_the_lock_holder_as_the_lock_file_names_it(tmp_path: Path) -> None:
     assert health.read_lock_holder(lock) is None
 
 
+def test_an_early_end_is_appended_quietly_only_when_it_cannot_change_the_verdict(tmp_path: Path) -> None:
+    """ralph.ring adds the ends of idle and locked-out ticks without ralph.health, unless an alert
+    stands (the end may be the recovery hooks must hear of) or the holder looks hung."""
+    root = str(tmp_path)
+    now = T0.timestamp()
+    assert not ring.append_quiet(root, code=0, error=None, seconds=0.02, now=now)  # no ring yet
+    record(tmp_path, ok(0), Remembered(tick_budget_s=30))
+    assert ring.append_quiet(root, code=0, error=None, seconds=0.02, now=now + 60)
+    ticks_ = read_ring(ticks_file(tmp_path)).ticks
+    assert ticks_[-1] == TickEnd(at=T0 + timedelta(minutes=1), exit_code=0, seconds=0.02)
+    # A holder of the lock for less than HUNG_BUDGETS budgets: a plain lock-out, appended.
+    lock = health.tick_lock_file(tmp_path)
+    lock.write_text("pid 4242 since 2026-11-21T10:01:00Z\n")
+    later = now + 60 + HUNG_BUDGETS * 30 - 2
+    assert ring.append_quiet(root, code=75, error="another tick\nholds it", seconds=0.01, now=later)
+    end = read_ring(ticks_file(tmp_path)).ticks[-1]
+    assert (end.exit_code, end.error, end.holder) == (
+        75,
+        "another tick holds it",
+        Holder(4242, T0 + timedelta(minutes=1)),
+    )
+    assert assess(read_ring(ticks_file(tmp_path)).ticks).verdict == "ok"
+    # Held for longer: ralph.health must judge it (hung), so nothing is written here.
+    before = ticks_file(tmp_path).read_bytes()
+    assert not ring.append_quiet(root, code=75, error="held", seconds=0.01, now=later + 5)
+    assert ticks_file(tmp_path).read_bytes() == before
+    # An alert standing: declined too, whatever the end.
+    for minute in range(1, ALERT_AFTER + 1):
+        record(tmp_path, failed(minute))
+    assert json.loads(ticks_file(tmp_path).read_text())["alerted"] is not None
+    before = ticks_file(tmp_path).read_bytes()
+    assert not ring.append_quiet(root, code=0, error=None, seconds=0.02, now=later + 60)
+    assert ticks_file(tmp_path).read_bytes() == before
+    # A torn ring file: declined (ralph.health starts it afresh).
+    ticks_file(tmp_path).write_text("{ torn")
+    assert not ring.append_quiet(root, code=0, error=None, seconds=0.02, now=later + 120)
+
+
 # --- recording a tick, however it ends ---------------------------------------------------------------
 
 
@@ -247,7 +285,7 @@ def test_health_imports_only_the_standard_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     ours = [m for m in out if m.split(".")[0] == "ralph"]
-    assert ours == ["ralph", "ralph.health"]
+    assert ours == ["ralph", "ralph.health", "ralph.ring"]
     for heavy in ("pydantic", "click", "sh", "filelock", "tomli_w"):
         assert not any(m.split(".")[0] == heavy for m in out), out
     stdlib = set(sys.stdlib_module_names)
