@@ -7,9 +7,11 @@ line's handler and the record of a tick's end both ask it.
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
 from enum import IntEnum
-from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class ExitCode(IntEnum):
@@ -147,8 +149,7 @@ def _from_git(e: GitError) -> ResourceError | None:
     return ResourceError(f"{what}: {_fold(str(e))}; " + fix.format(where=where))
 
 
-@dataclass(frozen=True)
-class Failure:
+class Failure(NamedTuple):
     """How a command ended on an exception: its exit code, one line for a person, and whether it is a
     bug (whose traceback belongs in the log)."""
 

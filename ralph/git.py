@@ -5,7 +5,8 @@ colour), with a timeout, and with failures turned into GitError carrying the com
 
 `sh` is imported when the first Git is made, not with this module: the tick's idle check (ralph.stamp)
 asks the remote one question with `subprocess` alone (`ls_remote_listing`), and a tick with nothing to do
-never pays for importing sh.
+never pays for importing sh. For the same reason the records here are NamedTuples (dataclasses brings
+`inspect`) and pathlib is named only for the type checker: the idle path is ~25 ms of imports in all.
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ import shlex
 import subprocess
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from functools import cache, cached_property
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ralph.errors import GitError, PreflightError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import sh as sh_module
 
 DEFAULT_TIMEOUT_S = 120.0
@@ -62,8 +63,7 @@ def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     returncode: int
     stdout: str
     stderr: str
@@ -180,6 +180,8 @@ class Git:
     # --- questions ---------------------------------------------------------------------------
 
     def toplevel(self) -> Path:
+        from pathlib import Path  # not at the top: the idle check imports this module, and pathlib is dear
+
         return Path(self.run("rev-parse", "--show-toplevel").out)
 
     def is_ignored(self, *paths: str) -> bool:
@@ -264,8 +266,7 @@ class PushStatus(Enum):
     PERMANENT = "permanent"  # the remote refuses this push for good (hook, protection, permission)
 
 
-@dataclass(frozen=True)
-class PushResult:
+class PushResult(NamedTuple):
     status: PushStatus
     message: str  # the remote's reason, quoted for people
 
@@ -432,7 +433,7 @@ LS_REMOTE_TIMEOUT_S = 30.0
 
 
 def ls_remote_listing(
-    cwd: Path, remote: str, patterns: Sequence[str], *, timeout: float = LS_REMOTE_TIMEOUT_S
+    cwd: str | Path, remote: str, patterns: Sequence[str], *, timeout: float = LS_REMOTE_TIMEOUT_S
 ) -> dict[str, str] | None:
     """The refs on `remote` matching `patterns` (ref -> sha) in one `git ls-remote`, with `subprocess`
     alone (no sh: the idle check of a tick that may have nothing to do); None when the remote cannot
@@ -467,8 +468,7 @@ def ls_remote_listing(
 # transaction: the base moves and the landed tasks' claims go, or nothing changes.
 
 
-@dataclass(frozen=True)
-class RefUpdate:
+class RefUpdate(NamedTuple):
     """One ref of a push: `new` None deletes it; `expected` None means it must not exist yet."""
 
     ref: str
@@ -485,8 +485,7 @@ class RefUpdate:
         return f"{self.ref}:{self.expected or ''}"
 
 
-@dataclass(frozen=True)
-class MultiPush:
+class MultiPush(NamedTuple):
     """What the remote said about each ref of one push.
 
     `rejected` names the refs refused for a reason of their own (a stale lease, a hook, a policy), not
@@ -634,8 +633,7 @@ def cat_blobs(git: Git, specs: Sequence[str], *, limit: int | None = None) -> di
     return found
 
 
-@dataclass(frozen=True)
-class NewCommit:
+class NewCommit(NamedTuple):
     """A commit of small files, written without a work tree or an index: parentless on an empty tree
     unless told otherwise."""
 
@@ -708,8 +706,7 @@ def write_commits(git: Git, commits: Sequence[NewCommit]) -> list[str]:
     return out
 
 
-@dataclass(frozen=True)
-class LocalRef:
+class LocalRef(NamedTuple):
     sha: str
     committed: datetime | None  # the commit's committer date (None: the ref names no commit)
 

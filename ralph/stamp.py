@@ -9,22 +9,23 @@ imported and the tick lock held, asks the remote for the base's sha (`git ls-rem
 and exits when nothing of that changed and nothing is due. Any doubt — no stamp, a file changed, the
 remote moved or cannot be reached — and the full tick runs, as it always would.
 
-Standard library only.
+Standard library only, and its smallest pieces: the idle path imports this module and ralph.git before
+anything else (no dataclasses, pathlib or tempfile here; those cost more than the check itself).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import tempfile
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 from ralph import __version__
 from ralph.git import ls_remote_listing
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # What other hosts change without moving the base (ralph.claims): every task's shared facts (a retry, a
 # cancellation, an attempt) by sha, and which tasks are claimed (not their heartbeats: those change
@@ -35,14 +36,14 @@ SHARED_PREFIXES = ("refs/ralph/tasks/", "refs/ralph/claims/")
 _NAME = "idle.json"
 
 
-def stamp_path(parallel_dir: Path) -> Path:
-    return parallel_dir / _NAME
+def stamp_path(parallel_dir: str | Path) -> str:
+    return os.path.join(parallel_dir, _NAME)
 
 
 Fingerprint = list[int] | None  # [inode, mtime_ns, size]; None: no such file
 
 
-def fingerprint(path: Path) -> Fingerprint:
+def fingerprint(path: str | Path) -> Fingerprint:
     try:
         st = os.stat(path)
     except OSError:
@@ -50,15 +51,31 @@ def fingerprint(path: Path) -> Fingerprint:
     return [st.st_ino, st.st_mtime_ns, st.st_size]
 
 
-@dataclass
 class Stamp:
-    remote: str
-    base: str
-    base_sha: str
-    wake_at: str | None  # RFC 3339 UTC; None: nothing falls due by itself
-    files: dict[str, Fingerprint] = field(default_factory=dict)
-    shared: str | None = None  # shared_digest of what the tick read of refs/ralph/; None: not read
-    version: str = __version__
+    """What an idle tick saw, as `idle.json` holds it."""
+
+    __slots__ = ("remote", "base", "base_sha", "wake_at", "files", "shared", "version")
+
+    def __init__(
+        self,
+        remote: str,
+        base: str,
+        base_sha: str,
+        wake_at: str | None,  # RFC 3339 UTC; None: nothing falls due by itself
+        files: dict[str, Fingerprint] | None = None,
+        shared: str | None = None,  # shared_digest of what the tick read of refs/ralph/; None: not read
+        version: str = __version__,
+    ) -> None:
+        self.remote = remote
+        self.base = base
+        self.base_sha = base_sha
+        self.wake_at = wake_at
+        self.files = files or {}
+        self.shared = shared
+        self.version = version
+
+    def as_dict(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 def write(
@@ -72,6 +89,9 @@ def write(
     shared: str | None = None,
 ) -> None:
     """Record an idle tick's view (after its last write, so its own files are as it left them)."""
+    # Imported here: only a full tick writes the stamp, and the idle path must not pay for ralph.files.
+    from ralph.files import write_atomic
+
     stamp = Stamp(
         remote=remote,
         base=base,
@@ -81,15 +101,7 @@ def write(
         shared=shared,
     )
     parallel_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=parallel_dir, prefix=f".{_NAME}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(stamp), f)
-        os.replace(tmp, stamp_path(parallel_dir))
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(parallel_dir / _NAME, json.dumps(stamp.as_dict()).encode())
 
 
 def clear(parallel_dir: Path) -> None:
@@ -97,15 +109,15 @@ def clear(parallel_dir: Path) -> None:
         os.unlink(stamp_path(parallel_dir))
 
 
-def read(parallel_dir: Path) -> Stamp | None:
+def read(parallel_dir: str | Path) -> Stamp | None:
     try:
-        raw = json.loads(stamp_path(parallel_dir).read_text())
-        return Stamp(**raw)
+        with open(stamp_path(parallel_dir), "rb") as f:
+            return Stamp(**json.loads(f.read()))
     except (OSError, ValueError, TypeError):
         return None
 
 
-def still_idle(root: Path, parallel_dir: Path, now: datetime) -> bool:
+def still_idle(root: str | Path, parallel_dir: str | Path, now: datetime) -> bool:
     """Whether nothing a tick could act on changed since the stamp was written (one `git ls-remote`)."""
     stamp = read(parallel_dir)
     if stamp is None or stamp.version != __version__:
@@ -113,11 +125,11 @@ def still_idle(root: Path, parallel_dir: Path, now: datetime) -> bool:
     if stamp.wake_at is not None:
         try:
             due = datetime.fromisoformat(stamp.wake_at.replace("Z", "+00:00"))
-        except ValueError:
+        except (TypeError, ValueError, AttributeError):
             return False
         if now >= due:
             return False
-    if any(fingerprint(Path(p)) != fp for p, fp in stamp.files.items()):
+    if not isinstance(stamp.files, dict) or any(fingerprint(p) != fp for p, fp in stamp.files.items()):
         return False
     branch = f"refs/heads/{stamp.base}"
     patterns = [branch, *(f"{p}*" for p in SHARED_PREFIXES)] if stamp.shared is not None else [branch]
@@ -129,6 +141,8 @@ def still_idle(root: Path, parallel_dir: Path, now: datetime) -> bool:
 
 def shared_digest(refs: dict[str, str]) -> str:
     """A digest of the shared refs in `refs` (ref -> sha): the facts with their shas, the claims by name."""
+    import hashlib  # ~4 ms: only where several hosts share the remote
+
     lines = sorted(
         f"{ref} {sha}" if ref.startswith(SHARED_PREFIXES[0]) else ref
         for ref, sha in refs.items()

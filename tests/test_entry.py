@@ -10,16 +10,20 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import BASE, git
-from harness import Project, all_landed
+from harness import Project, all_landed, wait_until
 from helpers import hold_lock, ralph, stop
 
 from ralph import stamp
 from ralph.state import Lifecycle
 
 HEAVY = ("click", "pydantic", "sh", "filelock")
+# Standard library modules the idle path and a losing tick also do without (ralph.ring, ralph.stamp,
+# ralph.git at import): together they were half of the idle path's time (bench/README.md, benchmark 1).
+DEAR = ("dataclasses", "inspect", "pathlib", "logging", "tempfile")
 
 
 def run(project: Project, *args: str, importtime: bool = False) -> subprocess.CompletedProcess[str]:
@@ -53,7 +57,7 @@ def test_an_idle_tick_exits_before_any_heavy_import(project: Project) -> None:
     assert stamp.read(project.paths.parallel) is not None  # nothing to do: the tick left its stamp
     idle = run(project, importtime=True)
     assert idle.returncode == 0, idle.stderr
-    assert imported(idle.stderr).isdisjoint(HEAVY), sorted(imported(idle.stderr) & set(HEAVY))
+    assert imported(idle.stderr).isdisjoint(HEAVY + DEAR), sorted(imported(idle.stderr) & set(HEAVY + DEAR))
     assert [t["exit_code"] for t in ticks(project)][-2:] == [0, 0]  # both ends recorded
 
 
@@ -120,6 +124,42 @@ def test_a_losing_tick_exits_75_before_any_heavy_import(project: Project) -> Non
     assert messages[0].endswith("; nothing was changed, the next tick will run")
     assert imported(lost.stderr).isdisjoint({"click", "pydantic", "sh"})
     assert ticks(project)[-1]["exit_code"] == 75
+
+
+def test_a_losing_tick_records_its_end_with_the_standard_library_s_smallest_pieces(project: Project) -> None:
+    assert run(project).returncode == 0  # the ring exists: a lock-out is appended to it by ralph.ring
+    holder, _ = hold_lock(project.paths.lock)
+    try:
+        lost = run(project, importtime=True)
+    finally:
+        stop(holder)
+    assert lost.returncode == 75
+    assert imported(lost.stderr).isdisjoint(HEAVY + DEAR), sorted(imported(lost.stderr) & set(HEAVY + DEAR))
+    assert [t["exit_code"] for t in ticks(project)] == [0, 75]
+    assert ticks(project)[-1]["holder"] == {"pid": holder.pid, "since": ticks(project)[-1]["holder"]["since"]}
+
+
+def test_an_idle_tick_that_ends_an_alert_is_judged_and_the_hook_hears_the_recovery(project: Project) -> None:
+    heard = project.control.parent / "heard.txt"
+    hook = project.control.parent / "hook.sh"
+    hook.write_text(f'#!/bin/sh\necho "$RALPH_EVENT" >> "{heard}"\n')
+    hook.chmod(0o755)
+    project.configure(hooks={"on_event": [str(hook)]})
+    assert run(project).returncode == 0  # remembers the hook, leaves the idle stamp
+    assert stamp.read(project.paths.parallel) is not None
+    hung_since = datetime.now(UTC) - timedelta(hours=1)
+    holder, _ = hold_lock(project.paths.lock, since=hung_since)
+    try:
+        assert run(project).returncode == 75  # held for an hour: hung, and the hook is told at once
+    finally:
+        stop(holder)
+    wait_until(lambda: heard.exists() and heard.read_text() == "ticks_failing\n", message="no alert")
+    idle = run(project, importtime=True)  # the stamp still holds: the idle path, which must not
+    assert idle.returncode == 0, idle.stderr  # append quietly past the alert
+    assert "click" not in imported(idle.stderr)
+    wait_until(lambda: heard.read_text() == "ticks_failing\nticks_recovered\n", message="no recovery heard")
+    assert [t["exit_code"] for t in ticks(project)] == [0, 75, 0]
+    assert json.loads((project.paths.parallel / "ticks.json").read_text())["alerted"] is None
 
 
 def test_the_full_tick_uses_the_lock_the_entry_took(project: Project) -> None:
