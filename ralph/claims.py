@@ -443,44 +443,98 @@ class Claims:
             except GitError as e:
                 return self._unrecorded(task_id, f"cannot read {self.remote}: {e}")
             board = None
-            facts = current.facts_of(task_id)
-            claim = current.claims.get(task_id) if self.multi else None
-            held = self.held().get(task_id) if self.multi else None
-            if claim is not None and held is not None and held.sha == claim.sha:
-                return ClaimResult(Outcome.WON, task_id, f"{task_id} is held here already", claim, facts)
-            stop = facts.stop()
-            if stop is None and max_attempts is not None and attempt > max_attempts:
-                stop = f"has no attempts left ({facts.attempts}/{max_attempts}, counted on every host)"
-            if stop is not None:
-                return ClaimResult(Outcome.REFUSED, task_id, f"{task_id} {stop}; not started", claim, facts)
-            if claim is not None and not claim.stale(now, self.ttl):
-                said = f"{task_id} is claimed by {claim.describe(now)}; not started here"
-                return ClaimResult(Outcome.LOST, task_id, said, claim, facts)
-            result = self._try_claim(task_id, attempt, now, lifecycle, facts, claim)
+            held = self.held() if self.multi else {}
+            decided = self._decide(task_id, attempt, now, current, held, max_attempts)
+            if isinstance(decided, ClaimResult):
+                return decided
+            result = self._try_claim(task_id, attempt, now, lifecycle, *decided)
             if result is not None:
                 return result
         said = f"{task_id}: lost {MAX_RACES} races for its claim in a row; not started this tick"
         return ClaimResult(Outcome.LOST, task_id, said)
 
+    def claim_all(
+        self, wanted: Mapping[str, tuple[int, str]], now: datetime, *, board: Board
+    ) -> dict[str, ClaimResult]:
+        """claim() for several tasks (task -> its attempt and lifecycle), in one atomic push when the
+        remote contests none of them: the live workers this checkout holds no claim for (twenty given
+        back to the train by `ralph retry` cost twenty pushes, most of the tick that landed them). A
+        refused push, and each is claimed on its own as claim() does."""
+        results: dict[str, ClaimResult] = {}
+        batch: list[tuple[str, int, str, Facts, Claim | None]] = []
+        held = self.held() if self.multi else {}
+        for task_id, (attempt, lifecycle) in wanted.items():
+            check_task_id(task_id)
+            decided = self._decide(task_id, attempt, now, board, held, None)
+            if isinstance(decided, ClaimResult):
+                results[task_id] = decided
+            else:
+                batch.append((task_id, attempt, lifecycle, *decided))
+        if self.multi and len(batch) > 1:
+            results.update(self._claim_together(batch, now))
+        for task_id, attempt, lifecycle, _, _ in batch:
+            if task_id not in results:
+                results[task_id] = self.claim(task_id, attempt, now, lifecycle=lifecycle)
+        return {t: results[t] for t in wanted}
+
+    def _claim_together(
+        self, batch: list[tuple[str, int, str, Facts, Claim | None]], now: datetime
+    ) -> dict[str, ClaimResult]:
+        """One atomic push for every claim of `batch` and its attempt; {} when the remote refused it."""
+        docs = [
+            d
+            for t, attempt, life, facts, stale in batch
+            for d in self._docs(t, attempt, now, life, facts, stale)
+        ]
+        shas = iter(write_commits(self.git, docs))
+        updates: list[RefUpdate] = []
+        notes: dict[str, str | None] = {}
+        for task_id, _, _, facts, stale in batch:
+            facts_sha, claim_sha = next(shas), next(shas)
+            updates.append(RefUpdate(facts_ref(task_id), facts_sha, facts.sha))
+            updates.append(RefUpdate(claim_ref(task_id), claim_sha, None if stale is None else stale.sha))
+            notes[HELD + task_id] = claim_sha
+        update_refs(self.git, notes)  # before the push, as _try_claim notes its one claim
+        pushed = push_atomic(self.git, remote=self.remote, updates=updates, timeout=self.timeout)
+        if pushed.ok:
+            return {t: self._won(t, attempt, now, facts, stale) for t, attempt, _, facts, stale in batch}
+        if pushed.status is PushStatus.TRANSPORT:
+            said = f"cannot claim {len(batch)} tasks: {_refusal(pushed, self.remote)}"
+            return {t: ClaimResult(Outcome.ERROR, t, said, facts=facts) for t, _, _, facts, _ in batch}
+        update_refs(self.git, dict.fromkeys(notes))  # the remote said no: nothing of ours is there
+        return {}
+
+    def _decide(
+        self,
+        task_id: str,
+        attempt: int,
+        now: datetime,
+        current: Board,
+        held: Mapping[str, LocalRef],
+        max_attempts: int | None,
+    ) -> ClaimResult | tuple[Facts, Claim | None]:
+        """What `current` says of claiming `task_id`: the answer, or the facts and the stale claim (if
+        any) a push for it must lease."""
+        facts = current.facts_of(task_id)
+        claim = current.claims.get(task_id) if self.multi else None
+        mine = held.get(task_id)
+        if claim is not None and mine is not None and mine.sha == claim.sha:
+            return ClaimResult(Outcome.WON, task_id, f"{task_id} is held here already", claim, facts)
+        stop = facts.stop()
+        if stop is None and max_attempts is not None and attempt > max_attempts:
+            stop = f"has no attempts left ({facts.attempts}/{max_attempts}, counted on every host)"
+        if stop is not None:
+            return ClaimResult(Outcome.REFUSED, task_id, f"{task_id} {stop}; not started", claim, facts)
+        if claim is not None and not claim.stale(now, self.ttl):
+            said = f"{task_id} is claimed by {claim.describe(now)}; not started here"
+            return ClaimResult(Outcome.LOST, task_id, said, claim, facts)
+        return facts, claim
+
     def _try_claim(
         self, task_id: str, attempt: int, now: datetime, lifecycle: str, facts: Facts, stale: Claim | None
     ) -> ClaimResult | None:
         """One push for the claim (and the attempt); None when a race was lost and the caller reads again."""
-        counted = self._counted(facts.doc, attempt, now)
-        docs = [NewCommit({FACTS_FILE: _dump(counted)}, f"ralph: {task_id} attempt {attempt}", now)]
-        if self.multi:
-            doc = ClaimDoc(
-                task_id=task_id,
-                host=self.host,
-                token=secrets.token_hex(8),
-                attempt=attempt,
-                started_at=now,
-                heartbeat=now,
-                lifecycle=lifecycle,
-                took_over_from=None if stale is None else stale.host,
-            )
-            docs.append(_claim_commit(doc, now))
-        shas = write_commits(self.git, docs)
+        shas = write_commits(self.git, self._docs(task_id, attempt, now, lifecycle, facts, stale))
         updates = [RefUpdate(facts_ref(task_id), shas[0], facts.sha)]
         if not self.multi:
             pushed = self._push(updates)
@@ -495,11 +549,7 @@ class Claims:
         update_refs(self.git, {held: shas[1]})
         pushed = push_atomic(self.git, remote=self.remote, updates=updates, timeout=self.timeout)
         if pushed.ok:
-            if stale is None:
-                said = f"{task_id} claimed (attempt {attempt})"
-                return ClaimResult(Outcome.WON, task_id, said, facts=facts)
-            said = f"{task_id} taken over from {stale.describe(now)}, stale; attempt {attempt}"
-            return ClaimResult(Outcome.TAKEN_OVER, task_id, said, stale, facts)
+            return self._won(task_id, attempt, now, facts, stale)
         if pushed.status is not PushStatus.TRANSPORT:
             update_refs(self.git, {held: None})  # the remote said no: nothing of ours is there
         # After a transport error the push may have gone through: the note stays, and claiming again
@@ -513,6 +563,34 @@ class Claims:
             facts=facts,
             permanent=pushed.status is PushStatus.PERMANENT,
         )
+
+    def _docs(
+        self, task_id: str, attempt: int, now: datetime, lifecycle: str, facts: Facts, stale: Claim | None
+    ) -> list[NewCommit]:
+        """The task's facts with the attempt counted, and (multi mode) the claim document."""
+        counted = self._counted(facts.doc, attempt, now)
+        docs = [NewCommit({FACTS_FILE: _dump(counted)}, f"ralph: {task_id} attempt {attempt}", now)]
+        if self.multi:
+            doc = ClaimDoc(
+                task_id=task_id,
+                host=self.host,
+                token=secrets.token_hex(8),
+                attempt=attempt,
+                started_at=now,
+                heartbeat=now,
+                lifecycle=lifecycle,
+                took_over_from=None if stale is None else stale.host,
+            )
+            docs.append(_claim_commit(doc, now))
+        return docs
+
+    def _won(
+        self, task_id: str, attempt: int, now: datetime, facts: Facts, stale: Claim | None
+    ) -> ClaimResult:
+        if stale is None:
+            return ClaimResult(Outcome.WON, task_id, f"{task_id} claimed (attempt {attempt})", facts=facts)
+        said = f"{task_id} taken over from {stale.describe(now)}, stale; attempt {attempt}"
+        return ClaimResult(Outcome.TAKEN_OVER, task_id, said, stale, facts)
 
     def _unrecorded(self, task_id: str, why: str) -> ClaimResult:
         if self.multi:

@@ -212,16 +212,22 @@ def keep(crew: Crew) -> None:
     for task_id, holder in beat.lost.items():
         who = "a person (cancelled or discarded elsewhere)" if holder is None else holder.host
         stop(crew, crew.state.worker(task_id), f"claim lost to {who}")
-    for task_id in beat.unheld:
+    unheld = {t: (_attempt(crew, t), live[t]) for t in beat.unheld}
+    for task_id, result in claims.claim_all(unheld, crew.now, board=seen).items():
         worker = crew.state.worker(task_id)
         assert worker is not None
-        result = claims.claim(task_id, worker.attempt, crew.now, board=seen, lifecycle=live[task_id])
         if result.started:
             logger.debug("%s", result.message)
         elif result.outcome in (Outcome.LOST, Outcome.REFUSED):
             stop(crew, worker, f"claim lost: {result.message}")
         else:
             logger.warning("%s", result.message)
+
+
+def _attempt(crew: Crew, task_id: str) -> int:
+    worker = crew.state.worker(task_id)
+    assert worker is not None
+    return worker.attempt
 
 
 def let_go(crew: Crew) -> None:

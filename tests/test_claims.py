@@ -231,6 +231,50 @@ def test_a_heartbeat_releases_what_no_live_worker_holds(origin: Path, clone: Clo
     assert list(a.held()) == ["RQ-0002"]
 
 
+def test_claiming_several_live_workers_at_once_is_one_push(origin: Path, clone: Clone) -> None:
+    a = host(clone, "a")
+    tasks = ["RQ-0001", "RQ-0002", "RQ-0003"]
+    pushes = count_pushes(origin)
+    won = a.claim_all({t: (2, "integrating") for t in tasks}, T0, board=a.read_all())
+    assert [r.outcome for r in won.values()] == [Outcome.WON] * 3 and list(won) == tasks
+    assert len(pushes()) == 1 and sorted(pushes()[0]) == sorted(
+        [claim_ref(t) for t in tasks] + [facts_ref(t) for t in tasks]
+    )
+    for task in tasks:
+        claim, facts = remote_doc(origin, claim_ref(task)), remote_doc(origin, facts_ref(task))
+        assert claim is not None and facts is not None
+        assert (claim["host"], claim["attempt"], claim["lifecycle"], facts["attempts"]) == (
+            "a",
+            2,
+            "integrating",
+            2,
+        )
+    assert sorted(a.held()) == tasks  # and this checkout leases on what it pushed
+    assert sorted(a.heartbeat(dict.fromkeys(tasks, "integrating"), T0 + TTL / 3).refreshed) == tasks
+
+
+def test_claiming_several_when_another_host_holds_one_claims_the_rest(origin: Path, clone: Clone) -> None:
+    a, b = host(clone, "a"), host(clone, "b")
+    seen = a.read_all()  # before b claims: the batch's push is refused as a whole, then each alone
+    assert b.claim("RQ-0002", 1, T0).started
+    pushes = count_pushes(origin)
+    won = a.claim_all({t: (1, "running") for t in ("RQ-0001", "RQ-0002", "RQ-0003")}, T0, board=seen)
+    assert {t: r.outcome for t, r in won.items()} == {
+        "RQ-0001": Outcome.WON,
+        "RQ-0002": Outcome.LOST,
+        "RQ-0003": Outcome.WON,
+    }
+    # The batch's lease on RQ-0002 ("must not exist") failed before anything reached origin; then
+    # RQ-0001 and RQ-0003 were claimed on their own.
+    assert [sorted(p) for p in pushes()] == [
+        sorted([facts_ref("RQ-0001"), claim_ref("RQ-0001")]),
+        sorted([facts_ref("RQ-0003"), claim_ref("RQ-0003")]),
+    ]
+    assert sorted(a.held()) == ["RQ-0001", "RQ-0003"]
+    doc = remote_doc(origin, claim_ref("RQ-0002"))
+    assert doc is not None and doc["host"] == "b"
+
+
 def test_a_stale_claim_is_taken_over_and_its_attempt_stays_counted(origin: Path, clone: Clone) -> None:
     a, b = host(clone, "a"), host(clone, "b")
     a.claim("RQ-0001", 1, T0)
