@@ -62,7 +62,15 @@ from common import (
 RUNS = 5
 CHANGES = 20  # the issue's size
 FLAWED = 7  # the task whose work holds a FIXME
-DECLINE = "#!/bin/sh\necho 'bench: pushes are closed while the workers get verified' >&2\nexit 1\n"
+# The base is closed; ralph's own refs (the attempts it records under refs/ralph/) stay open.
+DECLINE = """#!/bin/sh
+while read old new ref; do
+  case "$ref" in
+    refs/heads/*) echo 'bench: pushes are closed while the workers get verified' >&2; exit 1;;
+  esac
+done
+exit 0
+"""
 
 
 @dataclass
