@@ -36,6 +36,7 @@ DEFAULT_TIMEOUT_S = 120.0
 UNTRUSTED = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "core.sshCommand=false")
 PIPE_BUFFER = 64 * 1024
 _IDENT = re.compile(r"^(.*) <([^<>]*)> \d+ [-+]\d{4}$")
+_FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 # Variables that would point git at another repository than the one we name (set when ralph runs
 # from inside a git hook, say). Everything else, identity and dates included, is the user's to set.
@@ -106,6 +107,27 @@ class Git:
             _out_bufsize=PIPE_BUFFER,
             _err_bufsize=PIPE_BUFFER,
         )
+        self._trees: dict[str, str] = {}  # commit sha -> its tree: a commit's tree never changes
+
+    def trees(self, commits: Sequence[str]) -> list[str]:
+        """The tree of each of `commits`, asked in one call for those this Git has not met: a train
+        replays onto the same positions and bases again and again."""
+        answer = {c: self._trees[c] for c in commits if c in self._trees}
+        unknown = [c for c in dict.fromkeys(commits) if c not in answer]
+        if unknown:
+            specs = [f"{c}^{{tree}}" for c in unknown]
+            found = object_names(self, specs)
+            for commit, spec in zip(unknown, specs, strict=True):
+                if spec not in found:
+                    raise GitError(f"{commit} names no commit here", argv=("cat-file", spec), cwd=self.cwd)
+                answer[commit] = found[spec]
+                if _FULL_SHA.fullmatch(commit):  # a ref or a short name may name another commit later
+                    self._trees[commit] = found[spec]
+        return [answer[c] for c in commits]
+
+    def made(self, commit: str, tree: str) -> None:
+        """Note the tree of a commit just written here, so that trees() need not ask."""
+        self._trees[commit] = tree
 
     @cached_property
     def version(self) -> tuple[int, int, int]:

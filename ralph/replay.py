@@ -48,9 +48,7 @@ def replay(git: Git, *, old_base: str, head: str, onto: str, message: str, scrat
     When it conflicts, the commit returned has the conflicted files with their markers in its tree
     (other files merged), and `conflicts` names them; it must never land as it is.
     """
-    old_tree, onto_tree, head_tree = git.run(
-        "rev-parse", f"{old_base}^{{tree}}", f"{onto}^{{tree}}", f"{head}^{{tree}}"
-    ).out.split()
+    old_tree, onto_tree, head_tree = git.trees([old_base, onto, head])
     if old_tree == onto_tree:  # nothing to merge: the change applies as it is
         return Replayed(_commit(git, head_tree, onto, message))
     # Three commits that exist only to make git's merge base the old base's tree: the merge of O and
@@ -74,13 +72,15 @@ def replay(git: Git, *, old_base: str, head: str, onto: str, message: str, scrat
 
 def squash(git: Git, *, base: str, head: str, message: str) -> str:
     """`head`'s tree as one commit on `base`."""
-    return _commit(git, git.run("rev-parse", f"{head}^{{tree}}").out, base, message)
+    return _commit(git, git.trees([head])[0], base, message)
 
 
 def _commit(git: Git, tree: str, parent: str | None, message: str) -> str:
     parents = ("-p", parent) if parent else ()
     # --no-gpg-sign: nobody is there to unlock a key, and a waiting pinentry would hang the tick.
-    return git.run("commit-tree", "--no-gpg-sign", tree, *parents, "-m", message).out
+    commit = git.run("commit-tree", "--no-gpg-sign", tree, *parents, "-m", message).out
+    git.made(commit, tree)  # the position behind replays onto it: its tree need not be asked for
+    return commit
 
 
 def has_merge_tree(git: Git) -> bool:
