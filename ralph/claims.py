@@ -454,27 +454,41 @@ class Claims:
         return ClaimResult(Outcome.LOST, task_id, said)
 
     def claim_all(
-        self, wanted: Mapping[str, tuple[int, str]], now: datetime, *, board: Board
+        self,
+        wanted: Mapping[str, tuple[int, str]],
+        now: datetime,
+        *,
+        board: Board,
+        max_attempts: int | None = None,
     ) -> dict[str, ClaimResult]:
         """claim() for several tasks (task -> its attempt and lifecycle), in one atomic push when the
-        remote contests none of them: the live workers this checkout holds no claim for (twenty given
-        back to the train by `ralph retry` cost twenty pushes, most of the tick that landed them). A
-        refused push, and each is claimed on its own as claim() does."""
+        remote contests none of them: the tasks a tick starts, and the live workers this checkout holds
+        no claim for (twenty given back to the train by `ralph retry` cost twenty pushes, most of the
+        tick that landed them). A refused push, and each is claimed on its own as claim() does."""
         results: dict[str, ClaimResult] = {}
         batch: list[tuple[str, int, str, Facts, Claim | None]] = []
         held = self.held() if self.multi else {}
         for task_id, (attempt, lifecycle) in wanted.items():
             check_task_id(task_id)
-            decided = self._decide(task_id, attempt, now, board, held, None)
+            decided = self._decide(task_id, attempt, now, board, held, max_attempts)
             if isinstance(decided, ClaimResult):
                 results[task_id] = decided
             else:
                 batch.append((task_id, attempt, lifecycle, *decided))
-        if self.multi and len(batch) > 1:
+        if len(batch) > 1:
             results.update(self._claim_together(batch, now))
-        for task_id, attempt, lifecycle, _, _ in batch:
-            if task_id not in results:
-                results[task_id] = self.claim(task_id, attempt, now, lifecycle=lifecycle)
+        refused: ClaimResult | None = None
+        for task_id, attempt, life, _, _ in batch:
+            if task_id in results:
+                continue
+            if refused is not None:  # the remote refuses claims at all: asking again for each is no use
+                results[task_id] = ClaimResult(
+                    Outcome.ERROR, task_id, refused.message, permanent=refused.permanent
+                )
+                continue
+            results[task_id] = self.claim(task_id, attempt, now, lifecycle=life, max_attempts=max_attempts)
+            if results[task_id].outcome is Outcome.ERROR:
+                refused = results[task_id]
         return {t: results[t] for t in wanted}
 
     def _claim_together(
@@ -490,17 +504,18 @@ class Claims:
         updates: list[RefUpdate] = []
         notes: dict[str, str | None] = {}
         for task_id, _, _, facts, stale in batch:
-            facts_sha, claim_sha = next(shas), next(shas)
-            updates.append(RefUpdate(facts_ref(task_id), facts_sha, facts.sha))
-            updates.append(RefUpdate(claim_ref(task_id), claim_sha, None if stale is None else stale.sha))
-            notes[HELD + task_id] = claim_sha
+            updates.append(RefUpdate(facts_ref(task_id), next(shas), facts.sha))
+            if self.multi:
+                claim_sha = next(shas)
+                updates.append(RefUpdate(claim_ref(task_id), claim_sha, None if stale is None else stale.sha))
+                notes[HELD + task_id] = claim_sha
         update_refs(self.git, notes)  # before the push, as _try_claim notes its one claim
         pushed = push_atomic(self.git, remote=self.remote, updates=updates, timeout=self.timeout)
         if pushed.ok:
             return {t: self._won(t, attempt, now, facts, stale) for t, attempt, _, facts, stale in batch}
-        if pushed.status is PushStatus.TRANSPORT:
-            said = f"cannot claim {len(batch)} tasks: {_refusal(pushed, self.remote)}"
-            return {t: ClaimResult(Outcome.ERROR, t, said, facts=facts) for t, _, _, facts, _ in batch}
+        if pushed.status is PushStatus.TRANSPORT:  # the note stays: the push may have gone through
+            said = _refusal(pushed, self.remote)
+            return {t: self._unrecorded(t, said) for t, _, _, _, _ in batch}
         update_refs(self.git, dict.fromkeys(notes))  # the remote said no: nothing of ours is there
         return {}
 
@@ -542,7 +557,7 @@ class Claims:
                 return None
             if not pushed.ok:
                 return self._unrecorded(task_id, pushed.message)
-            return ClaimResult(Outcome.WON, task_id, f"{task_id} attempt {attempt} recorded", facts=facts)
+            return self._won(task_id, attempt, now, facts, None)
         held = HELD + task_id
         updates.append(RefUpdate(claim_ref(task_id), shas[1], None if stale is None else stale.sha))
         # Noted before the push: a crash after the push then finds the claim its own (claim again wins).
@@ -587,6 +602,8 @@ class Claims:
     def _won(
         self, task_id: str, attempt: int, now: datetime, facts: Facts, stale: Claim | None
     ) -> ClaimResult:
+        if not self.multi:
+            return ClaimResult(Outcome.WON, task_id, f"{task_id} attempt {attempt} recorded", facts=facts)
         if stale is None:
             return ClaimResult(Outcome.WON, task_id, f"{task_id} claimed (attempt {attempt})", facts=facts)
         said = f"{task_id} taken over from {stale.describe(now)}, stale; attempt {attempt}"

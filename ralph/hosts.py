@@ -151,30 +151,49 @@ def startable(crew: Crew, tasks: list[Task]) -> list[Task]:
     return keep
 
 
-def claim(crew: Crew, task: Task) -> int | None:
-    """Claim `task` for its next attempt (counted on the remote with the claim): that attempt's number,
-    or None when it must not start here (the tick's report says why)."""
-    worker = crew.state.worker(task.id)
-    here = 0 if worker is None else worker.attempt
+def claim(crew: Crew, tasks: list[Task]) -> list[tuple[Task, int | None]]:
+    """Claim each of `tasks` for its next attempt (counted on the remote with the claim), in one push
+    when nobody contests them: that attempt's number, or None for a task that must not start here (the
+    tick's report says why)."""
     sharing = crew.sharing
+    here = {t.id: _attempt(crew, t.id) for t in tasks}
     if sharing is None:
-        return here + 1  # offline: this host's own count
+        return [(t, here[t.id] + 1) for t in tasks]  # offline: this host's own count
     if sharing.error is not None and sharing.claims.multi:
-        return None
+        return [(t, None) for t in tasks]
     seen = board(crew)
+    attempts = {t.id: _next_attempt(crew, seen, t.id, here[t.id]) for t in tasks}
+    max_attempts = crew.config.agent.max_attempts
+    if seen is None:  # the board could not be read: each claim reads its task itself
+        results = {
+            t.id: sharing.claims.claim(t.id, attempts[t.id], crew.now, max_attempts=max_attempts)
+            for t in tasks
+        }
+    else:
+        wanted = {t.id: (attempts[t.id], "running") for t in tasks}
+        results = sharing.claims.claim_all(wanted, crew.now, board=seen, max_attempts=max_attempts)
+    claimed: list[tuple[Task, int | None]] = []
+    for task in tasks:
+        result = results[task.id]
+        if result.started:
+            logger.debug("%s", result.message)
+            claimed.append((task, attempts[task.id]))
+            continue
+        if result.outcome is Outcome.ERROR:
+            if sharing.error is None:  # the first says why; the rest were refused alike
+                sharing.error, sharing.refused = result.message, True
+        else:
+            crew.act(task.id, "not_claimed", result.message)
+        claimed.append((task, None))
+    return claimed
+
+
+def _next_attempt(crew: Crew, seen: Board | None, task_id: str, here: int) -> int:
+    if seen is None or crew.sharing is None:
+        return here + 1
+    worker = crew.state.worker(task_id)
     since = None if worker is None else worker.started_at
-    attempt = here + 1 if seen is None else seen.next_attempt(task.id, here, since, sharing.claims.host)
-    result = sharing.claims.claim(
-        task.id, attempt, crew.now, board=seen, max_attempts=crew.config.agent.max_attempts
-    )
-    if result.started:
-        logger.debug("%s", result.message)
-        return attempt
-    if result.outcome is Outcome.ERROR:
-        sharing.error, sharing.refused = result.message, True
-        return None
-    crew.act(task.id, "not_claimed", result.message)
-    return None
+    return seen.next_attempt(task_id, here, since, crew.sharing.claims.host)
 
 
 def check(crew: Crew) -> None:
@@ -225,9 +244,9 @@ def keep(crew: Crew) -> None:
 
 
 def _attempt(crew: Crew, task_id: str) -> int:
+    """The attempt this host's record of the task is at (0: none yet)."""
     worker = crew.state.worker(task_id)
-    assert worker is not None
-    return worker.attempt
+    return 0 if worker is None else worker.attempt
 
 
 def let_go(crew: Crew) -> None:

@@ -513,16 +513,13 @@ def _spawn(crew: Crew) -> None:
         return
     runnable, limit = _startable(crew)
     started = 0
-    for task in runnable:
-        if started >= limit:
-            break
-        attempt = hosts.claim(crew, task)  # a task claimed by another host first is not started here
-        if attempt is None:
-            if crew.sharing is not None and crew.sharing.error is not None:
-                break
-            continue
-        _start_task(crew, task, attempt)
-        started += 1
+    while runnable and started < limit and (crew.sharing is None or crew.sharing.error is None):
+        batch, runnable = runnable[: limit - started], runnable[limit - started :]
+        # A task claimed by another host first is not started here: the next runnable one may be.
+        for task, attempt in hosts.claim(crew, batch):
+            if attempt is not None:
+                _start_task(crew, task, attempt)
+                started += 1
 
 
 def _to_start(crew: Crew) -> list[Task]:

@@ -299,6 +299,45 @@ def test_single_mode_keeps_no_claims_but_respects_the_shared_record(project: Pro
     assert "no attempts left (1/1, counted on every host)" in ticked.stderr
 
 
+def test_a_tick_claims_the_tasks_it_starts_in_one_push(project: Project) -> None:
+    tasks = [project.add(f"Feature {n}") for n in range(3)]
+    log = project.origin / "pushes.log"
+    hook = project.origin / "hooks" / "pre-receive"
+    hook.write_text(f'#!/bin/sh\n{{ cut -d" " -f3; echo --; }} >> "{log}"\n')
+    hook.chmod(0o755)
+    assert tick(project.control).returncode == 0
+    pushes = [chunk.split() for chunk in log.read_text().split("--\n")[:-1]]
+    assert len(pushes) == 1, pushes  # three claims and three attempts, one push
+    assert sorted(pushes[0]) == sorted(
+        [f"refs/ralph/claims/{t}" for t in tasks] + [facts_ref(t) for t in tasks]
+    )
+    assert {w.task_id: w.attempt for w in state_of(project.control).workers} == dict.fromkeys(tasks, 1)
+
+
+def test_a_tick_starts_the_next_task_when_another_host_claims_one_of_its_batch_meanwhile(
+    project: Project, clone: Clone
+) -> None:
+    """Another host's claim arrives while this tick's batch is being received: the batch fails as a
+    whole, each task is claimed on its own, and the slot the lost task leaves goes to the next one."""
+    project.configure(parallel={"workers": 2})
+    first, second, third = (project.add(f"Feature {n}") for n in range(3))
+    other = Claims.for_checkout(open_checkout(clone("host2")))
+    assert other.claim(second, 1, clock.now()).started
+    theirs = git(project.origin, "rev-parse", f"refs/ralph/claims/{second}")
+    git(project.origin, "update-ref", "-d", f"refs/ralph/claims/{second}")
+    hook = project.origin / "hooks" / "pre-receive"
+    hook.write_text(  # once: host2's claim appears outside the push's quarantine
+        f'#!/bin/sh\ncat >/dev/null\nrm "$0"\n'
+        f"env -u GIT_QUARANTINE_PATH git update-ref refs/ralph/claims/{second} {theirs} ''\n"
+    )
+    hook.chmod(0o755)
+    ticked = tick(project.control)
+    assert ticked.returncode == 0, ticked.stderr
+    assert not hook.exists()  # the batch's push met it
+    assert {w.task_id for w in state_of(project.control).workers} == {first, third}
+    assert f"{second} is claimed by " in ticked.stderr and "; not started here" in ticked.stderr
+
+
 # --- a remote that refuses claims ------------------------------------------------------------------------
 
 
