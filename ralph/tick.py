@@ -9,7 +9,6 @@ a named step so tests can prove it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,7 +21,7 @@ from ralph.checkout import Checkout
 from ralph.clock import now as clock_now
 from ralph.crash import crashpoint
 from ralph.crew import Crew, TickOptions, TickReport, Waiting
-from ralph.errors import GitError, RalphError, StateError, resource_error
+from ralph.errors import RalphError, StateError, resource_error
 from ralph.files import rotate
 from ralph.followups import FollowupError
 from ralph.git import PushStatus
@@ -263,8 +262,7 @@ def _run_train(crew: Crew, conductor: Conductor) -> None:
     conductor.restack(0)  # positions behind one that left (blocked, failed, closed) stand on the one ahead
     waiting = [w for w in crew.state.workers if w.lifecycle is Lifecycle.INTEGRATING]
     waiting = [w for w in waiting if conductor.train.position(w.task_id) is None]
-    with contextlib.suppress(GitError):  # one call for every join's trees; a commit gone fails its join
-        crew.git.trees([c for w in waiting for c in (w.base_sha, w.head_sha) if c])
+    conductor.prepare(waiting)
     for worker in sorted(waiting, key=lambda w: w.updated_at):  # the order work became ready
         try:
             conductor.join(worker)

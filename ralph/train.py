@@ -19,6 +19,7 @@ report line) comes through `Effects`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,8 +27,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
+from ralph.errors import GitError
 from ralph.git import Git, NewCommit, cat_blobs, object_names, write_commits
-from ralph.replay import Replayed, replay
+from ralph.replay import Replayed, Replayer
 from ralph.state import Lifecycle, Position, State, Train, Worker
 
 logger = logging.getLogger(__name__)
@@ -81,6 +83,7 @@ class Conductor:
         self.effects = effects
         self.rules = rules
         self.scratch = scratch
+        self.replayer = Replayer(git, scratch)
 
     @property
     def train(self) -> Train:
@@ -186,15 +189,20 @@ class Conductor:
             n += 1
         return dropped
 
+    def prepare(self, workers: Iterable[Worker]) -> None:
+        """Ready the replays of `workers`, about to join, in a few git calls for all of them."""
+        changes = [(w.base_sha, w.head_sha) for w in workers if w.base_sha and w.head_sha]
+        with contextlib.suppress(GitError):  # a commit gone fails that worker's own join, with its reason
+            self.replayer.prepare(changes, self.train.base_sha)
+
     def _replay(self, worker: Worker, onto: str) -> Replayed:
         assert worker.base_sha is not None and worker.head_sha is not None
-        return replay(
-            self.git,
+        return self.replayer.replay(
             old_base=worker.base_sha,
             head=worker.head_sha,
             onto=onto,
             message=self.effects.message(worker),
-            scratch=self.scratch,
+            base=self.train.base_sha,  # every position stands on it
         )
 
     def _leave(self, worker: Worker, index: int, why: str) -> None:
