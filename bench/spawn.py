@@ -113,10 +113,16 @@ def build(root: Path) -> Project:
 
 
 def reset(project: Project) -> None:
-    """Back to nothing in flight: wait for the agents, forget them, remove their workspaces."""
+    """Back to nothing in flight: wait for the agents, forget them, remove their workspaces, and the
+    claims and attempts recorded under refs/ralph/ (on origin, and held in the control checkout), so
+    that every run starts the 8 tasks afresh, as the first did."""
     project.wait_for_jobs()
     shutil.rmtree(project.control / ".ralph" / "workspaces", ignore_errors=True)
     shutil.rmtree(project.control / ".ralph" / "cache", ignore_errors=True)
+    for repo in (project.origin, project.control):
+        refs = git(repo, "for-each-ref", "--format=delete %(refname)", "refs/ralph/")
+        if refs:
+            git(repo, "update-ref", "--stdin", input=(refs + "\n").encode())
 
 
 def checked_out_at(project: Project) -> list[float]:

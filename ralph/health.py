@@ -62,16 +62,6 @@ def _z(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse_time(text: object) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return value.astimezone(UTC) if value.tzinfo is not None else None
-
-
 # --- who holds the tick lock -----------------------------------------------------------------------
 
 
@@ -89,7 +79,7 @@ class Holder:
     def from_dict(cls, raw: object) -> Holder | None:
         if not isinstance(raw, dict):
             return None
-        pid, since = raw.get("pid"), _parse_time(raw.get("since"))
+        pid, since = raw.get("pid"), ring.parse_time(raw.get("since"))
         if not isinstance(pid, int) or isinstance(pid, bool) or since is None:
             return None
         return cls(pid, since)
@@ -98,7 +88,7 @@ class Holder:
 def read_lock_holder(lock: Path) -> Holder | None:
     """The last holder the lock file names; None when it names none (or cannot be read)."""
     found = ring.read_holder(str(lock))
-    since = _parse_time(found[1]) if found else None
+    since = ring.parse_time(found[1]) if found else None
     return Holder(found[0], since) if found and since else None
 
 
@@ -139,7 +129,7 @@ class TickEnd:
         """One entry of the ring file; None for one that is not a tick end (a hand edit, say)."""
         if not isinstance(raw, dict):
             return None
-        at, code, seconds = _parse_time(raw.get("at")), raw.get("exit_code"), raw.get("seconds", 0.0)
+        at, code, seconds = ring.parse_time(raw.get("at")), raw.get("exit_code"), raw.get("seconds", 0.0)
         if at is None or not isinstance(code, int) or isinstance(code, bool):
             return None
         error, remote = raw.get("error"), raw.get("remote_error")

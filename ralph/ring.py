@@ -18,7 +18,7 @@ import json
 import os
 import re
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -57,15 +57,15 @@ def z(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-def parse_z(text: object) -> float | None:
-    """An aware RFC 3339 time as seconds since the epoch; None for anything else."""
+def parse_time(text: object) -> datetime | None:
+    """An aware RFC 3339 time, in UTC; None for anything else."""
     if not isinstance(text, str):
         return None
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return value.timestamp() if value.tzinfo is not None else None
+    return value.astimezone(UTC) if value.tzinfo is not None else None
 
 
 def read_holder(lock: str) -> tuple[int, str] | None:
@@ -75,7 +75,7 @@ def read_holder(lock: str) -> tuple[int, str] | None:
             found = _HOLDER.search(f.read())
     except OSError:
         return None
-    if found is None or parse_z(found.group(2)) is None:
+    if found is None or parse_time(found.group(2)) is None:
         return None
     return int(found.group(1)), found.group(2)
 
@@ -155,6 +155,6 @@ def _looks_hung(document: dict[str, Any], since: str, now: float) -> bool:
     budget = remembered.get("tick_budget_s") if isinstance(remembered, dict) else None
     if not isinstance(budget, int | float) or isinstance(budget, bool) or not 0 < budget < 1e9:
         budget = DEFAULT_TICK_BUDGET_S
-    began = parse_z(since)
+    began = parse_time(since)
     # A second early: the ring keeps whole seconds, and ralph.health judges a hung holder to the second.
-    return began is None or now - began > HUNG_BUDGETS * budget - 1
+    return began is None or now - began.timestamp() > HUNG_BUDGETS * budget - 1

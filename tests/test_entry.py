@@ -109,16 +109,21 @@ def test_a_retry_falling_due_wakes_the_idle_tick(project: Project) -> None:
     assert project.worker(task).attempt == 2
 
 
-def test_a_losing_tick_exits_75_before_any_heavy_import(project: Project) -> None:
+def lose(project: Project) -> tuple[subprocess.CompletedProcess[str], int]:
+    """A tick (with -X importtime) while another process holds the lock; and that process's pid."""
     holder, _ = hold_lock(project.paths.lock)
     try:
-        lost = run(project, importtime=True)
+        return run(project, importtime=True), holder.pid
     finally:
         stop(holder)
+
+
+def test_a_losing_tick_exits_75_before_any_heavy_import(project: Project) -> None:
+    lost, pid = lose(project)
     assert lost.returncode == 75
     messages = [line for line in lost.stderr.splitlines() if not line.startswith("import time:")]
     assert messages == [
-        f"ralph: another ralph tick holds {project.paths.lock} (pid {holder.pid} since "
+        f"ralph: another ralph tick holds {project.paths.lock} (pid {pid} since "
         + messages[0].split(" since ", 1)[1]
     ]
     assert messages[0].endswith("; nothing was changed, the next tick will run")
@@ -128,15 +133,13 @@ def test_a_losing_tick_exits_75_before_any_heavy_import(project: Project) -> Non
 
 def test_a_losing_tick_records_its_end_with_the_standard_library_s_smallest_pieces(project: Project) -> None:
     assert run(project).returncode == 0  # the ring exists: a lock-out is appended to it by ralph.ring
-    holder, _ = hold_lock(project.paths.lock)
-    try:
-        lost = run(project, importtime=True)
-    finally:
-        stop(holder)
+    lost, pid = lose(project)
     assert lost.returncode == 75
     assert imported(lost.stderr).isdisjoint(HEAVY + DEAR), sorted(imported(lost.stderr) & set(HEAVY + DEAR))
     assert [t["exit_code"] for t in ticks(project)] == [0, 75]
-    assert ticks(project)[-1]["holder"] == {"pid": holder.pid, "since": ticks(project)[-1]["holder"]["since"]}
+    recorded = ticks(project)[-1]["holder"]
+    assert isinstance(recorded, dict) and recorded["pid"] == pid
+    assert datetime.fromisoformat(recorded["since"]) <= datetime.now(UTC)
 
 
 def test_an_idle_tick_that_ends_an_alert_is_judged_and_the_hook_hears_the_recovery(project: Project) -> None:
