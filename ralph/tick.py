@@ -342,12 +342,18 @@ def _land(crew: Crew, conductor: Conductor) -> None:
         built_on = crew.base_sha
         crew.refetch_if_stale()
         if crew.base_sha != built_on:
-            # Someone pushed while the chain was built: build it again on what is there now.
+            # Someone pushed while the chain was built: build it again on what is there now, a few
+            # times; then the next tick does. A chain built on an older base is never pushed: the
+            # remote would take it as dropping their commits, and every task in it would be blocked.
             train.pushing = {}
             _follow(crew, conductor)
             redos += 1
             if redos <= landing.MAX_QUICK_REDOS:
                 continue
+            detail = f"{crew.checkout.remote}/{crew.base} moved {redos} times while the chain was built"
+            crew.act(prefix[0].task_id, "push_race", f"{detail}; the next tick builds it again")
+            crew.save()
+            return
         crashpoint("before-push")
         fenced = hosts.push_landing(crew, chain.tip, list(chain.commits))
         if fenced.pushed is None:

@@ -32,7 +32,7 @@ from harness import (
     wait_until,
 )
 
-from ralph import clock, markers
+from ralph import clock, landing, markers
 from ralph.checkout import open_checkout
 from ralph.cli import cli
 from ralph.errors import QueueError
@@ -321,6 +321,41 @@ def test_work_that_rewrote_its_starting_commit_never_rewinds_the_base(
     assert project.origin_log()[:2] == [f"{task}: Rewrite", f"ralph: add {task}: Rewrite"]
     assert git(origin, "show", f"{BASE}:amended.txt") == "amended"
     assert state.workers[0].landed_sha == git(origin, "rev-parse", BASE)
+
+
+def test_a_base_that_moves_under_every_rebuild_is_never_pushed_onto_and_blocks_nothing(
+    project: Project,
+) -> None:
+    """Someone pushes to main while every chain is being built: ralph builds it again a few times, then
+    leaves it to the next tick. The chain it built last stands on an older base; pushing it would be
+    refused as dropping commits, which blocked every task in it."""
+    project.configure(ci={"command": []})  # no gate: a chain is built and pushed the tick work is reaped
+    tasks = [project.add(f"Feature {n}") for n in range(1, 4)]
+    project.tick()
+    project.wait_for_jobs()
+    rival = project.control.parent / "rival"
+    git(project.control.parent, "clone", "-q", str(project.origin), str(rival))
+    moves = []
+
+    def busy_clock() -> float:
+        """Each look at the clock: another commit on origin's main first (a base that never rests)."""
+        git(rival, "pull", "-q", "--rebase", "origin", BASE)
+        git(rival, "commit", "-q", "--allow-empty", "-m", f"rival {len(moves)}")
+        git(rival, "push", "-q", "origin", f"HEAD:{BASE}")
+        moves.append(1)
+        return time.monotonic()
+
+    tick_with(project, Waiting(sleep=lambda s: None, monotonic=busy_clock, rng=random.Random(3)))
+    state = project.state()
+    assert len(moves) > landing.MAX_QUICK_REDOS  # it met a moved base more often than it rebuilds at once
+    assert {w.lifecycle for w in state.workers} == {Lifecycle.INTEGRATING}, [
+        w.last_error for w in state.workers
+    ]
+    landed = {f"{t}: Feature {n}" for n, t in enumerate(tasks, 1)}
+    assert landed.isdisjoint(project.origin_log())
+    # The base at rest again: the next tick lands all three.
+    state = project.run_until(all_landed(3))
+    assert {w.lifecycle for w in state.workers} == {Lifecycle.COMPLETED}
 
 
 def test_a_push_that_would_drop_commits_is_refused_even_with_a_matching_lease(project: Project) -> None:
