@@ -57,6 +57,7 @@ MIXED_QUEUE = (
     task("RQ-0015"),
     task("RQ-0016", depends_on=["RQ-0010", "RQ-0011"]),
     {**copy.deepcopy(COMPLETE_TASK), "id": "RQ-0017", "depends_on": [], "blocks": [], "status": "todo"},
+    task("RQ-0018"),
 )
 MIXED_DONE = (task("RQ-0020", status="done"), task("RQ-0021", status="rejected"))
 MIXED_WORKERS = {
@@ -67,7 +68,7 @@ MIXED_WORKERS = {
         worker("RQ-0014", Lifecycle.FAILED, next_attempt_at=NOW + timedelta(minutes=5)),
         worker("RQ-0015", Lifecycle.FAILED, attempt=3),
         worker("RQ-0016", Lifecycle.COMPLETED),
-        worker("RQ-0017", Lifecycle.BLOCKED_PUSH),
+        worker("RQ-0018", Lifecycle.BLOCKED_PUSH),
     )
 }
 
@@ -88,13 +89,16 @@ def test_selection_from_a_kept_index_is_selection_from_the_models(
     for queues in (parsed, kept):
         chosen = queues.runnable(MIXED_WORKERS, now, max_attempts=3, include_draft=include_draft)
         assert chosen == expected  # the whole tasks, every field, built from the index's copy
+        # ... and the same fields set: a task written back keeps only the keys its file had.
+        assert [t.model_fields_set for t in chosen] == [t.model_fields_set for t in expected]
     later = ["RQ-0008"] if now > NOW else []  # its schedule came
     retried = ["RQ-0014"] if now > NOW else []  # its retry time came
     drafts = ["RQ-0004", "RQ-0005"] if include_draft else []
     # Doing first; RQ-0003 waits for RQ-0001; RQ-0012 runs, RQ-0015 used its attempts, RQ-0016 landed,
-    # RQ-0017 is blocked.
+    # RQ-0018 is blocked.
     assert [t.id for t in expected] == [
-        *("RQ-0002", "RQ-0001", "RQ-0006", "RQ-0007", *later, "RQ-0009", "RQ-0013", *retried, *drafts)
+        *("RQ-0002", "RQ-0001", "RQ-0006", "RQ-0007", *later, "RQ-0009", "RQ-0013", *retried, "RQ-0017"),
+        *drafts,
     ]
     assert not kept.parsed  # selection needed no parse of the whole queue
 
