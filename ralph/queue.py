@@ -659,7 +659,9 @@ class Ready:
     id: str
     status: TaskStatus
     scheduled_start: str | None
-    text: str  # the task as JSON, to build it again without parsing the whole queue
+    # The task as JSON, to build it again without parsing the whole queue; None when too many tasks
+    # are ready (QueueIndex.MAX_KEPT_TASKS) for building them one by one to beat one parse of all.
+    text: str | None
 
 
 @dataclass(frozen=True)
@@ -674,18 +676,32 @@ class QueueIndex:
     scheduled: list[datetime]  # every readable scheduled_start of the queue, in UTC
     valid_for: tuple[str, int]  # the (id prefix, id width) under which the pair has no problems
 
+    # Building a task from its JSON costs about what its share of parsing the whole queue does: past
+    # this many ready tasks (a backlog without dependencies), a tick that starts one parses the queue.
+    MAX_KEPT_TASKS = 256
+
     @classmethod
     def of(cls, queue: QueueFile, done: QueueFile, *, valid_for: tuple[str, int]) -> QueueIndex:
         statuses = task_statuses(queue, done)
         ready = [
-            Ready(n, t.id, t.status, t.scheduled_start, t.model_dump_json(exclude_unset=True))
+            (n, t)
             for n, t in enumerate(queue.tasks)
             if why_not_ready(t, statuses=statuses, include_draft=True) is None
         ]
+        keep = len(ready) <= cls.MAX_KEPT_TASKS
         return cls(
             queue=[(t.id, t.status) for t in queue.tasks],
             done=[(t.id, t.status) for t in done.tasks],
-            ready=ready,
+            ready=[
+                Ready(
+                    n,
+                    t.id,
+                    t.status,
+                    t.scheduled_start,
+                    t.model_dump_json(exclude_unset=True) if keep else None,
+                )
+                for n, t in ready
+            ],
             scheduled=[at for t in queue.tasks if (at := t.scheduled_at) is not None],
             valid_for=valid_for,
         )
@@ -834,8 +850,8 @@ class Queues:
         return [self._build(r) for r in sorted(chosen, key=lambda r: _SELECTION_ORDER[r.status])]
 
     def _build(self, ready: Ready) -> Task:
-        if self._queue is not None:
-            return self._queue.tasks[ready.position]
+        if self._queue is not None or ready.text is None:
+            return self.queue.tasks[ready.position]
         task = self._built.get(ready.position)
         if task is None:
             task = self._built[ready.position] = Task.model_validate_json(ready.text)

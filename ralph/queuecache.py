@@ -190,7 +190,8 @@ _STATUSES = {s.value: s for s in TaskStatus}
 def _index_from(raw: dict[str, Any]) -> QueueIndex:
     queue = [(str(i), _STATUSES[s]) for i, s in raw["queue"]]
     ready = [
-        Ready(int(n), str(i), _STATUSES[s], _optional(at), str(text)) for n, i, s, at, text in raw["ready"]
+        Ready(int(n), str(i), _STATUSES[s], _optional(at), _optional(text))
+        for n, i, s, at, text in raw["ready"]
     ]
     if any(not 0 <= r.position < len(queue) or queue[r.position][0] != r.id for r in ready):
         raise ValueError("a ready task is not where the queue has it")

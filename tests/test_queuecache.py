@@ -103,6 +103,29 @@ def test_selection_from_a_kept_index_is_selection_from_the_models(
     assert not kept.parsed  # selection needed no parse of the whole queue
 
 
+def test_a_backlog_of_many_ready_tasks_is_built_from_one_parse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_KEPT_TASKS ready tasks the index keeps no copies (building thousands one by one costs
+    more than one parse of the queue): a selection that chooses any parses the queue, once."""
+    monkeypatch.setattr(QueueIndex, "MAX_KEPT_TASKS", 3)
+    cache = tmp_path / INDEX_NAME
+    queue, done = data(*MIXED_QUEUE), data(*MIXED_DONE)
+    parsed = read(cache, queue, done)
+    assert parsed.index is not None and all(r.text is None for r in parsed.index.ready)
+    kept = read(cache, queue, done)
+    assert not kept.parsed
+    assert kept.runnable(MIXED_WORKERS, NOW + timedelta(days=400_000), max_attempts=3) == select_runnable(
+        parsed.queue, parsed.done, MIXED_WORKERS, NOW + timedelta(days=400_000), max_attempts=3
+    )
+    assert kept.parsed
+    # Nothing chosen, nothing built: a queue whose ready tasks all wait is not parsed.
+    waiting = {t["id"]: worker(t["id"], Lifecycle.RUNNING) for t in MIXED_QUEUE}
+    again = read(cache, queue, done)
+    assert again.runnable(waiting, NOW, max_attempts=3) == []
+    assert not again.parsed
+
+
 def test_what_a_tick_asks_besides_selection_comes_from_the_index_alike(tmp_path: Path) -> None:
     cache = tmp_path / INDEX_NAME
     # A rejected task may share its id, in one file or across both: `status` is the queue's first copy.
