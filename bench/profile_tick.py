@@ -2,7 +2,7 @@
 with every git command counted by a logging `git` first on PATH. Not a benchmark: the profiler and
 the logging shim slow everything down; read the proportions, not the totals.
 
-    python bench/profile_tick.py SCENARIO [--top N]
+    python bench/profile_tick.py SCENARIO [--top N] [--callers PATTERN]
     python bench/profile_tick.py git-call     # one git call through ralph.git.Git vs subprocess.run
 
 idle        the idle path (benchmark 1): `python -m cProfile -m ralph ... run` in a process of its
@@ -62,6 +62,8 @@ def profile_tick(project: Project, root: Path, top: int, **options: object) -> N
     stats.sort_stats("cumulative").print_stats(top)
     print(f"top {top} by own time:")
     stats.sort_stats("tottime").print_stats(top)
+    if "--callers" in sys.argv:  # who calls what matches the pattern, and for how long
+        stats.print_callers(sys.argv[sys.argv.index("--callers") + 1])
 
 
 def show_git(log: Path) -> None:

@@ -8,8 +8,10 @@ records are `completed` (their task archived), one in ten `failed` with its atte
 task still queued). Records are recent, so none is pruned.
 
 ralph: the tick as a process (`python -m ralph ... run`), on the idle path (the stamp the last tick
-left says nothing changed) and as a full tick (the stamp removed first, not timed), and `run_tick` in
-this process (a full tick without start-up and imports: the part that grows with the queue).
+left says nothing changed), as a full tick (the stamp removed first, not timed) with the queue index
+the last tick kept (ralph.queuecache: the queue did not change), as a full tick without it (what the
+first tick after a change to the queue pays: parse, validate, index), and `run_tick` in this process
+(a full tick without start-up and imports, with the index: the part that grows with the queue).
 The issue's target: the 10,000-task tick at most 1.3x the 100-task tick.
 Floor: one Python process that fetches, reads both queue files from origin/main and state.json,
 and parses the three as JSON: what any tick over these files has to do.
@@ -21,8 +23,10 @@ from __future__ import annotations
 
 import json
 import random
+import statistics
 import subprocess
 import sys
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -50,6 +54,7 @@ RUNS = 5
 SIZES = (100, 1_000, 10_000)
 WIDTH = 5  # ids RQ-00001 .. RQ-11000
 FAR_FUTURE = "2999-01-01T00:00:00Z"
+QUEUE_INDEX = Path(".ralph") / "cache" / "parallel" / "queue-index.json"  # ralph.queuecache
 
 FLOOR_SCRIPT = """\
 import json, subprocess, sys
@@ -172,55 +177,94 @@ def full_tick(project: Project) -> float:
     return timed(project.tick)
 
 
+def changed_queue_tick(project: Project) -> float:
+    """A full tick that finds no index for the queue, as after someone changed it."""
+    project.clear_stamp()
+    (project.control / QUEUE_INDEX).unlink(missing_ok=True)
+    return timed(project.tick)
+
+
+KINDS = ("idle", "full", "changed", "in-process")
+
+
+def prepare(root: Path, n: int) -> Project:
+    project = build(root, n)
+    first = project.tick()  # warm: the lock file, the first save, the idle stamp, the queue index
+    assert "started" not in first.stderr, first.stderr
+    assert project.stamp.exists(), "the no-op tick left no idle stamp"
+    workers_before = len(project.workers())
+    assert workers_before == n // 10, workers_before
+    return project
+
+
+def one_round(project: Project) -> dict[str, float]:
+    """Each kind of tick once, and the floor, back to back."""
+    floor_cmd = [PYTHON, "-c", FLOOR_SCRIPT, str(project.control), BASE]
+    return {
+        "idle": timed(project.tick),
+        "changed": changed_queue_tick(project),
+        "full": full_tick(project),
+        "in-process": in_process_tick(project.control),
+        "floor": timed(partial(subprocess.run, floor_cmd, check=True)),
+    }
+
+
 def run(runs: int = RUNS) -> list[Row]:
     heading("2. scale: the no-op tick with 100, 1,000 and 10,000 queued tasks")
-    rows: list[Row] = []
-    medians: dict[int, dict[str, float]] = {}
-    for n in SIZES:
-        with sandbox(f"scale{n}") as root:
-            project = build(root, n)
-            queue_bytes = len((project.control / ".ralph" / "queue.json").read_bytes())
-            first = project.tick()  # warm: the lock file, the first save, the idle stamp
-            assert "started" not in first.stderr, first.stderr
-            assert project.stamp.exists(), "the no-op tick left no idle stamp"
-            workers_before = len(project.workers())
-            assert workers_before == n // 10, workers_before
-            floor_cmd = [PYTHON, "-c", FLOOR_SCRIPT, str(project.control), BASE]
-            idle, full, inproc, floor = Figure([]), Figure([]), Figure([]), Figure([])
-            for _ in range(runs):  # interleaved, so that a busy moment weighs on each alike
-                idle.runs.append(timed(project.tick))
-                full.runs.append(full_tick(project))
-                inproc.runs.append(in_process_tick(project.control))
-                floor.runs.append(timed(partial(subprocess.run, floor_cmd, check=True)))
+    figures: dict[int, dict[str, Figure]] = {n: {k: Figure([]) for k in (*KINDS, "floor")} for n in SIZES}
+    queue_bytes: dict[int, int] = {}
+    with ExitStack() as stack:
+        projects = {n: prepare(stack.enter_context(sandbox(f"scale{n}")), n) for n in SIZES}
+        for n, project in projects.items():
+            queue_bytes[n] = len((project.control / ".ralph" / "queue.json").read_bytes())
+        # Interleaved, rounds over every size: on a shared machine the load moves in minutes, and a
+        # ratio between sizes measured minutes apart measures the load.
+        for _ in range(runs):
+            for n, project in projects.items():
+                for kind, seconds in one_round(project).items():
+                    figures[n][kind].runs.append(seconds)
+        for n, project in projects.items():
             assert len(project.workers()) == n // 10  # nothing started, nothing pruned
-        medians[n] = {"idle": idle.median, "full": full.median, "in-process": inproc.median}
+    rows: list[Row] = []
+    for n in SIZES:
+        f = figures[n]
         label = f"{n:,} tasks, {n // 10:,} records"
         floor_label = "python: fetch + read queue/done/state + json.loads"
         rows += [
             Row(
                 f"no-op tick, idle path, {label}",
-                idle,
-                floor,
+                f["idle"],
+                f["floor"],
                 floor_label,
-                extra={"queue_bytes": queue_bytes},
+                extra={"queue_bytes": queue_bytes[n]},
             ),
-            Row(f"  full no-op tick, {label}", full, floor, "(same floor)"),
-            Row(f"  run_tick in-process, {label}", inproc, floor, "(same floor)"),
+            Row(f"  full no-op tick, {label}", f["full"], f["floor"], "(same floor)"),
+            Row(f"  full, queue changed (no index), {label}", f["changed"], f["floor"], "(same floor)"),
+            Row(f"  run_tick in-process, {label}", f["in-process"], f["floor"], "(same floor)"),
         ]
     print_table(rows)
+    medians = {n: {k: figures[n][k].median for k in KINDS} for n in SIZES}
     small, mid, big = SIZES
     print(f"  {big:,} tasks against {small:,} (the issue's target: at most 1.3x):")
-    for kind in ("idle", "full", "in-process"):
-        print(f"    {kind:10s} {medians[big][kind] / medians[small][kind]:.2f}x")
+    print("    kind       of the medians   median of each round's ratio [min-max]")
+    paired: dict[str, float] = {}
+    for kind in KINDS:
+        rounds = [b / a for a, b in zip(figures[small][kind].runs, figures[big][kind].runs, strict=True)]
+        paired[kind] = statistics.median(rounds)
+        print(
+            f"    {kind:10s} {medians[big][kind] / medians[small][kind]:5.2f}x"
+            f"           {paired[kind]:.2f}x [{min(rounds):.2f}-{max(rounds):.2f}]"
+        )
     print("  growth (median) per 1,000 more tasks:")
     for a, b in ((small, mid), (mid, big)):
         per_k = {k: (medians[b][k] - medians[a][k]) / ((b - a) / 1000) * 1000 for k in medians[a]}
         print(
             f"    {a:>6,} -> {b:>6,}: idle +{per_k['idle']:.0f} ms, full +{per_k['full']:.0f} ms, "
-            f"in-process +{per_k['in-process']:.0f} ms"
+            f"changed +{per_k['changed']:.0f} ms, in-process +{per_k['in-process']:.0f} ms"
         )
     rows[0].extra["medians"] = medians
     rows[0].extra["ratio_10k_100"] = {k: medians[big][k] / medians[small][k] for k in medians[big]}
+    rows[0].extra["ratio_10k_100_paired"] = paired
     return rows
 
 

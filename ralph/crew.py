@@ -18,7 +18,7 @@ from typing import Any
 
 from ralph import job as jobs
 from ralph import markers, prompts, runners, workspace
-from ralph.bookkeeping import RemoteUnreachable, Source, detect_source, fetch_base, read_queues, rev
+from ralph.bookkeeping import RemoteUnreachable, Source, detect_source, fetch_base, rev
 from ralph.checkout import Checkout
 from ralph.claims import Board, Claims
 from ralph.clock import format_z, scheduled
@@ -30,7 +30,8 @@ from ralph.git import Git
 from ralph.launch import GATES_DIR, Launcher
 from ralph.ledger import Ledger, stop_job
 from ralph.paths import Paths, is_within
-from ralph.queue import Queues, Task, still_wanted
+from ralph.queue import TERMINAL_STATUSES, Queues, Task
+from ralph.queuecache import read_base_queues
 from ralph.replay import Replayed
 from ralph.state import Job, JobKind, Lifecycle, Position, State, Worker
 from ralph.usage import over_budget
@@ -194,8 +195,9 @@ class Crew:
     def read_base(self) -> None:
         """Read queue and done as the remote base has them now (after a fetch or our own push)."""
         self.source = detect_source(self.checkout, self.git, self.base)
-        self.queues = read_queues(self.checkout, self.source)
-        self.queues.validate(self.config.queue)
+        # Validated; kept by the files' blob ids, so an unchanged queue is not parsed again. A dry run
+        # writes nothing, not even that.
+        self.queues = read_base_queues(self.checkout, self.source, write=not self.options.dry_run)
 
     def fetch(self) -> None:
         sha = fetch_base(self.git, remote=self.checkout.remote, base=self.base)
@@ -285,13 +287,13 @@ class Crew:
         it is not retried on its own: the queue no longer wants it.
         """
         assert self.queues is not None and self.source is not None
-        task = self.queues.find(worker.task_id)
-        if task is not None and still_wanted(task):
+        status = self.queues.status(worker.task_id)  # from the index: no parse of the whole queue
+        if status is not None and status not in TERMINAL_STATUSES:
             return False
         where = self.source.label
         reason = (
-            f"{worker.task_id} is {task.status} on {where}"
-            if task
+            f"{worker.task_id} is {status} on {where}"
+            if status is not None
             else f"{worker.task_id} was removed from {where}"
         )
         saved = self.stop_and_shelve(worker)

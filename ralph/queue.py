@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -530,6 +530,18 @@ def why_not_runnable(
     As in the Rust ralph: a `doing` task (one a run started and did not finish) is resumed as it is,
     without waiting for its dependencies or its schedule again; a `draft` runs only when asked for.
     """
+    return why_not_ready(task, statuses=statuses, include_draft=include_draft) or why_not_now(
+        task.id,
+        task.status,
+        task.scheduled_at,
+        workers=workers,
+        now=now,
+        max_attempts=max_attempts,
+    )
+
+
+def why_not_ready(task: Task, *, statuses: Mapping[str, TaskStatus], include_draft: bool) -> str | None:
+    """The part of why_not_runnable the two files alone decide: status and dependencies."""
     if task.status is TaskStatus.DRAFT and not include_draft:
         return "status is draft (`ralph run --include-draft` runs drafts)"
     if task.status not in (TaskStatus.TODO, TaskStatus.DOING, TaskStatus.DRAFT):
@@ -539,10 +551,22 @@ def why_not_runnable(
         if waiting:
             described = ", ".join(f"{d} ({statuses.get(d, 'missing')})" for d in waiting)
             return f"waits for {described}"
-        scheduled = task.scheduled_at
-        if scheduled is not None and scheduled > now:
-            return f"scheduled to start at {format_z(scheduled)}"
-    worker = workers.get(task.id)
+    return None
+
+
+def why_not_now(
+    task_id: str,
+    status: TaskStatus,
+    scheduled: datetime | None,
+    *,
+    workers: Mapping[str, Worker],
+    now: datetime,
+    max_attempts: int,
+) -> str | None:
+    """The part of why_not_runnable the clock and the workers decide, for a task the files let start."""
+    if status is not TaskStatus.DOING and scheduled is not None and scheduled > now:
+        return f"scheduled to start at {format_z(scheduled)}"
+    worker = workers.get(task_id)
     if worker is None:
         return None
     # Every non-terminal lifecycle, not only those with a live job: an `integrating` worker holds
@@ -551,7 +575,7 @@ def why_not_runnable(
         return f"in progress ({worker.lifecycle})"
     if worker.lifecycle == Lifecycle.BLOCKED_PUSH:
         what = worker.last_error or "work could not land"
-        return f"blocked: {what}; `ralph retry {task.id}` or `ralph discard {task.id}`"
+        return f"blocked: {what}; `ralph retry {task_id}` or `ralph discard {task_id}`"
     if worker.lifecycle == Lifecycle.COMPLETED:
         return "landed; waiting for the queue on the base branch to show it done"
     if worker.lifecycle == Lifecycle.FAILED:
@@ -560,7 +584,7 @@ def why_not_runnable(
         if worker.next_attempt_at is None:
             # A failure with no retry time is one a person ended (`ralph cancel`): only they restart it.
             what = worker.last_error or "failed"
-            return f"stopped: {what}; not retried automatically, `ralph retry {task.id}` runs it again"
+            return f"stopped: {what}; not retried automatically, `ralph retry {task_id}` runs it again"
         if worker.next_attempt_at > now:
             when = format_z(worker.next_attempt_at)
             return f"retry after {when} (attempt {worker.attempt}/{max_attempts} failed)"
@@ -626,16 +650,121 @@ def select_runnable(
 # --- the pair ------------------------------------------------------------------------------------
 
 
-@dataclass
-class Queues:
-    """A queue file and its done archive, read together because neither is valid alone."""
+@dataclass(frozen=True)
+class Ready:
+    """A queued task the two files let start (its status and dependencies allow it): whether it
+    starts now is for the clock, the workers and --include-draft to say."""
 
-    queue: QueueFile
-    done: QueueFile
-    queue_name: str = "queue.json"
-    done_name: str = "done.json"
+    position: int  # in the queue file
+    id: str
+    status: TaskStatus
+    scheduled_start: str | None
+    # The task as JSON, to build it again without parsing the whole queue; None when too many tasks
+    # are ready (QueueIndex.MAX_KEPT_TASKS) for building them one by one to beat one parse of all.
+    text: str | None
+
+
+@dataclass(frozen=True)
+class QueueIndex:
+    """What a tick derives from a queue and done pair that nobody edits: the same for the same bytes,
+    so it is kept by the files' blob ids (ralph.queuecache) and a tick whose queue did not change
+    needs neither the parse nor the validation of thousands of tasks."""
+
+    queue: list[tuple[str, TaskStatus]]  # every queued task's id and status, in file order
+    done: list[tuple[str, TaskStatus]]
+    ready: list[Ready]  # in queue order
+    scheduled: list[datetime]  # every readable scheduled_start of the queue, in UTC
+    valid_for: tuple[str, int]  # the (id prefix, id width) under which the pair has no problems
+
+    # Building a task from its JSON costs about what its share of parsing the whole queue does: past
+    # this many ready tasks (a backlog without dependencies), a tick that starts one parses the queue.
+    MAX_KEPT_TASKS = 256
+
+    @classmethod
+    def of(cls, queue: QueueFile, done: QueueFile, *, valid_for: tuple[str, int]) -> QueueIndex:
+        statuses = task_statuses(queue, done)
+        ready = [
+            (n, t)
+            for n, t in enumerate(queue.tasks)
+            if why_not_ready(t, statuses=statuses, include_draft=True) is None
+        ]
+        keep = len(ready) <= cls.MAX_KEPT_TASKS
+        return cls(
+            queue=[(t.id, t.status) for t in queue.tasks],
+            done=[(t.id, t.status) for t in done.tasks],
+            ready=[
+                Ready(
+                    n,
+                    t.id,
+                    t.status,
+                    t.scheduled_start,
+                    t.model_dump_json(exclude_unset=True) if keep else None,
+                )
+                for n, t in ready
+            ],
+            scheduled=[at for t in queue.tasks if (at := t.scheduled_at) is not None],
+            valid_for=valid_for,
+        )
+
+
+class Queues:
+    """A queue file and its done archive, read together because neither is valid alone.
+
+    Read with an index (ralph.queuecache), the models are parsed only when something needs whole
+    tasks beyond those the index keeps; selection, queue order and statuses come from the index.
+    Only a pair nobody edits has one: ralph.queuedoc's edits change the models in place.
+    """
+
+    def __init__(
+        self,
+        queue: QueueFile | None = None,
+        done: QueueFile | None = None,
+        queue_name: str = "queue.json",
+        done_name: str = "done.json",
+        *,
+        index: QueueIndex | None = None,
+        parse: Callable[[], tuple[QueueFile, QueueFile]] | None = None,
+    ) -> None:
+        if (queue is None or done is None) and (parse is None or index is None):
+            raise TypeError("Queues needs both models, or an index and the parse that gives them")
+        self._queue = queue
+        self._done = done
+        self.queue_name = queue_name
+        self.done_name = done_name
+        self.index = index
+        self._parse = parse
+        self._built: dict[int, Task] = {}
+        self._first: dict[str, TaskStatus] | None = None
+
+    def __repr__(self) -> str:
+        return f"Queues({self.queue_name!r}, {self.done_name!r}, parsed={self._queue is not None})"
+
+    @property
+    def parsed(self) -> bool:
+        """Whether the models were read (an index answers most of what a tick asks without them)."""
+        return self._queue is not None
+
+    @property
+    def queue(self) -> QueueFile:
+        if self._queue is None:
+            self._load()
+        assert self._queue is not None
+        return self._queue
+
+    @property
+    def done(self) -> QueueFile:
+        if self._done is None:
+            self._load()
+        assert self._done is not None
+        return self._done
+
+    def _load(self) -> None:
+        assert self._parse is not None
+        self._queue, self._done = self._parse()
 
     def problems(self, config: QueueConfig) -> list[str]:
+        if self.index is not None and self.index.valid_for == (config.id_prefix, config.id_width):
+            return []
         return find_problems(
             self.queue,
             self.done,
@@ -653,8 +782,80 @@ class Queues:
     def find(self, task_id: str) -> Task | None:
         return find_task(self.queue, self.done, task_id)
 
+    def status(self, task_id: str) -> TaskStatus | None:
+        """The status `find` would give the task (the queue's copy first), or None when in neither."""
+        if self.index is None:
+            task = self.find(task_id)
+            return None if task is None else task.status
+        if self._first is None:
+            self._first = {}
+            for pairs in (self.index.queue, self.index.done):
+                for key, status in pairs:
+                    self._first.setdefault(key, status)
+        return self._first.get(task_id)
+
     def statuses(self) -> dict[str, TaskStatus]:
-        return task_statuses(self.queue, self.done)
+        if self.index is None:
+            return task_statuses(self.queue, self.done)
+        statuses = dict(self.index.done)
+        statuses.update(self.index.queue)
+        return statuses
+
+    def positions(self) -> dict[str, int]:
+        """Each queued id's place in the queue file (a repeated id: its last)."""
+        pairs = self.index.queue if self.index is not None else [(t.id, t.status) for t in self.queue.tasks]
+        return {task_id: n for n, (task_id, _) in enumerate(pairs)}
+
+    def scheduled_times(self) -> list[datetime]:
+        """Every readable scheduled_start in the queue, in UTC."""
+        if self.index is not None:
+            return list(self.index.scheduled)
+        return [at for t in self.queue.tasks if (at := t.scheduled_at) is not None]
+
+    def runnable(
+        self,
+        workers: Mapping[str, Worker],
+        now: datetime,
+        *,
+        max_attempts: int,
+        include_draft: bool = False,
+        only: str | None = None,
+    ) -> list[Task]:
+        """select_runnable over this pair; with an index, only the tasks the files let start are
+        looked at, and only those chosen are built."""
+        if self.index is None or only is not None:  # --only logs why its task cannot start: the models
+            return select_runnable(
+                self.queue,
+                self.done,
+                workers,
+                now,
+                max_attempts=max_attempts,
+                include_draft=include_draft,
+                only=only,
+            )
+        chosen = [
+            r
+            for r in self.index.ready
+            if (include_draft or r.status is not TaskStatus.DRAFT)
+            and why_not_now(
+                r.id,
+                r.status,
+                parse_rfc3339(r.scheduled_start),
+                workers=workers,
+                now=now,
+                max_attempts=max_attempts,
+            )
+            is None
+        ]
+        return [self._build(r) for r in sorted(chosen, key=lambda r: _SELECTION_ORDER[r.status])]
+
+    def _build(self, ready: Ready) -> Task:
+        if self._queue is not None or ready.text is None:
+            return self.queue.tasks[ready.position]
+        task = self._built.get(ready.position)
+        if task is None:
+            task = self._built[ready.position] = Task.model_validate_json(ready.text)
+        return task
 
 
 def load_local_queues(paths: Paths) -> Queues:

@@ -23,7 +23,7 @@ from ralph.clock import UtcDatetime, format_z
 from ralph.errors import StateError, TaskIdError
 from ralph.files import FileTooLarge, copy_aside, read_bounded, sweep_temp_files, write_atomic
 from ralph.models import FileModel, Namer, Text, describe_validation_error, item_namer
-from ralph.nesting import TooDeep, check_depth
+from ralph.nesting import TooDeep, parsed_within
 from ralph.paths import check_task_id
 
 logger = logging.getLogger(__name__)
@@ -529,8 +529,8 @@ def load_state(
 
 def parse_state(data: bytes, now: datetime) -> State:
     try:
-        check_depth(data.decode())
-        raw = json.loads(data)
+        # json.loads reads the bytes, as it always did here; the text only names a line too deep.
+        raw = parsed_within(data.decode(), lambda: json.loads(data))
     except TooDeep as e:
         raise _Corrupt(str(e)) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -31,7 +31,7 @@ from ralph.lock import TickLock
 from ralph.meter import enforce_budget, within_budget
 from ralph.pause import read_pause
 from ralph.preflight import check_workspace_root, preflight
-from ralph.queue import Task, select_runnable
+from ralph.queue import Task
 from ralph.reaping import reap
 from ralph.state import Lifecycle, State, Worker, load_state, prune_terminal
 from ralph.train import Conductor, Rules
@@ -222,7 +222,7 @@ def _conductor(crew: Crew) -> Conductor:
 
 def _in_queue_order(crew: Crew, workers: list[Worker]) -> list[Worker]:
     assert crew.queues is not None
-    order = {t.id: n for n, t in enumerate(crew.queues.queue.tasks)}
+    order = crew.queues.positions()
     return sorted(workers, key=lambda w: (order.get(w.task_id, len(order)), w.started_at))
 
 
@@ -496,9 +496,7 @@ def _runnable(crew: Crew) -> list[Task]:
 
 def _selected(crew: Crew) -> list[Task]:
     assert crew.queues is not None
-    return select_runnable(
-        crew.queues.queue,
-        crew.queues.done,
+    return crew.queues.runnable(
         crew.state.by_task(),
         crew.now,
         max_attempts=crew.config.agent.max_attempts,
@@ -636,7 +634,7 @@ def _wake_at(crew: Crew) -> datetime | None:
     times += [p.until for p in crew.state.runner_pauses]
     times += hosts.wake_at(crew)  # another host's claim turning stale: its task may be taken over
     assert crew.queues is not None
-    times += [t.scheduled_at for t in crew.queues.queue.tasks if t.scheduled_at is not None]
+    times += crew.queues.scheduled_times()
     future = [t for t in times if t > crew.now]
     return min(future, default=None)
 

@@ -39,6 +39,25 @@ def test_loads_json_refuses_deep_nesting_as_a_value_error() -> None:
     assert loads_json(b'{"x": 1}') == {"x": 1}
 
 
+def test_loads_json_reads_the_depth_off_what_it_parsed() -> None:
+    """The parse comes first; the limit is the scan's, to the level, with the line of the first level
+    too many, and a text both too deep and broken is named too deep, as when the scan came first."""
+    within = '{"a": 1,\n "b": ' + "[" * 63 + "]" * 63 + "}"  # 64 levels with the object
+    assert loads_json(within)["a"] == 1
+    assert loads_json('"just a string"') == "just a string"
+    assert loads_json("[]") == []
+    beyond = '{"a": 1,\n "b": ' + "[" * 64 + "]" * 64 + "}"
+    with pytest.raises(TooDeep) as e:
+        loads_json(beyond)
+    assert e.value.line == 2
+    with pytest.raises(TooDeep):
+        loads_json(beyond[:-1] + ",}")  # trailing comma: not JSON, and too deep first
+    with pytest.raises(json.JSONDecodeError):
+        loads_json(within[:-1] + ",}")
+    with pytest.raises(TooDeep):
+        loads_json(b"[" * 5_000 + b"]" * 5_000)  # deeper than json's own recursion: never RecursionError
+
+
 @pytest.mark.parametrize(
     ("text", "line"),
     [
