@@ -242,6 +242,12 @@ def commit_leftovers(path: Path, *, message: str, identity: Mapping[str, str], s
         staged = False
         if current is not None:
             index.write_bytes(current)
+            # With the index's own mtime: git trusts an entry whose size and mtime match the file
+            # unless it is not older than the index ("racily clean"). A copy made a second later
+            # would take a same-size edit made in the checkout's second for no change at all.
+            with contextlib.suppress(OSError):
+                st = (ws_dot_git / "index").stat()
+                os.utime(index, ns=(st.st_atime_ns, st.st_mtime_ns))
             try:
                 git.run(*safe, "add", "--all")
                 staged = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -466,6 +467,29 @@ def test_commit_leftovers_commits_untracked_modified_and_deleted_files(repo: Rep
     # What `git commit` leaves: an index matching HEAD, so the CI gate sees a clean tree.
     assert git(ws, "status", "--porcelain") == ""
     assert git(ws, "ls-files", "docs") == "docs/new.md"
+
+
+def test_commit_leftovers_sees_a_same_size_edit_made_in_the_second_of_the_checkout(repo: Repo) -> None:
+    """git trusts a file whose size and mtime (to the second) match its index entry, unless the entry is
+    "racily clean": not older than the index file itself. A fast agent rewrote a file in place with
+    the same size within the second the workspace was checked out; `git status` in the workspace sees
+    it, and the copy of the index ralph works on must too: it keeps the index's own mtime."""
+    ws = repo.prepare()
+    base = git(ws, "rev-parse", "HEAD")
+    readme = ws / "README.md"
+    before = readme.stat()
+    with open(readme, "r+b") as f:  # in place: the same inode, the same size
+        f.write(readme.read_bytes().upper())
+    for path in (readme, ws / ".git" / "index"):  # the edit and the index in the checkout's second
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    git(ws, "config", "--global", "core.trustctime", "false")  # the change time would give it away
+    assert git(ws, "diff-files", "--name-only") == "README.md"  # git itself sees it (and writes nothing)
+    time.sleep(1.1)  # ralph looks later: its copy of the index is written in another second
+
+    head = commit_leftovers(ws, message=f"{TASK}: shout", identity=IDENTITY, scratch=SCRATCH)
+
+    assert head != base
+    assert git(ws, "show", f"{head}:README.md") == "HELLO"
 
 
 def test_commit_leftovers_never_commits_runtime_files(repo: Repo) -> None:
