@@ -38,6 +38,10 @@ GATES_DIR = ".gates"  # under the workspace root; no task id starts with '.'
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+# Characters an ignore file reads as a pattern (or an escape): a tracked name holding one is quoted.
+_GITIGNORE_SPECIAL = re.compile(r"([\\*?\[])")
+
+
 @dataclass
 class Launcher:
     """Builds the JobSpecs of one tick."""
@@ -69,15 +73,14 @@ class Launcher:
         )
 
     def _aider_ignore(self, home: Path) -> dict[str, str]:
-        """What aider must not pull into its chat: ralph's files, the gate's, landing.protected_paths."""
+        """What aider must not pull into its chat: every tracked file a task may not change, as the
+        landing's policy judges it (ralph's files, the queue's, the gate's, landing.protected_paths
+        but landing.allow_paths). aider adds only tracked files, so naming them is enough."""
         tracking = f"refs/remotes/{self.checkout.remote}/{self.base}"
-        gate = policy.gate_files(self.git, tracking, self.config.ci.command)
-        patterns = [
-            f"/{policy.RALPH_FILES}*",
-            f"!/{policy.RALPH_FILES}cache/",  # where a task writes its follow-up proposals
-            *(f"/{p}" for p in sorted(gate)),
-            *self.config.landing.protected_paths,
-        ]
+        paths = self.checkout.paths
+        queue_paths = (*paths.queue_names(), *paths.done_names())
+        protected = policy.protected_files(self.git, tracking, self.config, queue_paths)
+        patterns = ["/" + _GITIGNORE_SPECIAL.sub(r"\\\1", p) for p in protected]
         own = cat_blobs(self.git, [f"{tracking}:.aiderignore"]).get(f"{tracking}:.aiderignore")
         return keep_from_aider(home, patterns, own)
 

@@ -95,6 +95,13 @@ def _is_protected(path: str, gate: set[str], config: Config, queue_paths: Sequen
     return _glob(path, config.landing.protected_paths)
 
 
+def protected_files(git: Git, base: str, config: Config, queue_paths: Sequence[str]) -> list[str]:
+    """The files tracked on `base` that a task may not change, judged as `problems` judges a change."""
+    gate = gate_files(git, base, config.ci.command)
+    tracked = git.run("ls-tree", "-r", "-z", "--name-only", base).stdout.split("\0")
+    return [p for p in tracked if p and _is_protected(p, gate, config, queue_paths)]
+
+
 def gate_files(git: Git, base: str, command: Sequence[str]) -> set[str]:
     """Tracked files the gate command names (`ci.sh`, `-f ci.mk`, `--config=x.toml`), and the Makefile
     when the gate is make."""

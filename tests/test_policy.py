@@ -1,0 +1,43 @@
+"""What a task may not change, listed for an agent CLI that must keep away from it (aider's ignore
+file): the same judgement as the landing's check, over the files tracked on the base."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import git
+
+from ralph.config import Config
+from ralph.git import Git
+from ralph.policy import protected_files
+
+
+def test_protected_files_are_those_the_landing_would_refuse(repo: Path) -> None:
+    files = {
+        ".ralph/config.toml": "",
+        ".ralph/notes.md": "allowed back\n",
+        "tasks/queue.json": "{}",  # a queue kept outside .ralph/
+        "tasks/done.json": "{}",
+        "ci.sh": "#!/bin/sh\n",
+        "secrets/deep/key.txt": "s\n",  # fnmatch: '*' crosses '/'
+        "src/app.py": "print()\n",
+    }
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "files")
+    config = Config.model_validate(
+        {
+            "ci": {"command": ["sh", "ci.sh"]},
+            "landing": {"protected_paths": ["secrets/*"], "allow_paths": [".ralph/notes.md"]},
+        }
+    )
+    found = protected_files(Git(repo), "HEAD", config, ("tasks/queue.json", "tasks/done.json"))
+    assert sorted(found) == [
+        ".ralph/config.toml",
+        "ci.sh",
+        "secrets/deep/key.txt",
+        "tasks/done.json",
+        "tasks/queue.json",
+    ]
