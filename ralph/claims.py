@@ -443,7 +443,7 @@ class Claims:
             except GitError as e:
                 return self._unrecorded(task_id, f"cannot read {self.remote}: {e}")
             board = None
-            held = self.held() if self.multi else {}
+            held = {t: ref.sha for t, ref in self.held().items()} if self.multi else {}
             decided = self._decide(task_id, attempt, now, current, held, max_attempts)
             if isinstance(decided, ClaimResult):
                 return decided
@@ -467,10 +467,9 @@ class Claims:
         tick that landed them). A refused push, and each is claimed on its own as claim() does."""
         results: dict[str, ClaimResult] = {}
         batch: list[tuple[str, int, str, Facts, Claim | None]] = []
-        held = self.held() if self.multi else {}
         for task_id, (attempt, lifecycle) in wanted.items():
             check_task_id(task_id)
-            decided = self._decide(task_id, attempt, now, board, held, max_attempts)
+            decided = self._decide(task_id, attempt, now, board, board.held, max_attempts)
             if isinstance(decided, ClaimResult):
                 results[task_id] = decided
             else:
@@ -478,6 +477,7 @@ class Claims:
         if len(batch) > 1:
             results.update(self._claim_together(batch, now))
         refused: ClaimResult | None = None
+        fresh = board if len(batch) == 1 else None  # after a refused batch each reads its task again
         for task_id, attempt, life, _, _ in batch:
             if task_id in results:
                 continue
@@ -486,7 +486,9 @@ class Claims:
                     Outcome.ERROR, task_id, refused.message, permanent=refused.permanent
                 )
                 continue
-            results[task_id] = self.claim(task_id, attempt, now, lifecycle=life, max_attempts=max_attempts)
+            results[task_id] = self.claim(
+                task_id, attempt, now, board=fresh, lifecycle=life, max_attempts=max_attempts
+            )
             if results[task_id].outcome is Outcome.ERROR:
                 refused = results[task_id]
         return {t: results[t] for t in wanted}
@@ -525,15 +527,14 @@ class Claims:
         attempt: int,
         now: datetime,
         current: Board,
-        held: Mapping[str, LocalRef],
+        held: Mapping[str, str],
         max_attempts: int | None,
     ) -> ClaimResult | tuple[Facts, Claim | None]:
         """What `current` says of claiming `task_id`: the answer, or the facts and the stale claim (if
         any) a push for it must lease."""
         facts = current.facts_of(task_id)
         claim = current.claims.get(task_id) if self.multi else None
-        mine = held.get(task_id)
-        if claim is not None and mine is not None and mine.sha == claim.sha:
+        if claim is not None and held.get(task_id) == claim.sha:
             return ClaimResult(Outcome.WON, task_id, f"{task_id} is held here already", claim, facts)
         stop = facts.stop()
         if stop is None and max_attempts is not None and attempt > max_attempts:
@@ -739,10 +740,6 @@ class Claims:
             updates=[RefUpdate(claim_ref(t), None, held[t].sha) for t in ids if t in held],
             unheld=[t for t in ids if t not in held],
         )
-
-    def landed(self, task_ids: Iterable[str]) -> None:
-        """After the fenced landing push succeeded: forget the claims it deleted."""
-        self.forget(task_ids)
 
     def forget(self, task_ids: Iterable[str]) -> None:
         """Claims this checkout no longer holds (landed, or lost to another host): no longer noted."""

@@ -217,10 +217,9 @@ def keep(crew: Crew) -> None:
     workers = crew.state.workers
     live = {w.task_id: str(w.lifecycle) for w in workers if w.lifecycle not in Lifecycle.terminal()}
     if not live:
-        if claims.held():
-            beat = claims.heartbeat({}, crew.now)
-            if beat.error:
-                logger.warning("could not let go of claims on %s: %s", claims.remote, beat.error)
+        beat = claims.heartbeat({}, crew.now)  # lets go of whatever is still held; nothing held, no push
+        if beat.error:
+            logger.warning("could not let go of claims on %s: %s", claims.remote, beat.error)
         return
     seen = board(crew)
     if seen is None:
@@ -277,11 +276,11 @@ def stop(crew: Crew, worker: Worker | None, reason: str) -> None:
         crew.sharing.claims.forget([worker.task_id])
     try:
         saved = crew.stop_and_shelve(worker)
-    except RalphError as e:
+        kept = f"its work is kept as {saved}" if saved else "it had no unlanded commits"
+    except RalphError as e:  # failed all the same: it may not land from here, whatever became of its work
         logger.warning("%s: %s; %s", worker.task_id, reason, e)
-        return
+        kept = f"its work could not be saved: {e}"
     crew.fail(worker, reason)
-    kept = f"its work is kept as {saved}" if saved else "it had no unlanded commits"
     crew.act(worker.task_id, "claim_lost", f"stopped without pushing: {reason}; {kept}")
     crew.save()
 
@@ -322,7 +321,7 @@ def push_landing(crew: Crew, tip: str, task_ids: list[str]) -> LandingPush:
     base = RefUpdate(f"refs/heads/{crew.base}", tip, crew.base_sha)
     pushed = push_atomic(crew.git, remote=remote, updates=[base, *fence.updates], timeout=PUSH_TIMEOUT_S)
     if pushed.ok:
-        claims.landed(task_ids)
+        claims.forget(task_ids)  # the push deleted them
         return LandingPush(PushResult(PushStatus.OK, pushed.message))
     for ref in pushed.rejected:
         named = task_of(ref)

@@ -27,7 +27,7 @@ from ralph.clock import scheduled
 from ralph.config import Config
 from ralph.files import write_atomic
 from ralph.followups import proposed_tasks
-from ralph.git import Git, NewCommit, object_names, write_commits
+from ralph.git import Git, NewCommit, write_commits
 from ralph.paths import Paths
 from ralph.prompts import commit_message
 from ralph.queue import Queues, Task, TaskStatus, read_queue_bytes
@@ -98,7 +98,8 @@ def build_chain(
     squashed: list[NewCommit] = []
     trees, author, committer = {}, "", ""
     if config.landing.squash:
-        trees = object_names(git, [f"{x.position}^{{tree}}" for x in landings])
+        positions = [x.position for x in landings]
+        trees = dict(zip(positions, git.trees(positions), strict=True))
         author, committer = _ident(git, "AUTHOR"), _ident(git, "COMMITTER")
     for landing in landings:
         task_id = landing.task.id
@@ -121,7 +122,7 @@ def build_chain(
                     message + "\n",  # as commit-tree -m writes it
                     now,
                     parent=len(squashed) - 1 if squashed else base_sha,
-                    tree=trees[f"{landing.position}^{{tree}}"],
+                    tree=trees[landing.position],
                     author=author,
                     committer=committer,
                 )

@@ -310,7 +310,7 @@ def _recover_push(crew: Crew, conductor: Conductor) -> None:
             _landed(crew, worker, commit)
             count += 1
     if crew.sharing is not None:
-        crew.sharing.claims.landed(chain)  # the push deleted their claims with it
+        crew.sharing.claims.forget(chain)  # the push deleted their claims with it
     conductor.landed(tip, chain)
     watch.landed(crew, conductor, tip)
     crew.save()

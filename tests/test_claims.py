@@ -396,7 +396,7 @@ def test_one_atomic_push_moves_the_base_and_deletes_two_claims(origin: Path, clo
     assert git(origin, "rev-parse", BASE) == landing
     assert claim_ref("RQ-0001") not in remote_refs(origin) and claim_ref("RQ-0002") not in remote_refs(origin)
     assert git(a.git.cwd, "rev-parse", f"origin/{BASE}") == landing  # the tracking ref follows
-    a.landed(["RQ-0001", "RQ-0002"])
+    a.forget(["RQ-0001", "RQ-0002"])
     assert a.held() == {}
 
 

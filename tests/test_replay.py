@@ -38,7 +38,9 @@ def commit_edits(repo: Path, parent: str, rng: random.Random, tag: str) -> str:
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_the_prepared_replay_merges_as_the_scaffolded_one(repo: Path, tmp_path: Path, seed: int) -> None:
+def test_the_prepared_replay_merges_as_the_scaffolded_one(
+    repo: Path, tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rng = random.Random(seed)
     for name in FILES:
         (repo / name).write_text("".join(f"{name} {i}\n" for i in range(8)))
@@ -52,8 +54,9 @@ def test_the_prepared_replay_merges_as_the_scaffolded_one(repo: Path, tmp_path: 
     general = replay(ours, old_base=old_base, head=head, onto=ahead, message="m", scratch=tmp_path)
     replayer = Replayer(Git(repo), tmp_path)
     replayer.prepare([(old_base, head)], base)
+    monkeypatch.setattr(replayer, "_scaffold", lambda *a: pytest.fail("the prepared path scaffolded"))
     prepared = replayer.replay(old_base=old_base, head=head, onto=ahead, message="m", base=base)
-    assert replayer._squashed  # the prepared path was taken
+    assert replayer._squashed
     assert prepared.conflicts == general.conflicts
     assert content(repo, prepared.commit) == content(repo, general.commit)
     if not general.conflicts:
