@@ -30,7 +30,7 @@ from ralph.git import Git
 from ralph.launch import GATES_DIR, Launcher
 from ralph.ledger import Ledger, stop_job
 from ralph.paths import Paths, is_within
-from ralph.queue import TERMINAL_STATUSES, Queues, Task
+from ralph.queue import Queues, Task, still_wanted
 from ralph.queuecache import read_base_queues
 from ralph.replay import Replayed
 from ralph.state import Job, JobKind, Lifecycle, Position, State, Worker
@@ -288,7 +288,7 @@ class Crew:
         """
         assert self.queues is not None and self.source is not None
         status = self.queues.status(worker.task_id)  # from the index: no parse of the whole queue
-        if status is not None and status not in TERMINAL_STATUSES:
+        if still_wanted(status):
             return False
         where = self.source.label
         reason = (

@@ -30,9 +30,14 @@ def check_depth(text: str, *, toml: bool = False, limit: int = MAX_DEPTH) -> Non
     JSON strings are "..." with backslash escapes; JSONC adds // and /* */ comments; TOML adds '...',
     triple-quoted strings and # comments. Anything else is left for the real parser to judge.
     """
-    if not toml:
+    if toml:
+        _check_toml_depth(text, limit)
+    else:
         _check_json_depth(text, limit)
-        return
+
+
+def _check_toml_depth(text: str, limit: int) -> None:
+    """Brackets outside TOML's strings ("...", '...', triple-quoted) and # comments, walked."""
     depth = 0
     line = 1
     i = 0
@@ -47,17 +52,11 @@ def check_depth(text: str, *, toml: bool = False, limit: int = MAX_DEPTH) -> Non
                 raise TooDeep(line, limit)
         elif c in "]}":
             depth = max(0, depth - 1)
-        elif c == '"' or (toml and c == "'"):
-            i, line = _skip_string(text, i, line, toml=toml)
+        elif c in "\"'":
+            i, line = _skip_string(text, i, line)
             continue
-        elif toml and c == "#" or not toml and text.startswith("//", i):
+        elif c == "#":
             i = _skip_to_line_end(text, i)
-            continue
-        elif not toml and text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            end = n if end < 0 else end + 2
-            line += text.count("\n", i, end)
-            i = end
             continue
         i += 1
 
@@ -148,10 +147,10 @@ def _skip_to_line_end(text: str, i: int) -> int:
     return len(text) if end < 0 else end
 
 
-def _skip_string(text: str, i: int, line: int, *, toml: bool) -> tuple[int, int]:
-    """The index just past the string starting at `i`, and the line number there."""
+def _skip_string(text: str, i: int, line: int) -> tuple[int, int]:
+    """The index just past the TOML string starting at `i`, and the line number there."""
     quote = text[i]
-    if toml and text.startswith(quote * 3, i):
+    if text.startswith(quote * 3, i):
         end = text.find(quote * 3, i + 3)
         end = len(text) if end < 0 else end + 3
         # A closing run may be up to five quotes long ("""a"""""): the extra ones belong to the string.

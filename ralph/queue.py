@@ -591,12 +591,11 @@ def why_not_now(
     return None
 
 
-def still_wanted(task: Task | None) -> bool:
-    """Whether work on `task` should go on: it is in the queue and not done or rejected there.
-
-    `doing` and `draft` count: a doing task is being resumed, and a draft one was started on purpose.
-    """
-    return task is not None and task.status not in TERMINAL_STATUSES
+def still_wanted(status: TaskStatus | None) -> bool:
+    """Whether work on a task whose status is `status` (None: in neither file) should go on: it is
+    not done or rejected. `doing` and `draft` count: a doing task is being resumed, and a draft one
+    was started on purpose."""
+    return status is not None and status not in TERMINAL_STATUSES
 
 
 def task_statuses(queue: QueueFile, done: QueueFile) -> dict[str, TaskStatus]:

@@ -42,8 +42,7 @@ def check(crew: Crew) -> None:
         if crew.git.is_ancestor(lost, crew.base_sha):
             continue
         assert crew.queues is not None
-        queued = next((t for t in crew.queues.queue.tasks if t.id == worker.task_id), None)
-        again = still_wanted(queued)
+        again = still_wanted(crew.queues.status(worker.task_id))  # the queue's copy first
         what = "it is open in the queue again: it runs again, not counted as an attempt"
         if not again:
             what = "the base still has it done, so it is only reported"

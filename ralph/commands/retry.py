@@ -58,7 +58,7 @@ def retry(*, start: Path, task_id: str) -> ExitCode:
         )
         if not land:
             task = current_queues(checkout).find(task_id)
-            if not still_wanted(task):
+            if not still_wanted(None if task is None else task.status):
                 state = "gone from the queue" if task is None else f"{task.status} in the queue"
                 raise RalphError(f"{task_id} is {state}; set it back to todo there first, then retry")
         markers.clear_blocked_push(path)
