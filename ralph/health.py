@@ -108,21 +108,17 @@ class TickEnd:
 
     @property
     def failed(self) -> bool:
-        return self.exit_code not in (0, 75)
+        return self.exit_code not in (0, ring.LOCKED)
 
     @property
     def locked_out(self) -> bool:
-        return self.exit_code == 75
+        return self.exit_code == ring.LOCKED
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "at": _z(self.at),
-            "exit_code": self.exit_code,
-            "seconds": round(self.seconds, 3),
-            "error": self.error,
-            "remote_error": self.remote_error,
-            "holder": self.holder.as_dict() if self.holder else None,
-        }
+        holder = (self.holder.pid, _z(self.holder.since)) if self.holder else None
+        return ring.end_entry(
+            self.at.timestamp(), self.exit_code, self.seconds, self.error, self.remote_error, holder
+        )
 
     @classmethod
     def from_dict(cls, raw: object) -> TickEnd | None:
@@ -169,17 +165,10 @@ class Remembered:
         timeout, base, budget = raw.get("hook_timeout_s"), raw.get("base_branch"), raw.get("tick_budget_s")
         return cls(
             on_event=tuple(argv) if isinstance(argv, list) and all(isinstance(a, str) for a in argv) else (),
-            hook_timeout_s=_positive(timeout, DEFAULT_HOOK_TIMEOUT_S),
+            hook_timeout_s=ring.positive(timeout, DEFAULT_HOOK_TIMEOUT_S),
             base_branch=base if isinstance(base, str) else "",
-            tick_budget_s=_positive(budget, DEFAULT_TICK_BUDGET_S),
+            tick_budget_s=ring.positive(budget, DEFAULT_TICK_BUDGET_S),
         )
-
-
-def _positive(value: object, default: float) -> float:
-    """`value` as a number of seconds if it is a sensible one, else `default`."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1e9:
-        return float(value)
-    return default
 
 
 @dataclass
@@ -385,7 +374,7 @@ def record_early_end(
 ) -> None:
     """Record a tick that ended in ralph.entry, before the full command line was imported: one that
     found the lock held (75), or one whose idle stamp said there was nothing to do (0)."""
-    holder = read_lock_holder(tick_lock_file(root)) if code == 75 else None
+    holder = read_lock_holder(tick_lock_file(root)) if code == ring.LOCKED else None
     error = error and ring.flatten(error)
     end = TickEnd(at=_now(), exit_code=code, seconds=seconds, error=error, holder=holder)
     change = record(root, end, None)
@@ -429,7 +418,7 @@ class Recording:
         if root is None or not (root / ".ralph").is_dir():
             return  # not a checkout set up for ralph: nothing to record into
         code, error = _outcome(exc)
-        holder = read_lock_holder(tick_lock_file(root)) if code == 75 else None
+        holder = read_lock_holder(tick_lock_file(root)) if code == ring.LOCKED else None
         end = TickEnd(
             at=self.clock(),
             exit_code=code,
@@ -439,7 +428,7 @@ class Recording:
             holder=holder,
         )
         # A tick that found the lock held read nothing new; the tick holding it remembers the config.
-        change = record(root, end, None if code == 75 else self.facts(root))
+        change = record(root, end, None if code == ring.LOCKED else self.facts(root))
         if change is not None:
             self.announce(root, change)
 

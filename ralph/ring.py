@@ -119,19 +119,38 @@ def write(path: str, document: dict[str, Any]) -> None:
         raise
 
 
+def end_entry(
+    at: float,
+    code: int,
+    seconds: float,
+    error: str | None,
+    remote_error: str | None,
+    holder: tuple[int, str] | None,
+) -> dict[str, Any]:
+    """One tick's end as the ring file keeps it (`holder`: the lock holder's pid and since)."""
+    return {
+        "at": z(at),
+        "exit_code": code,
+        "seconds": round(seconds, 3),
+        "error": error,
+        "remote_error": remote_error,
+        "holder": {"pid": holder[0], "since": holder[1]} if holder else None,
+    }
+
+
+def positive(value: object, default: float) -> float:
+    """`value` as a number of seconds if it is a sensible one, else `default`."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1e9:
+        return float(value)
+    return default
+
+
 def append_quiet(root: str, *, code: int, error: str | None, seconds: float, now: float) -> bool:
     """Add the end of a tick that ended early (0: idle, 75: locked out) when it cannot change what
     hooks.on_event was told; False, having written nothing, when ralph.health must judge it."""
     path = ticks_file(root)
     holder = read_holder(tick_lock_file(root)) if code == LOCKED else None
-    end = {
-        "at": z(now),
-        "exit_code": code,
-        "seconds": round(seconds, 3),
-        "error": error and flatten(error),
-        "remote_error": None,
-        "holder": {"pid": holder[0], "since": holder[1]} if holder else None,
-    }
+    end = end_entry(now, code, seconds, error and flatten(error), None, holder)
     if not os.path.exists(path):
         return False  # the first end of all: ralph.health makes the file
     with locked(path):
@@ -152,9 +171,10 @@ def append_quiet(root: str, *, code: int, error: str | None, seconds: float, now
 
 def _looks_hung(document: dict[str, Any], since: str, now: float) -> bool:
     remembered = document.get("remembered")
-    budget = remembered.get("tick_budget_s") if isinstance(remembered, dict) else None
-    if not isinstance(budget, int | float) or isinstance(budget, bool) or not 0 < budget < 1e9:
-        budget = DEFAULT_TICK_BUDGET_S
+    budget = positive(
+        remembered.get("tick_budget_s") if isinstance(remembered, dict) else None, DEFAULT_TICK_BUDGET_S
+    )
     began = parse_time(since)
+    assert began is not None  # read_holder keeps only a holder whose time parses
     # A second early: the ring keeps whole seconds, and ralph.health judges a hung holder to the second.
-    return began is None or now - began.timestamp() > HUNG_BUDGETS * budget - 1
+    return now - began.timestamp() > HUNG_BUDGETS * budget - 1

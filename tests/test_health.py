@@ -192,7 +192,7 @@ def test_an_early_end_is_appended_quietly_only_when_it_cannot_change_the_verdict
         "another tick holds it",
         Holder(4242, T0 + timedelta(minutes=1)),
     )
-    assert assess(read_ring(ticks_file(tmp_path)).ticks).verdict == "ok"
+    assert health.load(tmp_path).verdict == "ok"  # judged with the budget the ring remembers (30 s)
     # Held for longer: ralph.health must judge it (hung), so nothing is written here.
     before = ticks_file(tmp_path).read_bytes()
     assert not ring.append_quiet(root, code=75, error="held", seconds=0.01, now=later + 5)
