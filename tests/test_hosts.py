@@ -365,9 +365,12 @@ def test_a_remote_refusing_refs_ralph_starts_nothing_and_says_so(project: Projec
 # --- the fenced landing -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("broken", [False, True], ids=["workspace", "broken-workspace"])
 def test_a_claim_lost_just_before_the_landing_push_takes_its_task_out_of_the_train(
-    project: Project, tmp_path: Path
+    project: Project, tmp_path: Path, broken: bool
 ) -> None:
+    """With `broken`, the lost task's workspace cannot be saved to the attic: it fails all the same
+    (it stayed in the train, and the landing lost the claim again on every pass, without end)."""
     keep, lose = project.add("Keep"), project.add("Lose")
     assert tick(project.control).returncode == 0
     # Another host takes `lose` over on the server while the landing push is on its way: a pre-receive
@@ -392,6 +395,9 @@ def test_a_claim_lost_just_before_the_landing_push_takes_its_task_out_of_the_tra
         project.wait_for_jobs()
         ticked = tick(project.control)
         assert ticked.returncode == 0, ticked.stderr
+        ahead = state_of(project.control).worker(lose)
+        if broken and ahead is not None and ahead.lifecycle is Lifecycle.CHECKING:
+            (Path(ahead.workspace_path) / ".git" / "HEAD").write_text("not a ref\n")
     # The push the hook saw moved the base and deleted both claims, under their leases: the rival's
     # claim failed its lease, so nothing of it happened.
     fenced = pushes.read_text().split()
