@@ -108,6 +108,7 @@ class Git:
             _err_bufsize=PIPE_BUFFER,
         )
         self._trees: dict[str, str] = {}  # commit sha -> its tree: a commit's tree never changes
+        self._idents: dict[str, Result] = {}
 
     def trees(self, commits: Sequence[str]) -> list[str]:
         """The tree of each of `commits`, asked in one call for those this Git has not met: a train
@@ -218,12 +219,20 @@ class Git:
         """Whether `commit` is in the history of `of` (the same commit counts)."""
         return self.run("merge-base", "--is-ancestor", commit, of, ok=(0, 1)).returncode == 0
 
+    def ident(self, role: str) -> Result:
+        """`git var GIT_<role>_IDENT` (role: AUTHOR or COMMITTER; exit 128 when there is none), asked
+        once per Git: the preflight, the train's positions and the landing all need it, and one tick's
+        commits may well carry the time it was first asked."""
+        if role not in self._idents:
+            self._idents[role] = self.run("var", f"GIT_{role}_IDENT", ok=(0, 128))
+        return self._idents[role]
+
     def identity(self) -> dict[str, str]:
         """Who git says commits here are by (repository config included), as GIT_AUTHOR_* and
         GIT_COMMITTER_* variables: for commits made where only global config is read."""
         env: dict[str, str] = {}
         for role in ("AUTHOR", "COMMITTER"):
-            ident = self.run("var", f"GIT_{role}_IDENT").out
+            ident = self.ident(role).out
             match = _IDENT.match(ident)
             if match is None:
                 raise GitError(f"git var GIT_{role}_IDENT printed {ident!r}, not `name <email> date`")
@@ -655,6 +664,53 @@ def cat_blobs(git: Git, specs: Sequence[str], *, limit: int | None = None) -> di
     return found
 
 
+class TreeEntry(NamedTuple):
+    """One file of a tree diff's newer side (`git diff-tree -r`): its status (A, M, T or D), mode and
+    object, and its path as git stores it (bytes: an agent may name a file anything)."""
+
+    status: str
+    mode: str
+    sha: str
+    path: bytes
+
+
+def tree_diffs(git: Git, pairs: Sequence[tuple[str, str]]) -> list[list[TreeEntry]]:
+    """What changed from the first tree of each pair to the second, file by file (no rename
+    detection): one `git diff-tree --stdin` for all of them."""
+    if not pairs:
+        return []
+    lines = "".join(f"{a} {b}\n" for a, b in pairs)
+    data = git.run("diff-tree", "--stdin", "-r", "-z", "--no-renames", input=lines).data
+    diffs: list[list[TreeEntry]] = []
+    at = 0
+    while at < len(data):
+        if data[at : at + 1] != b":":  # a pair's header, `<tree> <tree>\n`: the next pair starts
+            at = data.index(b"\n", at) + 1
+            diffs.append([])
+            continue
+        meta_end = data.index(b"\0", at)
+        path_end = data.index(b"\0", meta_end + 1)
+        _, mode, _, sha, status = data[at + 1 : meta_end].decode().split(" ")
+        diffs[-1].append(TreeEntry(status, mode, sha, data[meta_end + 1 : path_end]))
+        at = path_end + 1
+    if len(diffs) != len(pairs):
+        raise GitError(f"git diff-tree answered {len(diffs)} of {len(pairs)} pairs", argv=("diff-tree",))
+    return diffs
+
+
+def _quoted(path: bytes) -> bytes:
+    """`path` as fast-import reads a quoted path (C style): whatever bytes it holds come through."""
+    out = bytearray(b'"')
+    for byte in path:
+        if byte in (0x22, 0x5C):
+            out += b"\\" + bytes([byte])
+        elif byte < 0x20 or byte == 0x7F:
+            out += b"\\%03o" % byte
+        else:
+            out.append(byte)
+    return bytes(out + b'"')
+
+
 class NewCommit(NamedTuple):
     """A commit of small files, written without a work tree or an index: parentless on an empty tree
     unless told otherwise."""
@@ -666,6 +722,7 @@ class NewCommit(NamedTuple):
     tree: str | None = None  # the tree `files` change (default: the empty tree)
     author: str | None = None  # `Name <email> <seconds> <zone>` (`git var`); default: ralph, at `when`
     committer: str | None = None
+    entries: Sequence[TreeEntry] = ()  # objects already in the repository, put at their paths
 
 
 def object_names(git: Git, specs: Sequence[str]) -> dict[str, str]:
@@ -719,6 +776,7 @@ def write_commits(git: Git, commits: Sequence[NewCommit]) -> list[str]:
             *([f"from {parent}\n".encode()] if isinstance(parent, str) else []),
             *([f'M 040000 {commit.tree} ""\n'.encode()] if commit.tree else []),  # the whole root tree
             *(f"M 100644 :{blob} {path}\n".encode() for path, blob in blobs),
+            *(b"M %s %s %s\n" % (e.mode.encode(), e.sha.encode(), _quoted(e.path)) for e in commit.entries),
             f"get-mark :{mark}\n".encode(),
         ]
     stream.append(f"reset {_SCRATCH_BRANCH}\ndone\n".encode())

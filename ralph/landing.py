@@ -100,7 +100,7 @@ def build_chain(
     if config.landing.squash:
         positions = [x.position for x in landings]
         trees = dict(zip(positions, git.trees(positions), strict=True))
-        author, committer = _ident(git, "AUTHOR"), _ident(git, "COMMITTER")
+        author, committer = git.ident("AUTHOR").out, git.ident("COMMITTER").out
     for landing in landings:
         task_id = landing.task.id
         followups = proposed_tasks(landing.run_dir, edit.queues, config.queue, now)
@@ -137,11 +137,6 @@ def build_chain(
         chain.commits.update(zip((x.task.id for x in landings), write_commits(git, squashed), strict=True))
     chain.queues = edit.queues
     return chain
-
-
-def _ident(git: Git, role: str) -> str:
-    """`Name <email> <seconds> <zone>` as git would write it now (the control checkout's identity)."""
-    return git.run("var", f"GIT_{role}_IDENT").out
 
 
 def _replay_commits(

@@ -43,7 +43,7 @@ def preflight(crew: Crew) -> None:
 def check_identity(git: Git) -> None:
     """ralph's commits use the control checkout's identity (its own config included): it must exist."""
     for role in ("AUTHOR", "COMMITTER"):
-        result = git.run("var", f"GIT_{role}_IDENT", ok=(0, 128))
+        result = git.ident(role)
         if result.returncode != 0:
             said = (result.stderr.strip().splitlines() or ["no identity"])[-1]
             raise PreflightError(

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ralph.crash import crashpoint
 from ralph.files import scratch_dir
-from ralph.git import UNTRUSTED, Git, NewCommit, write_commits
+from ralph.git import UNTRUSTED, Git, NewCommit, TreeEntry, tree_diffs, write_commits
 
 MERGE_TREE_VERSION = (2, 38)
 SCRATCH_PREFIX = "replay-"
@@ -62,6 +62,7 @@ class Replayer:
     def __init__(self, git: Git, scratch: Path) -> None:
         self.git = git
         self.scratch = scratch
+        self._ready: dict[tuple[str, str, str, str], str] = {}  # (old base, head, onto, message): stacked
         self._in_history: dict[
             tuple[str, str], bool
         ] = {}  # (old base, base): is the first in the second's history
@@ -87,6 +88,42 @@ class Replayer:
         )
         self._squashed.update(zip(wanted, made, strict=True))
 
+    def stack(self, onto: str, changes: Sequence[tuple[str, str, str]], now: datetime) -> int:
+        """Foresee `changes` ((old base, head, message) each) stacked one after another on `onto`, as the
+        train's joins will stack them, and write the positions in one `git fast-import`; replay() then
+        finds them ready. Returns how many were foreseen.
+
+        Only where the three-way merge can be nothing but the union of its two sides: a change that
+        touches no file the position ahead changed since the change's old base (nor a file where the
+        other side has a directory, or the reverse), with no file deleted on either side (so no rename,
+        and no directory rename, for git to detect). The first change that is not such a union, and
+        every change behind it, is left to replay()."""
+        git = self.git
+        olds = list(dict.fromkeys(old for old, _, _ in changes))
+        names = [onto, *olds, *(head for _, head, _ in changes)]
+        trees = dict(zip(names, git.trees(names), strict=True))
+        pairs = [(trees[old], trees[onto]) for old in olds]
+        pairs += [(trees[old], trees[head]) for old, head, _ in changes]
+        diffs = tree_diffs(git, pairs)
+        ahead = dict(zip(olds, diffs, strict=False))  # what each old base lacks of `onto`
+        author, committer = git.ident("AUTHOR").out, git.ident("COMMITTER").out
+        stacked: list[TreeEntry] = []  # what the positions foreseen so far change, together
+        commits: list[NewCommit] = []
+        for (old, _, message), theirs in zip(changes, diffs[len(olds) :], strict=True):
+            if not _union_only([*ahead[old], *stacked], theirs):
+                break
+            parent = len(commits) - 1 if commits else onto
+            commits.append(
+                NewCommit(
+                    {}, message + "\n", now, parent=parent, author=author, committer=committer, entries=theirs
+                )
+            )
+            stacked += theirs
+        made = write_commits(git, commits)
+        for n, ((old, head, message), commit) in enumerate(zip(changes, made, strict=False)):
+            self._ready[(old, head, made[n - 1] if n else onto, message)] = commit
+        return len(made)
+
     def _stands_on(self, old_base: str, base: str) -> bool:
         key = (old_base, base)
         if key not in self._in_history:
@@ -97,6 +134,9 @@ class Replayer:
         self, *, old_base: str, head: str, onto: str, message: str, base: str | None = None
     ) -> Replayed:
         """`old_base..head` as one commit on `onto`; `base`: a commit `onto` is known to stand on."""
+        ready = self._ready.get((old_base, head, onto, message))
+        if ready is not None:
+            return Replayed(ready)
         git = self.git
         old_tree, onto_tree, head_tree = git.trees([old_base, onto, head])
         if old_tree == onto_tree:  # nothing to merge: the change applies as it is
@@ -126,6 +166,19 @@ class Replayer:
             ],
         )
         return o, t
+
+
+def _union_only(ours: Sequence[TreeEntry], theirs: Sequence[TreeEntry]) -> bool:
+    """Whether merging two sides that changed `ours` and `theirs` from one merge base is their union:
+    nothing deleted, no path on both sides, no file on one side where the other has a directory."""
+    if any(e.status == "D" for e in (*ours, *theirs)):
+        return False
+    mine, yours = {e.path for e in ours}, {e.path for e in theirs}
+    return not (mine & yours or _directories(mine) & yours or _directories(yours) & mine)
+
+
+def _directories(paths: set[bytes]) -> set[bytes]:
+    return {path[:at] for path in paths for at in range(len(path)) if path[at : at + 1] == b"/"}
 
 
 def squash(git: Git, *, base: str, head: str, message: str) -> str:

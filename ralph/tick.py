@@ -262,8 +262,9 @@ def _run_train(crew: Crew, conductor: Conductor) -> None:
     conductor.restack(0)  # positions behind one that left (blocked, failed, closed) stand on the one ahead
     waiting = [w for w in crew.state.workers if w.lifecycle is Lifecycle.INTEGRATING]
     waiting = [w for w in waiting if conductor.train.position(w.task_id) is None]
+    waiting.sort(key=lambda w: w.updated_at)  # the order work became ready
     conductor.prepare(waiting)
-    for worker in sorted(waiting, key=lambda w: w.updated_at):  # the order work became ready
+    for worker in waiting:
         try:
             conductor.join(worker)
         except RalphError as e:

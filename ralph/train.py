@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -189,11 +189,21 @@ class Conductor:
             n += 1
         return dropped
 
-    def prepare(self, workers: Iterable[Worker]) -> None:
-        """Ready the replays of `workers`, about to join, in a few git calls for all of them."""
-        changes = [(w.base_sha, w.head_sha) for w in workers if w.base_sha and w.head_sha]
-        with contextlib.suppress(GitError):  # a commit gone fails that worker's own join, with its reason
-            self.replayer.prepare(changes, self.train.base_sha)
+    def prepare(self, workers: Sequence[Worker]) -> None:
+        """Ready the replays of `workers`, about to join in this order, in a few git calls for all of
+        them: those whose joins can be foreseen are stacked at once, the rest squashed ready."""
+        changes = [
+            (w.base_sha, w.head_sha, self.effects.message(w)) for w in workers if w.base_sha and w.head_sha
+        ]
+        foreseen = 0
+        if not self.base_red:  # (on a red base the task that fixes it joins at the front)
+            onto = self.train.positions[-1].commit if self.train.positions else self.train.base_sha
+            # A commit gone (or a tree fast-import will not write) fails no one here: that worker's own
+            # join meets it, with its reason.
+            with contextlib.suppress(GitError):
+                foreseen = self.replayer.stack(onto, changes, self.now)
+        with contextlib.suppress(GitError):
+            self.replayer.prepare([(old, head) for old, head, _ in changes[foreseen:]], self.train.base_sha)
 
     def _replay(self, worker: Worker, onto: str) -> Replayed:
         assert worker.base_sha is not None and worker.head_sha is not None

@@ -5,15 +5,17 @@ base's history (a rewound base)."""
 
 from __future__ import annotations
 
+import os
 import random
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from conftest import git
 
 from ralph.git import Git
-from ralph.replay import Replayer, replay
+from ralph.replay import Replayed, Replayer, replay
 
 FILES = [f"f{n}.txt" for n in range(6)]
 
@@ -99,3 +101,179 @@ def test_an_old_base_outside_the_base_s_history_takes_the_general_path(repo: Pat
     assert replayed.clean
     files = git(repo, "ls-tree", "--name-only", replayed.commit).split()
     assert files == ["a.txt", "b.txt", "task.txt"]  # rewound.txt does not come back
+
+
+# --- stacking foreseen: the positions a train's joins will make, written at once ----------------------
+
+NOW = datetime(2026, 12, 5, tzinfo=UTC)
+
+
+def commit_files(repo: Path, parent: str, files: dict[bytes, str | None], tag: str) -> str:
+    """A commit on `parent` writing `files` (None deletes one); names are bytes, as an agent may choose."""
+    git(repo, "checkout", "-q", "--detach", parent)
+    for name, text in files.items():
+        path = os.path.join(os.fsencode(repo), name)
+        if text is None:
+            os.unlink(path)
+            continue
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--allow-empty", "-m", tag)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def one_by_one(repo: Path, tmp_path: Path, onto: str, changes: list[tuple[str, str, str]]) -> list[Replayed]:
+    """What replaying each change onto the one before makes, without foreseeing anything."""
+    made = []
+    for old, head, message in changes:
+        made.append(replay(Git(repo), old_base=old, head=head, onto=onto, message=message, scratch=tmp_path))
+        onto = made[-1].commit
+    return made
+
+
+def tree(repo: Path, commit: str) -> str:
+    return git(repo, "rev-parse", f"{commit}^{{tree}}")
+
+
+def stacked(
+    repo: Path, tmp_path: Path, onto: str, changes: list[tuple[str, str, str]]
+) -> tuple[int, list[str]]:
+    """Foresee `changes` on `onto`, then join them as the train does; how many were foreseen, and the
+    commits the joins got."""
+    replayer = Replayer(Git(repo), tmp_path)
+    foreseen = replayer.stack(onto, changes, NOW)
+    made = []
+    for old, head, message in changes:
+        replayed = replayer.replay(old_base=old, head=head, onto=onto, message=message)
+        assert replayed.clean
+        made.append(replayed.commit)
+        onto = replayed.commit
+    return foreseen, made
+
+
+def test_foreseen_positions_are_the_trees_replaying_one_by_one_makes_in_one_fast_import(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changes that add and edit files apart, some started on an older base, names an agent chose
+    (newline, quote, backslash, tab, a leading quote, bytes that are not UTF-8, a symlink, an
+    executable)."""
+    files = {b"a.txt": "a\n", b"dir/b.txt": "b\n", b"c.txt": "c\n"}
+    old = commit_files(repo, git(repo, "rev-parse", "HEAD"), files, "files")
+    base = commit_files(repo, old, {b"c.txt": "c moved on\n", b"new/base.txt": "base\n"}, "base")
+    names: list[bytes] = [
+        b"line\nbreak",
+        b'say "hi"',
+        b"back\\slash",
+        b"tab\there",
+        b'"lead',
+        b"\xff\xfe raw",
+    ]
+    changes = []
+    for n, name in enumerate(names):
+        started = old if n % 2 else base
+        head = commit_files(
+            repo, started, {b"dir/" + name: f"{n}\n", b"a.txt" if n == 0 else b"x%d" % n: "x\n"}, f"t{n}"
+        )
+        changes.append((started, head, f"task {n}"))
+    git(repo, "checkout", "-q", "--detach", base)
+    os.symlink("a.txt", repo / "link")
+    (repo / "run.sh").write_text("#!/bin/sh\n")
+    (repo / "run.sh").chmod(0o755)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "link and script")
+    changes.append((base, git(repo, "rev-parse", "HEAD"), "task link"))
+    expected = one_by_one(repo, tmp_path, base, changes)
+    assert all(r.clean for r in expected)
+    calls: list[tuple[str, ...]] = []
+    real_run = Git.run
+    monkeypatch.setattr(Git, "run", lambda self, *a, **k: calls.append(a) or real_run(self, *a, **k))
+    foreseen, made = stacked(repo, tmp_path, base, changes)
+    assert foreseen == len(changes)
+    assert [tree(repo, c) for c in made] == [tree(repo, r.commit) for r in expected]
+    assert [git(repo, "rev-parse", f"{c}^") for c in made] == [base, *made[:-1]]
+    assert [git(repo, "log", "-1", "--format=%B", c) for c in made] == [m for _, _, m in changes]
+    kinds = [a[0] for a in calls]
+    assert "merge-tree" not in kinds and "commit-tree" not in kinds
+    assert kinds.count("fast-import") == 1
+
+
+@pytest.mark.parametrize(
+    ("ahead", "change", "foreseen"),
+    [
+        ({b"shared.txt": "ahead\n"}, {b"shared.txt": "task\n"}, 1),  # the same file on both sides
+        ({b"x": "a file\n"}, {b"x/y": "under it\n"}, 1),  # a file where the other side has a directory
+        ({b"x/y": "under it\n"}, {b"x": "a file\n"}, 1),
+        ({b"kept.txt": None}, {b"other.txt": "task\n"}, 0),  # deleted ahead: a rename git might see
+        ({b"other.txt": "ahead\n"}, {b"kept.txt": None}, 1),  # deleted by the change
+        ({b"d/one": None, b"e/one": "1\n"}, {b"d/two": "task\n"}, 0),  # a directory renamed ahead
+    ],
+)
+def test_stacking_stops_where_the_merge_is_more_than_a_union(
+    repo: Path, tmp_path: Path, ahead: dict[bytes, str | None], change: dict[bytes, str | None], foreseen: int
+) -> None:
+    """The second change meets the first's edits in a way git's merge must judge (or may move), or the
+    first deletes a file: from there on everything is left to merge-tree, whose verdict holds."""
+    start = commit_files(repo, git(repo, "rev-parse", "HEAD"), {b"kept.txt": "k\n", b"d/one": "1\n"}, "files")
+    first = commit_files(repo, start, ahead, "first")
+    second = commit_files(repo, start, change, "second")
+    third = commit_files(repo, start, {b"third.txt": "3\n"}, "third")
+    changes = [(start, first, "first"), (start, second, "second"), (start, third, "third")]
+    expected = one_by_one(repo, tmp_path, start, changes)
+    replayer = Replayer(Git(repo), tmp_path)
+    assert replayer.stack(start, changes, NOW) == foreseen
+    onto = start
+    for (old, head, message), want in zip(changes, expected, strict=True):
+        got = replayer.replay(old_base=old, head=head, onto=onto, message=message)
+        assert got.conflicts == want.conflicts
+        assert content(repo, got.commit) == content(repo, want.commit)
+        onto = got.commit
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_stacking_random_changes_gives_what_one_by_one_gives(repo: Path, tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    for name in FILES:
+        (repo / name).write_text("".join(f"{name} {i}\n" for i in range(8)))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "files")
+    old = git(repo, "rev-parse", "HEAD")
+    base = commit_edits(repo, old, rng, "base") if rng.random() < 0.5 else old
+    changes = []
+    for n in range(5):
+        started = rng.choice([old, base])
+        if rng.random() < 0.6:  # a change of its own files
+            head = commit_files(
+                repo, started, {f"own{seed}-{n}/{k}.txt".encode(): f"{n}\n" for k in range(2)}, f"t{n}"
+            )
+        else:
+            head = commit_edits(repo, started, rng, f"t{n}")
+        changes.append((started, head, f"task {n}"))
+    expected = one_by_one(repo, tmp_path, base, changes)
+    replayer = Replayer(Git(repo), tmp_path)
+    replayer.stack(base, changes, NOW)
+    onto = base
+    for (started, head, message), want in zip(changes, expected, strict=True):
+        got = replayer.replay(old_base=started, head=head, onto=onto, message=message)
+        assert got.conflicts == want.conflicts
+        assert content(repo, got.commit) == content(repo, want.commit)
+        if not want.conflicts:
+            assert tree(repo, got.commit) == tree(repo, want.commit)
+        onto = got.commit
+
+
+def test_a_base_that_lacks_a_file_the_change_started_with_is_left_to_merge_tree(
+    repo: Path, tmp_path: Path
+) -> None:
+    """The base moved on (or was rewound) past a file the change's old base had: git may see a rename
+    there, so nothing is foreseen, and the rewound file does not come back."""
+    start = commit_files(
+        repo, git(repo, "rev-parse", "HEAD"), {b"kept.txt": "k\n", b"gone.txt": "g\n"}, "files"
+    )
+    base = commit_files(repo, start, {b"gone.txt": None, b"moved.txt": "g\n"}, "base")
+    head = commit_files(repo, start, {b"task.txt": "t\n"}, "task")
+    replayer = Replayer(Git(repo), tmp_path)
+    assert replayer.stack(base, [(start, head, "task")], NOW) == 0
+    got = replayer.replay(old_base=start, head=head, onto=base, message="task")
+    assert git(repo, "ls-tree", "--name-only", got.commit).split() == ["kept.txt", "moved.txt", "task.txt"]
