@@ -86,9 +86,12 @@ def test_a_crash_inside_a_git_step_is_repaired_by_the_next_tick(project: Project
 
 
 def test_a_crash_inside_a_scratch_replay_is_repaired(project: Project) -> None:
-    """git older than 2.38 replays in a scratch clone; a kill there leaves it for the next tick."""
+    """git older than 2.38 replays in a scratch clone; a kill there leaves it for the next tick. (The
+    second task deletes a file: a merge the train cannot foresee, so it replays.)"""
     first = project.add("First", description="scripted-agent: write a.txt a")
-    second = project.add("Second", description="scripted-agent: write b.txt b")
+    second = project.add(
+        "Second", description="scripted-agent: run rm README.md\nscripted-agent: write b.txt b"
+    )
     deadline = time.monotonic() + 120
     while True:  # until the second landing's replay meets the crash point
         result = tick_process(project, env={"RALPH_CRASHPOINT": "mid-replay"}, scratch_replay=True)

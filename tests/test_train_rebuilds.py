@@ -90,10 +90,14 @@ def test_outside_pushes_that_keep_stopping_the_gates_report_a_starved_train(
 def test_a_tick_asks_git_its_version_once_however_many_positions_it_stacks(
     project: Project, tmp_path: Path
 ) -> None:
-    """Every replay needs to know whether git has `merge-tree --write-tree`; git is asked once."""
+    """Every replay needs to know whether git has `merge-tree --write-tree`; git is asked once. (Each
+    task deletes README.md, which every other deletes too: a clean merge, but not one the train can
+    foresee, so each goes through merge-tree.)"""
     project.configure(ci={"command": SLOW_GATE})
     for n in range(4):
-        project.add(f"Task {n}", description=f"scripted-agent: write t{n}.txt {n}")
+        project.add(
+            f"Task {n}", description=f"scripted-agent: run rm README.md\nscripted-agent: write t{n}.txt {n}"
+        )
     project.tick(workers=4)
     project.wait_for_jobs()
     log = tmp_path / "git-calls.log"
@@ -109,6 +113,7 @@ def test_a_tick_asks_git_its_version_once_however_many_positions_it_stacks(
     assert state.train is not None and len(state.train.positions) == 4  # three of them replayed
     calls = log.read_text().splitlines()
     assert sum(1 for c in calls if c in ("version", "--version")) == 1, calls
+    assert sum(1 for c in calls if c.startswith("merge-tree")) == 3, calls
 
 
 def test_positions_behind_a_landing_move_onto_it_without_replaying_and_keep_their_gates(
