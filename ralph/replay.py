@@ -98,6 +98,8 @@ class Replayer:
         other side has a directory, or the reverse), with no file deleted on either side (so no rename,
         and no directory rename, for git to detect). The first change that is not such a union, and
         every change behind it, is left to replay()."""
+        if not changes:
+            return 0
         git = self.git
         olds = list(dict.fromkeys(old for old, _, _ in changes))
         names = [onto, *olds, *(head for _, head, _ in changes)]

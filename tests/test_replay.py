@@ -277,3 +277,11 @@ def test_a_base_that_lacks_a_file_the_change_started_with_is_left_to_merge_tree(
     assert replayer.stack(base, [(start, head, "task")], NOW) == 0
     got = replayer.replay(old_base=start, head=head, onto=base, message="task")
     assert git(repo, "ls-tree", "--name-only", got.commit).split() == ["kept.txt", "moved.txt", "task.txt"]
+
+
+def test_nothing_to_stack_asks_git_nothing(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every tick's train prepares the workers waiting to join; most ticks have none."""
+    monkeypatch.setattr(Git, "run", lambda *a, **k: pytest.fail(f"git was asked {a[1:]}"))
+    assert Replayer(Git(repo), tmp_path).stack(git(repo, "rev-parse", "HEAD"), [], NOW) == 0
