@@ -31,8 +31,9 @@ from ralph.git import Git, PushStatus, cat_blobs, push_with_lease
 from ralph.lock import TickLock
 from ralph.ownership import refuse_if_rust_runs
 from ralph.paths import Paths
-from ralph.queue import QueueFile, Queues, load_local_queues, parse_queue_file, read_queue_bytes
+from ralph.queue import QueueFile, parse_queue_file, read_queue_bytes
 from ralph.queuedoc import QueueEdit
+from ralph.queues import Queues, load_local_queues
 
 logger = logging.getLogger(__name__)
 

@@ -30,8 +30,9 @@ from ralph.git import Git
 from ralph.launch import GATES_DIR, Launcher
 from ralph.ledger import Ledger, stop_job
 from ralph.paths import Paths, is_within
-from ralph.queue import Queues, Task, still_wanted
+from ralph.queue import Task, still_wanted
 from ralph.queuecache import read_base_queues
+from ralph.queues import Queues
 from ralph.replay import Replayed
 from ralph.state import Job, JobKind, Lifecycle, Position, State, Worker
 from ralph.usage import over_budget

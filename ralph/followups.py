@@ -22,7 +22,8 @@ from ralph.config import QueueConfig
 from ralph.errors import QueueError, RalphError
 from ralph.files import FileTooLarge, read_beneath, write_atomic
 from ralph.models import FileModel, Text, describe_validation_error
-from ralph.queue import Priority, Queues, Task, TaskStatus, next_id
+from ralph.queue import Priority, Task, TaskStatus, next_id
+from ralph.queues import Queues
 
 logger = logging.getLogger(__name__)
 

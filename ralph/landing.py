@@ -30,8 +30,9 @@ from ralph.followups import proposed_tasks
 from ralph.git import Git, NewCommit, write_commits
 from ralph.paths import Paths
 from ralph.prompts import commit_message
-from ralph.queue import Queues, Task, TaskStatus, read_queue_bytes
+from ralph.queue import Task, TaskStatus, read_queue_bytes
 from ralph.queuedoc import QueueEdit, archive_edit
+from ralph.queues import Queues
 from ralph.replay import replay
 
 logger = logging.getLogger(__name__)

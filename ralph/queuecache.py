@@ -3,7 +3,7 @@
 A queue of 10,000 tasks is ~5 MB: parsing and validating it, finding its problems and walking it for
 selection was most of a full tick, on every tick, though the files change only when someone edits
 the queue or a task lands. The same bytes give the same answers, so what a tick derives
-(ralph.queue.QueueIndex) is kept in `.ralph/cache/parallel/queue-index.json` under a key made of the
+(ralph.queues.QueueIndex) is kept in `.ralph/cache/parallel/queue-index.json` under a key made of the
 two files' git blob ids, the queue config that judged them valid, and the versions of the code that
 did. A tick whose files did not change reads the index and builds only the tasks it starts.
 
@@ -28,16 +28,8 @@ from ralph.bookkeeping import Mode, Source
 from ralph.checkout import Checkout
 from ralph.config import QueueConfig
 from ralph.files import write_atomic
-from ralph.queue import (
-    QueueFile,
-    QueueIndex,
-    Queues,
-    Ready,
-    TaskStatus,
-    empty_queue_file,
-    parse_queue_file,
-    read_queue_bytes,
-)
+from ralph.queue import QueueFile, TaskStatus, empty_queue_file, parse_queue_file, read_queue_bytes
+from ralph.queues import QueueIndex, Queues, Ready
 
 logger = logging.getLogger(__name__)
 

@@ -25,16 +25,8 @@ from ralph import jsonc
 from ralph.config import QueueConfig
 from ralph.errors import QueueError
 from ralph.models import describe_validation_error
-from ralph.queue import (
-    Priority,
-    QueueFile,
-    Queues,
-    Task,
-    TaskStatus,
-    insert_index,
-    next_id,
-    parse_queue_file,
-)
+from ralph.queue import Priority, QueueFile, Task, TaskStatus, insert_index, next_id, parse_queue_file
+from ralph.queues import Queues
 
 # The order the Rust ralph writes a task's keys in: new keys go where it would put them.
 KEY_ORDER: tuple[str, ...] = tuple(Task.model_fields)

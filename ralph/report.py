@@ -23,7 +23,8 @@ from ralph.clock import format_z
 from ralph.errors import RalphError
 from ralph.files import write_atomic
 from ralph.history import Spend, TaskRun, describe_spend
-from ralph.queue import Queues, Task, TaskStatus, select_runnable
+from ralph.queue import Task, TaskStatus, select_runnable
+from ralph.queues import Queues
 from ralph.state import Lifecycle, Worker
 from ralph.statistics import Stats, compute, percentile
 from ralph.summary import WINDOW, Looked, base_problem, look

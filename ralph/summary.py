@@ -16,7 +16,8 @@ from ralph.errors import GitError, PreflightError, QueueError
 from ralph.health import Health
 from ralph.history import TaskRun, read_events, task_runs
 from ralph.pause import read_pause
-from ralph.queue import Queues, select_runnable
+from ralph.queue import select_runnable
+from ralph.queues import Queues
 from ralph.state import Lifecycle, State, load_state
 from ralph.text import duration
 

@@ -21,8 +21,8 @@ from ralph.history import (
     since_time,
     task_runs,
 )
-from ralph.queue import Queues as QueuePair
 from ralph.queue import Task, TaskStatus, empty_queue_file
+from ralph.queues import Queues as QueuePair
 from ralph.state import Lifecycle, Usage, Worker, new_state
 from ralph.statistics import compute, percentile
 from ralph.summary import summarize

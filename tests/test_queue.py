@@ -20,13 +20,11 @@ from ralph.paths import Paths
 from ralph.queue import (
     MAX_QUEUE_BYTES,
     QueueFile,
-    Queues,
     Task,
     TaskAgent,
     TaskStatus,
     find_cycle,
     find_problems,
-    load_local_queues,
     load_queue_file,
     next_id,
     parse_queue_file,
@@ -35,6 +33,7 @@ from ralph.queue import (
     select_runnable,
     why_not_runnable,
 )
+from ralph.queues import Queues, load_local_queues
 from ralph.state import Job, JobKind, Lifecycle, Worker
 
 NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)

@@ -18,8 +18,9 @@ from test_queue import COMPLETE_TASK, NOW, document, task, worker
 
 from ralph.config import QueueConfig
 from ralph.errors import QueueError
-from ralph.queue import QueueIndex, Queues, select_runnable
+from ralph.queue import select_runnable
 from ralph.queuecache import INDEX_NAME, blob_id, index_key, load_index, read_pair, save_index
+from ralph.queues import QueueIndex, Queues
 from ralph.state import Lifecycle
 
 NAMES = ("origin/main:.ralph/queue.json", "origin/main:.ralph/done.json")

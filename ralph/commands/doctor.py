@@ -48,7 +48,7 @@ from ralph.paths import Paths
 from ralph.pause import read_pause
 from ralph.preflight import check_identity, check_workspace_root
 from ralph.programs import CRON_PATH, fragile_reason, interpreter, lookup
-from ralph.queue import Queues, load_local_queues
+from ralph.queues import Queues, load_local_queues
 from ralph.state import SCHEMA_VERSION, Lifecycle, State, Worker, load_state, short_time
 from ralph.text import printable
 

@@ -24,7 +24,6 @@ from ralph.paths import check_task_id
 from ralph.pause import read_pause
 from ralph.queue import (
     MAX_QUEUE_BYTES,
-    Queues,
     Task,
     check_text,
     duplicate_keys,
@@ -35,6 +34,7 @@ from ralph.queue import (
     why_not_runnable,
 )
 from ralph.queuedoc import Position, QueueEdit
+from ralph.queues import Queues
 from ralph.state import load_state
 from ralph.text import indented, printable
 
