@@ -59,6 +59,7 @@ class Chain:
     commits: dict[str, str] = field(default_factory=dict)  # task id -> its commit on the chain, in order
     followups: dict[str, list[Task]] = field(default_factory=dict)
     queues: Queues | None = None  # the queue files as the tip has them (tracked mode)
+    files: tuple[bytes, bytes] | None = None  # and their bytes: queue, done
 
     @property
     def tip(self) -> str:
@@ -137,6 +138,7 @@ def build_chain(
     if squashed:  # landing.squash: every commit was left for this one fast-import
         chain.commits.update(zip((x.task.id for x in landings), write_commits(git, squashed), strict=True))
     chain.queues = edit.queues
+    chain.files = queue_bytes, done_bytes
     return chain
 
 

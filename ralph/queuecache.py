@@ -110,6 +110,17 @@ def read_pair(
     return Queues(queue_file, done_file, names[0], names[1], index=index)
 
 
+def keep_landed(checkout: Checkout, queue: bytes, done: bytes, queues: Queues) -> None:
+    """After this tick's own landing the files just pushed are the base's, and their models are at
+    hand: keep their index now, or the next tick, meeting new blob ids, parses and validates the whole
+    queue again. Only a pair without problems is kept, as when it is read."""
+    config = checkout.config.queue
+    if queues.problems(config):
+        return
+    index = QueueIndex.of(queues.queue, queues.done, valid_for=(config.id_prefix, config.id_width))
+    save_index(checkout.paths.parallel / INDEX_NAME, index_key(queue, done, config), index)
+
+
 def _parse(data: bytes | None, source: str) -> QueueFile:
     return empty_queue_file() if data is None else parse_queue_file(data, source)
 

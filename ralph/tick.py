@@ -32,6 +32,7 @@ from ralph.meter import enforce_budget, within_budget
 from ralph.pause import read_pause
 from ralph.preflight import check_workspace_root, preflight
 from ralph.queue import Task
+from ralph.queuecache import keep_landed
 from ralph.reaping import reap
 from ralph.state import Lifecycle, State, Worker, load_state, prune_terminal
 from ralph.train import Conductor, Rules
@@ -460,10 +461,11 @@ def _record_landing(crew: Crew, conductor: Conductor, chain: landing.Chain) -> N
     crew.base_sha = chain.tip
     if crew.source.mode is Mode.UNTRACKED:
         crew.read_base()
-    elif chain.queues is not None:
+    elif chain.queues is not None and chain.files is not None:
         # The files just pushed are the base's now: no need to read back (and validate again) a queue
         # of thousands of tasks. What depended on the landed tasks may start in this tick.
         crew.queues = chain.queues
+        keep_landed(crew.checkout, *chain.files, chain.queues)
     crew.save()
     for task_id in chain.commits:
         worker = crew.state.worker(task_id)

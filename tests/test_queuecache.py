@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import BASE, git
-from harness import Project, make_project
+from harness import Project, all_landed, make_project
 from test_queue import COMPLETE_TASK, NOW, document, task, worker
 
 from ralph.config import QueueConfig
@@ -315,3 +315,36 @@ def test_a_bad_queue_on_the_base_fails_the_tick_in_one_line_though_an_index_was_
     assert cache.read_bytes() == kept
     # The base was fetched (the bad queue is the one read), and the index kept is of the good one.
     assert git(project.control, "rev-parse", f"origin/{BASE}") == git(project.origin, "rev-parse", BASE)
+
+
+def test_a_landing_keeps_the_index_of_the_files_it_pushed(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tick that lands has the new queue and done files' models at hand: it keeps their index, the
+    very one parsing the pushed files gives, and the next tick does not parse the queue again."""
+    complete = {**copy.deepcopy(COMPLETE_TASK), "id": "RQ-0017", "depends_on": [], "blocks": []}
+    del complete["duplicates"]  # (of a task this queue has not)
+    push_queue(
+        project,
+        task("RQ-0001", description="scripted-agent: write a.txt a"),
+        task("RQ-0002", depends_on=["RQ-0001"], scheduled_start="2999-01-01T00:00:00Z"),
+        {**complete, "status": "todo", "scheduled_start": "2999-01-01T00:00:00Z"},
+        task("RQ-0004", status="draft"),
+    )
+    project.run_until(all_landed(1))
+    shown = [
+        git(project.origin, "show", f"{BASE}:.ralph/{name}").encode() + b"\n"
+        for name in ("queue.json", "done.json")
+    ]
+    assert [blob_id(b) for b in shown] == [
+        git(project.origin, "rev-parse", f"{BASE}:.ralph/{name}") for name in ("queue.json", "done.json")
+    ]
+    config = QueueConfig()
+    kept = load_index(
+        project.control / ".ralph" / "cache" / "parallel" / INDEX_NAME, index_key(*shown, config)
+    )
+    assert kept is not None
+    assert kept == read(tmp_path / "fresh.json", *shown, write=False).index
+    assert [r.id for r in kept.ready] == ["RQ-0002", "RQ-0017", "RQ-0004"]  # RQ-0001 is in the archive
+    monkeypatch.setattr("ralph.queuecache.parse_queue_file", lambda *a: pytest.fail("the queue was parsed"))
+    assert not project.tick().actions
