@@ -211,6 +211,11 @@ def describe(facts: Facts) -> str:
     return ", ".join(said)
 
 
+# A task about to be claimed: its id, the attempt, the lifecycle its worker is in, the facts read and the
+# stale claim (if any) a push must lease.
+Claiming = tuple[str, int, str, Facts, Claim | None]
+
+
 @dataclass(frozen=True)
 class Board:
     """Every claim and every task's facts on the remote, as one read found them."""
@@ -466,7 +471,7 @@ class Claims:
         no claim for (twenty given back to the train by `ralph retry` cost twenty pushes, most of the
         tick that landed them). A refused push, and each is claimed on its own as claim() does."""
         results: dict[str, ClaimResult] = {}
-        batch: list[tuple[str, int, str, Facts, Claim | None]] = []
+        batch: list[Claiming] = []
         for task_id, (attempt, lifecycle) in wanted.items():
             check_task_id(task_id)
             decided = self._decide(task_id, attempt, now, board, board.held, max_attempts)
@@ -493,16 +498,23 @@ class Claims:
                 refused = results[task_id]
         return {t: results[t] for t in wanted}
 
-    def _claim_together(
-        self, batch: list[tuple[str, int, str, Facts, Claim | None]], now: datetime
-    ) -> dict[str, ClaimResult]:
+    def _claim_together(self, batch: list[Claiming], now: datetime) -> dict[str, ClaimResult]:
         """One atomic push for every claim of `batch` and its attempt; {} when the remote refused it."""
-        docs = [
-            d
-            for t, attempt, life, facts, stale in batch
-            for d in self._docs(t, attempt, now, life, facts, stale)
-        ]
-        shas = iter(write_commits(self.git, docs))
+        pushed = self._push_claims(batch, now)
+        if pushed.ok:
+            return {t: self._won(t, attempt, now, facts, stale) for t, attempt, _, facts, stale in batch}
+        if pushed.status is PushStatus.TRANSPORT:
+            said = _refusal(pushed, self.remote)
+            return {t: self._unrecorded(t, said) for t, _, _, _, _ in batch}
+        return {}
+
+    def _push_claims(self, batch: list[Claiming], now: datetime) -> MultiPush:
+        """Each task's facts with its attempt counted and (multi mode) its claim, in one push, atomic
+        unless it is one task's facts alone. A claim is noted here before the push (a crash after it
+        then finds the claim its own) and the note taken back when the remote says no; after a
+        transport error the push may have gone through, so the note stays (claiming again, or the
+        heartbeat, finds out)."""
+        shas = iter(write_commits(self.git, [d for claiming in batch for d in self._docs(*claiming, now)]))
         updates: list[RefUpdate] = []
         notes: dict[str, str | None] = {}
         for task_id, _, _, facts, stale in batch:
@@ -511,15 +523,13 @@ class Claims:
                 claim_sha = next(shas)
                 updates.append(RefUpdate(claim_ref(task_id), claim_sha, None if stale is None else stale.sha))
                 notes[HELD + task_id] = claim_sha
-        update_refs(self.git, notes)  # before the push, as _try_claim notes its one claim
+        if len(updates) == 1:
+            return self._push(updates)
+        update_refs(self.git, notes)
         pushed = push_atomic(self.git, remote=self.remote, updates=updates, timeout=self.timeout)
-        if pushed.ok:
-            return {t: self._won(t, attempt, now, facts, stale) for t, attempt, _, facts, stale in batch}
-        if pushed.status is PushStatus.TRANSPORT:  # the note stays: the push may have gone through
-            said = _refusal(pushed, self.remote)
-            return {t: self._unrecorded(t, said) for t, _, _, _, _ in batch}
-        update_refs(self.git, dict.fromkeys(notes))  # the remote said no: nothing of ours is there
-        return {}
+        if not pushed.ok and pushed.status is not PushStatus.TRANSPORT:
+            update_refs(self.git, dict.fromkeys(notes))  # the remote said no: nothing of ours is there
+        return pushed
 
     def _decide(
         self,
@@ -550,28 +560,13 @@ class Claims:
         self, task_id: str, attempt: int, now: datetime, lifecycle: str, facts: Facts, stale: Claim | None
     ) -> ClaimResult | None:
         """One push for the claim (and the attempt); None when a race was lost and the caller reads again."""
-        shas = write_commits(self.git, self._docs(task_id, attempt, now, lifecycle, facts, stale))
-        updates = [RefUpdate(facts_ref(task_id), shas[0], facts.sha)]
-        if not self.multi:
-            pushed = self._push(updates)
-            if pushed.status is PushStatus.RACE:
-                return None
-            if not pushed.ok:
-                return self._unrecorded(task_id, pushed.message)
-            return self._won(task_id, attempt, now, facts, None)
-        held = HELD + task_id
-        updates.append(RefUpdate(claim_ref(task_id), shas[1], None if stale is None else stale.sha))
-        # Noted before the push: a crash after the push then finds the claim its own (claim again wins).
-        update_refs(self.git, {held: shas[1]})
-        pushed = push_atomic(self.git, remote=self.remote, updates=updates, timeout=self.timeout)
+        pushed = self._push_claims([(task_id, attempt, lifecycle, facts, stale)], now)
         if pushed.ok:
             return self._won(task_id, attempt, now, facts, stale)
-        if pushed.status is not PushStatus.TRANSPORT:
-            update_refs(self.git, {held: None})  # the remote said no: nothing of ours is there
-        # After a transport error the push may have gone through: the note stays, and claiming again
-        # (or the heartbeat) finds out.
         if pushed.status is PushStatus.RACE:
             return None
+        if not self.multi:
+            return self._unrecorded(task_id, pushed.message)
         return ClaimResult(
             Outcome.ERROR,
             task_id,
@@ -581,7 +576,7 @@ class Claims:
         )
 
     def _docs(
-        self, task_id: str, attempt: int, now: datetime, lifecycle: str, facts: Facts, stale: Claim | None
+        self, task_id: str, attempt: int, lifecycle: str, facts: Facts, stale: Claim | None, now: datetime
     ) -> list[NewCommit]:
         """The task's facts with the attempt counted, and (multi mode) the claim document."""
         counted = self._counted(facts.doc, attempt, now)

@@ -392,7 +392,8 @@ def _refused(text: str) -> bool:
 def push_with_lease(
     git: Git, *, remote: str, commit: str, branch: str, expected: str, timeout: float
 ) -> PushResult:
-    """Push `commit` to `branch` only if the remote still has `expected` there (DESIGN §6.4).
+    """Push `commit` to `branch` only if the remote still has `expected` there ("": no branch yet),
+    DESIGN §6.4.
 
     Never forced, in any spelling: that would silently disable the lease, and a base someone rewound
     would get its removed commits back. A lease alone still lets a matching push replace the branch
@@ -400,21 +401,8 @@ def push_with_lease(
     success the remote-tracking ref follows, as a fetch would have moved it.
     """
     ref = f"refs/heads/{branch}"
-    if expected and not git.is_ancestor(expected, commit):
-        return PushResult(
-            PushStatus.PERMANENT,
-            f"{commit[:10]} does not build on {expected[:10]}, the tip of {remote}/{branch}; "
-            f"pushing it would remove commits from {branch}",
-        )
-    args = ("push", "--porcelain", f"--force-with-lease={ref}:{expected}", remote, f"{commit}:{ref}")
-    try:
-        result = git.run(*args, ok=tuple(range(256)), timeout=timeout)
-    except GitError as e:  # a timeout: the remote did not answer in time
-        return PushResult(PushStatus.TRANSPORT, str(e))
-    pushed = classify_push(result.returncode, result.stdout, result.stderr, ref)
-    if pushed.status is PushStatus.OK:
-        git.run("update-ref", f"refs/remotes/{remote}/{branch}", commit)
-    return pushed
+    update = RefUpdate(ref, commit, expected or None)
+    return _push_building_on(git, remote=remote, updates=[update], atomic=False, timeout=timeout).results[ref]
 
 
 def classify_push(returncode: int, stdout: str, stderr: str, ref: str) -> PushResult:
@@ -424,7 +412,7 @@ def classify_push(returncode: int, stdout: str, stderr: str, ref: str) -> PushRe
     A race or a temporary refusal is tried again with backoff; a named policy or a plain refusal
     blocks at once; a hook that declines without saying why is taken at its word (permanent).
     """
-    line = next((lin for lin in stdout.splitlines() if lin[:1] in " +-*!=" and f":{ref}\t" in lin), None)
+    line = _porcelain_line(stdout, ref)
     remote_says = _remote_says(stderr)
     if line is not None:
         flag, _, summary = line.split("\t", 2)
@@ -579,11 +567,16 @@ def push_refs(
 
 
 def push_atomic(git: Git, *, remote: str, updates: Sequence[RefUpdate], timeout: float) -> MultiPush:
-    """One transaction on the remote: every update applies, or none does (the fenced landing).
+    """One transaction on the remote: every update applies, or none does (the fenced landing). Branches
+    are guarded and followed as in push_with_lease."""
+    return _push_building_on(git, remote=remote, updates=updates, atomic=True, timeout=timeout)
 
-    A branch update must build on the tip it leases, as in push_with_lease; on success the
-    remote-tracking refs of the branches follow, as a fetch would have moved them.
-    """
+
+def _push_building_on(
+    git: Git, *, remote: str, updates: Sequence[RefUpdate], atomic: bool, timeout: float
+) -> MultiPush:
+    """push_refs, but a branch update must build on the tip it leases (nothing is sent otherwise), and
+    the remote-tracking refs of the branches the remote took follow, as a fetch would have moved them."""
     for u in updates:
         branch = u.ref.removeprefix("refs/heads/")
         if branch != u.ref and u.new and u.expected and not git.is_ancestor(u.expected, u.new):
@@ -593,14 +586,15 @@ def push_atomic(git: Git, *, remote: str, updates: Sequence[RefUpdate], timeout:
                 f"pushing it would remove commits from {branch}",
             )
             return MultiPush(PushStatus.PERMANENT, f"{u.ref}: {refused.message}", {u.ref: refused}, (u.ref,))
-    pushed = push_refs(git, remote=remote, updates=updates, atomic=True, timeout=timeout)
-    if pushed.ok:
-        moved = [u for u in updates if u.ref.startswith("refs/heads/") and u.new]
-        if moved:
-            tracking = "".join(
-                f"update refs/remotes/{remote}/{u.ref.removeprefix('refs/heads/')} {u.new}\n" for u in moved
-            )
-            git.run("update-ref", "--stdin", input=tracking)
+    pushed = push_refs(git, remote=remote, updates=updates, atomic=atomic, timeout=timeout)
+    moved = [
+        u
+        for u in updates
+        if u.ref.startswith("refs/heads/") and u.new and pushed.results[u.ref].status is PushStatus.OK
+    ]
+    if moved:
+        lines = (f"update refs/remotes/{remote}/{u.ref.removeprefix('refs/heads/')} {u.new}\n" for u in moved)
+        git.run("update-ref", "--stdin", input="".join(lines))
     return pushed
 
 

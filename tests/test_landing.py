@@ -723,9 +723,9 @@ def test_ralph_never_forces_a_ref_update() -> None:
             if '"push"' in line:
                 pushes += 1
                 assert "--force-with-lease=" in line, where
-    # The landing's push (git.push_with_lease) and the push of several refs (git.push_refs: claims,
-    # shared facts, the fenced atomic landing), each ref under its own lease.
-    assert pushes == 2
+    # One place pushes: git.push_refs (the landing, claims, shared facts, the fenced atomic landing),
+    # each ref under its own lease; push_with_lease and push_atomic go through it.
+    assert pushes == 1
 
 
 def test_a_workspace_is_removed_once_landed_and_kept_when_blocked(project: Project) -> None:
