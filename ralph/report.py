@@ -23,7 +23,7 @@ from ralph.clock import format_z
 from ralph.errors import RalphError
 from ralph.files import write_atomic
 from ralph.history import Spend, TaskRun, describe_spend
-from ralph.queue import Task, TaskStatus, select_runnable
+from ralph.queue import Task, TaskStatus
 from ralph.queues import Queues
 from ralph.state import Lifecycle, Worker
 from ralph.statistics import Stats, compute, percentile
@@ -221,9 +221,7 @@ def graph_nodes(
     left_out = max(0, len(tasks) - MAX_NODES)
     tasks = tasks[-MAX_NODES:] if left_out else tasks  # the queue's own tasks go last: keep them
     by_id = {t.id: t for t in tasks}
-    runnable = {
-        t.id for t in select_runnable(queues.queue, queues.done, workers, now, max_attempts=max_attempts)
-    }
+    runnable = {t.id for t in queues.runnable(workers, now, max_attempts=max_attempts)}
     layers: dict[str, int] = {}
 
     def layer(task_id: str, seen: frozenset[str]) -> int:

@@ -16,7 +16,6 @@ from ralph.errors import GitError, PreflightError, QueueError
 from ralph.health import Health
 from ralph.history import TaskRun, read_events, task_runs
 from ralph.pause import read_pause
-from ralph.queue import select_runnable
 from ralph.queues import Queues
 from ralph.state import Lifecycle, State, load_state
 from ralph.text import duration
@@ -90,11 +89,7 @@ def summarize(
 ) -> Summary:
     """`runs` are the task runs of (at least) the last WINDOW, from ralph.history."""
     counts = state.lifecycle_counts()
-    runnable = (
-        select_runnable(queues.queue, queues.done, state.by_task(), now, max_attempts=max_attempts)
-        if queues is not None
-        else []
-    )
+    runnable = queues.runnable(state.by_task(), now, max_attempts=max_attempts) if queues is not None else []
     return Summary(
         base=base,
         landed=sum(1 for r in runs if r.landed and now - r.at <= WINDOW),

@@ -20,6 +20,13 @@ from ralph.replay import Replayed, Replayer, replay
 FILES = [f"f{n}.txt" for n in range(6)]
 
 
+def commit_eight_line_files(repo: Path) -> None:
+    for name in FILES:
+        (repo / name).write_text("".join(f"{name} {i}\n" for i in range(8)))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "files")
+
+
 def commit_edits(repo: Path, parent: str, rng: random.Random, tag: str) -> str:
     """A commit on `parent` that adds, changes, deletes or renames a few files at random."""
     git(repo, "checkout", "-q", "--detach", parent)
@@ -44,10 +51,7 @@ def test_the_prepared_replay_merges_as_the_scaffolded_one(
     repo: Path, tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rng = random.Random(seed)
-    for name in FILES:
-        (repo / name).write_text("".join(f"{name} {i}\n" for i in range(8)))
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "files")
+    commit_eight_line_files(repo)
     old_base = git(repo, "rev-parse", "HEAD")
     base = commit_edits(repo, old_base, rng, "base")  # the base moved on since the task began
     ahead = commit_edits(repo, base, rng, "ahead")  # the position ahead stands on the base
@@ -234,10 +238,7 @@ def test_stacking_stops_where_the_merge_is_more_than_a_union(
 @pytest.mark.parametrize("seed", range(8))
 def test_stacking_random_changes_gives_what_one_by_one_gives(repo: Path, tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
-    for name in FILES:
-        (repo / name).write_text("".join(f"{name} {i}\n" for i in range(8)))
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "files")
+    commit_eight_line_files(repo)
     old = git(repo, "rev-parse", "HEAD")
     base = commit_edits(repo, old, rng, "base") if rng.random() < 0.5 else old
     changes = []
