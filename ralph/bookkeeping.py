@@ -27,11 +27,11 @@ from ralph.checkout import Checkout
 from ralph.crash import crashpoint
 from ralph.errors import GitError, LockBusy, PreflightError, QueueError, resource_error
 from ralph.files import scratch_dir, write_atomic
-from ralph.git import Git, PushStatus, cat_blobs, push_with_lease
+from ralph.git import Git, PushStatus, blob_ids, cat_blobs, push_with_lease
 from ralph.lock import TickLock
 from ralph.ownership import refuse_if_rust_runs
 from ralph.paths import Paths
-from ralph.queue import QueueFile, parse_queue_file, read_queue_bytes
+from ralph.queue import parse_queue_file, read_queue_bytes
 from ralph.queuedoc import QueueEdit
 from ralph.queues import Queues, load_local_queues
 
@@ -58,7 +58,19 @@ class Source:
     done_path: str
     base_ref: str  # refs/remotes/<remote>/<base>
     label: str  # how messages name the base: origin/main
-    blobs: Mapping[str, bytes] = field(default_factory=dict, compare=False)  # tracked files, as read
+    ids: Mapping[str, str] = field(default_factory=dict, compare=False)  # tracked files: their blob ids
+    git: Git | None = field(default=None, compare=False, repr=False)
+    _read: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+    def contents(self) -> tuple[bytes, bytes]:
+        """The queue and done files' bytes (tracked mode), read by the blob ids found when the source was
+        detected (the base may have moved since) in one git call, once: a tick whose queue index holds
+        needs only the ids."""
+        wanted = (self.ids[self.queue_path], self.ids[self.done_path])
+        if not self._read:
+            assert self.git is not None
+            self._read.update(cat_blobs(self.git, wanted))
+        return self._read[wanted[0]], self._read[wanted[1]]
 
 
 def detect_source(checkout: Checkout, git: Git, base: str) -> Source:
@@ -66,13 +78,15 @@ def detect_source(checkout: Checkout, git: Git, base: str) -> Source:
     base_ref = checkout.tracking_ref(base)
     label = f"{checkout.remote}/{base}"
     queue_names, done_names = checkout.paths.queue_names(), checkout.paths.done_names()
-    present = read_files(git, base_ref, (*queue_names, *done_names))
+    names = (*queue_names, *done_names)
+    found = blob_ids(git, [f"{base_ref}:{name}" for name in names])
+    present = {name: found[f"{base_ref}:{name}"] for name in names if f"{base_ref}:{name}" in found}
     queue_tracked = [n for n in queue_names if n in present]
     done_tracked = [n for n in done_names if n in present]
     if len(queue_tracked) > 1 or len(done_tracked) > 1:
         raise QueueError(f"{label} has both .json and .jsonc queue files; keep one of each")
     if queue_tracked and done_tracked:
-        return Source(Mode.TRACKED, queue_tracked[0], done_tracked[0], base_ref, label, present)
+        return Source(Mode.TRACKED, queue_tracked[0], done_tracked[0], base_ref, label, present, git)
     queue_rel = checkout.paths.relative(checkout.paths.queue_file())
     done_rel = checkout.paths.relative(checkout.paths.done_file())
     if not queue_tracked and not done_tracked:
@@ -92,17 +106,14 @@ def detect_source(checkout: Checkout, git: Git, base: str) -> Source:
 def read_queues(checkout: Checkout, source: Source) -> Queues:
     if source.mode is Mode.UNTRACKED:
         return load_local_queues(checkout.paths)
+    queue, done = source.contents()
+    # parse_queue_file applies the size limit to the bytes, as load_queue_file does to a file.
     return Queues(
-        queue=_read_blob(source, source.queue_path),
-        done=_read_blob(source, source.done_path),
+        queue=parse_queue_file(queue, f"{source.label}:{source.queue_path}"),
+        done=parse_queue_file(done, f"{source.label}:{source.done_path}"),
         queue_name=f"{source.label}:{source.queue_path}",
         done_name=f"{source.label}:{source.done_path}",
     )
-
-
-def _read_blob(source: Source, path: str) -> QueueFile:
-    # parse_queue_file applies the size limit to the bytes, as load_queue_file does to a file.
-    return parse_queue_file(source.blobs[path], f"{source.label}:{path}")
 
 
 def read_files(git: Git, ref: str, names: tuple[str, ...]) -> dict[str, bytes]:
@@ -201,8 +212,7 @@ def publish(
                 f"the queue is not tracked on {source.label}; edit the working-tree files instead"
             )
         edit = QueueEdit.parse(
-            source.blobs.get(source.queue_path),
-            source.blobs.get(source.done_path),
+            *source.contents(),
             queue_name=f"{source.label}:{source.queue_path}",
             done_name=f"{source.label}:{source.done_path}",
             now=now,

@@ -732,6 +732,21 @@ def object_names(git: Git, specs: Sequence[str]) -> dict[str, str]:
     }
 
 
+def blob_ids(git: Git, specs: Sequence[str]) -> dict[str, str]:
+    """The blob each of `specs` names (`<commit>:<path>`), one git call for all, reading no contents;
+    a spec that names nothing, or something else than a blob, is left out."""
+    if not specs:
+        return {}
+    asked = "".join(f"{spec}\n" for spec in specs)
+    out = git.run("cat-file", "--batch-check=%(objectname) %(objecttype)", input=asked).out
+    found: dict[str, str] = {}
+    for spec, line in zip(specs, out.splitlines(), strict=True):
+        name, _, kind = line.rpartition(" ")
+        if kind == "blob":
+            found[spec] = name
+    return found
+
+
 # Who the metadata commits are by: not the person's identity, which the work's commits carry.
 METADATA_IDENT = "ralph <ralph@localhost>"
 # The branch name fast-import builds on; it is reset before the stream ends, so it is never written.

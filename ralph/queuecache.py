@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -57,9 +58,10 @@ def read_base_queues(checkout: Checkout, source: Source, *, write: bool = True) 
     cache = checkout.paths.parallel / INDEX_NAME
     if source.mode is Mode.UNTRACKED:
         queue_path, done_path = checkout.paths.queue_file(), checkout.paths.done_file()
+        local = read_queue_bytes(queue_path), read_queue_bytes(done_path)
         return read_pair(
-            read_queue_bytes(queue_path),
-            read_queue_bytes(done_path),
+            (blob_id(local[0]), blob_id(local[1])),
+            lambda: local,
             sources=(str(queue_path), str(done_path)),
             names=(checkout.paths.relative(queue_path), checkout.paths.relative(done_path)),
             config=config,
@@ -68,8 +70,8 @@ def read_base_queues(checkout: Checkout, source: Source, *, write: bool = True) 
         )
     names = (f"{source.label}:{source.queue_path}", f"{source.label}:{source.done_path}")
     return read_pair(
-        source.blobs[source.queue_path],
-        source.blobs[source.done_path],
+        (source.ids[source.queue_path], source.ids[source.done_path]),
+        source.contents,
         sources=names,
         names=names,
         config=config,
@@ -79,8 +81,8 @@ def read_base_queues(checkout: Checkout, source: Source, *, write: bool = True) 
 
 
 def read_pair(
-    queue: bytes | None,
-    done: bytes | None,
+    ids: tuple[str, str],
+    contents: Callable[[], tuple[bytes | None, bytes | None]],
     *,
     sources: tuple[str, str],
     names: tuple[str, str],
@@ -88,15 +90,17 @@ def read_pair(
     cache: Path,
     write: bool,
 ) -> Queues:
-    """Queues for these bytes (None: an absent file, an empty queue), valid under `config`.
+    """Queues for the queue and done files of these blob ids (`contents` gives their bytes, None for an
+    absent file: an empty queue, and is called only when the index is not kept), valid under `config`.
 
     `sources` name the files in parse errors, `names` in problems (as the callers always did).
     """
 
     def parse() -> tuple[QueueFile, QueueFile]:
+        queue, done = contents()
         return _parse(queue, sources[0]), _parse(done, sources[1])
 
-    key = index_key(queue, done, config)
+    key = index_key(*ids, config)
     index = load_index(cache, key)
     if index is not None:
         return Queues(queue_name=names[0], done_name=names[1], index=index, parse=parse)
@@ -118,21 +122,22 @@ def keep_landed(checkout: Checkout, queue: bytes, done: bytes, queues: Queues) -
     if queues.problems(config):
         return
     index = QueueIndex.of(queues.queue, queues.done, valid_for=(config.id_prefix, config.id_width))
-    save_index(checkout.paths.parallel / INDEX_NAME, index_key(queue, done, config), index)
+    save_index(checkout.paths.parallel / INDEX_NAME, index_key(blob_id(queue), blob_id(done), config), index)
 
 
 def _parse(data: bytes | None, source: str) -> QueueFile:
     return empty_queue_file() if data is None else parse_queue_file(data, source)
 
 
-def index_key(queue: bytes | None, done: bytes | None, config: QueueConfig) -> str:
-    """What the index of these files depends on: their bytes, the ids the config allows, the code."""
+def index_key(queue: str, done: str, config: QueueConfig) -> str:
+    """What the index of the files of these blob ids depends on: their bytes (by the ids), the task ids
+    the config allows, the code."""
     parts = (
         f"format {INDEX_FORMAT}",
         f"ralph {__version__}",
         f"pydantic-core {pydantic_core.__version__}",
-        f"queue {blob_id(queue)}",
-        f"done {blob_id(done)}",
+        f"queue {queue}",
+        f"done {done}",
         f"ids {config.id_prefix} {config.id_width}",
     )
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()

@@ -18,6 +18,7 @@ from test_queue import COMPLETE_TASK, NOW, document, task, worker
 
 from ralph.config import QueueConfig
 from ralph.errors import QueueError
+from ralph.git import Git
 from ralph.queue import select_runnable
 from ralph.queuecache import INDEX_NAME, blob_id, index_key, load_index, read_pair, save_index
 from ralph.queues import QueueIndex, Queues
@@ -34,7 +35,13 @@ def read(
     cache: Path, queue: bytes, done: bytes, config: QueueConfig | None = None, write: bool = True
 ) -> Queues:
     return read_pair(
-        queue, done, sources=NAMES, names=NAMES, config=config or QueueConfig(), cache=cache, write=write
+        (blob_id(queue), blob_id(done)),
+        lambda: (queue, done),
+        sources=NAMES,
+        names=NAMES,
+        config=config or QueueConfig(),
+        cache=cache,
+        write=write,
     )
 
 
@@ -225,7 +232,7 @@ def test_a_damaged_or_edited_index_is_ignored_and_written_again(tmp_path: Path) 
     done = data()
     read(cache, queue, done)
     good = cache.read_bytes()
-    key = index_key(queue, done, QueueConfig())
+    key = index_key(blob_id(queue), blob_id(done), QueueConfig())
     assert load_index(cache, key) is not None
     for bad in damaged(good):
         cache.write_bytes(bad)
@@ -341,10 +348,32 @@ def test_a_landing_keeps_the_index_of_the_files_it_pushed(
     ]
     config = QueueConfig()
     kept = load_index(
-        project.control / ".ralph" / "cache" / "parallel" / INDEX_NAME, index_key(*shown, config)
+        project.control / ".ralph" / "cache" / "parallel" / INDEX_NAME,
+        index_key(*(blob_id(b) for b in shown), config),
     )
     assert kept is not None
     assert kept == read(tmp_path / "fresh.json", *shown, write=False).index
     assert [r.id for r in kept.ready] == ["RQ-0002", "RQ-0017", "RQ-0004"]  # RQ-0001 is in the archive
     monkeypatch.setattr("ralph.queuecache.parse_queue_file", lambda *a: pytest.fail("the queue was parsed"))
     assert not project.tick().actions
+
+
+def test_a_tick_whose_index_holds_reads_only_the_queue_files_blob_ids(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index is kept by the files' blob ids: a tick that finds it asks git for the ids alone, not
+    for megabytes of queue it would not parse."""
+    push_queue(project, *(task(f"RQ-{n:04d}", scheduled_start="2999-01-01T00:00:00Z") for n in range(1, 40)))
+    assert not project.tick().actions  # keeps the index
+    queue_id = git(project.control, "rev-parse", f"origin/{BASE}:.ralph/queue.json")
+    asked: list[str] = []
+    real_run = Git.run
+
+    def run(self: Git, *args: str, **kwargs: Any) -> Any:
+        if args[:2] == ("cat-file", "--batch"):
+            asked.append(str(kwargs.get("input")))
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(Git, "run", run)
+    assert not project.tick().actions
+    assert not any(queue_id in given or ".ralph/queue.json" in given for given in asked), asked

@@ -176,7 +176,7 @@ def _remote_pair(checkout: Checkout) -> tuple[tuple[bytes | None, bytes | None],
         return None
     if source.mode is not Mode.TRACKED:
         return None
-    pair = (source.blobs.get(source.queue_path), source.blobs.get(source.done_path))
+    pair: tuple[bytes | None, bytes | None] = source.contents()
     names = (
         f"{source.label} (as last fetched)",
         f"{source.label}:{source.queue_path}",
