@@ -158,6 +158,7 @@ class Conductor:
         when the code it judged did not change (or `trust`: an outside change to the base we were told
         to trust). Returns whether any passed verdict was dropped."""
         dropped = False
+        self._foresee_restack(start)
         n = start
         while n < len(self.train.positions):
             position = self.train.positions[n]
@@ -189,17 +190,31 @@ class Conductor:
             n += 1
         return dropped
 
+    def _foresee_restack(self, start: int) -> None:
+        """Ready the replays restack(start) will make: from the first position that no longer stands on
+        the one ahead, every position behind it is stacked again, in order."""
+        positions = self.train.positions
+        for n in range(start, len(positions)):
+            onto = positions[n - 1].commit if n else self.train.base_sha
+            if positions[n].onto != onto:
+                self._foresee(onto, [self.worker(p) for p in positions[n:]])
+                return
+
     def prepare(self, workers: Sequence[Worker]) -> None:
-        """Ready the replays of `workers`, about to join in this order, in a few git calls for all of
-        them: those whose joins can be foreseen are stacked at once, the rest squashed ready."""
+        """Ready the replays of `workers`, about to join the train's end in this order, in a few git
+        calls for all of them. (On a red base the task that fixes it joins at the front: no foreseeing.)"""
+        onto = self.train.positions[-1].commit if self.train.positions else self.train.base_sha
+        self._foresee(onto, workers, stack=not self.base_red)
+
+    def _foresee(self, onto: str, workers: Sequence[Worker], *, stack: bool = True) -> None:
+        """`workers` stacked one after another on `onto`: those whose replays can be foreseen are
+        written at once, the rest squashed ready. A commit gone (or a tree fast-import will not write)
+        fails no one here: that worker's own replay meets it, with its reason."""
         changes = [
             (w.base_sha, w.head_sha, self.effects.message(w)) for w in workers if w.base_sha and w.head_sha
         ]
         foreseen = 0
-        if not self.base_red:  # (on a red base the task that fixes it joins at the front)
-            onto = self.train.positions[-1].commit if self.train.positions else self.train.base_sha
-            # A commit gone (or a tree fast-import will not write) fails no one here: that worker's own
-            # join meets it, with its reason.
+        if stack:
             with contextlib.suppress(GitError):
                 foreseen = self.replayer.stack(onto, changes, self.now)
         with contextlib.suppress(GitError):

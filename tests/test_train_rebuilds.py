@@ -87,6 +87,54 @@ def test_outside_pushes_that_keep_stopping_the_gates_report_a_starved_train(
     assert [e["task_id"] for e in events] == [task] and events[0]["detail"] == starved[0].detail
 
 
+def logged_tick(project: Project, tmp_path: Path) -> list[str]:
+    """A tick in its own process (--workers 4) with every git command it runs logged; the commands."""
+    log = tmp_path / "git-calls.log"
+    log.unlink(missing_ok=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    wrapper = bin_dir / "git"
+    path = os.environ["PATH"]
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nPATH="{path}" exec git "$@"\n')
+    wrapper.chmod(0o755)
+    done = project.tick_process("--workers", "4", env={"PATH": f"{bin_dir}:{path}"})
+    assert done.returncode == 0, done.stderr
+    return log.read_text().splitlines()
+
+
+def test_an_outside_push_stacks_the_train_again_in_one_fast_import(
+    project: Project, clone: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Four positions whose tasks each add a file of their own, and someone lands another file: the
+    tick stacks all four on the new base with neither a merge-tree nor a commit-tree, and each position
+    is the new base plus the files of the positions up to it."""
+    project.configure(ci={"command": SLOW_GATE})
+    for n in range(4):
+        project.add(f"Task {n}", description=f"scripted-agent: write t{n}.txt {n}")
+    project.tick(workers=4)
+    project.wait_for_jobs()
+    project.tick(workers=4)  # all four joined, their gates started
+    _push_outside(clone("other"), "outside.txt")
+    calls = logged_tick(project, tmp_path)
+    assert not [c for c in calls if c.startswith(("merge-tree", "commit-tree"))], calls
+    state = project.state()
+    assert state.train is not None and len(state.train.positions) == 4
+    assert state.train.base_sha == git(project.origin, "rev-parse", BASE)
+    onto = state.train.base_sha
+    on_base = set(git(project.control, "ls-tree", "--name-only", onto).split())
+    assert "outside.txt" in on_base
+    files = set(on_base)
+    for position in state.train.positions:
+        assert position.onto == onto
+        assert git(project.control, "rev-parse", f"{position.commit}^") == onto
+        listed = set(git(project.control, "ls-tree", "--name-only", position.commit).split())
+        added = listed - files
+        assert len(added) == 1, listed
+        files |= added
+        onto = position.commit
+    assert files - on_base == {f"t{n}.txt" for n in range(4)}
+
+
 def test_a_tick_asks_git_its_version_once_however_many_positions_it_stacks(
     project: Project, tmp_path: Path
 ) -> None:
@@ -100,18 +148,9 @@ def test_a_tick_asks_git_its_version_once_however_many_positions_it_stacks(
         )
     project.tick(workers=4)
     project.wait_for_jobs()
-    log = tmp_path / "git-calls.log"
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    wrapper = bin_dir / "git"
-    path = os.environ["PATH"]
-    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nPATH="{path}" exec git "$@"\n')
-    wrapper.chmod(0o755)
-    done = project.tick_process("--workers", "4", env={"PATH": f"{bin_dir}:{path}"})
-    assert done.returncode == 0, done.stderr
+    calls = logged_tick(project, tmp_path)
     state = project.state()
     assert state.train is not None and len(state.train.positions) == 4  # three of them replayed
-    calls = log.read_text().splitlines()
     assert sum(1 for c in calls if c in ("version", "--version")) == 1, calls
     assert sum(1 for c in calls if c.startswith("merge-tree")) == 3, calls
 
