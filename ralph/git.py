@@ -674,7 +674,9 @@ def tree_diffs(git: Git, pairs: Sequence[tuple[str, str]]) -> list[list[TreeEntr
     if not pairs:
         return []
     lines = "".join(f"{a} {b}\n" for a, b in pairs)
-    data = git.run("diff-tree", "--stdin", "-r", "-z", "--no-renames", input=lines).data
+    # --ignore-submodules=none: an `ignore = all` in .gitmodules or the config would hide a bump.
+    args = ("diff-tree", "--stdin", "-r", "-z", "--no-renames", "--ignore-submodules=none")
+    data = git.run(*args, input=lines).data
     diffs: list[list[TreeEntry]] = []
     at = 0
     while at < len(data):
@@ -789,7 +791,9 @@ def write_commits(git: Git, commits: Sequence[NewCommit]) -> list[str]:
             f"get-mark :{mark}\n".encode(),
         ]
     stream.append(f"reset {_SCRATCH_BRANCH}\ndone\n".encode())
-    out = git.run("fast-import", "--quiet", "--done", input=b"".join(stream)).out.split()
+    # core.ignorecase (macOS, Windows) would make fast-import take `readme` for an existing `README`.
+    args = ("-c", "core.ignorecase=false", "fast-import", "--quiet", "--done")
+    out = git.run(*args, input=b"".join(stream)).out.split()
     if len(out) != len(commits):
         raise GitError(f"git fast-import wrote {len(out)} commits for {len(commits)}", argv=("fast-import",))
     return out

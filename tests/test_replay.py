@@ -198,7 +198,7 @@ def test_foreseen_positions_are_the_trees_replaying_one_by_one_makes_in_one_fast
     assert [tree(repo, c) for c in made] == [tree(repo, r.commit) for r in expected]
     assert [git(repo, "rev-parse", f"{c}^") for c in made] == [base, *made[:-1]]
     assert [git(repo, "log", "-1", "--format=%B", c) for c in made] == [m for _, _, m in changes]
-    kinds = [a[0] for a in calls]
+    kinds = [a[2] if a[0] == "-c" else a[0] for a in calls]
     assert "merge-tree" not in kinds and "commit-tree" not in kinds
     assert kinds.count("fast-import") == 1
 
@@ -286,3 +286,49 @@ def test_nothing_to_stack_asks_git_nothing(
     """Every tick's train prepares the workers waiting to join; most ticks have none."""
     monkeypatch.setattr(Git, "run", lambda *a, **k: pytest.fail(f"git was asked {a[1:]}"))
     assert Replayer(Git(repo), tmp_path).stack(git(repo, "rev-parse", "HEAD"), [], NOW) == 0
+
+
+def test_a_checkout_that_ignores_case_still_stacks_the_tree_merge_tree_makes(
+    repo: Path, tmp_path: Path
+) -> None:
+    """core.ignorecase (the default on macOS and Windows) must not make fast-import take `readme` for
+    the position ahead's `README`, nor `Src/` for `src/`: both files stay, as in git's merge."""
+    old = commit_files(repo, git(repo, "rev-parse", "HEAD"), {b"src/a.py": "a\n"}, "old")
+    onto = commit_files(repo, old, {b"README": "ahead's readme\n"}, "ahead")
+    head = commit_files(repo, old, {b"readme": "the change's readme\n", b"Src/b.py": "b\n"}, "change")
+    git(repo, "config", "core.ignorecase", "true")  # (after the commits: `git add` would fold Src/ too)
+    expected = one_by_one(repo, tmp_path, onto, [(old, head, "change")])
+    foreseen, made = stacked(repo, tmp_path, onto, [(old, head, "change")])
+    assert foreseen == 1
+    assert tree(repo, made[0]) == tree(repo, expected[0].commit)
+    listed = git(repo, "ls-tree", "-r", "--name-only", made[0]).split()
+    assert sorted(listed) == ["README", "Src/b.py", "readme", "src/a.py"]
+
+
+@pytest.mark.parametrize("hidden_by", ["gitmodules", "config"])
+def test_a_submodule_bump_is_stacked_though_diffs_are_told_to_ignore_the_submodule(
+    repo: Path, tmp_path: Path, hidden_by: str
+) -> None:
+    """`ignore = all` for a submodule (in .gitmodules or config) hides its bumps from `git diff`; the
+    train's diff of a change must see them, or the bump is dropped from the position."""
+    sub = git(repo, "rev-parse", "HEAD")  # any commit will do as the submodule's
+    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{sub},mod")
+    (repo / "mod").mkdir()  # as a submodule not checked out is: an empty directory
+    ignore = "\tignore = all\n" if hidden_by == "gitmodules" else ""
+    (repo / ".gitmodules").write_text(f'[submodule "mod"]\n\tpath = mod\n\turl = ./mod\n{ignore}')
+    if hidden_by == "config":
+        git(repo, "config", "submodule.mod.ignore", "all")
+    git(repo, "add", ".gitmodules")
+    git(repo, "commit", "-q", "-m", "a submodule")
+    old = git(repo, "rev-parse", "HEAD")
+    onto = commit_files(repo, old, {b"ahead.txt": "ahead\n"}, "ahead")
+    git(repo, "checkout", "-q", "--detach", old)
+    bumped = commit_files(repo, old, {b"note.txt": "bump\n"}, "note")
+    git(repo, "update-index", "--cacheinfo", f"160000,{bumped},mod")
+    git(repo, "commit", "-q", "-m", "bump the submodule")
+    head = git(repo, "rev-parse", "HEAD")
+    expected = one_by_one(repo, tmp_path, onto, [(old, head, "bump")])
+    foreseen, made = stacked(repo, tmp_path, onto, [(old, head, "bump")])
+    assert foreseen == 1
+    assert git(repo, "rev-parse", f"{made[0]}:mod") == bumped
+    assert tree(repo, made[0]) == tree(repo, expected[0].commit)
