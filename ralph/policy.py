@@ -36,7 +36,9 @@ class Change:
 
 def changes(git: Git, base: str, head: str) -> list[Change]:
     """Every path `head` changes against `base` (a rename is a deletion and an addition)."""
-    raw = git.run("diff-tree", "-r", "-z", "--no-renames", "--no-commit-id", base, head).stdout
+    # --ignore-submodules=none: `ignore = all` (.gitmodules, config) would hide a submodule's bump.
+    args = ("diff-tree", "-r", "-z", "--no-renames", "--no-commit-id", "--ignore-submodules=none")
+    raw = git.run(*args, base, head).stdout
     parts = raw.split("\0")
     out = []
     for i in range(0, len(parts) - 1, 2):

@@ -136,9 +136,9 @@ class Conductor:
 
     def _changed_paths(self, before: str, after: str) -> set[str]:
         excludes = [f":(exclude){p}" for p in self.rules.ignore]
-        out = self.git.run(
-            "diff", "--name-only", "-z", "--no-renames", "--no-ext-diff", before, after, "--", ".", *excludes
-        ).stdout
+        # --ignore-submodules=none: `ignore = all` (.gitmodules, config) would hide a submodule's bump.
+        args = ("diff", "--name-only", "-z", "--no-renames", "--no-ext-diff", "--ignore-submodules=none")
+        out = self.git.run(*args, before, after, "--", ".", *excludes).stdout
         return {p for p in out.split("\0") if p}
 
     def code_same(self, a: str, b: str) -> bool:
@@ -146,9 +146,8 @@ class Conductor:
         if a == b:
             return True
         excludes = [f":(exclude){p}" for p in self.rules.ignore]
-        diff = self.git.run(
-            "diff", "--quiet", "--no-ext-diff", "--no-textconv", a, b, "--", ".", *excludes, ok=(0, 1)
-        )
+        args = ("diff", "--quiet", "--no-ext-diff", "--no-textconv", "--ignore-submodules=none")
+        diff = self.git.run(*args, a, b, "--", ".", *excludes, ok=(0, 1))
         return diff.returncode == 0
 
     # --- stacking ----------------------------------------------------------------------------------

@@ -6,14 +6,19 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import pytest
 from conftest import BASE, git
 from harness import Project, all_landed, install_rival_hook, make_project, wait_until
 
-from ralph.state import Lifecycle
+from ralph.git import Git
+from ralph.state import Lifecycle, State, Train
+from ralph.train import Conductor, Effects, Rules
 
+NOW = datetime(2026, 12, 5, tzinfo=UTC)
 SLOW_GATE = [sys.executable, "-c", "import time; time.sleep(60)"]
 
 
@@ -210,3 +215,41 @@ def test_positions_behind_a_landing_move_onto_it_without_replaying_and_keep_thei
     calls = log.read_text().splitlines()
     # Nothing replayed: neither merge-tree nor, on git before 2.38, a scratch clone.
     assert not [c for c in calls if c.startswith("merge-tree") or "replay-" in c], calls
+
+
+@pytest.mark.parametrize("hidden_by", ["gitmodules", "config"])
+def test_a_submodule_bump_is_code_to_the_train_though_diffs_are_told_to_ignore_it(
+    tmp_path: Path, hidden_by: str
+) -> None:
+    """A verdict carries over only to the same code: a position that differs from the judged one by a
+    submodule's commit alone is other code, even where `ignore = all` (in .gitmodules or the config)
+    tells `git diff` to look away; an outside bump is an outside change."""
+    repo = tmp_path / "repo"
+    git(tmp_path, "init", "-q", "-b", BASE, str(repo))
+    git(repo, "commit", "-q", "--allow-empty", "-m", "first")
+    first = git(repo, "rev-parse", "HEAD")
+    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{first},mod")
+    ignore = "\tignore = all\n" if hidden_by == "gitmodules" else ""
+    (repo / ".gitmodules").write_text(f'[submodule "mod"]\n\tpath = mod\n\turl = ./mod\n{ignore}')
+    if hidden_by == "config":
+        git(repo, "config", "submodule.mod.ignore", "all")
+    git(repo, "add", ".gitmodules")
+    git(repo, "commit", "-q", "-m", "a submodule")
+    judged = git(repo, "rev-parse", "HEAD")
+    git(repo, "update-index", "--cacheinfo", f"160000,{judged},mod")
+    git(repo, "commit", "-q", "-m", "bump it")
+    bumped = git(repo, "rev-parse", "HEAD")
+    state = State(
+        schema_version=5,
+        target_branch=BASE,
+        remote="origin",
+        started_at=NOW,
+        updated_at=NOW,
+        train=Train(base_sha=judged),
+    )
+    rules = Rules(
+        gate=True, max_parallel=1, verify_rebased="overlap", max_rebuilds=3, ignore=(".ralph/queue.json",)
+    )
+    conductor = Conductor(state, Git(repo), cast(Effects, None), rules, scratch=tmp_path / "scratch", now=NOW)
+    assert not conductor.code_same(judged, bumped)
+    assert conductor._changed_paths(judged, bumped) == {"mod"}
