@@ -108,7 +108,7 @@ class Git:
             _err_bufsize=PIPE_BUFFER,
         )
         self._trees: dict[str, str] = {}  # commit sha -> its tree: a commit's tree never changes
-        self._idents: dict[str, Result] = {}
+        self._idents: dict[str, str] = {}
 
     def trees(self, commits: Sequence[str]) -> list[str]:
         """The tree of each of `commits`, asked in one call for those this Git has not met: a train
@@ -219,12 +219,12 @@ class Git:
         """Whether `commit` is in the history of `of` (the same commit counts)."""
         return self.run("merge-base", "--is-ancestor", commit, of, ok=(0, 1)).returncode == 0
 
-    def ident(self, role: str) -> Result:
-        """`git var GIT_<role>_IDENT` (role: AUTHOR or COMMITTER; exit 128 when there is none), asked
+    def ident(self, role: str) -> str:
+        """`git var GIT_<role>_IDENT` (role: AUTHOR or COMMITTER), `Name <email> <seconds> <zone>`, asked
         once per Git: the preflight, the train's positions and the landing all need it, and one tick's
-        commits may well carry the time it was first asked."""
+        commits may well carry the time it was first asked. GitError when git has no such identity."""
         if role not in self._idents:
-            self._idents[role] = self.run("var", f"GIT_{role}_IDENT", ok=(0, 128))
+            self._idents[role] = self.run("var", f"GIT_{role}_IDENT").out
         return self._idents[role]
 
     def identity(self) -> dict[str, str]:
@@ -232,7 +232,7 @@ class Git:
         GIT_COMMITTER_* variables: for commits made where only global config is read."""
         env: dict[str, str] = {}
         for role in ("AUTHOR", "COMMITTER"):
-            ident = self.ident(role).out
+            ident = self.ident(role)
             match = _IDENT.match(ident)
             if match is None:
                 raise GitError(f"git var GIT_{role}_IDENT printed {ident!r}, not `name <email> date`")

@@ -102,7 +102,7 @@ def build_chain(
     if config.landing.squash:
         positions = [x.position for x in landings]
         trees = dict(zip(positions, git.trees(positions), strict=True))
-        author, committer = git.ident("AUTHOR").out, git.ident("COMMITTER").out
+        author, committer = git.ident("AUTHOR"), git.ident("COMMITTER")
     for landing in landings:
         task_id = landing.task.id
         followups = proposed_tasks(landing.run_dir, edit.queues, config.queue, now)

@@ -43,14 +43,15 @@ def preflight(crew: Crew) -> None:
 def check_identity(git: Git) -> None:
     """ralph's commits use the control checkout's identity (its own config included): it must exist."""
     for role in ("AUTHOR", "COMMITTER"):
-        result = git.ident(role)
-        if result.returncode != 0:
-            said = (result.stderr.strip().splitlines() or ["no identity"])[-1]
+        try:
+            git.ident(role)
+        except GitError as e:
+            said = (e.stderr.strip().splitlines() or ["no identity"])[-1]
             raise PreflightError(
                 f"git has no {role.lower()} identity for ralph's commits in {git.cwd} ({said}): set one with "
                 '`git config user.name "..."` and `git config user.email ...` there (or --global), '
                 "or GIT_AUTHOR_NAME/GIT_AUTHOR_EMAIL and GIT_COMMITTER_NAME/GIT_COMMITTER_EMAIL"
-            )
+            ) from None
 
 
 def check_sandbox(config: Config) -> None:

@@ -108,7 +108,7 @@ class Replayer:
         pairs += [(trees[old], trees[head]) for old, head, _ in changes]
         diffs = tree_diffs(git, pairs)
         ahead = dict(zip(olds, diffs, strict=False))  # what each old base lacks of `onto`
-        author, committer = git.ident("AUTHOR").out, git.ident("COMMITTER").out
+        author, committer = git.ident("AUTHOR"), git.ident("COMMITTER")
         stacked: list[TreeEntry] = []  # what the positions foreseen so far change, together
         commits: list[NewCommit] = []
         for (old, _, message), theirs in zip(changes, diffs[len(olds) :], strict=True):

@@ -399,7 +399,7 @@ def _check_identity(ctx: _Context) -> Check:
     except PreflightError as e:
         said = str(e).split(": set one with", 1)[0]
         return Check("identity", "fail", f"identity missing: {said}", fix)
-    ident = git.run("var", "GIT_COMMITTER_IDENT").out.rsplit(" ", 2)[0]  # without the timestamp and zone
+    ident = git.ident("COMMITTER").rsplit(" ", 2)[0]  # without the timestamp and zone
     configured = [bool(git.run("config", "--get", key, ok=(0, 1)).out) for key in ("user.name", "user.email")]
     from_env = [v for v in ("GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL") if os.environ.get(v)]
     if from_env and not all(configured):
