@@ -46,6 +46,8 @@ def check_identity(git: Git) -> None:
         try:
             git.ident(role)
         except GitError as e:
+            if e.returncode != 128:  # not "no identity": a timeout, a full disk, git itself
+                raise
             said = (e.stderr.strip().splitlines() or ["no identity"])[-1]
             raise PreflightError(
                 f"git has no {role.lower()} identity for ralph's commits in {git.cwd} ({said}): set one with "

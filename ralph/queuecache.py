@@ -29,7 +29,14 @@ from ralph.bookkeeping import Mode, Source
 from ralph.checkout import Checkout
 from ralph.config import QueueConfig
 from ralph.files import write_atomic
-from ralph.queue import QueueFile, TaskStatus, empty_queue_file, parse_queue_file, read_queue_bytes
+from ralph.queue import (
+    MAX_QUEUE_BYTES,
+    QueueFile,
+    TaskStatus,
+    empty_queue_file,
+    parse_queue_file,
+    read_queue_bytes,
+)
 from ralph.queues import QueueIndex, Queues, Ready
 
 logger = logging.getLogger(__name__)
@@ -42,11 +49,13 @@ INDEX_FORMAT = 1
 MAX_INDEX_BYTES = 64 * 1024 * 1024
 
 
-def blob_id(data: bytes | None) -> str:
-    """The id git gives these bytes as a blob (`git hash-object`); "none" for a file that is absent."""
+def blob_id(data: bytes | None, *, like: str = "0" * 40) -> str:
+    """The id git gives these bytes as a blob (`git hash-object`) in a repository whose object ids look
+    like `like` (40 hex digits: SHA-1; 64: SHA-256); "none" for a file that is absent."""
     if data is None:
         return "none"
-    digest = hashlib.sha1(b"blob %d\0" % len(data), usedforsecurity=False)
+    digest = hashlib.new("sha256" if len(like) == 64 else "sha1", usedforsecurity=False)
+    digest.update(b"blob %d\0" % len(data))
     digest.update(data)
     return digest.hexdigest()
 
@@ -114,15 +123,16 @@ def read_pair(
     return Queues(queue_file, done_file, names[0], names[1], index=index)
 
 
-def keep_landed(checkout: Checkout, queue: bytes, done: bytes, queues: Queues) -> None:
-    """After this tick's own landing the files just pushed are the base's, and their models are at
-    hand: keep their index now, or the next tick, meeting new blob ids, parses and validates the whole
-    queue again. Only a pair without problems is kept, as when it is read."""
+def keep_landed(checkout: Checkout, queue: bytes, done: bytes, queues: Queues, *, tip: str) -> None:
+    """After this tick's own landing the files just pushed (at `tip`) are the base's, and their models
+    are at hand: keep their index now, or the next tick, meeting new blob ids, parses and validates the
+    whole queue again. Only a pair a read would accept is kept (within the size limit, no problems)."""
     config = checkout.config.queue
-    if queues.problems(config):
+    if max(len(queue), len(done)) > MAX_QUEUE_BYTES or queues.problems(config):
         return
     index = QueueIndex.of(queues.queue, queues.done, valid_for=(config.id_prefix, config.id_width))
-    save_index(checkout.paths.parallel / INDEX_NAME, index_key(blob_id(queue), blob_id(done), config), index)
+    key = index_key(blob_id(queue, like=tip), blob_id(done, like=tip), config)
+    save_index(checkout.paths.parallel / INDEX_NAME, key, index)
 
 
 def _parse(data: bytes | None, source: str) -> QueueFile:

@@ -465,7 +465,7 @@ def _record_landing(crew: Crew, conductor: Conductor, chain: landing.Chain) -> N
         # The files just pushed are the base's now: no need to read back (and validate again) a queue
         # of thousands of tasks. What depended on the landed tasks may start in this tick.
         crew.queues = chain.queues
-        keep_landed(crew.checkout, *chain.files, chain.queues)
+        keep_landed(crew.checkout, *chain.files, chain.queues, tip=chain.tip)
     crew.save()
     for task_id in chain.commits:
         worker = crew.state.worker(task_id)

@@ -5,6 +5,7 @@ as it was)."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,10 @@ from ralph import clock
 from ralph.bookkeeping import NotPublished
 from ralph.checkout import open_checkout
 from ralph.commands.task import add as add_task
-from ralph.errors import PreflightError, QueueError, RalphError
+from ralph.errors import GitError, PreflightError, QueueError, RalphError
+from ralph.git import Git
 from ralph.paths import Paths
-from ralph.preflight import check_workspace_root
+from ralph.preflight import check_identity, check_workspace_root
 from ralph.state import Lifecycle
 from ralph.tick import TickOptions, run_tick
 
@@ -297,3 +299,20 @@ def test_untracked_mode_reads_the_working_tree_and_starts_the_task(origin: Path,
     assert worker.lifecycle is Lifecycle.RUNNING
     assert Path(worker.workspace_path).is_dir()
     assert "Local task" in (project.paths.run_dir("RQ-0001") / "prompt.md").read_text()
+
+
+def test_a_git_that_fails_otherwise_is_not_called_a_missing_identity(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only git's "no identity" (exit 128) is reported as one; any other failure of `git var` is git's
+    own trouble, told as it is."""
+    real = shutil.which("git")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fail_var = '[ "$1" = var ] && { echo "fatal: out of memory" >&2; exit 1; }'
+    (bin_dir / "git").write_text(f'#!/bin/sh\n{fail_var}\nexec {real} "$@"\n')
+    (bin_dir / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    with pytest.raises(GitError, match="out of memory") as raised:
+        check_identity(Git(repo))
+    assert not isinstance(raised.value, PreflightError)

@@ -16,11 +16,12 @@ from conftest import BASE, git
 from harness import Project, all_landed, make_project
 from test_queue import COMPLETE_TASK, NOW, document, task, worker
 
+from ralph.checkout import open_checkout
 from ralph.config import QueueConfig
 from ralph.errors import QueueError
 from ralph.git import Git
 from ralph.queue import select_runnable
-from ralph.queuecache import INDEX_NAME, blob_id, index_key, load_index, read_pair, save_index
+from ralph.queuecache import INDEX_NAME, blob_id, index_key, keep_landed, load_index, read_pair, save_index
 from ralph.queues import QueueIndex, Queues
 from ralph.state import Lifecycle
 
@@ -264,6 +265,35 @@ def test_blob_id_is_gits(tmp_path: Path) -> None:
         expected = subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True).stdout
         assert blob_id(content) == expected.strip()
     assert blob_id(None) == "none"
+
+
+def test_blob_id_is_gits_in_a_sha256_repository(tmp_path: Path) -> None:
+    """The index a landing keeps is looked up by git's own ids: SHA-256 ones in such a repository."""
+    repo = tmp_path / "repo"
+    git(tmp_path, "init", "-q", "--object-format=sha256", str(repo))
+    git(repo, "commit", "-q", "--allow-empty", "-m", "first")
+    tip = git(repo, "rev-parse", "HEAD")
+    assert len(tip) == 64
+    for content in (b"", data(task("RQ-0001"))):
+        (repo / "queue.json").write_bytes(content)
+        assert blob_id(content, like=tip) == git(repo, "hash-object", "queue.json")
+
+
+def test_a_landing_keeps_no_index_of_a_queue_over_the_size_limit(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read refuses a queue over MAX_QUEUE_BYTES; an index kept after a landing must not let later
+    ticks take it."""
+    monkeypatch.setattr("ralph.queuecache.MAX_QUEUE_BYTES", 100)
+    queue, done = data(task("RQ-0001")), data()
+    assert len(queue) > 100
+    queues = read(project.control / "elsewhere.json", queue, done, write=False)
+    head = git(project.control, "rev-parse", "HEAD")
+    keep_landed(open_checkout(project.control), queue, done, queues, tip=head)
+    assert not (project.control / ".ralph" / "cache" / "parallel" / INDEX_NAME).exists()
+    monkeypatch.setattr("ralph.queuecache.MAX_QUEUE_BYTES", 10_000)
+    keep_landed(open_checkout(project.control), queue, done, queues, tip=head)
+    assert (project.control / ".ralph" / "cache" / "parallel" / INDEX_NAME).exists()
 
 
 def test_an_index_round_trips(tmp_path: Path) -> None:
