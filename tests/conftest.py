@@ -26,6 +26,28 @@ def git(cwd: Path, *args: str, check: bool = True) -> str:
     return result.stdout.rstrip("\n")
 
 
+def commit_ignored_submodule(repo: Path, path: str, *, hidden_by: str = "gitmodules") -> str:
+    """Commit a submodule at `path` (pointing at HEAD's commit, not checked out) that `git diff` is
+    told to ignore (`ignore = all`), in .gitmodules or, with hidden_by="config", the repository's
+    config; the new HEAD."""
+    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{git(repo, 'rev-parse', 'HEAD')},{path}")
+    (repo / path).mkdir(parents=True)  # as a submodule not checked out is: an empty directory
+    ignore = "\tignore = all\n" if hidden_by == "gitmodules" else ""
+    (repo / ".gitmodules").write_text(f'[submodule "sub"]\n\tpath = {path}\n\turl = ./sub\n{ignore}')
+    if hidden_by == "config":
+        git(repo, "config", "submodule.sub.ignore", "all")
+    git(repo, "add", ".gitmodules")
+    git(repo, "commit", "-q", "-m", "a submodule")
+    return git(repo, "rev-parse", "HEAD")
+
+
+def bump_submodule(repo: Path, path: str, to: str) -> str:
+    """Commit the submodule at `path` moved to commit `to`; the new HEAD."""
+    git(repo, "update-index", "--cacheinfo", f"160000,{to},{path}")
+    git(repo, "commit", "-q", "-m", f"bump {path}")
+    return git(repo, "rev-parse", "HEAD")
+
+
 @pytest.fixture(autouse=True)
 def hermetic_seal(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Isolate every test from the user's git config, home, clock-dependent git dates and RALPH_* env."""

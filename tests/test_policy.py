@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import git
+from conftest import bump_submodule, commit_ignored_submodule, git
 
 from ralph.config import Config
 from ralph.git import Git
@@ -46,17 +46,8 @@ def test_protected_files_are_those_the_landing_would_refuse(repo: Path) -> None:
 def test_a_submodule_bump_is_a_change_though_the_config_says_to_ignore_it(repo: Path) -> None:
     """`ignore = all` in .gitmodules hides a submodule's bump from `git diff`; the landing policy must
     still see it (a protected path may be a submodule)."""
-    first = git(repo, "rev-parse", "HEAD")
-    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{first},vendor/lib")
-    (repo / ".gitmodules").write_text(
-        '[submodule "lib"]\n\tpath = vendor/lib\n\turl = ./lib\n\tignore = all\n'
-    )
-    git(repo, "add", ".gitmodules")
-    git(repo, "commit", "-q", "-m", "a submodule")
-    base = git(repo, "rev-parse", "HEAD")
-    git(repo, "update-index", "--cacheinfo", f"160000,{base},vendor/lib")
-    git(repo, "commit", "-q", "-m", "bump it")
-    head = git(repo, "rev-parse", "HEAD")
+    base = commit_ignored_submodule(repo, "vendor/lib")
+    head = bump_submodule(repo, "vendor/lib", base)
     assert [(c.path, c.mode, c.blob) for c in changes(Git(repo), base, head)] == [
         ("vendor/lib", "160000", base)
     ]

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import git
+from conftest import bump_submodule, commit_ignored_submodule, git
 
 from ralph.git import Git
 from ralph.replay import Replayed, Replayer, replay
@@ -311,22 +311,11 @@ def test_a_submodule_bump_is_stacked_though_diffs_are_told_to_ignore_the_submodu
 ) -> None:
     """`ignore = all` for a submodule (in .gitmodules or config) hides its bumps from `git diff`; the
     train's diff of a change must see them, or the bump is dropped from the position."""
-    sub = git(repo, "rev-parse", "HEAD")  # any commit will do as the submodule's
-    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{sub},mod")
-    (repo / "mod").mkdir()  # as a submodule not checked out is: an empty directory
-    ignore = "\tignore = all\n" if hidden_by == "gitmodules" else ""
-    (repo / ".gitmodules").write_text(f'[submodule "mod"]\n\tpath = mod\n\turl = ./mod\n{ignore}')
-    if hidden_by == "config":
-        git(repo, "config", "submodule.mod.ignore", "all")
-    git(repo, "add", ".gitmodules")
-    git(repo, "commit", "-q", "-m", "a submodule")
-    old = git(repo, "rev-parse", "HEAD")
+    old = commit_ignored_submodule(repo, "mod", hidden_by=hidden_by)
     onto = commit_files(repo, old, {b"ahead.txt": "ahead\n"}, "ahead")
-    git(repo, "checkout", "-q", "--detach", old)
     bumped = commit_files(repo, old, {b"note.txt": "bump\n"}, "note")
-    git(repo, "update-index", "--cacheinfo", f"160000,{bumped},mod")
-    git(repo, "commit", "-q", "-m", "bump the submodule")
-    head = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "--detach", old)
+    head = bump_submodule(repo, "mod", bumped)
     expected = one_by_one(repo, tmp_path, onto, [(old, head, "bump")])
     foreseen, made = stacked(repo, tmp_path, onto, [(old, head, "bump")])
     assert foreseen == 1

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
-from conftest import BASE, git
+from conftest import BASE, bump_submodule, commit_ignored_submodule, git
 from harness import Project, all_landed, install_rival_hook, make_project, wait_until
 
 from ralph.git import Git
@@ -227,18 +227,8 @@ def test_a_submodule_bump_is_code_to_the_train_though_diffs_are_told_to_ignore_i
     repo = tmp_path / "repo"
     git(tmp_path, "init", "-q", "-b", BASE, str(repo))
     git(repo, "commit", "-q", "--allow-empty", "-m", "first")
-    first = git(repo, "rev-parse", "HEAD")
-    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{first},mod")
-    ignore = "\tignore = all\n" if hidden_by == "gitmodules" else ""
-    (repo / ".gitmodules").write_text(f'[submodule "mod"]\n\tpath = mod\n\turl = ./mod\n{ignore}')
-    if hidden_by == "config":
-        git(repo, "config", "submodule.mod.ignore", "all")
-    git(repo, "add", ".gitmodules")
-    git(repo, "commit", "-q", "-m", "a submodule")
-    judged = git(repo, "rev-parse", "HEAD")
-    git(repo, "update-index", "--cacheinfo", f"160000,{judged},mod")
-    git(repo, "commit", "-q", "-m", "bump it")
-    bumped = git(repo, "rev-parse", "HEAD")
+    judged = commit_ignored_submodule(repo, "mod", hidden_by=hidden_by)
+    bumped = bump_submodule(repo, "mod", judged)
     state = State(
         schema_version=5,
         target_branch=BASE,
