@@ -27,7 +27,7 @@ from ralph.checkout import Checkout
 from ralph.crash import crashpoint
 from ralph.errors import GitError, LockBusy, PreflightError, QueueError, resource_error
 from ralph.files import scratch_dir, write_atomic
-from ralph.git import Git, PushStatus, blob_ids, cat_blobs, push_with_lease
+from ralph.git import Git, PushStatus, cat_blobs, object_names, push_with_lease
 from ralph.lock import TickLock
 from ralph.ownership import refuse_if_rust_runs
 from ralph.paths import Paths
@@ -79,7 +79,7 @@ def detect_source(checkout: Checkout, git: Git, base: str) -> Source:
     label = f"{checkout.remote}/{base}"
     queue_names, done_names = checkout.paths.queue_names(), checkout.paths.done_names()
     names = (*queue_names, *done_names)
-    found = blob_ids(git, [f"{base_ref}:{name}" for name in names])
+    found = object_names(git, [f"{base_ref}:{name}" for name in names], kind="blob")
     present = {name: found[f"{base_ref}:{name}"] for name in names if f"{base_ref}:{name}" in found}
     queue_tracked = [n for n in queue_names if n in present]
     done_tracked = [n for n in done_names if n in present]

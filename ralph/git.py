@@ -721,30 +721,18 @@ class NewCommit(NamedTuple):
     entries: Sequence[TreeEntry] = ()  # objects already in the repository, put at their paths
 
 
-def object_names(git: Git, specs: Sequence[str]) -> dict[str, str]:
-    """The object each of `specs` names (`<commit>^{tree}`, `<commit>:<path>`): one git call for all;
-    a spec that names nothing is left out."""
-    if not specs:
-        return {}
-    out = git.run("cat-file", "--batch-check=%(objectname)", input="".join(f"{s}\n" for s in specs)).out
-    return {
-        spec: line
-        for spec, line in zip(specs, out.splitlines(), strict=True)
-        if not line.endswith(" missing")
-    }
-
-
-def blob_ids(git: Git, specs: Sequence[str]) -> dict[str, str]:
-    """The blob each of `specs` names (`<commit>:<path>`), one git call for all, reading no contents;
-    a spec that names nothing, or something else than a blob, is left out."""
+def object_names(git: Git, specs: Sequence[str], *, kind: str | None = None) -> dict[str, str]:
+    """The object each of `specs` names (`<commit>^{tree}`, `<commit>:<path>`): one git call for all,
+    reading no contents; a spec that names nothing (or, with `kind`, an object of another type: a
+    tree where a file was looked for) is left out."""
     if not specs:
         return {}
     asked = "".join(f"{spec}\n" for spec in specs)
     out = git.run("cat-file", "--batch-check=%(objectname) %(objecttype)", input=asked).out
     found: dict[str, str] = {}
     for spec, line in zip(specs, out.splitlines(), strict=True):
-        name, _, kind = line.rpartition(" ")
-        if kind == "blob":
+        name, _, got = line.rpartition(" ")  # `<spec> missing` and `<spec> ambiguous` name no type
+        if got in ("commit", "tree", "blob", "tag") and (kind is None or got == kind):
             found[spec] = name
     return found
 
