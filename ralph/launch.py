@@ -38,10 +38,6 @@ GATES_DIR = ".gates"  # under the workspace root; no task id starts with '.'
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-# Characters an ignore file reads as a pattern (or an escape): a tracked name holding one is quoted.
-_GITIGNORE_SPECIAL = re.compile(r"([\\*?\[])")
-
-
 @dataclass
 class Launcher:
     """Builds the JobSpecs of one tick."""
@@ -72,17 +68,18 @@ class Launcher:
             )
         )
 
-    def _aider_ignore(self, home: Path) -> dict[str, str]:
+    @cached_property
+    def _kept_from_aider(self) -> tuple[list[str], bytes | None]:
         """What aider must not pull into its chat: every tracked file a task may not change, as the
         landing's policy judges it (ralph's files, the queue's, the gate's, landing.protected_paths
-        but landing.allow_paths). aider adds only tracked files, so naming them is enough."""
+        but landing.allow_paths), and the repository's own .aiderignore; the same for every job of a
+        tick. aider adds only tracked files, so naming them is enough."""
         tracking = f"refs/remotes/{self.checkout.remote}/{self.base}"
         paths = self.checkout.paths
         queue_paths = (*paths.queue_names(), *paths.done_names())
         protected = policy.protected_files(self.git, tracking, self.config, queue_paths)
-        patterns = ["/" + _GITIGNORE_SPECIAL.sub(r"\\\1", p) for p in protected]
         own = cat_blobs(self.git, [f"{tracking}:.aiderignore"]).get(f"{tracking}:.aiderignore")
-        return keep_from_aider(home, patterns, own)
+        return ["/" + workspace.escape_ignore(p) for p in protected], own
 
     @cached_property
     def object_dirs(self) -> list[str]:
@@ -156,7 +153,7 @@ class Launcher:
             **runners.home_env(agent, home),
             **invocation.env,
             **endpoint,
-            **(self._aider_ignore(home) if agent.runner == "aider" else {}),
+            **(keep_from_aider(home, *self._kept_from_aider) if agent.runner == "aider" else {}),
             **expand_agent_env(agent.env, self.environ),
         }
         box = self._box(

@@ -413,11 +413,11 @@ def _copy_ignored_files(path: Path, setup: Setup) -> None:
         _append_excludes(
             path,
             "copied from the control checkout, never committed",
-            ["/" + _escape_ignore(rel) for rel in copied],
+            ["/" + escape_ignore(rel) for rel in copied],
         )
 
 
-def _escape_ignore(rel: str) -> str:
+def escape_ignore(rel: str) -> str:
     """`rel` as a gitignore pattern matching exactly that path."""
     return "".join("\\" + c if c in "\\*?[]!# " else c for c in rel)
 

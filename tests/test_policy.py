@@ -10,6 +10,7 @@ from conftest import bump_submodule, commit_ignored_submodule, git
 from ralph.config import Config
 from ralph.git import Git
 from ralph.policy import changes, problems, protected_files
+from ralph.workspace import escape_ignore
 
 
 def test_protected_files_are_those_the_landing_would_refuse(repo: Path) -> None:
@@ -54,3 +55,17 @@ def test_a_submodule_bump_is_a_change_though_the_config_says_to_ignore_it(repo: 
     config = Config.model_validate({"landing": {"protected_paths": ["vendor/**"]}})
     found = problems(Git(repo), base=base, head=head, config=config, queue_paths=[])
     assert any("protected paths: vendor/lib" in p for p in found), found
+
+
+def test_an_escaped_name_ignores_exactly_that_file(repo: Path) -> None:
+    """The aider ignore file and a checkout's excludes name files by escape_ignore: a name holding a
+    pattern character, a leading `#` or `!`, or a trailing space still means that one file."""
+    names = ["a b ", "#hash", "!bang", "[set]", "star*", "q?", "back\\slash"]
+    for name in names:
+        (repo / name).write_text("x\n")
+    (repo / "starry").write_text("x\n")  # what `star*` would match unescaped
+    (repo / "sets").write_text("x\n")  # what `[set]` would match unescaped
+    excludes = repo / ".git" / "info" / "exclude"
+    excludes.write_text("".join(f"/{escape_ignore(n)}\n" for n in names))
+    listed = git(repo, "ls-files", "-z", "--others", "--ignored", "--exclude-standard").split("\0")
+    assert sorted(p for p in listed if p) == sorted(names)
