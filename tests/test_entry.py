@@ -109,9 +109,10 @@ def test_a_retry_falling_due_wakes_the_idle_tick(project: Project) -> None:
     assert project.worker(task).attempt == 2
 
 
-def lose(project: Project) -> tuple[subprocess.CompletedProcess[str], int]:
-    """A tick (with -X importtime) while another process holds the lock; and that process's pid."""
-    holder, _ = hold_lock(project.paths.lock)
+def lose(project: Project, since: datetime | None = None) -> tuple[subprocess.CompletedProcess[str], int]:
+    """A tick (with -X importtime) while another process holds the lock (taken at `since`); and that
+    process's pid."""
+    holder, _ = hold_lock(project.paths.lock, since=since)
     try:
         return run(project, importtime=True), holder.pid
     finally:
@@ -133,13 +134,14 @@ def test_a_losing_tick_exits_75_before_any_heavy_import(project: Project) -> Non
 
 def test_a_losing_tick_records_its_end_with_the_standard_library_s_smallest_pieces(project: Project) -> None:
     assert run(project).returncode == 0  # the ring exists: a lock-out is appended to it by ralph.ring
-    lost, pid = lose(project)
+    since = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
+    lost, pid = lose(project, since)
     assert lost.returncode == 75
     assert imported(lost.stderr).isdisjoint(HEAVY + DEAR), sorted(imported(lost.stderr) & set(HEAVY + DEAR))
     assert [t["exit_code"] for t in ticks(project)] == [0, 75]
     recorded = ticks(project)[-1]["holder"]
     assert isinstance(recorded, dict) and recorded["pid"] == pid
-    assert datetime.fromisoformat(recorded["since"]) <= datetime.now(UTC)
+    assert datetime.fromisoformat(recorded["since"]) == since  # the holder's own time, as it wrote it
 
 
 def test_an_idle_tick_that_ends_an_alert_is_judged_and_the_hook_hears_the_recovery(project: Project) -> None:

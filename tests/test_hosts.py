@@ -390,14 +390,17 @@ def test_a_claim_lost_just_before_the_landing_push_takes_its_task_out_of_the_tra
     )
     hook.chmod(0o755)
     deadline = time.monotonic() + 60
+    broke = False
     while state_of(project.control).worker(keep).lifecycle is not Lifecycle.COMPLETED:  # type: ignore[union-attr]
         assert time.monotonic() < deadline, state_of(project.control).workers
         project.wait_for_jobs()
         ticked = tick(project.control)
         assert ticked.returncode == 0, ticked.stderr
         ahead = state_of(project.control).worker(lose)
-        if broken and ahead is not None and ahead.lifecycle is Lifecycle.CHECKING:
+        if broken and not broke and ahead is not None and ahead.lifecycle is Lifecycle.CHECKING:
             (Path(ahead.workspace_path) / ".git" / "HEAD").write_text("not a ref\n")
+            broke = True
+    assert broke == broken  # the broken case did break the workspace before the landing
     # The push the hook saw moved the base and deleted both claims, under their leases: the rival's
     # claim failed its lease, so nothing of it happened.
     fenced = pushes.read_text().split()

@@ -407,3 +407,6 @@ def test_a_tick_whose_index_holds_reads_only_the_queue_files_blob_ids(
     monkeypatch.setattr(Git, "run", run)
     assert not project.tick().actions
     assert not any(queue_id in given or ".ralph/queue.json" in given for given in asked), asked
+    (project.control / ".ralph" / "cache" / "parallel" / INDEX_NAME).unlink()
+    assert not project.tick().actions  # without the index the contents are read, and seen read here
+    assert any(queue_id in given for given in asked), asked
