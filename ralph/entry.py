@@ -20,8 +20,8 @@ import os
 import sys
 import time
 
-LOCKED = 75
-_PARALLEL = os.path.join(".ralph", "cache", "parallel")
+from ralph import ring
+
 _GLOBAL_FLAGS = {"-v", "-vv", "-vvv", "-q", "-qq", "--verbose", "--quiet"}
 _GLOBAL_VALUES = {"-C", "--log-file"}
 _RUN_FLAGS = {"--allow-root", "--include-draft", "--json"}
@@ -111,8 +111,8 @@ def _lock_first(start: str, log_file: str | None, may_idle: bool) -> None:
     root = _find_root(start)
     if root is None:
         return
-    parallel = os.path.join(root, _PARALLEL)
-    path = os.path.join(parallel, "state.json.lock")
+    path = ring.tick_lock_file(root)
+    parallel = os.path.dirname(path)
     try:
         os.makedirs(parallel, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -125,7 +125,7 @@ def _lock_first(start: str, log_file: str | None, may_idle: bool) -> None:
         if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             _busy(root, path, log_file)
         return  # a filesystem that cannot lock: the full command line explains
-    holder = f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
+    holder = f"pid {os.getpid()} since {ring.z(time.time())}\n"
     os.ftruncate(fd, 0)
     os.pwrite(fd, holder.encode(), 0)
     if may_idle and _idle(root, parallel):
@@ -153,8 +153,8 @@ def _busy(root: str, path: str, log_file: str | None) -> None:
                 f.write(f"{stamp} INFO {message}\n")
         except OSError:
             pass
-    _record(root, code=LOCKED, error=message)
-    sys.exit(LOCKED)
+    _record(root, code=ring.LOCKED, error=message)
+    sys.exit(ring.LOCKED)
 
 
 def _idle(root: str, parallel: str) -> bool:
@@ -174,8 +174,6 @@ def _record(root: str, *, code: int, error: str | None) -> None:
     health"): appended by ralph.ring alone when it cannot change the ticks' health, else through
     ralph.health, which tells hooks of the change."""
     try:
-        from ralph import ring
-
         seconds = time.monotonic() - _started
         if ring.append_quiet(root, code=code, error=error, seconds=seconds, now=time.time()):
             return

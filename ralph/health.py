@@ -18,13 +18,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal
 
 from ralph import ring
-from ralph.ring import DEFAULT_TICK_BUDGET_S, HUNG_BUDGETS, RING_SIZE
+from ralph.ring import DEFAULT_TICK_BUDGET_S, RING_SIZE, held_too_long
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def find_root(start: Path) -> Path | None:
 
 
 def _z(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ring.z(value.timestamp())
 
 
 # --- who holds the tick lock -----------------------------------------------------------------------
@@ -71,9 +71,6 @@ class Holder:
 
     pid: int
     since: datetime
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"pid": self.pid, "since": _z(self.since)}
 
     @classmethod
     def from_dict(cls, raw: object) -> Holder | None:
@@ -253,9 +250,9 @@ def assess(ticks: Sequence[TickEnd], *, tick_budget_s: float = DEFAULT_TICK_BUDG
     if not ticks:
         return Health("unknown")
     last = ticks[-1]
-    hung_after = timedelta(seconds=HUNG_BUDGETS * tick_budget_s)
     holder = last.holder
-    if last.locked_out and holder is not None and last.at - holder.since > hung_after:
+    held = (last.at - holder.since).total_seconds() if holder is not None else 0.0
+    if last.locked_out and holder is not None and held_too_long(held, tick_budget_s):
         streak = 0
         for tick in reversed(ticks):
             if not (tick.locked_out and tick.holder == holder):

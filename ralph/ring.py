@@ -47,10 +47,10 @@ def tick_lock_file(root: str) -> str:
     return os.path.join(root, _PARALLEL, "state.json.lock")
 
 
-def flatten(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+def flatten(text: str) -> str:
     """One line, bounded; kept as it was otherwise (whoever prints it escapes it: ralph.text)."""
     flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    return flat if len(flat) <= MAX_ERROR_CHARS else flat[: MAX_ERROR_CHARS - 1] + "…"
 
 
 def z(epoch: float) -> str:
@@ -81,12 +81,12 @@ def read_holder(lock: str) -> tuple[int, str] | None:
 
 
 @contextlib.contextmanager
-def locked(path: str, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+def locked(path: str) -> Iterator[None]:
     """Ticks that found the tick lock held record too, beside the one that holds it: a read-modify-write
     of the ring is serialised by a lock of its own, held for a few milliseconds."""
     fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        deadline = time.monotonic() + wait_s
+        deadline = time.monotonic() + LOCK_WAIT_S
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -138,6 +138,11 @@ def end_entry(
     }
 
 
+def held_too_long(held_s: float, tick_budget_s: float) -> bool:
+    """Whether a tick that has held the lock `held_s` seconds is hung."""
+    return held_s > HUNG_BUDGETS * tick_budget_s
+
+
 def positive(value: object, default: float) -> float:
     """`value` as a number of seconds if it is a sensible one, else `default`."""
     if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1e9:
@@ -177,4 +182,4 @@ def _looks_hung(document: dict[str, Any], since: str, now: float) -> bool:
     began = parse_time(since)
     assert began is not None  # read_holder keeps only a holder whose time parses
     # A second early: the ring keeps whole seconds, and ralph.health judges a hung holder to the second.
-    return now - began.timestamp() > HUNG_BUDGETS * budget - 1
+    return held_too_long(now - began.timestamp() + 1, budget)

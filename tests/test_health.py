@@ -20,7 +20,6 @@ from ralph.commands.doctor import doctor
 from ralph.errors import ConfigError, ExitCode, LockBusy
 from ralph.health import (
     ALERT_AFTER,
-    HUNG_BUDGETS,
     RING_SIZE,
     Holder,
     Remembered,
@@ -30,6 +29,7 @@ from ralph.health import (
     record,
     ticks_file,
 )
+from ralph.ring import HUNG_BUDGETS
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
