@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from ralph import __version__
 from ralph.git import ls_remote_listing
@@ -51,31 +52,17 @@ def fingerprint(path: str | Path) -> Fingerprint:
     return [st.st_ino, st.st_mtime_ns, st.st_size]
 
 
-class Stamp:
-    """What an idle tick saw, as `idle.json` holds it."""
+class Stamp(NamedTuple):
+    """What an idle tick saw, as `idle.json` holds it (a NamedTuple, not a dataclass: the idle path
+    does not import dataclasses)."""
 
-    __slots__ = ("remote", "base", "base_sha", "wake_at", "files", "shared", "version")
-
-    def __init__(
-        self,
-        remote: str,
-        base: str,
-        base_sha: str,
-        wake_at: str | None,  # RFC 3339 UTC; None: nothing falls due by itself
-        files: dict[str, Fingerprint] | None = None,
-        shared: str | None = None,  # shared_digest of what the tick read of refs/ralph/; None: not read
-        version: str = __version__,
-    ) -> None:
-        self.remote = remote
-        self.base = base
-        self.base_sha = base_sha
-        self.wake_at = wake_at
-        self.files = files or {}
-        self.shared = shared
-        self.version = version
-
-    def as_dict(self) -> dict[str, object]:
-        return {name: getattr(self, name) for name in self.__slots__}
+    remote: str
+    base: str
+    base_sha: str
+    wake_at: str | None  # RFC 3339 UTC; None: nothing falls due by itself
+    files: dict[str, Fingerprint] = {}  # never changed: read, or built whole
+    shared: str | None = None  # shared_digest of what the tick read of refs/ralph/; None: not read
+    version: str = __version__
 
 
 def write(
@@ -101,7 +88,7 @@ def write(
         shared=shared,
     )
     parallel_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(parallel_dir / _NAME, json.dumps(stamp.as_dict()).encode())
+    write_atomic(parallel_dir / _NAME, json.dumps(stamp._asdict()).encode())
 
 
 def clear(parallel_dir: Path) -> None:
