@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -211,9 +211,15 @@ def describe(facts: Facts) -> str:
     return ", ".join(said)
 
 
-# A task about to be claimed: its id, the attempt, the lifecycle its worker is in, the facts read and the
-# stale claim (if any) a push must lease.
-Claiming = tuple[str, int, str, Facts, Claim | None]
+class Claiming(NamedTuple):
+    """A task about to be claimed: the attempt, the lifecycle its worker is in, the facts read and the
+    stale claim (if any) a push must lease."""
+
+    task_id: str
+    attempt: int
+    lifecycle: str
+    facts: Facts
+    stale: Claim | None
 
 
 @dataclass(frozen=True)
@@ -478,35 +484,41 @@ class Claims:
             if isinstance(decided, ClaimResult):
                 results[task_id] = decided
             else:
-                batch.append((task_id, attempt, lifecycle, *decided))
-        if len(batch) > 1:
-            results.update(self._claim_together(batch, now))
-        refused: ClaimResult | None = None
-        fresh = board if len(batch) == 1 else None  # after a refused batch each reads its task again
-        for task_id, attempt, life, _, _ in batch:
-            if task_id in results:
-                continue
-            if refused is not None:  # the remote refuses claims at all: asking again for each is no use
-                results[task_id] = ClaimResult(
-                    Outcome.ERROR, task_id, refused.message, permanent=refused.permanent
-                )
-                continue
-            results[task_id] = self.claim(
-                task_id, attempt, now, board=fresh, lifecycle=life, max_attempts=max_attempts
-            )
-            if results[task_id].outcome is Outcome.ERROR:
-                refused = results[task_id]
+                batch.append(Claiming(task_id, attempt, lifecycle, *decided))
+        if batch:
+            settled = self._claimed(batch, self._push_claims(batch, now), now)
+            if settled is None:  # a race lost (another host moved one of them): each reads its own again
+                settled = {
+                    c.task_id: self.claim(
+                        c.task_id, c.attempt, now, lifecycle=c.lifecycle, max_attempts=max_attempts
+                    )
+                    for c in batch
+                }
+            results.update(settled)
         return {t: results[t] for t in wanted}
 
-    def _claim_together(self, batch: list[Claiming], now: datetime) -> dict[str, ClaimResult]:
-        """One atomic push for every claim of `batch` and its attempt; {} when the remote refused it."""
-        pushed = self._push_claims(batch, now)
+    def _claimed(
+        self, batch: list[Claiming], pushed: MultiPush, now: datetime
+    ) -> dict[str, ClaimResult] | None:
+        """What one push for `batch` made of each claim; None when a race was lost (read again)."""
         if pushed.ok:
-            return {t: self._won(t, attempt, now, facts, stale) for t, attempt, _, facts, stale in batch}
-        if pushed.status is PushStatus.TRANSPORT:
-            said = _refusal(pushed, self.remote)
-            return {t: self._unrecorded(t, said) for t, _, _, _, _ in batch}
-        return {}
+            return {c.task_id: self._won(c.task_id, c.attempt, now, c.facts, c.stale) for c in batch}
+        if pushed.status is PushStatus.RACE:
+            return None
+        if not self.multi:
+            return {c.task_id: self._unrecorded(c.task_id, pushed.message) for c in batch}
+        said = _refusal(pushed, self.remote)
+        permanent = pushed.status is PushStatus.PERMANENT
+        return {
+            c.task_id: ClaimResult(
+                Outcome.ERROR,
+                c.task_id,
+                f"cannot claim {c.task_id}: {said}",
+                facts=c.facts,
+                permanent=permanent,
+            )
+            for c in batch
+        }
 
     def _push_claims(self, batch: list[Claiming], now: datetime) -> MultiPush:
         """Each task's facts with its attempt counted and (multi mode) its claim, in one push, atomic
@@ -517,12 +529,13 @@ class Claims:
         shas = iter(write_commits(self.git, [d for claiming in batch for d in self._docs(*claiming, now)]))
         updates: list[RefUpdate] = []
         notes: dict[str, str | None] = {}
-        for task_id, _, _, facts, stale in batch:
-            updates.append(RefUpdate(facts_ref(task_id), next(shas), facts.sha))
+        for c in batch:
+            updates.append(RefUpdate(facts_ref(c.task_id), next(shas), c.facts.sha))
             if self.multi:
                 claim_sha = next(shas)
-                updates.append(RefUpdate(claim_ref(task_id), claim_sha, None if stale is None else stale.sha))
-                notes[HELD + task_id] = claim_sha
+                lease = None if c.stale is None else c.stale.sha
+                updates.append(RefUpdate(claim_ref(c.task_id), claim_sha, lease))
+                notes[HELD + c.task_id] = claim_sha
         if len(updates) == 1:
             return self._push(updates)
         update_refs(self.git, notes)
@@ -560,20 +573,9 @@ class Claims:
         self, task_id: str, attempt: int, now: datetime, lifecycle: str, facts: Facts, stale: Claim | None
     ) -> ClaimResult | None:
         """One push for the claim (and the attempt); None when a race was lost and the caller reads again."""
-        pushed = self._push_claims([(task_id, attempt, lifecycle, facts, stale)], now)
-        if pushed.ok:
-            return self._won(task_id, attempt, now, facts, stale)
-        if pushed.status is PushStatus.RACE:
-            return None
-        if not self.multi:
-            return self._unrecorded(task_id, pushed.message)
-        return ClaimResult(
-            Outcome.ERROR,
-            task_id,
-            f"cannot claim {task_id}: {_refusal(pushed, self.remote)}",
-            facts=facts,
-            permanent=pushed.status is PushStatus.PERMANENT,
-        )
+        batch = [Claiming(task_id, attempt, lifecycle, facts, stale)]
+        settled = self._claimed(batch, self._push_claims(batch, now), now)
+        return None if settled is None else settled[task_id]
 
     def _docs(
         self, task_id: str, attempt: int, lifecycle: str, facts: Facts, stale: Claim | None, now: datetime
