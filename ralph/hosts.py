@@ -140,7 +140,7 @@ def startable(crew: Crew, tasks: list[Task]) -> list[Task]:
             task.id,
             crew.now,
             max_attempts=crew.config.agent.max_attempts,
-            attempts_here=0 if worker is None else worker.attempt,
+            attempts_here=_attempt(crew, task.id),
             here_since=None if worker is None else worker.started_at,
         )
         if why is None:
@@ -162,7 +162,7 @@ def claim(crew: Crew, tasks: list[Task]) -> list[tuple[Task, int | None]]:
     if sharing.error is not None and sharing.claims.multi:
         return [(t, None) for t in tasks]
     seen = board(crew)
-    attempts = {t.id: _next_attempt(crew, seen, t.id, here[t.id]) for t in tasks}
+    attempts = {t.id: _next_attempt(crew, sharing.claims, seen, t.id, here[t.id]) for t in tasks}
     max_attempts = crew.config.agent.max_attempts
     if seen is None:  # the board could not be read: each claim reads its task itself
         results = {
@@ -188,12 +188,13 @@ def claim(crew: Crew, tasks: list[Task]) -> list[tuple[Task, int | None]]:
     return claimed
 
 
-def _next_attempt(crew: Crew, seen: Board | None, task_id: str, here: int) -> int:
-    if seen is None or crew.sharing is None:
+def _next_attempt(crew: Crew, claims: Claims, seen: Board | None, task_id: str, here: int) -> int:
+    """The attempt to claim: after every attempt counted anywhere (`seen`), else after this host's."""
+    if seen is None:
         return here + 1
     worker = crew.state.worker(task_id)
     since = None if worker is None else worker.started_at
-    return seen.next_attempt(task_id, here, since, crew.sharing.claims.host)
+    return seen.next_attempt(task_id, here, since, claims.host)
 
 
 def check(crew: Crew) -> None:

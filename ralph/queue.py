@@ -333,8 +333,12 @@ def read_queue_bytes(path: Path) -> bytes | None:
 
 def load_queue_file(path: Path) -> QueueFile:
     """Read a queue or done file from disk; a missing file is an empty queue."""
-    data = read_queue_bytes(path)
-    return empty_queue_file() if data is None else parse_queue_file(data, str(path))
+    return parse_queue_bytes(read_queue_bytes(path), str(path))
+
+
+def parse_queue_bytes(data: bytes | None, source: str) -> QueueFile:
+    """parse_queue_file, where None (a file that does not exist) is an empty queue."""
+    return empty_queue_file() if data is None else parse_queue_file(data, source)
 
 
 def render_queue_file(queue: QueueFile) -> bytes:

@@ -33,8 +33,7 @@ from ralph.queue import (
     MAX_QUEUE_BYTES,
     QueueFile,
     TaskStatus,
-    empty_queue_file,
-    parse_queue_file,
+    parse_queue_bytes,
     read_queue_bytes,
 )
 from ralph.queues import QueueIndex, Queues, Ready
@@ -107,7 +106,7 @@ def read_pair(
 
     def parse() -> tuple[QueueFile, QueueFile]:
         queue, done = contents()
-        return _parse(queue, sources[0]), _parse(done, sources[1])
+        return parse_queue_bytes(queue, sources[0]), parse_queue_bytes(done, sources[1])
 
     key = index_key(*ids, config)
     index = load_index(cache, key)
@@ -116,11 +115,10 @@ def read_pair(
     queue_file, done_file = parse()
     queues = Queues(queue_file, done_file, names[0], names[1])
     queues.validate(config)
-    valid_for = (config.id_prefix, config.id_width)
-    index = QueueIndex.of(queue_file, done_file, valid_for=valid_for)
+    queues.index = QueueIndex.of(queue_file, done_file, valid_for=(config.id_prefix, config.id_width))
     if write:
-        save_index(cache, key, index)
-    return Queues(queue_file, done_file, names[0], names[1], index=index)
+        save_index(cache, key, queues.index)
+    return queues
 
 
 def keep_landed(checkout: Checkout, queue: bytes, done: bytes, queues: Queues, *, tip: str) -> None:
@@ -133,10 +131,6 @@ def keep_landed(checkout: Checkout, queue: bytes, done: bytes, queues: Queues, *
     index = QueueIndex.of(queues.queue, queues.done, valid_for=(config.id_prefix, config.id_width))
     key = index_key(blob_id(queue, like=tip), blob_id(done, like=tip), config)
     save_index(checkout.paths.parallel / INDEX_NAME, key, index)
-
-
-def _parse(data: bytes | None, source: str) -> QueueFile:
-    return empty_queue_file() if data is None else parse_queue_file(data, source)
 
 
 def index_key(queue: str, done: str, config: QueueConfig) -> str:

@@ -384,7 +384,7 @@ def test_a_landing_keeps_the_index_of_the_files_it_pushed(
     assert kept is not None
     assert kept == read(tmp_path / "fresh.json", *shown, write=False).index
     assert [r.id for r in kept.ready] == ["RQ-0002", "RQ-0017", "RQ-0004"]  # RQ-0001 is in the archive
-    monkeypatch.setattr("ralph.queuecache.parse_queue_file", lambda *a: pytest.fail("the queue was parsed"))
+    monkeypatch.setattr("ralph.queuecache.parse_queue_bytes", lambda *a: pytest.fail("the queue was parsed"))
     assert not project.tick().actions
 
 
