@@ -53,22 +53,22 @@ def replay(git: Git, *, old_base: str, head: str, onto: str, message: str, scrat
 
 
 class Replayer:
-    """Replays for one tick's train: every position it stacks stands on the train's base, so a task
-    whose old base is in that base's history needs no scaffolding. Its change squashed onto its old
-    base (one commit, all of them written in one `git fast-import`) meets the position ahead in
-    `merge-tree`, and git's own merge base is then exactly the old base: two git commands a position,
-    where the general case takes three."""
+    """Replays for one tick's train, readied for many positions at once. `stack` writes every position
+    whose merge can only be a union in one `git fast-import`. For the rest, every position stands on
+    the train's base, so a task whose old base is in that base's history needs no scaffolding: its
+    change squashed onto its old base (all of them in one fast-import, `prepare`) meets the position
+    ahead in `merge-tree`, whose own merge base is then exactly the old base (two git commands a
+    position, where the general case takes three)."""
 
     def __init__(self, git: Git, scratch: Path) -> None:
         self.git = git
         self.scratch = scratch
-        self._ready: dict[tuple[str, str, str, str], str] = {}  # (old base, head, onto, message): stacked
-        self._in_history: dict[
-            tuple[str, str], bool
-        ] = {}  # (old base, base): is the first in the second's history
-        self._squashed: dict[
-            tuple[str, str], str
-        ] = {}  # (old base, head): head's tree as one commit on old base
+        # (old base, head, onto, message) -> the position stack() wrote for it
+        self._ready: dict[tuple[str, str, str, str], str] = {}
+        # (old base, base) -> whether the first is in the second's history
+        self._in_history: dict[tuple[str, str], bool] = {}
+        # (old base, head) -> head's tree as one commit on the old base
+        self._squashed: dict[tuple[str, str], str] = {}
 
     def prepare(self, changes: Sequence[tuple[str, str]], base: str) -> None:
         """Ready the squashes of `changes` ((old base, head) each) that will stack on `base`: the trees
