@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from ralph import health
-from ralph.checkout import open_checkout
+from ralph.checkout import Checkout, open_checkout
 from ralph.errors import RalphError
 from ralph.events import Notice, start_event_hook
 from ralph.paths import Paths
@@ -23,6 +23,14 @@ def facts(root: Path) -> health.Remembered | None:
     """What the config says now, for the ring file to remember; None when it cannot be read."""
     try:
         checkout = open_checkout(root)
+    except RalphError:
+        return None
+    return facts_of(checkout)
+
+
+def facts_of(checkout: Checkout) -> health.Remembered | None:
+    """What the config of a checkout already open says, for the ring file to remember."""
+    try:
         base = checkout.base_branch()
     except RalphError:
         return None

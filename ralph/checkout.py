@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from ralph.config import Config, load_config
@@ -29,6 +30,11 @@ class Checkout:
 
     def base_branch(self) -> str:
         """The configured base branch, else the remote's HEAD branch, else the current branch, else main."""
+        return self._base_branch
+
+    @cached_property
+    def _base_branch(self) -> str:
+        # Asked of git once per Checkout: a tick asks three times (its crew, the ledger, its health record).
         return self.config.git.base_branch or self.git().default_branch(self.remote)
 
 

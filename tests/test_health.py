@@ -18,6 +18,7 @@ from helpers import executable, hold_lock, ralph, stop
 from ralph import health, ring
 from ralph.commands.doctor import doctor
 from ralph.errors import ConfigError, ExitCode, LockBusy
+from ralph.git import Git
 from ralph.health import (
     ALERT_AFTER,
     RING_SIZE,
@@ -245,6 +246,25 @@ def test_recording_a_ralph_error_a_bug_and_success(control: Path) -> None:
         (0, None),
     ]
     assert all(t.seconds >= 0 and t.at.tzinfo is not None for t in ticks)
+
+
+def test_a_tick_asks_git_for_its_root_and_its_base_branch_once(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record of a tick's end remembers the config the tick ran with. It used to open the checkout
+    over again: its root, its config and, with no base_branch configured, the remote's HEAD branch."""
+    project.configure(git={"base_branch": None})
+    calls: list[tuple[str, ...]] = []
+    real_run = Git.run
+    monkeypatch.setattr(Git, "run", lambda self, *a, **k: calls.append(a) or real_run(self, *a, **k))
+    result = ralph(project.control, "run", "--allow-root")
+    assert result.exit_code == 0, result.output
+    assert calls.count(("rev-parse", "--show-toplevel")) == 1
+    assert [a for a in calls if a[0] == "symbolic-ref"] == [
+        ("symbolic-ref", "--quiet", "--short", "refs/remotes/origin/HEAD")
+    ]
+    remembered = read_ring(ticks_file(project.control)).remembered
+    assert remembered is not None and remembered.base_branch == "main"
 
 
 def test_recording_exit_75_names_the_holder(control: Path) -> None:
