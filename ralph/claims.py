@@ -486,7 +486,7 @@ class Claims:
             else:
                 batch.append(Claiming(task_id, attempt, lifecycle, *decided))
         if batch:
-            settled = self._claimed(batch, self._push_claims(batch, now), now)
+            settled = self._claimed(batch, self._push_claims(batch, now, board), now)
             if settled is None:  # a race lost (another host moved one of them): each reads its own again
                 settled = {
                     c.task_id: self.claim(
@@ -520,28 +520,47 @@ class Claims:
             for c in batch
         }
 
-    def _push_claims(self, batch: list[Claiming], now: datetime) -> MultiPush:
+    def _push_claims(self, batch: list[Claiming], now: datetime, board: Board | None = None) -> MultiPush:
         """Each task's facts with its attempt counted and (multi mode) its claim, in one push, atomic
         unless it is one task's facts alone. A claim is noted here before the push (a crash after it
         then finds the claim its own) and the note taken back when the remote says no; after a
         transport error the push may have gone through, so the note stays (claiming again, or the
-        heartbeat, finds out)."""
-        shas = iter(write_commits(self.git, [d for claiming in batch for d in self._docs(*claiming, now)]))
+        heartbeat, finds out). What the remote took is written into `board`, so that the rest of the
+        tick leases what is there now (the landing deletes these very facts)."""
+        planned = [(c, self._counted(c.facts.doc, c.attempt, now), self._claim_doc(c, now)) for c in batch]
+        commits: list[NewCommit] = []
+        for c, facts_doc, claim_doc in planned:
+            commits.append(
+                NewCommit({FACTS_FILE: _dump(facts_doc)}, f"ralph: {c.task_id} attempt {c.attempt}", now)
+            )
+            if claim_doc is not None:
+                commits.append(_claim_commit(claim_doc, now))
+        shas = iter(write_commits(self.git, commits))
         updates: list[RefUpdate] = []
         notes: dict[str, str | None] = {}
-        for c in batch:
-            updates.append(RefUpdate(facts_ref(c.task_id), next(shas), c.facts.sha))
-            if self.multi:
+        taken = Board()
+        for c, facts_doc, claim_doc in planned:
+            facts_sha = next(shas)
+            updates.append(RefUpdate(facts_ref(c.task_id), facts_sha, c.facts.sha))
+            taken.facts[c.task_id] = Facts(c.task_id, facts_sha, facts_doc)
+            if claim_doc is not None:
                 claim_sha = next(shas)
                 lease = None if c.stale is None else c.stale.sha
                 updates.append(RefUpdate(claim_ref(c.task_id), claim_sha, lease))
                 notes[HELD + c.task_id] = claim_sha
+                taken.claims[c.task_id] = Claim(c.task_id, claim_sha, claim_doc)
+                taken.held[c.task_id] = claim_sha
         if len(updates) == 1:
-            return self._push(updates)
-        update_refs(self.git, notes)
-        pushed = push_atomic(self.git, remote=self.remote, updates=updates, timeout=self.timeout)
-        if not pushed.ok and pushed.status is not PushStatus.TRANSPORT:
-            update_refs(self.git, dict.fromkeys(notes))  # the remote said no: nothing of ours is there
+            pushed = self._push(updates)
+        else:
+            update_refs(self.git, notes)
+            pushed = push_atomic(self.git, remote=self.remote, updates=updates, timeout=self.timeout)
+            if not pushed.ok and pushed.status is not PushStatus.TRANSPORT:
+                update_refs(self.git, dict.fromkeys(notes))  # the remote said no: nothing of ours is there
+        if pushed.ok and board is not None:
+            board.facts.update(taken.facts)
+            board.claims.update(taken.claims)
+            board.held.update(taken.held)
         return pushed
 
     def _decide(
@@ -577,25 +596,20 @@ class Claims:
         settled = self._claimed(batch, self._push_claims(batch, now), now)
         return None if settled is None else settled[task_id]
 
-    def _docs(
-        self, task_id: str, attempt: int, lifecycle: str, facts: Facts, stale: Claim | None, now: datetime
-    ) -> list[NewCommit]:
-        """The task's facts with the attempt counted, and (multi mode) the claim document."""
-        counted = self._counted(facts.doc, attempt, now)
-        docs = [NewCommit({FACTS_FILE: _dump(counted)}, f"ralph: {task_id} attempt {attempt}", now)]
-        if self.multi:
-            doc = ClaimDoc(
-                task_id=task_id,
-                host=self.host,
-                token=secrets.token_hex(8),
-                attempt=attempt,
-                started_at=now,
-                heartbeat=now,
-                lifecycle=lifecycle,
-                took_over_from=None if stale is None else stale.host,
-            )
-            docs.append(_claim_commit(doc, now))
-        return docs
+    def _claim_doc(self, c: Claiming, now: datetime) -> ClaimDoc | None:
+        """The claim document for `c` (multi mode; single mode claims nothing)."""
+        if not self.multi:
+            return None
+        return ClaimDoc(
+            task_id=c.task_id,
+            host=self.host,
+            token=secrets.token_hex(8),
+            attempt=c.attempt,
+            started_at=now,
+            heartbeat=now,
+            lifecycle=c.lifecycle,
+            took_over_from=None if c.stale is None else c.stale.host,
+        )
 
     def _won(
         self, task_id: str, attempt: int, now: datetime, facts: Facts, stale: Claim | None

@@ -296,9 +296,11 @@ class LandingPush:
 
 
 def push_landing(crew: Crew, tip: str, task_ids: list[str]) -> LandingPush:
-    """Move the base to `tip` and, with claims, delete the landed tasks' claims in the same atomic
-    push, each under the lease this host holds: a claim lost to another host refuses the whole push
-    (the base does not move) and names its task."""
+    """Move the base to `tip` and, with claims, delete the landed tasks' claims and facts in the same
+    atomic push: each claim under the lease this host holds (a claim lost to another host refuses the
+    whole push, the base does not move, and names its task), each task's facts under the lease of this
+    tick's read of them. The facts went in a push of their own after the landing before (ralph.claims
+    prune), one more round trip to the remote every landing."""
     sharing = crew.sharing
     remote = crew.checkout.remote
     if sharing is None or not sharing.claims.multi:
@@ -317,12 +319,33 @@ def push_landing(crew: Crew, tip: str, task_ids: list[str]) -> LandingPush:
             lost[task_id] = result.message
     if lost:
         return LandingPush(None, lost)
-    if fence.unheld:
+    claimed_now = set(fence.unheld)
+    if claimed_now:
         fence = claims.fence(task_ids)
+    # The landed tasks' facts as this tick read (or wrote) them. The board has none of a task claimed
+    # just now (above): prune deletes those later.
+    seen = sharing.board
+    known = {} if seen is None else seen.facts
+    read = {t: known[t] for t in task_ids if t in known and t not in claimed_now}
+    facts = [RefUpdate(facts_ref(t), None, f.sha) for t, f in read.items() if f.sha]
     base = RefUpdate(f"refs/heads/{crew.base}", tip, crew.base_sha)
-    pushed = push_atomic(crew.git, remote=remote, updates=[base, *fence.updates], timeout=PUSH_TIMEOUT_S)
+    pushed = push_atomic(
+        crew.git, remote=remote, updates=[base, *fence.updates, *facts], timeout=PUSH_TIMEOUT_S
+    )
+    if facts and pushed.rejected and set(pushed.rejected) <= {u.ref for u in facts}:
+        # Another host changed a landed task's facts since this tick read them. Deleting them is
+        # tidying, never a reason not to land: the landing goes without them (prune tries later), not
+        # again and again with the same stale lease until its push attempts run out.
+        read = {}
+        pushed = push_atomic(crew.git, remote=remote, updates=[base, *fence.updates], timeout=PUSH_TIMEOUT_S)
     if pushed.ok:
         claims.forget(task_ids)  # the push deleted them
+        if seen is not None:  # what the push deleted is gone from the remote: prune has nothing of it
+            for task_id in read:
+                del seen.facts[task_id]
+            for task_id in task_ids:
+                seen.claims.pop(task_id, None)
+                seen.held.pop(task_id, None)
         return LandingPush(PushResult(PushStatus.OK, pushed.message))
     for ref in pushed.rejected:
         named = task_of(ref)

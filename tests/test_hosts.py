@@ -420,6 +420,86 @@ def test_a_claim_lost_just_before_the_landing_push_takes_its_task_out_of_the_tra
     assert facts == [facts_ref(lose)]
 
 
+def _log_pushes(origin: Path) -> Path:
+    """A pre-receive hook on `origin` that writes the refs of each push it takes, a push a line."""
+    log = origin / "pushes.log"
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text(f'#!/bin/sh\ncut -d" " -f3 | tr "\\n" " " >> "{log}"; echo >> "{log}"\n')
+    hook.chmod(0o755)
+    return log
+
+
+def _tick_until(project: Project, tasks: list[str], lifecycle: Lifecycle) -> None:
+    deadline = time.monotonic() + 60
+    while any(
+        getattr(state_of(project.control).worker(t), "lifecycle", None) is not lifecycle for t in tasks
+    ):
+        assert time.monotonic() < deadline, state_of(project.control).workers
+        project.wait_for_jobs()
+        ticked = tick(project.control)
+        assert ticked.returncode == 0, ticked.stderr
+
+
+def test_a_landing_deletes_its_tasks_claims_and_facts_in_its_own_push(project: Project) -> None:
+    """The facts of the landed tasks went in a push of their own after the landing: one more round
+    trip to the remote every landing."""
+    tasks = [project.add("One"), project.add("Two")]
+    log = _log_pushes(project.origin)
+    _tick_until(project, tasks, Lifecycle.COMPLETED)
+    pushes = [line.split() for line in log.read_text().splitlines()]
+    (landing,) = [refs for refs in pushes if "refs/heads/main" in refs]
+    assert sorted(landing) == sorted(
+        ["refs/heads/main", *(f"refs/ralph/claims/{t}" for t in tasks), *(facts_ref(t) for t in tasks)]
+    )
+    assert pushes[-1] == landing  # nothing after it: nothing left to prune
+    assert git(project.origin, "for-each-ref", "refs/ralph/") == ""
+
+
+def test_a_task_claimed_again_in_the_tick_that_lands_it_leaves_no_facts_behind(project: Project) -> None:
+    """`ralph retry` gives a blocked task back to the train; the landing tick claims it again, counting
+    its attempt in new facts. The prune after the landing leased the facts read before that claim,
+    lost its lease, and the landed task's facts stayed on the remote. (With no CI, the tick that
+    claims the task again is the tick that lands it.)"""
+    project.configure(ci={"command": []})
+    task = project.add("Blocked once")
+    hook = project.origin / "hooks" / "pre-receive"
+    hook.write_text('#!/bin/sh\ngrep -q " refs/heads/main$" && { echo "closed" >&2; exit 1; }\nexit 0\n')
+    hook.chmod(0o755)
+    _tick_until(project, [task], Lifecycle.BLOCKED_PUSH)
+    hook.unlink()
+    assert command(project.control, "retry", task).returncode == 0
+    assert project.worker(task).lifecycle is Lifecycle.INTEGRATING
+    assert tick(project.control).returncode == 0
+    assert project.worker(task).lifecycle is Lifecycle.COMPLETED
+    assert git(project.origin, "for-each-ref", "refs/ralph/") == ""
+
+
+def test_a_landed_tasks_facts_changed_meanwhile_do_not_stop_the_landing(project: Project) -> None:
+    """Another host changes a task's facts while its landing push is on its way. Deleting them was only
+    tidying: the landing goes through without them, at once, and the changed facts are left alone."""
+    task = project.add("Lands anyway")
+    hook = project.origin / "hooks" / "pre-receive"
+    hook.write_text(
+        "#!/bin/sh\n"
+        'grep -q " refs/heads/main$" || exit 0\n'
+        "unset GIT_QUARANTINE_PATH GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES\n"
+        "GIT_DIR=$(pwd); export GIT_DIR\n"
+        f"changed=$(git commit-tree {facts_ref(task)}^{{tree}} -m 'ralph: {task} changed elsewhere')\n"
+        f"git update-ref {facts_ref(task)} $changed\n"
+        "git rev-parse $changed > changed.sha\n"
+        'rm -f "$0"\n'
+    )
+    hook.chmod(0o755)
+    _tick_until(project, [task], Lifecycle.COMPLETED)
+    worker = project.worker(task)
+    assert worker.push_attempts == 0 and worker.last_error is None
+    events = [e["event"] for e in project.events() if e["task_id"] == task]
+    assert "blocked_push" not in events and "push_race" not in events, events
+    assert archive_count(project.origin, task) == 1
+    changed = (project.origin / "changed.sha").read_text().strip()
+    assert git(project.origin, "rev-parse", facts_ref(task)) == changed
+
+
 def _rival_claim(origin: Path, task_id: str) -> str:
     """A live claim of `task_id` by another host, written into origin's object store."""
     now = clock.format_z(clock.now())
