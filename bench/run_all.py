@@ -33,6 +33,7 @@ import merge_train
 import noop_tick
 import scale
 import spawn
+import stack
 from common import Row, cleanup_home, hermetic, machine, print_table, sandbox
 
 
@@ -70,6 +71,7 @@ def main() -> int:
         rows.extend(busy_base.run(3 if full else 1))
         go(lock_contention)
         go(claims)
+        go(stack)
         if full:
             rows.extend(end_to_end.run())
     finally:
