@@ -382,7 +382,9 @@ def _holder(crew: Crew, claims: Claims, task_id: str) -> str:
 
 
 def prune(crew: Crew) -> None:
-    """After a landing: what the remote keeps for tasks now in the done archive goes (one push)."""
+    """After a landing: what the remote still keeps for tasks now in the done archive goes, in one push
+    (the landing's own tasks' records went with it; these are records another host changed meanwhile,
+    or left behind)."""
     sharing = crew.sharing
     seen = None if sharing is None else sharing.board
     if sharing is None or seen is None or crew.queues is None:
