@@ -229,6 +229,7 @@ def _merge_in_scratch(git: Git, ours: str, theirs: str, root: Path) -> tuple[str
         if merged.returncode != 0:
             listed = here.run("diff", "--name-only", "-z", "--diff-filter=U").stdout.split("\0")
             conflicts = tuple(p for p in listed if p)
+            _settle_submodules(here)
         here.run(*safe, "add", "--all")
         tree = here.run("write-tree").out
         # The tree's new blobs (the files with markers) are in the scratch clone's object store: a
@@ -236,6 +237,20 @@ def _merge_in_scratch(git: Git, ours: str, theirs: str, root: Path) -> tuple[str
         here.run("update-ref", "refs/ralph/replayed", _commit(here, tree, None, "ralph: replayed tree"))
         git.run("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", str(scratch), "refs/ralph/replayed")
     return tree, conflicts
+
+
+def _settle_submodules(here: Git) -> None:
+    """Give each conflicted submodule the commit merge-tree writes for it (the side replayed onto, else
+    the side that kept it): `git add` cannot, the submodule is not checked out in a scratch clone."""
+    sides: dict[str, dict[str, str]] = {}
+    for entry in here.run("ls-files", "--unmerged", "-z").stdout.split("\0"):
+        info, _, path = entry.partition("\t")
+        if info.startswith("160000 "):
+            _, sha, stage = info.split()
+            sides.setdefault(path, {})[stage] = sha
+    if sides:
+        settled = (f"160000 {by.get('2') or by['3']}\t{path}\0" for path, by in sides.items())
+        here.run("update-index", "-z", "--index-info", input="".join(settled))
 
 
 def markers_left(git: Git, commit: str, paths: tuple[str, ...]) -> list[str]:

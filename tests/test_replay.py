@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import bump_submodule, commit_ignored_submodule, git
 
+import ralph.replay as replay_module
 from ralph.git import Git
 from ralph.replay import Replayed, Replayer, replay
 
@@ -105,6 +106,61 @@ def test_an_old_base_outside_the_base_s_history_takes_the_general_path(repo: Pat
     assert replayed.clean
     files = git(repo, "ls-tree", "--name-only", replayed.commit).split()
     assert files == ["a.txt", "b.txt", "task.txt"]  # rewound.txt does not come back
+
+
+def _submodule_moves(repo: Path, ahead_does: str, change_does: str) -> tuple[str, str, str, list[str]]:
+    """A submodule `sub` (not checked out), then the position ahead and the change each moving it to a
+    commit of its own or removing it: (old base, ahead, head, the two commits)."""
+    first = git(repo, "rev-parse", "HEAD")
+    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{first},sub")
+    (repo / "sub").mkdir()  # as a submodule not checked out is: an empty directory
+    (repo / ".gitmodules").write_text('[submodule "sub"]\n\tpath = sub\n\turl = ./sub\n')
+    git(repo, "add", ".gitmodules")
+    git(repo, "commit", "-q", "-m", "a submodule")
+    old_base = git(repo, "rev-parse", "HEAD")
+    moved = [git(repo, "commit-tree", f"{first}^{{tree}}", "-m", f"sub {n}") for n in range(2)]
+    tips = []
+    for n, does in enumerate((ahead_does, change_does)):
+        git(repo, "checkout", "-q", "--detach", old_base)
+        if does == "move":
+            tips.append(bump_submodule(repo, "sub", moved[n]))
+        else:
+            git(repo, "rm", "-q", "--cached", "sub")
+            git(repo, "commit", "-q", "-m", "no submodule")
+            tips.append(git(repo, "rev-parse", "HEAD"))
+    return old_base, tips[0], tips[1], moved
+
+
+@pytest.mark.parametrize(
+    ("ahead_does", "change_does"), [("move", "move"), ("remove", "move"), ("move", "remove")]
+)
+def test_a_submodule_conflict_replays_in_a_scratch_clone_as_merge_tree_replays_it(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ahead_does: str, change_does: str
+) -> None:
+    """git older than 2.38 merges in a scratch clone, where a submodule is not checked out: on a
+    conflicted submodule `git add --all` failed, and the replay raised instead of naming the conflict,
+    on every tick."""
+    old_base, ahead, head, _ = _submodule_moves(repo, ahead_does, change_does)
+    made = {}
+    for scratch_replay in (False, True):
+        monkeypatch.setattr(replay_module, "_FORCE_SCRATCH", scratch_replay)
+        scratch = tmp_path / f"scratch-{scratch_replay}"
+        scratch.mkdir()
+        made[scratch_replay] = replay(
+            Git(repo), old_base=old_base, head=head, onto=ahead, message="m", scratch=scratch
+        )
+        assert list(scratch.iterdir()) == []  # the scratch clone is gone
+    assert made[True].conflicts == made[False].conflicts == ("sub",)
+    assert tree(repo, made[True].commit) == tree(repo, made[False].commit)
+
+
+def test_a_submodule_moved_on_both_sides_keeps_the_commit_it_is_replayed_onto(
+    repo: Path, tmp_path: Path
+) -> None:
+    old_base, ahead, head, moved = _submodule_moves(repo, "move", "move")
+    replayed = replay(Git(repo), old_base=old_base, head=head, onto=ahead, message="m", scratch=tmp_path)
+    assert replayed.conflicts == ("sub",)
+    assert git(repo, "rev-parse", f"{replayed.commit}:sub") == moved[0]
 
 
 # --- stacking foreseen: the positions a train's joins will make, written at once ----------------------
