@@ -73,14 +73,17 @@ class Source:
         return self._read[wanted[0]], self._read[wanted[1]]
 
 
-def detect_source(checkout: Checkout, git: Git, base: str) -> Source:
-    """Tracked when both files are on the remote base; untracked when both are ignored here."""
+def detect_source(checkout: Checkout, git: Git, base: str, *, at: str | None = None) -> Source:
+    """Tracked when both files are on the remote base (as last fetched, or at commit `at`: a tick reads
+    them at the sha its fetch returned, which another command's fetch may have moved on from since);
+    untracked when both are ignored here."""
     base_ref = checkout.tracking_ref(base)
+    commit = at or base_ref
     label = f"{checkout.remote}/{base}"
     queue_names, done_names = checkout.paths.queue_names(), checkout.paths.done_names()
     names = (*queue_names, *done_names)
-    found = object_names(git, [f"{base_ref}:{name}" for name in names], kind="blob")
-    present = {name: found[f"{base_ref}:{name}"] for name in names if f"{base_ref}:{name}" in found}
+    found = object_names(git, [f"{commit}:{name}" for name in names], kind="blob")
+    present = {name: found[f"{commit}:{name}"] for name in names if f"{commit}:{name}" in found}
     queue_tracked = [n for n in queue_names if n in present]
     done_tracked = [n for n in done_names if n in present]
     if len(queue_tracked) > 1 or len(done_tracked) > 1:

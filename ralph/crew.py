@@ -195,7 +195,7 @@ class Crew:
 
     def read_base(self) -> None:
         """Read queue and done as the remote base has them now (after a fetch or our own push)."""
-        self.source = detect_source(self.checkout, self.git, self.base)
+        self.source = detect_source(self.checkout, self.git, self.base, at=self.base_sha)
         # Validated; kept by the files' blob ids, so an unchanged queue is not parsed again. A dry run
         # writes nothing, not even that.
         self.queues = read_base_queues(self.checkout, self.source, write=not self.options.dry_run)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from conftest import BASE, git
 from harness import Project, all_landed, make_project, same_code
 
+import ralph.crew as crew_module
 from ralph.cli import cli
 from ralph.commands.task import add as add_task
 from ralph.state import Lifecycle, State
@@ -132,3 +135,30 @@ def test_a_missing_identity_fails_the_tick_before_any_agent_starts(
     assert "git has no author identity for ralph's commits" in result.stderr
     assert "git config user.name" in result.stderr
     assert project.state().worker(task) is None  # nothing started, no attempt spent
+
+
+def test_a_tick_reads_the_queue_at_the_sha_it_fetched(
+    project: Project, clone: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ralph task add` fetches into the control repository without the tick lock. When it moved the
+    remote-tracking ref between the tick's fetch and its read of the queue, the tick read a queue newer
+    than the base it works on: here it started a task that base does not have."""
+    first = project.add("On the base the tick fetched")
+    other = clone("other")
+    real_fetch = crew_module.fetch_base
+
+    def fetch_then_the_ref_moves(*args: Any, **kwargs: Any) -> str:
+        fetched = real_fetch(*args, **kwargs)
+        # Another fetch moves the ref to a commit whose queue has one more task (made on another clone
+        # and not pushed, so that the remote, which the tick asks again before it starts anything, has
+        # not moved: only the ref did).
+        added = CliRunner().invoke(cli, ["-C", str(other), "task", "add", "--no-push", "Added meanwhile"])
+        assert added.exit_code == 0, added.output
+        git(other, "commit", "-q", "-am", "a task added meanwhile")
+        git(project.control, "fetch", "-q", str(other), "HEAD")
+        git(project.control, "update-ref", f"refs/remotes/origin/{BASE}", "FETCH_HEAD")
+        return fetched
+
+    monkeypatch.setattr(crew_module, "fetch_base", fetch_then_the_ref_moves)
+    project.tick()
+    assert [w.task_id for w in project.state().workers] == [first]
