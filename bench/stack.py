@@ -9,7 +9,8 @@ what ralph's own work costs:
     command), sh alone, and what a job imports before its checkout's first git command;
   - one git command (`git rev-parse HEAD`) through ralph.git.Git (sh) against `subprocess.run`, in
     a process that has imported a full tick's modules and holds the tick lock through ralph.lock, as
-    a tick does (filelock's fork hooks run at every fork there).
+    a tick does (filelock's fork hooks run at every fork there), and in one that imported ralph.git
+    alone.
 From these, a lower bound for the landing tick of benchmark 4: its imports and sh, plus its git
 commands' overhead through sh, with ralph's own logic and git's own work taken as free.
 
@@ -39,19 +40,21 @@ IMPORTS = {
     "a job, until its checkout's first git command": "import ralph.job, ralph.workspace, sh",
 }
 
-# Run in a process of its own: a tick's modules imported, the tick lock held, then COMMANDS git
-# commands through ralph's Git and through subprocess.run, alternately; prints the per-command seconds.
+# Run in a process of its own: with "tick", a tick's modules imported and the tick lock held (with
+# "bare", ralph.git alone), then COMMANDS git commands through ralph's Git and through subprocess.run,
+# alternately; prints the per-command seconds.
 PER_COMMAND = """
 import json, subprocess, sys, time
 from datetime import UTC, datetime
 from pathlib import Path
-import ralph.commands.run
 from ralph.git import Git
-from ralph.lock import TickLock
 
-repo, lock_path, count = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-lock = TickLock(lock_path, now=datetime.now(UTC))
-lock.acquire()
+repo, lock_path, count, kind = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+if kind == "tick":
+    import ralph.commands.run
+    from ralph.lock import TickLock
+
+    TickLock(lock_path, now=datetime.now(UTC)).acquire()
 git = Git(repo)
 git.run("rev-parse", "HEAD")  # sh imported, outside the timing
 through_sh, through_subprocess = [], []
@@ -62,7 +65,6 @@ for _ in range(count):
     start = time.perf_counter()
     subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, check=True)
     through_subprocess.append(time.perf_counter() - start)
-lock.release()
 through_sh.sort()
 through_subprocess.sort()
 print(json.dumps([through_sh[len(through_sh) // 2], through_subprocess[len(through_subprocess) // 2]]))
@@ -97,22 +99,36 @@ def run(runs: int = RUNS) -> list[Row]:
         repo.mkdir()
         git(repo, "init", "-q")
         git(repo, "commit", "-q", "--allow-empty", "-m", "one commit")
-        through_sh, through_subprocess = Figure([]), Figure([])
+        measured = {kind: (Figure([]), Figure([])) for kind in ("tick", "bare")}
         for _ in range(max(5, runs // 3)):
-            out = python(PER_COMMAND, str(repo), str(root / "state.json.lock"), str(COMMANDS)).stdout
-            sh_s, subprocess_s = json.loads(out)
-            through_sh.runs.append(sh_s)
-            through_subprocess.runs.append(subprocess_s)
-    rows.append(
-        Row(
-            "one git command in a tick, through sh",
-            through_sh,
-            through_subprocess,
-            "the same, subprocess.run",
-            notes=f"the median of {COMMANDS} in each of {len(through_sh.runs)} processes",
+            for kind, (by_sh, by_subprocess) in measured.items():
+                lock = str(root / "state.json.lock")
+                sh_s, subprocess_s = json.loads(
+                    python(PER_COMMAND, str(repo), lock, str(COMMANDS), kind).stdout
+                )
+                by_sh.runs.append(sh_s)
+                by_subprocess.runs.append(subprocess_s)
+    for kind, where in (("tick", "in a tick"), ("bare", "with nothing but ralph.git imported")):
+        by_sh, by_subprocess = measured[kind]
+        rows.append(
+            Row(
+                f"one git command {where}, through sh",
+                by_sh,
+                by_subprocess,
+                "the same, subprocess.run",
+                notes=f"the median of {COMMANDS} in each of {len(by_sh.runs)} processes",
+            )
+        )
+    through_sh, through_subprocess = measured["tick"]
+    print_table(rows)
+    print(
+        "  one git command, medians: "
+        + "; ".join(
+            f"{where} {measured[kind][0].median * 1000:.1f} ms through sh,"
+            f" {measured[kind][1].median * 1000:.1f} ms through subprocess.run"
+            for kind, where in (("tick", "in a tick"), ("bare", "with ralph.git alone"))
         )
     )
-    print_table(rows)
     imports = figures["a full tick's modules and sh"].median - floor.median
     overhead = through_sh.median - through_subprocess.median
     bound = floor.median + imports + LANDING_COMMANDS * overhead
