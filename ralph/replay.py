@@ -245,8 +245,8 @@ def _settle_submodules(here: Git) -> None:
     sides: dict[str, dict[str, str]] = {}
     for entry in here.run("ls-files", "--unmerged", "-z").stdout.split("\0"):
         info, _, path = entry.partition("\t")
-        if info.startswith("160000 "):
-            _, sha, stage = info.split()
+        mode, sha, stage = info.split() if info else ("", "", "")
+        if mode == "160000" and stage in ("2", "3"):  # the base's alone (stage 1) is no side's now
             sides.setdefault(path, {})[stage] = sha
     if sides:
         settled = (f"160000 {by.get('2') or by['3']}\t{path}\0" for path, by in sides.items())

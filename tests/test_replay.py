@@ -121,18 +121,23 @@ def _submodule_moves(repo: Path, ahead_does: str, change_does: str) -> tuple[str
     moved = [git(repo, "commit-tree", f"{first}^{{tree}}", "-m", f"sub {n}") for n in range(2)]
     tips = []
     for n, does in enumerate((ahead_does, change_does)):
-        git(repo, "checkout", "-q", "--detach", old_base)
+        git(repo, "checkout", "-q", "-f", "--detach", old_base)
         if does == "move":
             tips.append(bump_submodule(repo, "sub", moved[n]))
-        else:
-            git(repo, "rm", "-q", "--cached", "sub")
-            git(repo, "commit", "-q", "-m", "no submodule")
-            tips.append(git(repo, "rev-parse", "HEAD"))
+            continue
+        git(repo, "rm", "-q", "--cached", "sub")
+        if does == "file":  # a file where the submodule was
+            (repo / "sub").rmdir()
+            (repo / "sub").write_text(f"a file, side {n}\n")
+            git(repo, "add", "sub")
+        git(repo, "commit", "-q", "-m", f"no submodule ({does})")
+        tips.append(git(repo, "rev-parse", "HEAD"))
     return old_base, tips[0], tips[1], moved
 
 
 @pytest.mark.parametrize(
-    ("ahead_does", "change_does"), [("move", "move"), ("remove", "move"), ("move", "remove")]
+    ("ahead_does", "change_does"),
+    [("move", "move"), ("remove", "move"), ("move", "remove"), ("remove", "file"), ("file", "file")],
 )
 def test_a_submodule_conflict_replays_in_a_scratch_clone_as_merge_tree_replays_it(
     repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ahead_does: str, change_does: str
@@ -150,13 +155,18 @@ def test_a_submodule_conflict_replays_in_a_scratch_clone_as_merge_tree_replays_i
             Git(repo), old_base=old_base, head=head, onto=ahead, message="m", scratch=scratch
         )
         assert list(scratch.iterdir()) == []  # the scratch clone is gone
-    assert made[True].conflicts == made[False].conflicts == ("sub",)
-    assert tree(repo, made[True].commit) == tree(repo, made[False].commit)
+    assert made[True].conflicts == made[False].conflicts
+    assert "sub" in made[True].conflicts
+    assert content(repo, made[True].commit) == content(repo, made[False].commit)
+    if ahead_does != "file" or change_does != "file":  # (two files: the markers name the commits merged)
+        assert tree(repo, made[True].commit) == tree(repo, made[False].commit)
 
 
+@pytest.mark.parametrize("scratch_replay", [False, True], ids=["merge-tree", "scratch clone"])
 def test_a_submodule_moved_on_both_sides_keeps_the_commit_it_is_replayed_onto(
-    repo: Path, tmp_path: Path
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scratch_replay: bool
 ) -> None:
+    monkeypatch.setattr(replay_module, "_FORCE_SCRATCH", scratch_replay)
     old_base, ahead, head, moved = _submodule_moves(repo, "move", "move")
     replayed = replay(Git(repo), old_base=old_base, head=head, onto=ahead, message="m", scratch=tmp_path)
     assert replayed.conflicts == ("sub",)
