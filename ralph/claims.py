@@ -436,12 +436,14 @@ class Claims:
         now: datetime,
         *,
         board: Board | None = None,
+        seen: Board | None = None,
         lifecycle: str = "running",
         max_attempts: int | None = None,
     ) -> ClaimResult:
         """Make `task_id` this checkout's for attempt `attempt`, counting the attempt in the task's
         shared facts in the same atomic push. With `board` (this tick's read_all) the first try reads
-        nothing; every later one reads the task again.
+        nothing; every later one reads the task again. `seen` (this tick's board) is told what the
+        remote took, so that the rest of the tick leases what is there now.
 
         Calling it again for a claim this checkout already holds wins again (a crash after the push).
         In single mode nothing is claimed: the attempt is recorded, and a remote that cannot record it
@@ -458,7 +460,7 @@ class Claims:
             decided = self._decide(task_id, attempt, now, current, held, max_attempts)
             if isinstance(decided, ClaimResult):
                 return decided
-            result = self._try_claim(task_id, attempt, now, lifecycle, *decided)
+            result = self._try_claim(Claiming(task_id, attempt, lifecycle, *decided), now, seen)
             if result is not None:
                 return result
         said = f"{task_id}: lost {MAX_RACES} races for its claim in a row; not started this tick"
@@ -490,7 +492,12 @@ class Claims:
             if settled is None:  # a race lost (another host moved one of them): each reads its own again
                 settled = {
                     c.task_id: self.claim(
-                        c.task_id, c.attempt, now, lifecycle=c.lifecycle, max_attempts=max_attempts
+                        c.task_id,
+                        c.attempt,
+                        now,
+                        seen=board,
+                        lifecycle=c.lifecycle,
+                        max_attempts=max_attempts,
                     )
                     for c in batch
                 }
@@ -520,13 +527,13 @@ class Claims:
             for c in batch
         }
 
-    def _push_claims(self, batch: list[Claiming], now: datetime, board: Board | None = None) -> MultiPush:
+    def _push_claims(self, batch: list[Claiming], now: datetime, seen: Board | None) -> MultiPush:
         """Each task's facts with its attempt counted and (multi mode) its claim, in one push, atomic
         unless it is one task's facts alone. A claim is noted here before the push (a crash after it
         then finds the claim its own) and the note taken back when the remote says no; after a
         transport error the push may have gone through, so the note stays (claiming again, or the
-        heartbeat, finds out). What the remote took is written into `board`, so that the rest of the
-        tick leases what is there now (the landing deletes these very facts)."""
+        heartbeat, finds out). What the remote took is written into `seen` (this tick's board), so that
+        the rest of the tick leases what is there now (the landing deletes these very facts)."""
         planned = [(c, self._counted(c.facts.doc, c.attempt, now), self._claim_doc(c, now)) for c in batch]
         commits: list[NewCommit] = []
         for c, facts_doc, claim_doc in planned:
@@ -557,10 +564,10 @@ class Claims:
             pushed = push_atomic(self.git, remote=self.remote, updates=updates, timeout=self.timeout)
             if not pushed.ok and pushed.status is not PushStatus.TRANSPORT:
                 update_refs(self.git, dict.fromkeys(notes))  # the remote said no: nothing of ours is there
-        if pushed.ok and board is not None:
-            board.facts.update(taken.facts)
-            board.claims.update(taken.claims)
-            board.held.update(taken.held)
+        if pushed.ok and seen is not None:
+            seen.facts.update(taken.facts)
+            seen.claims.update(taken.claims)
+            seen.held.update(taken.held)
         return pushed
 
     def _decide(
@@ -588,13 +595,10 @@ class Claims:
             return ClaimResult(Outcome.LOST, task_id, said, claim, facts)
         return facts, claim
 
-    def _try_claim(
-        self, task_id: str, attempt: int, now: datetime, lifecycle: str, facts: Facts, stale: Claim | None
-    ) -> ClaimResult | None:
+    def _try_claim(self, claiming: Claiming, now: datetime, seen: Board | None) -> ClaimResult | None:
         """One push for the claim (and the attempt); None when a race was lost and the caller reads again."""
-        batch = [Claiming(task_id, attempt, lifecycle, facts, stale)]
-        settled = self._claimed(batch, self._push_claims(batch, now), now)
-        return None if settled is None else settled[task_id]
+        settled = self._claimed([claiming], self._push_claims([claiming], now, seen), now)
+        return None if settled is None else settled[claiming.task_id]
 
     def _claim_doc(self, c: Claiming, now: datetime) -> ClaimDoc | None:
         """The claim document for `c` (multi mode; single mode claims nothing)."""

@@ -10,8 +10,8 @@ task that could start); every step of the pass works from that board:
   remote in multi mode starts nothing and fails the tick with one line;
 - the heartbeat refreshes the claims of live workers in one push; a worker whose claim was lost is
   stopped without pushing anything;
-- the landing push moves the base and deletes the landed tasks' claims in one atomic transaction; a
-  claim lost meanwhile takes its task out of the train, and the rest lands.
+- the landing push moves the base and deletes the landed tasks' claims and facts in one atomic
+  transaction; a claim lost meanwhile takes its task out of the train, and the rest lands.
 """
 
 from __future__ import annotations
@@ -22,10 +22,29 @@ from datetime import datetime
 
 from ralph import stamp
 from ralph.bookkeeping import RemoteUnreachable
-from ralph.claims import CLAIMS, READ_TIMEOUT_S, Board, Claims, Outcome, claim_ref, facts_ref, task_of
+from ralph.claims import (
+    CLAIMS,
+    READ_TIMEOUT_S,
+    TASKS,
+    Board,
+    Claims,
+    Facts,
+    Outcome,
+    claim_ref,
+    facts_ref,
+    task_of,
+)
 from ralph.crew import Crew, Sharing
 from ralph.errors import GitError, RalphError
-from ralph.git import PushResult, PushStatus, RefUpdate, ls_remote_refs, push_atomic, push_with_lease
+from ralph.git import (
+    MultiPush,
+    PushResult,
+    PushStatus,
+    RefUpdate,
+    ls_remote_refs,
+    push_atomic,
+    push_with_lease,
+)
 from ralph.landing import PUSH_TIMEOUT_S
 from ralph.queue import Task
 from ralph.state import Lifecycle, Worker
@@ -298,20 +317,20 @@ class LandingPush:
 def push_landing(crew: Crew, tip: str, task_ids: list[str]) -> LandingPush:
     """Move the base to `tip` and, with claims, delete the landed tasks' claims and facts in the same
     atomic push: each claim under the lease this host holds (a claim lost to another host refuses the
-    whole push, the base does not move, and names its task), each task's facts under the lease of this
-    tick's read of them. The facts went in a push of their own after the landing before (ralph.claims
-    prune), one more round trip to the remote every landing."""
+    whole push, the base does not move, and names its task), each task's facts under the lease of
+    this tick's board."""
     sharing = crew.sharing
     remote = crew.checkout.remote
     if sharing is None or not sharing.claims.multi:
         return LandingPush(_plain_push(crew, tip))
     claims = sharing.claims
+    seen = sharing.board
     fence = claims.fence(task_ids)
     lost: dict[str, str] = {}
     for task_id in fence.unheld:  # in flight from before claims, or a claim released by an error
         worker = crew.state.worker(task_id)
         attempt = 1 if worker is None else worker.attempt
-        result = claims.claim(task_id, attempt, crew.now, lifecycle=str(Lifecycle.INTEGRATING))
+        result = claims.claim(task_id, attempt, crew.now, seen=seen, lifecycle=str(Lifecycle.INTEGRATING))
         if result.outcome is Outcome.ERROR:  # the remote, not another host: a push that failed
             status = PushStatus.PERMANENT if result.permanent else PushStatus.TRANSPORT
             return LandingPush(PushResult(status, result.message))
@@ -319,30 +338,29 @@ def push_landing(crew: Crew, tip: str, task_ids: list[str]) -> LandingPush:
             lost[task_id] = result.message
     if lost:
         return LandingPush(None, lost)
-    claimed_now = set(fence.unheld)
-    if claimed_now:
+    if fence.unheld:
         fence = claims.fence(task_ids)
-    # The landed tasks' facts as this tick read (or wrote) them. The board has none of a task claimed
-    # just now (above): prune deletes those later.
-    seen = sharing.board
-    known = {} if seen is None else seen.facts
-    read = {t: known[t] for t in task_ids if t in known and t not in claimed_now}
-    facts = [RefUpdate(facts_ref(t), None, f.sha) for t, f in read.items() if f.sha]
     base = RefUpdate(f"refs/heads/{crew.base}", tip, crew.base_sha)
+    facts = [] if seen is None else [_deleted(f) for t, f in seen.facts.items() if t in task_ids and f.sha]
     pushed = push_atomic(
         crew.git, remote=remote, updates=[base, *fence.updates, *facts], timeout=PUSH_TIMEOUT_S
     )
-    if facts and pushed.rejected and set(pushed.rejected) <= {u.ref for u in facts}:
-        # Another host changed a landed task's facts since this tick read them. Deleting them is
-        # tidying, never a reason not to land: the landing goes without them (prune tries later), not
-        # again and again with the same stale lease until its push attempts run out.
-        read = {}
+    if facts and _facts_in_the_way(pushed, base, facts):
+        # Deleting facts is tidying, never a reason not to land: another host changed them since this
+        # tick read them (the same stale lease would fail every retry until the push attempts run out),
+        # or the remote refuses their deletion. The landing goes again at once without them; prune
+        # deletes what is left after a later landing.
+        if seen is not None:
+            for ref in pushed.rejected:
+                if ref.startswith(TASKS):
+                    seen.facts.pop(ref.removeprefix(TASKS), None)
+        facts = []
         pushed = push_atomic(crew.git, remote=remote, updates=[base, *fence.updates], timeout=PUSH_TIMEOUT_S)
     if pushed.ok:
         claims.forget(task_ids)  # the push deleted them
-        if seen is not None:  # what the push deleted is gone from the remote: prune has nothing of it
-            for task_id in read:
-                del seen.facts[task_id]
+        if seen is not None:  # gone from the remote with the landing: nothing of them is left to prune
+            for update in facts:
+                del seen.facts[update.ref.removeprefix(TASKS)]
             for task_id in task_ids:
                 seen.claims.pop(task_id, None)
                 seen.held.pop(task_id, None)
@@ -358,6 +376,22 @@ def push_landing(crew: Crew, tip: str, task_ids: list[str]) -> LandingPush:
     if base.ref in pushed.rejected:
         return LandingPush(pushed.results[base.ref])
     return LandingPush(PushResult(pushed.status, pushed.message))
+
+
+def _deleted(facts: Facts) -> RefUpdate:
+    assert facts.sha is not None
+    return RefUpdate(facts_ref(facts.task_id), None, facts.sha)
+
+
+def _facts_in_the_way(pushed: MultiPush, base: RefUpdate, facts: list[RefUpdate]) -> bool:
+    """Whether a landing push failed for the facts it deleted: only they were refused (a stale lease),
+    or the remote refused the base for good (a policy that may be about the facts alone)."""
+    rejected = set(pushed.rejected)
+    if not rejected:
+        return False
+    verdict = pushed.results.get(base.ref)
+    refused = verdict is not None and verdict.status is PushStatus.PERMANENT and base.ref in rejected
+    return rejected <= {u.ref for u in facts} or refused
 
 
 def _plain_push(crew: Crew, tip: str) -> PushResult:

@@ -500,6 +500,55 @@ def test_a_landed_tasks_facts_changed_meanwhile_do_not_stop_the_landing(project:
     assert git(project.origin, "rev-parse", facts_ref(task)) == changed
 
 
+def test_a_remote_refusing_to_delete_facts_does_not_stop_the_landing(project: Project) -> None:
+    """The landing push deletes the landed tasks' facts; a remote whose policy refuses that refuses the
+    whole atomic push. The landing goes again without them, at once, and nothing is blocked."""
+    task = project.add("Lands anyway")
+    hook = project.origin / "hooks" / "pre-receive"
+    hook.write_text(
+        "#!/bin/sh\n"
+        "while read old new ref; do\n"
+        '  case "$ref" in refs/ralph/tasks/*) [ "$new" = 0000000000000000000000000000000000000000 ] &&'
+        ' { echo "records are kept here" >&2; exit 1; } ;; esac\n'
+        "done\n"
+        "exit 0\n"
+    )
+    hook.chmod(0o755)
+    _tick_until(project, [task], Lifecycle.COMPLETED)
+    events = [e["event"] for e in project.events() if e["task_id"] == task]
+    assert "blocked_push" not in events and "push_race" not in events, events
+    assert archive_count(project.origin, task) == 1
+    assert git(project.origin, "for-each-ref", "--format=%(refname)", "refs/ralph/") == facts_ref(task)
+
+
+def test_a_task_the_landing_must_claim_first_leaves_no_facts_behind(project: Project) -> None:
+    """A worker in flight without a claim (from before claims, or released by an error) is claimed by
+    the landing itself, which counts its attempt in new facts; the landing push deleted the facts
+    read before that claim only, and the prune after it lost its lease: the facts stayed."""
+    project.configure(ci={"command": []})
+    task = project.add("Claimed at the landing")
+    assert tick(project.control).returncode == 0
+    project.wait_for_jobs()
+    stalled = subprocess.Popen(
+        [sys.executable, "-m", "ralph", "-C", str(project.control), "run", "--allow-root"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "RALPH_HOST": project.control.name, "RALPH_STALL": "before-push:3"},
+    )
+    state_file = open_checkout(project.control).paths.state
+    deadline = time.monotonic() + 30
+    while not (json.loads(state_file.read_text()).get("train") or {}).get("pushing"):
+        assert stalled.poll() is None and time.monotonic() < deadline, stalled.stderr
+        time.sleep(0.05)
+    # While the tick waits at the push: the claim is gone, here and on the remote.
+    git(project.control, "update-ref", "-d", f"refs/ralph/held/{task}")
+    git(project.origin, "update-ref", "-d", f"refs/ralph/claims/{task}")
+    assert stalled.wait(timeout=60) == 0, stalled.stderr
+    assert project.worker(task).lifecycle is Lifecycle.COMPLETED
+    assert git(project.origin, "for-each-ref", "refs/ralph/") == ""
+
+
 def _rival_claim(origin: Path, task_id: str) -> str:
     """A live claim of `task_id` by another host, written into origin's object store."""
     now = clock.format_z(clock.now())
