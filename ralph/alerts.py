@@ -25,10 +25,10 @@ def facts(root: Path) -> health.Remembered | None:
         checkout = open_checkout(root)
     except RalphError:
         return None
-    return facts_of(checkout)
+    return facts_from(checkout)
 
 
-def facts_of(checkout: Checkout) -> health.Remembered | None:
+def facts_from(checkout: Checkout) -> health.Remembered | None:
     """What the config of a checkout already open says, for the ring file to remember."""
     try:
         base = checkout.base_branch()

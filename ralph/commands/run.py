@@ -48,10 +48,8 @@ def _tick(
     start: Path, options: TickOptions, as_json: bool, recording: health.Recording | None = None
 ) -> ExitCode:
     checkout = open_checkout(start)
-    if recording is not None:
-        # The record of this tick's end reads the config this tick ran with, not the checkout's root,
-        # config and base branch over again (a git command and a parse of the config, every tick).
-        recording.facts = lambda _root: alerts.facts_of(checkout)
+    if recording is not None:  # its end is recorded with the config this tick ran with
+        recording.read_facts_with(lambda _root: alerts.facts_from(checkout))
     if checkout.config.run.follow_jobs and not options.dry_run and options.only is None:
         # How this tick was started, so a job that ends can start the next one the same way: the
         # timer's command line, never a person's one-off (a dry run, one task out of order).
