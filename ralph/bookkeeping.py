@@ -60,6 +60,7 @@ class Source:
     label: str  # how messages name the base: origin/main
     ids: Mapping[str, str] = field(default_factory=dict, compare=False)  # tracked files: their blob ids
     git: Git | None = field(default=None, compare=False, repr=False)
+    at: str | None = field(default=None, compare=False)  # the commit `ids` were found at, if asked by sha
     _read: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     def contents(self) -> tuple[bytes, bytes]:
@@ -71,6 +72,15 @@ class Source:
             assert self.git is not None
             self._read.update(cat_blobs(self.git, wanted))
         return self._read[wanted[0]], self._read[wanted[1]]
+
+    def files_at(self, git: Git, commit: str) -> tuple[bytes | None, bytes | None]:
+        """The queue and done files as `commit` has them: those this source read (or reads now) when
+        it is the commit the source was found at, else read there."""
+        if commit == self.at:
+            return self.contents()
+        specs = (f"{commit}:{self.queue_path}", f"{commit}:{self.done_path}")
+        found = cat_blobs(git, specs)
+        return found.get(specs[0]), found.get(specs[1])
 
 
 def detect_source(checkout: Checkout, git: Git, base: str, *, at: str | None = None) -> Source:
@@ -89,7 +99,7 @@ def detect_source(checkout: Checkout, git: Git, base: str, *, at: str | None = N
     if len(queue_tracked) > 1 or len(done_tracked) > 1:
         raise QueueError(f"{label} has both .json and .jsonc queue files; keep one of each")
     if queue_tracked and done_tracked:
-        return Source(Mode.TRACKED, queue_tracked[0], done_tracked[0], base_ref, label, present, git)
+        return Source(Mode.TRACKED, queue_tracked[0], done_tracked[0], base_ref, label, present, git, at)
     queue_rel = checkout.paths.relative(checkout.paths.queue_file())
     done_rel = checkout.paths.relative(checkout.paths.done_file())
     if not queue_tracked and not done_tracked:
@@ -117,12 +127,6 @@ def read_queues(checkout: Checkout, source: Source) -> Queues:
         queue_name=f"{source.label}:{source.queue_path}",
         done_name=f"{source.label}:{source.done_path}",
     )
-
-
-def read_files(git: Git, ref: str, names: tuple[str, ...]) -> dict[str, bytes]:
-    """The files among `names` that `ref` has, with their contents: one git call for all of them."""
-    blobs = cat_blobs(git, [f"{ref}:{name}" for name in names])
-    return {name: blobs[f"{ref}:{name}"] for name in names if f"{ref}:{name}" in blobs}
 
 
 def read_current_queues(checkout: Checkout, git: Git, base: str) -> Queues:

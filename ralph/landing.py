@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ralph.bookkeeping import Mode, Source, commit_files, read_files
+from ralph.bookkeeping import Mode, Source, commit_files
 from ralph.clock import scheduled
 from ralph.config import Config
 from ralph.files import write_atomic
@@ -87,11 +87,8 @@ def build_chain(
                 landing.run_dir, queues, config.queue, now
             )  # queued locally once pushed
         return chain
-    names = (source.queue_path, source.done_path)
-    blobs = read_files(git, base_sha, names)
     edit = QueueEdit.parse(
-        blobs.get(source.queue_path),
-        blobs.get(source.done_path),
+        *source.files_at(git, base_sha),  # the tick's own read of them, when the chain builds on its base
         queue_name=queues.queue_name,
         done_name=queues.done_name,
         now=now,

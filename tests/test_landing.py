@@ -32,7 +32,7 @@ from harness import (
     wait_until,
 )
 
-from ralph import clock, landing, markers
+from ralph import bookkeeping, clock, landing, markers
 from ralph.checkout import open_checkout
 from ralph.cli import cli
 from ralph.errors import QueueError
@@ -775,3 +775,23 @@ def test_a_train_lands_in_order_with_one_gate_at_a_time_and_no_gate_run_twice(pr
     project.run_until(all_landed(3), every=one_gate_at_most, workers=1)
     gates = [e["task_id"] for e in project.events() if e["event"] == "checking"][before:]
     assert sorted(gates) == sorted(ids)  # one gate run each, not one per landing ahead of it
+
+
+def test_a_landing_tick_reads_the_queue_files_from_git_once(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue changed since the last tick, so this one parses it; its chain, built on the same base,
+    read the same two files from git again (megabytes, for a queue of thousands)."""
+    project.configure(ci={"command": []})
+    task = project.add("Lands")
+    project.tick()
+    project.wait_for_jobs()
+    project.add("Queued meanwhile")  # new blob ids: the tick reads and parses the files
+    reads: list[tuple[str, ...]] = []
+    real = bookkeeping.cat_blobs
+    monkeypatch.setattr(
+        bookkeeping, "cat_blobs", lambda git, specs, **k: reads.append(tuple(specs)) or real(git, specs, **k)
+    )
+    project.tick()
+    assert project.worker(task).lifecycle is Lifecycle.COMPLETED
+    assert len(reads) == 1, reads
