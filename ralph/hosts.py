@@ -17,6 +17,7 @@ task that could start); every step of the pass works from that board:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -25,10 +26,8 @@ from ralph.bookkeeping import RemoteUnreachable
 from ralph.claims import (
     CLAIMS,
     READ_TIMEOUT_S,
-    TASKS,
     Board,
     Claims,
-    Facts,
     Outcome,
     claim_ref,
     facts_ref,
@@ -341,26 +340,27 @@ def push_landing(crew: Crew, tip: str, task_ids: list[str]) -> LandingPush:
     if fence.unheld:
         fence = claims.fence(task_ids)
     base = RefUpdate(f"refs/heads/{crew.base}", tip, crew.base_sha)
-    facts = [] if seen is None else [_deleted(f) for t, f in seen.facts.items() if t in task_ids and f.sha]
+    known = {} if seen is None else seen.facts
+    facts = {facts_ref(t): t for t in task_ids if t in known and known[t].sha}
+    deletes = [RefUpdate(ref, None, known[t].sha) for ref, t in facts.items()]
     pushed = push_atomic(
-        crew.git, remote=remote, updates=[base, *fence.updates, *facts], timeout=PUSH_TIMEOUT_S
+        crew.git, remote=remote, updates=[base, *fence.updates, *deletes], timeout=PUSH_TIMEOUT_S
     )
     if facts and _facts_in_the_way(pushed, base, facts):
         # Deleting facts is tidying, never a reason not to land: another host changed them since this
         # tick read them (the same stale lease would fail every retry until the push attempts run out),
         # or the remote refuses their deletion. The landing goes again at once without them; prune
         # deletes what is left after a later landing.
-        if seen is not None:
-            for ref in pushed.rejected:
-                if ref.startswith(TASKS):
-                    seen.facts.pop(ref.removeprefix(TASKS), None)
-        facts = []
+        for ref in pushed.rejected:
+            if ref in facts:
+                del known[facts[ref]]  # a lease known stale: not for prune to try again
+        facts = {}
         pushed = push_atomic(crew.git, remote=remote, updates=[base, *fence.updates], timeout=PUSH_TIMEOUT_S)
     if pushed.ok:
         claims.forget(task_ids)  # the push deleted them
         if seen is not None:  # gone from the remote with the landing: nothing of them is left to prune
-            for update in facts:
-                del seen.facts[update.ref.removeprefix(TASKS)]
+            for task_id in facts.values():
+                del seen.facts[task_id]
             for task_id in task_ids:
                 seen.claims.pop(task_id, None)
                 seen.held.pop(task_id, None)
@@ -378,20 +378,12 @@ def push_landing(crew: Crew, tip: str, task_ids: list[str]) -> LandingPush:
     return LandingPush(PushResult(pushed.status, pushed.message))
 
 
-def _deleted(facts: Facts) -> RefUpdate:
-    assert facts.sha is not None
-    return RefUpdate(facts_ref(facts.task_id), None, facts.sha)
-
-
-def _facts_in_the_way(pushed: MultiPush, base: RefUpdate, facts: list[RefUpdate]) -> bool:
+def _facts_in_the_way(pushed: MultiPush, base: RefUpdate, facts: Mapping[str, str]) -> bool:
     """Whether a landing push failed for the facts it deleted: only they were refused (a stale lease),
     or the remote refused the base for good (a policy that may be about the facts alone)."""
     rejected = set(pushed.rejected)
-    if not rejected:
-        return False
-    verdict = pushed.results.get(base.ref)
-    refused = verdict is not None and verdict.status is PushStatus.PERMANENT and base.ref in rejected
-    return rejected <= {u.ref for u in facts} or refused
+    refused = base.ref in rejected and pushed.results[base.ref].status is PushStatus.PERMANENT
+    return bool(rejected) and (rejected <= facts.keys() or refused)
 
 
 def _plain_push(crew: Crew, tip: str) -> PushResult:
