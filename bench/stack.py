@@ -29,7 +29,7 @@ from common import PYTHON, Figure, Row, git, heading, print_table, runs_from_arg
 
 RUNS = 15
 COMMANDS = 40  # git commands per measurement of one command's cost, in one process
-LANDING_COMMANDS = 28  # the landing tick's git commands, as benchmark 4 counts them (bench/README.md)
+LANDING_COMMANDS = 27  # the landing tick's git commands, as benchmark 4 counts them (bench/README.md)
 ROOT = Path(__file__).resolve().parent.parent
 
 IMPORTS = {
